@@ -1,0 +1,402 @@
+"""The public API: init, shutdown, remote, get, put, wait, cancel, and the cluster queries.
+
+Names and semantics follow Ray Core, so `import tasuki as ray` runs Ray programs unchanged.
+Calling `remote()`/`get()`/`put()` before `init()` starts an embedded cluster, as Ray does.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import sys
+import sysconfig
+import threading
+import time
+from typing import Any, Callable
+
+import cloudpickle
+
+from . import config
+from .client import Client
+from .exceptions import ClusterError, GetTimeoutError
+from .object_ref import ObjectRef
+
+_lock = threading.RLock()
+_client: Client | None = None
+_cluster = None           # launcher.EmbeddedCluster when init() started one
+_worker = None            # worker.Worker inside a worker process
+_job_id = ""
+_RAY_INIT_KWARGS_IGNORED = {"include_dashboard", "dashboard_host", "dashboard_port", "logging_level",
+                            "configure_logging", "log_to_driver", "runtime_env", "_temp_dir", "local_mode",
+                            "num_redis_shards", "_system_config", "logging_format", "_node_ip_address"}
+
+
+def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: int | None = None,
+         resources: dict | None = None, object_store_memory: int | None = None, token: str | None = None,
+         ignore_reinit_error: bool = False, namespace: str | None = None, **kwargs) -> dict:
+    """Connect this process to a cluster, or start an embedded one.
+
+    address: None or "local" starts a head and one node on this machine (None uses TASUKI_ADDRESS
+    when set); "auto" joins the cluster named by TASUKI_ADDRESS or started here by `tasuki start`;
+    "HOST:PORT" or "tasuki://HOST:PORT" joins that head (token from `token`, TASUKI_TOKEN, or the
+    cluster file when it is the cluster started on this machine).
+    """
+    global _client, _cluster, _job_id
+    unknown = set(kwargs) - _RAY_INIT_KWARGS_IGNORED
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+    with _lock:
+        if _client is not None:
+            if ignore_reinit_error:
+                return _context_info()
+            raise RuntimeError("tasuki.init() was already called in this process; call tasuki.shutdown() "
+                               "first, or pass ignore_reinit_error=True")
+        if address is None:
+            address = config.env("ADDRESS") or "local"
+        started = time.time()
+        if address == "local":
+            from .launcher import EmbeddedCluster
+            resources = config.parse_resources(resources)
+            _cluster = EmbeddedCluster(num_cpus, num_gpus, resources, object_store_memory)
+            head_address, token = _cluster.address, _cluster.token
+        else:
+            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
+                raise ValueError("num_cpus, num_gpus, resources and object_store_memory describe a new local "
+                                 "cluster; when connecting to an existing one set them on its nodes "
+                                 "(`tasuki start --num-cpus ...`) instead")
+            head_address, token = _resolve_address(address, token)
+        client = Client(head_address, token, "driver")
+        try:
+            welcome = _wait_welcome(client)
+        except BaseException:
+            client.close()
+            if _cluster is not None:
+                _cluster.stop()
+                _cluster = None
+            raise
+        _client = client
+        _job_id = welcome["job_id"]
+        client.activate()
+        client.started = started
+        atexit.register(shutdown)
+        return _context_info()
+
+
+def _wait_welcome(client: Client) -> dict:
+    if _cluster is None:
+        return client.wait_welcome(timeout=config.env_float("CONNECT_TIMEOUT", 15.0))
+    deadline = time.time() + 60
+    while True:
+        try:
+            return client.wait_welcome(timeout=0.2)
+        except ClusterError:
+            _cluster.check()
+            if time.time() > deadline:
+                raise
+
+
+def _resolve_address(address: str, token: str | None) -> tuple[str, str]:
+    cluster = config.read_cluster_file()
+    if address == "auto":
+        address = config.env("ADDRESS") or (cluster or {}).get("address")
+        if not address:
+            raise ClusterError("init(address='auto') found no cluster: TASUKI_ADDRESS is not set and no "
+                               "`tasuki start --head` ran on this machine. Start one, or call init() with "
+                               "no address for a local cluster.")
+    host_port = address.split("://", 1)[-1]
+    if ":" not in host_port:
+        raise ValueError(f"address {address!r} must look like HOST:PORT, for example 'head.ns.svc:{config.DEFAULT_PORT}'")
+    token = token or config.env("TOKEN")
+    if token is None and cluster and cluster.get("address", "").split("://")[-1] == host_port:
+        token = cluster.get("token")
+    if token is None:
+        raise ClusterError(f"no token for the cluster at {host_port}: pass init(token=...) or set TASUKI_TOKEN "
+                           f"(`tasuki start --head` prints it)")
+    return f"tcp://{host_port}", token
+
+
+def shutdown() -> None:
+    """Disconnect; stop the embedded cluster if init() started one. Safe to call twice."""
+    global _client, _cluster
+    with _lock:
+        if _worker is not None:
+            return
+        client, cluster = _client, _cluster
+        _client = _cluster = None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.stop()
+
+
+def is_initialized() -> bool:
+    return _client is not None
+
+
+def _get_client() -> Client:
+    client = _client
+    if client is None:
+        init()
+        client = _client
+    return client
+
+
+def _attach_worker(client: Client, worker) -> None:
+    global _client, _worker
+    _client, _worker = client, worker
+
+
+def _context_info() -> dict:
+    return {"address": _client.head_address, "job_id": _job_id,
+            "node_id": (_client.node or {}).get("node_id")}
+
+
+# --- remote functions ---------------------------------------------------------------------------
+_OPTIONS = {"num_cpus": 1, "num_gpus": 0, "resources": None, "max_retries": 3, "retry_exceptions": False,
+            "num_returns": 1, "name": None}
+_RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "max_calls", "placement_group",
+                        "placement_group_bundle_index", "_metadata", "accelerator_type"}
+
+
+def _check_options(options: dict, allowed: dict) -> dict:
+    unknown = set(options) - set(allowed) - _RAY_OPTIONS_IGNORED
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; valid options are {sorted(allowed)}")
+    for key in ("num_cpus", "num_gpus"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+    resources = options.get("resources")
+    if resources is not None:
+        resources = config.parse_resources(resources)
+        for reserved in ("CPU", "GPU"):
+            if reserved in resources:
+                raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
+    if "num_returns" in options and (not isinstance(options["num_returns"], int) or options["num_returns"] < 1):
+        raise ValueError(f"num_returns must be an integer of 1 or more, got {options['num_returns']!r}")
+    if "max_retries" in options and (not isinstance(options["max_retries"], int) or options["max_retries"] < -1):
+        raise ValueError(f"max_retries must be an integer of -1 (retry forever) or more, got {options['max_retries']!r}")
+    retry = options.get("retry_exceptions")
+    if retry is not None and not isinstance(retry, bool) and not (
+            isinstance(retry, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)):
+        raise ValueError(f"retry_exceptions must be True, False or a list of exception types, got {retry!r}")
+    return {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED}
+
+
+def _pickle_by_value_if_local(obj) -> None:
+    """Functions from the user's own modules (not installed packages) travel by value, so workers
+    need not import them: scripts, notebooks and test modules just work."""
+    name = getattr(obj, "__module__", None)
+    module = sys.modules.get(name) if name else None
+    path = getattr(module, "__file__", None)
+    if module is None or name == "__main__" or path is None or name.split(".")[0] == "tasuki":
+        return
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    if not any(os.path.abspath(path).startswith(os.path.abspath(p) + os.sep) for p in installed):
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except (ValueError, TypeError):
+            pass
+
+
+def _export(obj) -> tuple[bytes, bytes]:
+    _pickle_by_value_if_local(obj)
+    blob = cloudpickle.dumps(obj, protocol=5)
+    return hashlib.sha1(blob).digest()[:16], blob
+
+
+class RemoteFunction:
+    """A function that runs as a task: `f.remote(*args)` returns ObjectRef(s) at once."""
+
+    def __init__(self, function: Callable, options: dict, _export_cache: list | None = None) -> None:
+        self._function = function
+        self._options = {**_OPTIONS, **_check_options(options, _OPTIONS)}
+        self._export_cache = _export_cache if _export_cache is not None else [None]
+        self.__name__ = getattr(function, "__name__", "task")
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"remote function {self.__name__} cannot be called directly: use "
+                        f"{self.__name__}.remote(...), or {self.__name__}.__wrapped__(...) to run it here")
+
+    def options(self, **options) -> "RemoteFunction":
+        """A copy of this remote function with some options changed (for one call or more)."""
+        return RemoteFunction(self._function, {**self._options, **options}, self._export_cache)
+
+    def remote(self, *args, **kwargs):
+        client = _get_client()
+        cache = self._export_cache
+        if cache[0] is None:
+            cache[0] = _export(self._function)
+        fn_id, blob = cache[0]
+        client.register_function(fn_id, blob)
+        o = self._options
+        shape = {"CPU": float(o["num_cpus"] or 0)}
+        if o["num_gpus"]:
+            shape["GPU"] = float(o["num_gpus"])
+        if o["resources"]:
+            shape.update(o["resources"])
+        retries = o["max_retries"]
+        refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, shape, o["num_returns"],
+                             10**9 if retries == -1 else retries, o["retry_exceptions"])
+        return refs[0] if o["num_returns"] == 1 else refs
+
+
+def remote(*args, **options):
+    """Make a function a task (or a class an actor): `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target, options: dict):
+    if isinstance(target, type):
+        from .actor import ActorClass
+        return ActorClass(target, options)
+    if not callable(target):
+        raise TypeError(f"remote() needs a function or a class, got {target!r}")
+    return RemoteFunction(target, options)
+
+
+# --- objects -------------------------------------------------------------------------------------
+def put(value: Any) -> ObjectRef:
+    """Store `value` in the cluster once and return a ref to it (share big data between tasks)."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself where you need it")
+    return _get_client().put(value)
+
+
+def get(refs, *, timeout: float | None = None):
+    """The value of an ObjectRef, or the values of a list of them, waiting until they are ready.
+
+    A task's exception is re-raised here (as TaskError and its original type); GetTimeoutError
+    when `timeout` seconds pass first.
+    """
+    client = _get_client()
+    single = isinstance(refs, ObjectRef)
+    items = [refs] if single else refs
+    if not isinstance(items, (list, tuple)) or not all(isinstance(r, ObjectRef) for r in items):
+        raise TypeError(f"get() takes an ObjectRef or a list of ObjectRefs, got {_type_name(refs)}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or >= 0, got {timeout}")
+    ids = [r.id for r in items]
+    entries = client.get_objects(ids, timeout, _on_block if _worker is not None else None)
+    values = [client.value(oid, kind, data) for oid, (kind, data) in zip(ids, entries)]
+    return values[0] if single else values
+
+
+def _on_block(blocked: bool) -> None:
+    from . import protocol as P
+    _client.send_head((P.BLOCKED,) if blocked else (P.UNBLOCKED,))
+
+
+def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
+    """Wait until `num_returns` of `refs` are ready or `timeout` passes: returns (ready, not_ready)."""
+    client = _get_client()
+    if isinstance(refs, ObjectRef) or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError(f"wait() takes a list of ObjectRefs, got {_type_name(refs)}")
+    refs = list(refs)
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got the same ObjectRef twice")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, got {num_returns}")
+    deadline = None if timeout is None else time.time() + timeout
+    while True:
+        flags = client.ready([r.id for r in refs])
+        if sum(flags) >= num_returns:
+            break
+        remaining = None if deadline is None else deadline - time.time()
+        if remaining is not None and remaining <= 0:
+            break
+        client.wait_any(min(remaining, 1.0) if remaining is not None else 1.0)
+    ready = [r for r, f in zip(refs, flags) if f][:num_returns] if num_returns else []
+    chosen = set(ready)
+    return ready, [r for r in refs if r not in chosen]
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces `ref`: dequeue it, or interrupt it (force=True kills its worker)."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, got {_type_name(ref)}")
+    from . import protocol as P
+    _get_client().send_head((P.CANCEL, ref.id, force))
+
+
+def _type_name(value) -> str:
+    return f"{type(value).__name__} {value!r}"[:100]
+
+
+# --- the cluster ------------------------------------------------------------------------------
+def nodes() -> list[dict]:
+    """The cluster's nodes, in Ray's format (NodeID, Alive, NodeManagerAddress, Resources...)."""
+    out = []
+    for n in _get_client().nodes():
+        out.append({"NodeID": n["node_id"], "Alive": n["state"] != "dead", "State": n["state"].upper(),
+                    "NodeManagerAddress": n["ip"], "NodeManagerHostname": n["ip"], "Resources": n["resources"],
+                    "Available": n["available"], "Version": n["version"], "IsHeadNode": n["is_head_node"],
+                    "ObjectStore": n["object_store"], "SecondsIdle": n["seconds_idle"]})
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the live nodes."""
+    return _sum_resources("resources")
+
+
+def available_resources() -> dict[str, float]:
+    """Resources free right now on the live nodes."""
+    return _sum_resources("available")
+
+
+def _sum_resources(key: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in _get_client().nodes():
+        if n["state"] != "dead":
+            for k, v in n[key].items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def get_gpu_ids() -> list:
+    """GPU ids assigned to the running task (also in CUDA_VISIBLE_DEVICES); [] in a driver."""
+    if _worker is None:
+        return []
+    return [int(g) if str(g).isdigit() else g for g in getattr(_worker, "gpu_ids", [])]
+
+
+class RuntimeContext:
+    """Where this code runs: job, node, task and worker ids."""
+
+    def __init__(self) -> None:
+        client = _get_client()
+        self.job_id = _worker.job_id if _worker is not None else _job_id
+        self.node_id = (client.node or {}).get("node_id") if _worker is None else _worker.cfg.node_id
+        self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
+        self.worker_id = client.identity.hex()
+        self.actor_id = getattr(_worker, "actor_id", None)
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_node_id(self) -> str | None:
+        if self.node_id is None:
+            from .client import pick_local_node
+            node = pick_local_node(_get_client().nodes())
+            self.node_id = node["node_id"] if node else None
+        return self.node_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_worker_id(self) -> str:
+        return self.worker_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext()

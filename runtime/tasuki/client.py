@@ -1,0 +1,423 @@
+"""The connection every driver and worker holds to the cluster: submit, put, get, refcounts.
+
+One IO thread owns the sockets (zmq sockets are not thread-safe): a DEALER to the head and one
+to the local node agent. User threads never touch them; they append messages to a deque and
+wake the IO thread through a pipe, once per batch, so 10,000 `.remote()` calls in a loop leave
+as a few zmq messages. Objects that arrive (results pushed by the head for tasks this process
+submitted, or answers to GET) go into `self.objects`; `get` waits on a condition for them.
+
+Large objects never pass through the head: `put` allocates a block in the local node's arena
+(one ALLOC round trip), writes it in place and tells the head where it is; `get` asks the node
+to pin the block (pulling it from another node first if needed) and reads it without a copy.
+A process on a machine without a node (a remote driver) reads those objects over TCP instead.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from . import __version__, config, object_ref, protocol as P, serialization, transport
+from .exceptions import ClusterError, GetTimeoutError, ObjectLostError, SerializationError, VersionMismatchError
+from .object_ref import ObjectRef
+from .object_store import Arena, block_size
+
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+HEARTBEAT_S = 2.0
+
+
+class Client:
+    def __init__(self, head_address: str, token: str, role: str, identity: bytes | None = None,
+                 info: dict | None = None, node: dict | None = None, on_message=None) -> None:
+        self.head_address = head_address
+        self.token = token
+        self.role = role
+        self.identity = identity or (b"D" + os.urandom(8))
+        self.id_prefix = os.urandom(8)
+        self.counter = itertools.count(1)
+        self.context = zmq.Context()
+        self.head = transport.connect(self.context, head_address, token, self.identity)
+        self.node = node                     # local node: {"node_id", "ipc", "store_path"} or None
+        self.node_sock = None
+        self.arena: Arena | None = None
+        self.to_head: deque = deque()
+        self.to_node: deque = deque()
+        self.wake_r, self.wake_w = os.pipe()
+        self.wake_pending = False
+        self.cond = threading.Condition()
+        self.objects: dict[bytes, tuple] = {}          # object id -> (kind, data)
+        self.requested: set = set()
+        self.refcounts: dict[bytes, int] = {}
+        self.ref_lock = threading.Lock()
+        self.functions_sent: set = set()
+        self.replies: dict[int, list] = {}             # request id -> [event, reply]
+        self.on_message = on_message                    # worker: RUN, INTERRUPT, EXIT
+        self.welcome: dict | None = None
+        self.refused: str | None = None
+        self.nodes_cache: list | None = None
+        self.running = True
+        self.warned: set = set()
+        hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
+        self.to_head.append((P.HELLO, role, hello))
+        self.thread = threading.Thread(target=self._io_loop, name="tasuki-io", daemon=True)
+        self.thread.start()
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def wait_welcome(self, timeout: float) -> dict:
+        deadline = time.time() + timeout
+        with self.cond:
+            while self.welcome is None and self.refused is None:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise ClusterError(
+                        f"no answer from the tasuki head at {self.head_address} within {timeout:.0f} s. Check that "
+                        f"the head is running (`tasuki status`), that the address and port are right, and that "
+                        f"this driver has the cluster's token (init(token=...) or TASUKI_TOKEN): a wrong token "
+                        f"looks exactly like an unreachable head.")
+                self.cond.wait(remaining)
+        if self.refused is not None:
+            raise VersionMismatchError(self.refused) if "runs" in self.refused else ClusterError(self.refused)
+        return self.welcome
+
+    def activate(self) -> None:
+        object_ref._client = self
+
+    def close(self) -> None:
+        if not self.running:
+            return
+        if object_ref._client is self:
+            object_ref._client = None
+        self.send_head((P.BYE,))
+        self.running = False
+        self._wake()
+        self.thread.join(timeout=2)
+        self.context.destroy(linger=0)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    # --- sending ---------------------------------------------------------------------------
+    def send_head(self, message: tuple) -> None:
+        self.to_head.append(message)
+        if not self.wake_pending:
+            self._wake()
+
+    def send_node(self, message: tuple) -> None:
+        self.to_node.append(message)
+        if not self.wake_pending:
+            self._wake()
+
+    def _wake(self) -> None:
+        self.wake_pending = True
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def request_node(self, message_fn, timeout: float = 300.0):
+        """Send a request to the local node agent and wait for its reply."""
+        req = next(self.counter)
+        slot = self.replies[req] = [threading.Event(), None]
+        self.send_node(message_fn(req))
+        if not slot[0].wait(timeout):
+            raise ClusterError(f"the local node agent did not answer within {timeout:.0f} s")
+        del self.replies[req]
+        return slot[1]
+
+    def query(self, what: str, arg=None, timeout: float = 30.0):
+        req = next(self.counter)
+        slot = self.replies[req] = [threading.Event(), None]
+        self.send_head((P.QUERY, req, what, arg))
+        if not slot[0].wait(timeout):
+            raise ClusterError(f"the head did not answer a {what!r} query within {timeout:.0f} s")
+        del self.replies[req]
+        return slot[1]
+
+    # --- the IO thread ---------------------------------------------------------------------
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.head, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
+        next_beat = time.time() + HEARTBEAT_S
+        while self.running:
+            events = dict(poller.poll(500))
+            if self.wake_r in events:
+                os.read(self.wake_r, 65536)
+            self.wake_pending = False
+            if self.node is not None and self.node_sock is None and self.arena is not None:
+                self.node_sock = transport.connect(self.context, self.node["ipc"], self.token, self.identity)
+                poller.register(self.node_sock, zmq.POLLIN)
+            self._flush()
+            if self.head in events:
+                self._drain(self.head)
+            if self.node_sock is not None and self.node_sock in events:
+                self._drain(self.node_sock)
+            now = time.time()
+            if now >= next_beat and self.role == "driver":
+                self.to_head.append((P.HEARTBEAT,))
+                next_beat = now + HEARTBEAT_S
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        for queue, sock in ((self.to_head, self.head), (self.to_node, self.node_sock)):
+            if queue and sock is not None:
+                batch = []
+                while queue:
+                    batch.append(queue.popleft())
+                transport.send(sock, batch)
+
+    def _drain(self, sock) -> None:
+        arrived = False
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            for message in P.decode(frames[0].buffer):
+                kind = message[0]
+                if kind == P.OBJECT:
+                    self.objects[message[1]] = (message[2], message[3])
+                    arrived = True
+                elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER, P.CHUNK):
+                    slot = self.replies.get(message[1])
+                    if slot is not None:
+                        slot[1] = message
+                        slot[0].set()
+                elif kind == P.LOG:
+                    self._print_logs(message[1])
+                elif kind == P.WARN:
+                    if message[1] not in self.warned:
+                        self.warned.add(message[1])
+                        print(f"tasuki: warning: {message[1]}", file=sys.stderr, flush=True)
+                elif kind == P.WELCOME:
+                    self.welcome = message[1]
+                    arrived = True
+                elif kind == P.REFUSED:
+                    self.refused = message[1]
+                    arrived = True
+                elif self.on_message is not None:
+                    self.on_message(message)
+        if arrived:
+            with self.cond:
+                self.cond.notify_all()
+
+    @staticmethod
+    def _print_logs(lines: list) -> None:
+        for stream, text in lines:
+            out = sys.stderr if stream == "stderr" else sys.stdout
+            out.write(text + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    # --- refcounts -------------------------------------------------------------------------
+    def add_ref(self, oid: bytes, registered: bool) -> None:
+        with self.ref_lock:
+            count = self.refcounts.get(oid, 0)
+            self.refcounts[oid] = count + 1
+        if count == 0 and not registered:
+            self.send_head((P.HOLD, [oid]))
+
+    def remove_ref(self, oid: bytes) -> None:
+        with self.ref_lock:
+            count = self.refcounts.get(oid, 0) - 1
+            if count > 0:
+                self.refcounts[oid] = count
+                return
+            self.refcounts.pop(oid, None)
+        self.objects.pop(oid, None)
+        self.requested.discard(oid)
+        if self.running:
+            self.send_head((P.RELEASE, [oid]))
+
+    def new_id(self) -> bytes:
+        return self.id_prefix + next(self.counter).to_bytes(7, "little")
+
+    # --- tasks -------------------------------------------------------------------------------
+    def register_function(self, fn_id: bytes, blob: bytes) -> None:
+        if fn_id not in self.functions_sent:
+            self.functions_sent.add(fn_id)
+            self.send_head((P.FUNCTION, fn_id, blob))
+
+    def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, resources: dict,
+               num_returns: int, max_retries: int, retry_exceptions) -> list[ObjectRef]:
+        deps = [a.id for a in args if type(a) is ObjectRef]
+        deps += [v.id for v in kwargs.values() if type(v) is ObjectRef]
+        try:
+            s = serialization.dumps((args, kwargs))
+        except SerializationError:
+            serialization.check_arguments(name, args, kwargs)
+            raise
+        contained = s.refs
+        if s.buffers or len(s.header) > config.INLINE_OBJECT_LIMIT:
+            args_ref = self.put_serialized(s)           # large arguments go to the object store once
+            blob = (P.STORED_KIND, args_ref.id)
+            deps = deps + [args_ref.id]
+            contained = contained + [args_ref.id]
+        else:
+            blob = s.header
+        task_id = self.new_id()
+        return_ids = [task_id + bytes([i]) for i in range(num_returns)]
+        refs = [ObjectRef(oid, True) for oid in return_ids]
+        self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, resources,
+                                   max_retries, retry_exceptions)))
+        return refs
+
+    # --- objects -------------------------------------------------------------------------------
+    def put(self, value) -> ObjectRef:
+        return self.put_serialized(serialization.dumps(value))
+
+    def put_serialized(self, s: serialization.Serialized) -> ObjectRef:
+        oid = self.new_id()
+        ref = ObjectRef(oid, True)
+        if not s.buffers and len(s.header) <= config.INLINE_OBJECT_LIMIT:
+            self.objects[oid] = (P.VALUE, s.header)
+            self.send_head((P.PUT, oid, P.VALUE, s.header, s.refs, len(s.header)))
+        else:
+            node_id = self.store_locally(oid, s)
+            if node_id is None:      # no node shares memory with us: the head keeps it inline
+                header = s.header if not s.buffers else serialization.dumps_inline(
+                    serialization.loads(s.header, s.buffers))
+                self.send_head((P.PUT, oid, P.VALUE, header, s.refs, len(header)))
+            else:
+                self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
+        return ref
+
+    def store_locally(self, oid: bytes, s: serialization.Serialized) -> str | None:
+        """Write a serialized object into the local node's arena; returns the node id (None: no local node)."""
+        if not self.local_store():
+            return None
+        size = block_size(len(s.header), [b.nbytes for b in s.buffers])
+        reply = self.request_node(lambda req: (P.ALLOC, req, oid, size))
+        if reply[2] is None:
+            from .exceptions import ObjectStoreFullError
+            raise ObjectStoreFullError(reply[3])
+        parts = self.arena.write(reply[2], s.header, s.buffers)
+        self.send_node((P.SEAL, oid, parts))
+        return self.node["node_id"]
+
+    def local_store(self) -> bool:
+        if self.arena is not None:
+            return True
+        if self.node is None and self.role == "driver":
+            self.node = pick_local_node(self.nodes())
+        if self.node is None:
+            return False
+        self.arena = Arena(self.node["store_path"])
+        self._wake()                 # let the IO thread connect to the node
+        return True
+
+    def nodes(self) -> list:
+        return self.query("nodes")
+
+    def get_objects(self, ids: list, timeout: float | None, on_block=None) -> list[tuple]:
+        """(kind, data) for each id, waiting for those not here yet."""
+        missing = [oid for oid in ids if oid not in self.objects]
+        if missing:
+            ask = [oid for oid in missing if oid not in self.requested]
+            if ask:
+                self.requested.update(ask)
+                self.send_head((P.GET, ask))
+            deadline = None if timeout is None else time.time() + timeout
+            blocked = False
+            try:
+                with self.cond:
+                    while True:
+                        missing = [oid for oid in missing if oid not in self.objects]
+                        if not missing:
+                            break
+                        if not blocked and on_block is not None:
+                            on_block(True)
+                            blocked = True
+                        remaining = None if deadline is None else deadline - time.time()
+                        if remaining is not None and remaining <= 0:
+                            raise GetTimeoutError(f"get timed out after {timeout} s: {len(missing)} of "
+                                                  f"{len(ids)} objects not ready (first: {missing[0].hex()})")
+                        self.cond.wait(remaining if remaining is not None else 1.0)
+            finally:
+                if blocked:
+                    on_block(False)
+        objects = self.objects
+        return [objects[oid] for oid in ids]
+
+    def ready(self, ids: list) -> list[bool]:
+        ask = [oid for oid in ids if oid not in self.objects and oid not in self.requested]
+        if ask:
+            self.requested.update(ask)
+            self.send_head((P.GET, ask))
+        return [oid in self.objects for oid in ids]
+
+    def wait_any(self, timeout: float | None) -> None:
+        with self.cond:
+            self.cond.wait(timeout)
+
+    def value(self, oid: bytes, kind: str, data):
+        """The Python value of an object entry; raises its error."""
+        if kind == P.VALUE:
+            return serialization.loads(data)
+        if kind == P.ERROR:
+            raise serialization.loads(data)
+        return self.read_stored(oid, data)
+
+    def read_stored(self, oid: bytes, sources: list):
+        if self.local_store():
+            reply = self.request_node(lambda req: (P.PIN, req, oid, sources))
+            _, _, _, offset, parts, error = reply
+            if error is not None:
+                raise ObjectLostError(error)
+            unpin = _Unpinner(self, oid)
+            header, buffers = self.arena.read(offset, parts, unpin)
+            return serialization.loads(header, buffers)
+        return self.read_remote(oid, sources)
+
+    def read_remote(self, oid: bytes, sources: list):
+        """Fetch an object from a node over TCP in chunks (a process with no node on its machine)."""
+        for node_id, address in sources:
+            sock = transport.connect(self.context, address, self.token, b"R" + os.urandom(8))
+            try:
+                data, parts, at, size = None, None, 0, 1
+                while at < size:
+                    transport.send(sock, [(P.READ, 0, oid, at, config.TRANSFER_CHUNK)])
+                    if not sock.poll(60_000):
+                        raise ObjectLostError(f"node {node_id} at {address} did not answer a read of {oid.hex()}")
+                    messages, frames = transport.recv_dealer(sock)
+                    _, _, _, start, size, parts, error = messages[0]
+                    if error is not None:
+                        break
+                    if data is None:
+                        data = bytearray(size)
+                    chunk = frames[0].buffer
+                    data[start:start + len(chunk)] = chunk
+                    at = start + len(chunk)
+                else:
+                    view = memoryview(data)
+                    return serialization.loads(view[parts[0][0]:sum(parts[0])],
+                                               [view[o:o + n] for o, n in parts[1:]])
+            finally:
+                sock.close(linger=0)
+        raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it")
+
+
+class _Unpinner:
+    """Runs when the last view of a pinned block is gone: tells the node the block may be reused."""
+    __slots__ = ("client", "oid")
+
+    def __init__(self, client: Client, oid: bytes) -> None:
+        self.client, self.oid = client, oid
+
+    def __call__(self) -> None:
+        if self.client.running:
+            self.client.send_node((P.UNPIN, [self.oid]))
+
+
+def pick_local_node(nodes: list) -> dict | None:
+    """The node whose store this machine can map: same boot id and its store file is visible."""
+    me = config.boot_id()
+    local = [n for n in nodes if n.get("boot_id") == me and n.get("state") != "dead"
+             and n.get("store_path") and os.path.exists(n["store_path"])]
+    local.sort(key=lambda n: not n.get("is_head_node"))
+    return local[0] if local else None

@@ -1,0 +1,636 @@
+"""The head: the cluster's control plane, one event loop that owns all cluster state.
+
+It keeps the node table, the pending task queue (via scheduler.Scheduler), the object directory
+with reference counts, and the registered functions. Drivers, node agents and workers all connect
+to its one ROUTER socket; the HTTP thread (metrics.py) asks it questions over an inproc socket.
+
+Per-task path (a small task, everything inline):
+  driver SUBMIT ──► head: register return objects, pin argument refs, queue by shape, schedule()
+  head RUN ──► worker (batched with other messages for that worker; function blob sent once)
+  worker DONE ──► head: store the result inline, free the CPU, push OBJECT to the owner,
+                  wake dependent tasks, schedule the next task onto the now idle worker
+Every incoming zmq message is a batch; replies are collected per peer and sent once per loop turn.
+
+Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
+deduplicated there) or something pins it (a pending task's arguments, a stored object containing
+the ref). Small values are kept here inline; large ones stay in node stores and only their
+locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
+the nodes storing it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from . import __version__, config, protocol as P, serialization, transport
+from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
+from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_shape, shape_of)
+
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, float("inf"))
+
+
+@dataclass(eq=False)
+class Obj:
+    owner: bytes
+    kind: str | None = None          # None until ready; then VALUE, STORED_KIND or ERROR
+    data: object = None              # bytes (VALUE, ERROR) or list of node ids (STORED_KIND)
+    size: int = 0
+    holders: set = field(default_factory=set)
+    pins: int = 0
+    contained: list = field(default_factory=list)
+    waiters: list = field(default_factory=list)
+    dependents: list = field(default_factory=list)   # tasks waiting for this object
+
+
+@dataclass(eq=False)
+class Peer:
+    role: str                        # "driver", "worker" or "node"
+    info: dict
+    job_id: str = ""
+    last_seen: float = 0.0
+
+
+class Head:
+    def __init__(self, address: str, token: str, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1", lifeline_fd: int | None = None) -> None:
+        self.token = token
+        self.context = zmq.Context()
+        if address.startswith("tcp://"):
+            transport.start_authenticator(self.context, token)
+        self.sock, self.address = transport.bind(self.context, address, token)
+        self.control = self.context.socket(zmq.ROUTER)
+        self.control.bind("inproc://head-control")
+        self.lifeline_fd = lifeline_fd
+        self.sched = Scheduler()
+        self.objects: dict[bytes, Obj] = {}
+        self.tasks: dict[bytes, Task] = {}          # live tasks by task id
+        self.producer: dict[bytes, Task] = {}       # return object id -> its live task
+        self.functions: dict[bytes, bytes] = {}
+        self.peers: dict[bytes, Peer] = {}
+        self.drivers_by_job: dict[str, bytes] = {}
+        self.outbox: dict[bytes, list] = {}
+        self.warned_shapes: set = set()
+        self.next_job = 1
+        self.started_at = time.time()
+        self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
+        self.latency_counts = [0] * len(LATENCY_BUCKETS)
+        self.latency_sum = 0.0
+        self.running = True
+        self.metrics_address = None
+        if metrics_port is not None:
+            from .metrics import serve_http
+            self.metrics_address = serve_http(self.context, metrics_host, metrics_port)
+
+    # --- loop --------------------------------------------------------------------------
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        if self.lifeline_fd is not None:
+            poller.register(self.lifeline_fd, zmq.POLLIN)
+        next_check = 0.0
+        while self.running:
+            events = dict(poller.poll(250))
+            now = time.time()
+            if self.sock in events:
+                for _ in range(256):        # drain what is queued, then schedule once
+                    try:
+                        ident, messages, data = transport.recv_router_nowait(self.sock)
+                    except zmq.Again:
+                        break
+                    self.handle(ident, messages, now)
+            if self.control in events:
+                self.answer_control()
+            if self.lifeline_fd is not None and self.lifeline_fd in events:
+                break                         # the driver that started us is gone
+            if now >= next_check:
+                self.check_liveness(now)
+                next_check = now + config.NODE_HEARTBEAT_S
+            self.schedule(now)
+            self.flush()
+        self.shutdown()
+
+    def send(self, to: bytes, message: tuple) -> None:
+        box = self.outbox.get(to)
+        if box is None:
+            self.outbox[to] = [message]
+        else:
+            box.append(message)
+
+    def flush(self) -> None:
+        if self.outbox:
+            outbox, self.outbox = self.outbox, {}
+            for to, messages in outbox.items():
+                transport.send(self.sock, messages, to=to)
+
+    def shutdown(self) -> None:
+        for ident, peer in list(self.peers.items()):
+            if peer.role == "node":
+                self.send(ident, (P.SHUTDOWN,))
+        self.flush()
+        self.sock.close()
+        self.control.close()
+        self.context.term()
+
+    # --- dispatch ------------------------------------------------------------------------
+    def handle(self, ident: bytes, messages: list, now: float) -> None:
+        peer = self.peers.get(ident)
+        if peer is None:
+            first = messages[0]
+            if first[0] != P.HELLO:
+                return
+            return self.on_hello(ident, first[1], first[2], now)
+        peer.last_seen = now
+        for message in messages:
+            handler = self.handlers.get(message[0])
+            if handler is not None:
+                handler(self, ident, peer, now, *message[1:])
+
+    def on_hello(self, ident: bytes, role: str, info: dict, now: float) -> None:
+        mismatch = []
+        if info.get("version") != __version__:
+            mismatch.append(f"tasuki {info.get('version')} (head runs {__version__})")
+        if info.get("python") != PYTHON_VERSION:
+            mismatch.append(f"Python {info.get('python')} (head runs {PYTHON_VERSION})")
+        if mismatch:
+            self.send(ident, (P.REFUSED, f"this {role} runs " + " and ".join(mismatch) +
+                              f"; install tasuki {__version__} on Python {PYTHON_VERSION} on every node and driver"))
+            return
+        peer = Peer(role, info, last_seen=now)
+        self.peers[ident] = peer
+        if role == "driver":
+            peer.job_id = f"{self.next_job:04d}"
+            self.next_job += 1
+            self.drivers_by_job[peer.job_id] = ident
+            self.send(ident, (P.WELCOME, {"job_id": peer.job_id, "nodes": self.node_directory(),
+                                          "session": self.started_at}))
+        elif role == "node":
+            node = Node(info["node_id"], info["address"], info["ip"], dict(info["resources"]),
+                        dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info)
+            self.sched.add_node(node, now)
+            self.send(ident, (P.WELCOME, {"nodes": self.node_directory()}))
+            self.spawn_workers(node.node_id, int(node.total.get("CPU", 0)))
+            for shape in list(self.warned_shapes):
+                if self.sched.feasible(shape):
+                    self.warned_shapes.discard(shape)
+        elif role == "worker":
+            worker = self.sched.worker_ready(ident, info["pid"], now)
+            if worker is None:                     # not a worker we asked for, or too late
+                self.send(ident, (P.EXIT,))
+                del self.peers[ident]
+
+    def on_function(self, ident, peer, now, fn_id: bytes, blob: bytes) -> None:
+        self.functions[fn_id] = blob
+
+    def on_submit(self, ident, peer, now, spec: tuple) -> None:
+        (task_id, fn_id, name, args, deps, contained, return_ids, resources,
+         max_retries, retry_exceptions) = spec
+        task = Task(task_id, fn_id, name, args, deps, contained, return_ids, shape_of(resources),
+                    max_retries, retry_exceptions, owner=ident,
+                    job_id=peer.job_id or peer.info.get("job_id", ""), submitted_at=now)
+        self.tasks[task_id] = task
+        for oid in return_ids:
+            self.objects[oid] = Obj(owner=ident, holders={ident})
+            self.producer[oid] = task
+        for oid in contained:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins += 1
+        for oid in deps:
+            obj = self.objects.get(oid)
+            if obj is None:
+                return self.finish_with_error(task, ObjectLostError(
+                    f"argument {oid.hex()} of task {name} was freed before the task was submitted"), now)
+            if obj.kind == P.ERROR:
+                return self.finish_with_blob(task, obj.data, "failed", now)
+            if obj.kind is None:
+                obj.dependents.append(task)
+                task.waiting_on += 1
+        if task.waiting_on == 0:
+            self.enqueue(task)
+
+    def enqueue(self, task: Task) -> None:
+        self.sched.enqueue(task)
+        if task.shape not in self.warned_shapes and not self.sched.feasible(task.shape):
+            self.warned_shapes.add(task.shape)
+            shapes = sorted({format_shape(shape_of(n.total)) for n in self.sched.nodes.values() if n.state == ALIVE})
+            self.send(task.owner, (P.WARN,
+                f"task {task.name} asks for {format_shape(task.shape)}, which no node can provide "
+                f"(nodes offer: {', '.join(shapes) or 'no nodes'}). It stays pending until a node that "
+                f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
+
+    def on_hold(self, ident, peer, now, oids) -> None:
+        for oid in oids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders.add(ident)
+
+    def on_release(self, ident, peer, now, oids) -> None:
+        for oid in oids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders.discard(ident)
+                if not obj.holders and obj.pins <= 0:
+                    self.forget(oid, obj)
+
+    def on_put(self, ident, peer, now, oid, kind, data, contained, size=0) -> None:
+        obj = Obj(owner=ident, holders={ident})
+        self.objects[oid] = obj
+        self.set_ready(oid, obj, kind, data, contained, size, now)
+
+    def on_get(self, ident, peer, now, oids) -> None:
+        for oid in oids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self.send(ident, (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
+                    f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
+                    f"its only copy was lost"))))
+            elif obj.kind is None:
+                obj.waiters.append(ident)
+            else:
+                self.send(ident, self.object_message(oid, obj))
+
+    def on_done(self, ident, peer, now, task_id, results, retryable) -> None:
+        worker = self.sched.workers.get(ident)
+        task = self.tasks.get(task_id)
+        if worker is None or task is None or worker.task is not task:
+            return
+        self.sched.task_done(worker, now)
+        self.retire_surplus(worker.node_id)
+        if retryable and not task.cancelled and task.attempt < task.max_retries:
+            task.attempt += 1
+            task.worker = None
+            self.sched.enqueue(task)
+            return
+        outcome = "succeeded" if results[0][1] != P.ERROR else "failed"
+        self.finish(task, results, outcome, now)
+
+    def on_blocked(self, ident, peer, now) -> None:
+        worker = self.sched.workers.get(ident)
+        if worker is not None:
+            self.sched.worker_blocked(worker)
+
+    def on_unblocked(self, ident, peer, now) -> None:
+        worker = self.sched.workers.get(ident)
+        if worker is not None:
+            self.sched.worker_unblocked(worker)
+
+    def on_cancel(self, ident, peer, now, oid, force) -> None:
+        task = self.producer.get(oid)
+        if task is None or task.cancelled:
+            return
+        task.cancelled = True
+        error = TaskCancelledError(f"task {task.name} was cancelled")
+        if task.worker is None:
+            self.sched.remove_pending(task)
+            for dep in task.deps:
+                obj = self.objects.get(dep)
+                if obj is not None and task in obj.dependents:
+                    obj.dependents.remove(task)
+            self.finish_with_error(task, error, now, outcome="cancelled")
+        elif force:
+            node = self.sched.nodes[task.worker.node_id]
+            self.send(b"N" + node.node_id.encode(), (P.KILL, task.worker.worker_id))
+        else:
+            self.send(task.worker.worker_id, (P.INTERRUPT, task.task_id))
+
+    def on_log(self, ident, peer, now, lines) -> None:
+        worker = self.sched.workers.get(ident)
+        job = worker.task.job_id if worker is not None and worker.task is not None else ""
+        targets = [self.drivers_by_job[job]] if job in self.drivers_by_job else list(self.drivers_by_job.values())
+        for target in targets:
+            self.send(target, (P.LOG, lines))
+
+    def on_heartbeat(self, ident, peer, now, stats=None) -> None:
+        if peer.role == "node":
+            node = self.sched.nodes.get(peer.info["node_id"])
+            if node is not None:
+                node.last_heartbeat = now
+                node.stats = stats or {}
+
+    def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
+        worker = self.sched.worker_gone(worker_id, now)
+        self.forget_peer(worker_id)
+        if worker is not None and worker.task is not None:
+            self.task_lost(worker.task, WorkerCrashedError(
+                f"the worker running task {worker.task.name} (pid {pid}, node {worker.node_id}) died: "
+                f"{describe_exit(code)}"), now)
+
+    def on_stored(self, ident, peer, now, oid, size) -> None:
+        obj = self.objects.get(oid)
+        node_id = peer.info["node_id"]
+        if obj is None:
+            self.send(ident, (P.FREE, [oid]))
+        elif obj.kind == P.STORED_KIND and node_id not in obj.data:
+            obj.data.append(node_id)
+
+    def on_bye(self, ident, peer, now) -> None:
+        self.forget_peer(ident)
+
+    def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
+        self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now)))
+
+    handlers = {
+        P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
+        P.PUT: on_put, P.GET: on_get, P.DONE: on_done, P.BLOCKED: on_blocked,
+        P.UNBLOCKED: on_unblocked, P.CANCEL: on_cancel, P.LOG: on_log, P.HEARTBEAT: on_heartbeat,
+        P.WORKER_EXITED: on_worker_exited, P.STORED: on_stored, P.BYE: on_bye, P.QUERY: on_query,
+    }
+
+    # --- scheduling and results ----------------------------------------------------------
+    def schedule(self, now: float) -> None:
+        if not self.sched.queues:
+            return
+        assignments, spawns = self.sched.schedule(now)
+        for task, worker in assignments:
+            fn_blob = None
+            if task.fn_id not in worker.functions:
+                worker.functions.add(task.fn_id)
+                fn_blob = self.functions.get(task.fn_id)
+            deps = {oid: self.dependency_value(oid) for oid in task.deps}
+            self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
+                                                 deps, task.return_ids, task.retry_exceptions,
+                                                 task.attempt < task.max_retries, task.gpu_ids,
+                                                 task.job_id)))
+        for node_id, count in spawns.items():
+            self.spawn_workers(node_id, count)
+        for shape in [s for s, q in self.sched.queues.items() if not q]:
+            del self.sched.queues[shape]
+
+    def dependency_value(self, oid: bytes) -> tuple:
+        obj = self.objects[oid]
+        return obj.kind, self.locations(obj) if obj.kind == P.STORED_KIND else obj.data
+
+    def spawn_workers(self, node_id: str, count: int) -> None:
+        ids = [b"W" + os.urandom(8) for _ in range(count)]
+        for wid in ids:
+            self.sched.worker_starting(node_id, wid)
+        if ids:
+            self.send(b"N" + node_id.encode(), (P.SPAWN, ids))
+
+    def retire_surplus(self, node_id: str) -> None:
+        node = self.sched.nodes.get(node_id)
+        if node is None or self.sched.pending_count():
+            return
+        for worker in self.sched.surplus_idle_workers(node):
+            self.sched.worker_gone(worker.worker_id, time.time())
+            self.send(worker.worker_id, (P.EXIT,))
+
+    def finish(self, task: Task, results: list, outcome: str, now: float) -> None:
+        for oid, kind, data, contained, size in results:
+            obj = self.objects.get(oid)
+            if obj is None:          # nobody holds the result any more
+                if kind == P.STORED_KIND:
+                    self.free_on_nodes(oid, data)
+                continue
+            self.set_ready(oid, obj, kind, data, contained, size, now)
+        self.task_ended(task, outcome, now)
+
+    def finish_with_error(self, task: Task, error: BaseException, now: float, outcome: str = "failed") -> None:
+        self.finish_with_blob(task, serialization.dumps_inline(error), outcome, now)
+
+    def finish_with_blob(self, task: Task, blob: bytes, outcome: str, now: float) -> None:
+        self.finish(task, [(oid, P.ERROR, blob, [], len(blob)) for oid in task.return_ids], outcome, now)
+
+    def task_ended(self, task: Task, outcome: str, now: float) -> None:
+        self.tasks.pop(task.task_id, None)
+        for oid in task.return_ids:
+            self.producer.pop(oid, None)
+        for oid in task.contained:
+            self.unpin(oid)
+        self.finished[outcome] += 1
+        elapsed = now - task.submitted_at
+        self.latency_sum += elapsed
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if elapsed <= bound:
+                self.latency_counts[i] += 1
+                break
+
+    def task_lost(self, task: Task, error: BaseException, now: float) -> None:
+        """The task's worker or node died: retry it, or fail it once retries are spent."""
+        task.worker = None
+        if task.cancelled:
+            self.finish_with_error(task, TaskCancelledError(f"task {task.name} was cancelled"), now, "cancelled")
+        elif task.attempt < task.max_retries:
+            task.attempt += 1
+            self.sched.requeue_front(task)
+        else:
+            self.finish_with_error(task, error, now, "crashed")
+
+    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now) -> None:
+        obj.kind, obj.size, obj.contained = kind, size, contained
+        obj.data = [data] if kind == P.STORED_KIND else data
+        for inner in contained:
+            inner_obj = self.objects.get(inner)
+            if inner_obj is not None:
+                inner_obj.pins += 1
+        message = None
+        if obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
+            message = self.object_message(oid, obj)
+            self.send(obj.owner, message)
+        for waiter in obj.waiters:
+            if waiter != obj.owner or message is None:
+                self.send(waiter, message or self.object_message(oid, obj))
+        obj.waiters = []
+        dependents, obj.dependents = obj.dependents, []
+        for task in dependents:
+            if task.cancelled:
+                continue
+            if kind == P.ERROR:
+                self.finish_with_blob(task, data, "failed", now)
+                for other in task.deps:
+                    other_obj = self.objects.get(other)
+                    if other_obj is not None and task in other_obj.dependents:
+                        other_obj.dependents.remove(task)
+                continue
+            task.waiting_on -= 1
+            if task.waiting_on == 0:
+                self.enqueue(task)
+        if not obj.holders and obj.pins <= 0:
+            self.forget(oid, obj)
+
+    def object_message(self, oid: bytes, obj: Obj) -> tuple:
+        if obj.kind == P.STORED_KIND:
+            return (P.OBJECT, oid, P.STORED_KIND, self.locations(obj))
+        return (P.OBJECT, oid, obj.kind, obj.data)
+
+    def locations(self, obj: Obj) -> list:
+        nodes = self.sched.nodes
+        return [(n, nodes[n].address) for n in obj.data if n in nodes and nodes[n].state != DEAD]
+
+    def unpin(self, oid: bytes) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None:
+            obj.pins -= 1
+            if obj.pins <= 0 and not obj.holders:
+                self.forget(oid, obj)
+
+    def forget(self, oid: bytes, obj: Obj) -> None:
+        if obj.kind is None and oid in self.producer:
+            return              # still being computed: the result is dropped when it arrives
+        del self.objects[oid]
+        if obj.kind == P.STORED_KIND:
+            self.free_on_nodes(oid, obj.data)
+        for inner in obj.contained:
+            self.unpin(inner)
+
+    def free_on_nodes(self, oid: bytes, node_ids) -> None:
+        for node_id in node_ids if isinstance(node_ids, list) else [node_ids]:
+            self.send(b"N" + node_id.encode(), (P.FREE, [oid]))
+
+    def forget_peer(self, ident: bytes) -> None:
+        """A driver or worker left: release everything it held."""
+        peer = self.peers.pop(ident, None)
+        if peer is None:
+            return
+        if peer.role == "driver":
+            self.drivers_by_job.pop(peer.job_id, None)
+            for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
+                if self.sched.remove_pending(task):
+                    self.task_ended(task, "cancelled", time.time())
+        for oid, obj in list(self.objects.items()):
+            if ident in obj.holders:
+                obj.holders.discard(ident)
+                if not obj.holders and obj.pins <= 0:
+                    self.forget(oid, obj)
+
+    # --- liveness ------------------------------------------------------------------------
+    def check_liveness(self, now: float) -> None:
+        timeout = config.env_float("NODE_TIMEOUT", config.NODE_TIMEOUT_S)
+        for node in list(self.sched.nodes.values()):
+            if node.state != DEAD and now - node.last_heartbeat > timeout:
+                self.node_died(node, now)
+        for ident, peer in list(self.peers.items()):
+            if peer.role == "driver" and now - peer.last_seen > config.DRIVER_TIMEOUT_S:
+                self.forget_peer(ident)
+
+    def node_died(self, node: Node, now: float) -> None:
+        self.peers.pop(b"N" + node.node_id.encode(), None)
+        for worker in self.sched.remove_node(node.node_id):
+            self.peers.pop(worker.worker_id, None)
+            if worker.task is not None:
+                self.task_lost(worker.task, NodeDiedError(
+                    f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
+        lost = ObjectLostError(f"node {node.node_id} ({node.ip}) died holding the only copy of this object")
+        for oid, obj in self.objects.items():
+            if obj.kind == P.STORED_KIND and node.node_id in obj.data:
+                obj.data.remove(node.node_id)
+                if not obj.data:
+                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(lost)
+
+    # --- state for the CLI, the HTTP API and metrics ---------------------------------------
+    def answer_control(self) -> None:
+        frames = self.control.recv_multipart()
+        request = json.loads(frames[-1])
+        try:
+            body = self.query(request["what"], request.get("arg"), time.time())
+        except Exception as e:       # a bad HTTP request must not stop the head
+            body = {"error": f"{type(e).__name__}: {e}"}
+        self.control.send_multipart([*frames[:-1], json.dumps(body).encode()])
+        self.flush()
+
+    def query(self, what: str, arg, now: float):
+        if what == "nodes":
+            return self.node_directory(now)
+        if what == "demand":
+            return self.demand(now)
+        if what == "status":
+            return self.status(now)
+        if what == "drain":
+            return self.drain(arg, now)
+        raise ValueError(f"unknown query {what!r}")
+
+    def node_directory(self, now: float | None = None) -> list[dict]:
+        now = now or time.time()
+        out = []
+        for node in self.sched.nodes.values():
+            busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
+            out.append({
+                "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
+                "ipc": node.info.get("ipc"), "store_path": node.info.get("store_path"),
+                "boot_id": node.info.get("boot_id"), "version": node.info.get("version"),
+                "python": node.info.get("python"), "is_head_node": node.info.get("is_head_node", False),
+                "resources": node.total, "available": {k: max(0.0, v) for k, v in node.available.items()},
+                "workers": len(node.workers), "busy_workers": busy,
+                "seconds_idle": round(now - node.idle_since, 3) if node.idle_since is not None and
+                                not node.stats.get("objects") else 0.0,
+                "object_store": {"used": node.stats.get("used", 0), "capacity": node.stats.get("capacity", 0),
+                                 "objects": node.stats.get("objects", 0), "spilled": node.stats.get("spilled", 0)},
+            })
+        return out
+
+    def demand(self, now: float) -> dict:
+        pending = [{"shape": dict(shape), "count": len(queue), "feasible": self.sched.feasible(shape)}
+                   for shape, queue in self.sched.queues.items() if queue]
+        waiting = sum(1 for t in self.tasks.values() if t.waiting_on > 0)
+        return {"pending": pending, "waiting_for_dependencies": waiting,
+                "nodes": self.node_directory(now), "version": __version__}
+
+    def status(self, now: float) -> dict:
+        running = sum(1 for t in self.tasks.values() if t.worker is not None)
+        return {"version": __version__, "address": self.address, "uptime_s": round(now - self.started_at, 1),
+                "nodes": self.node_directory(now), "pending": self.sched.pending_count(),
+                "pending_by_shape": [{"shape": dict(s), "count": len(q)} for s, q in self.sched.queues.items() if q],
+                "running": running, "finished": dict(self.finished),
+                "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
+                            "sum": self.latency_sum},
+                "objects": len(self.objects), "drivers": len(self.drivers_by_job)}
+
+    def drain(self, arg: dict, now: float) -> dict:
+        node = self.sched.nodes.get(arg["node_id"])
+        if node is None:
+            raise KeyError(f"no node {arg['node_id']!r}")
+        busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
+        if arg.get("if_idle") and busy:
+            return {"node_id": node.node_id, "drained": False, "refused": True, "running_tasks": busy,
+                    "state": node.state}
+        if node.state == ALIVE:
+            node.state = DRAINING
+        return {"node_id": node.node_id, "state": node.state, "running_tasks": busy,
+                "objects": node.stats.get("objects", 0), "drained": busy == 0}
+
+
+def describe_exit(code: int) -> str:
+    """'exit code 3' or 'killed by SIGKILL(-9)': how a process ended, from its wait status code."""
+    import signal
+    if code is None:
+        return "it exited"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "signal"
+        hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}({code}){hint}"
+    return f"it exited with code {code}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tasuki.head")
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument("--ready-file", default=None)
+    args = parser.parse_args(argv)
+    lifeline = os.environ.pop("TASUKI_LIFELINE_FD", None)
+    import signal
+    head = Head(args.address, os.environ["TASUKI_TOKEN"], args.metrics_port, args.metrics_host,
+                int(lifeline) if lifeline else None)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(head, "running", False))
+    signal.signal(signal.SIGINT, lambda *_: setattr(head, "running", False))
+    if args.ready_file:
+        with open(args.ready_file + ".tmp", "w") as f:
+            json.dump({"address": head.address, "metrics": head.metrics_address, "pid": os.getpid()}, f)
+        os.replace(args.ready_file + ".tmp", args.ready_file)
+    head.serve()
+
+
+if __name__ == "__main__":
+    main()

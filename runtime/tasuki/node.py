@@ -1,0 +1,423 @@
+"""The node agent: one per machine or pod. Owns the node's object store, its workers and transfers.
+
+It registers the node's resources with the head, heartbeats, starts workers when the head asks
+(through the zygote, see zygote.py), reports how each worker exited, and serves the object store:
+processes on this machine allocate, seal and pin objects over its IPC socket and then read and
+write the arena directly (object_store.py); other nodes and remote drivers pull objects over its
+TCP socket in chunks. It is not on the per-task path: workers talk to the head directly.
+
+Pull of an object another node holds (a PIN naming sources):
+  PIN ──► node: allocate a block, READ chunk 0 from the source, then keep 4 chunk READs in flight
+  each CHUNK is written into the block; when complete: SEAL, STORED to the head, PINNED to waiters
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import __version__, config, protocol as P, transport
+from .exceptions import ObjectLostError, ObjectStoreFullError
+
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+PULL_WINDOW = 4          # chunk requests in flight per pull
+
+
+@dataclass
+class NodeConfig:
+    head_address: str
+    token: str
+    node_id: str
+    ip: str
+    resources: dict
+    gpu_ids: list
+    store_bytes: int
+    store_path: str
+    ipc_address: str
+    tcp_address: str
+    spill_dir: str
+    is_head_node: bool = False
+    labels: dict = field(default_factory=dict)
+
+
+def detect_gpus() -> int:
+    """Number of NVIDIA GPUs visible here (0 when there is no driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([v for v in visible.split(",") if v.strip() not in ("", "-1")])
+    if not os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def store_size(requested: int | None) -> int:
+    """The object store's size; raises SystemExit with a fix when /dev/shm cannot hold it."""
+    stat = os.statvfs(config.SHM_DIR)
+    free = stat.f_bavail * stat.f_frsize
+    if requested is None:
+        return max(64 << 20, min(int(config.total_memory() * config.STORE_FRACTION), int(free * 0.9)))
+    if requested > free:
+        raise SystemExit(
+            f"tasuki node: the object store needs {requested / 2**20:,.0f} MiB of shared memory but "
+            f"{config.SHM_DIR} has only {free / 2**20:,.0f} MiB free. In a container, mount a memory-backed "
+            f"/dev/shm (Kubernetes: an emptyDir volume with medium: Memory at /dev/shm; Docker: "
+            f"--shm-size={requested // 2**20 + 64}m), or start the node with a smaller --object-store-memory.")
+    return requested
+
+
+class NodeAgent:
+    def __init__(self, cfg: NodeConfig, zygote_sock, zygote_pid: int, lifeline_fd: int | None) -> None:
+        import zmq
+        from .object_store import Store
+        self.zmq = zmq
+        self.cfg = cfg
+        self.store = Store(cfg.store_path, cfg.store_bytes, cfg.spill_dir)
+        self.context = zmq.Context()
+        if cfg.tcp_address.startswith("tcp://"):
+            transport.start_authenticator(self.context, cfg.token)
+        self.local, _ = transport.bind(self.context, cfg.ipc_address, cfg.token)
+        self.remote, cfg.tcp_address = transport.bind(self.context, cfg.tcp_address, cfg.token)
+        self.head = transport.connect(self.context, cfg.head_address, cfg.token, b"N" + cfg.node_id.encode())
+        self.zygote = zygote_sock
+        self.zygote_pid = zygote_pid
+        self.zygote_buffer = b""
+        self.lifeline_fd = lifeline_fd
+        self.pids: dict[bytes, int] = {}              # worker id -> pid
+        self.workers_by_pid: dict[int, bytes] = {}
+        self.pins: dict[bytes, dict] = {}             # client identity -> {object id: count}
+        self.waiting_seal: dict[bytes, list] = {}     # object id -> [(ident, sock, req)] pinning before SEAL
+        self.pulls: dict[bytes, dict] = {}
+        self.sources: dict[str, object] = {}          # address -> DEALER to another node
+        self.poller = zmq.Poller()
+        self.running = True
+        self.head_messages: list = []
+
+    def info(self) -> dict:
+        c = self.cfg
+        return {"node_id": c.node_id, "address": c.tcp_address, "ip": c.ip, "resources": c.resources,
+                "gpu_ids": c.gpu_ids, "ipc": c.ipc_address, "store_path": c.store_path,
+                "store_capacity": c.store_bytes, "boot_id": config.boot_id(), "version": __version__,
+                "python": PYTHON_VERSION, "is_head_node": c.is_head_node, "labels": c.labels,
+                "pid": os.getpid()}
+
+    # --- loop --------------------------------------------------------------------------
+    def serve(self) -> None:
+        zmq = self.zmq
+        transport.send(self.head, [(P.HELLO, "node", self.info())])
+        for sock in (self.head, self.local, self.remote):
+            self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.zygote.fileno(), zmq.POLLIN)
+        if self.lifeline_fd is not None:
+            self.poller.register(self.lifeline_fd, zmq.POLLIN)
+        next_beat = 0.0
+        while self.running:
+            events = dict(self.poller.poll(100))
+            if self.head in events:
+                self.drain(self.head, self.on_head_message)
+            for sock in (self.local, self.remote):
+                if sock in events:
+                    self.drain_router(sock)
+            for address, sock in list(self.sources.items()):
+                if sock in events:
+                    self.drain(sock, self.on_chunk)
+            if self.zygote.fileno() in events:
+                self.on_zygote()
+            if self.lifeline_fd is not None and self.lifeline_fd in events:
+                break
+            now = time.time()
+            if now >= next_beat:
+                self.head_messages.append((P.HEARTBEAT, {
+                    "used": self.store.used(), "capacity": self.store.capacity,
+                    "objects": len(self.store.entries), "spilled": self.store.spilled_bytes}))
+                next_beat = now + config.NODE_HEARTBEAT_S
+            if self.head_messages:
+                messages, self.head_messages = self.head_messages, []
+                transport.send(self.head, messages)
+        self.shutdown()
+
+    def drain(self, sock, handle) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(self.zmq.NOBLOCK, copy=False)
+            except self.zmq.Again:
+                return
+            for message in P.decode(frames[0].buffer):
+                handle(message, frames[1:])
+
+    def drain_router(self, sock) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(self.zmq.NOBLOCK, copy=False)
+            except self.zmq.Again:
+                return
+            ident = frames[0].bytes
+            for message in P.decode(frames[1].buffer):
+                self.on_client_message(sock, ident, message, frames[2:])
+
+    def shutdown(self) -> None:
+        try:
+            self.zygote.close()               # the zygote kills every worker
+            os.waitpid(self.zygote_pid, 0)
+        except OSError:
+            pass
+        self.store.close()
+        self.context.destroy(linger=0)
+
+    # --- the head ------------------------------------------------------------------------
+    def on_head_message(self, message: tuple, data) -> None:
+        kind = message[0]
+        if kind == P.SPAWN:
+            for worker_id in message[1]:
+                self.zygote.sendall(json.dumps({"spawn": worker_id.hex()}).encode() + b"\n")
+        elif kind == P.FREE:
+            for oid in message[1]:
+                self.store.free(oid)
+        elif kind == P.KILL:
+            pid = self.pids.get(message[1])
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        elif kind == P.REFUSED:
+            print(f"tasuki node: the head refused this node: {message[1]}", file=sys.stderr, flush=True)
+            self.running = False
+        elif kind == P.SHUTDOWN:
+            self.running = False
+
+    def on_zygote(self) -> None:
+        chunk = self.zygote.recv(65536)
+        if not chunk:
+            self.running = False
+            return
+        self.zygote_buffer += chunk
+        while b"\n" in self.zygote_buffer:
+            line, self.zygote_buffer = self.zygote_buffer.split(b"\n", 1)
+            event = json.loads(line)
+            if "started" in event:
+                worker_id = bytes.fromhex(event["started"])
+                self.pids[worker_id] = event["pid"]
+                self.workers_by_pid[event["pid"]] = worker_id
+            else:
+                worker_id = self.workers_by_pid.pop(event["exited"], None)
+                if worker_id is not None:
+                    self.pids.pop(worker_id, None)
+                    for oid, count in self.pins.pop(worker_id, {}).items():
+                        for _ in range(count):
+                            self.store.unpin(oid)
+                    self.head_messages.append((P.WORKER_EXITED, worker_id, event["exited"], event["code"]))
+
+    # --- object store clients --------------------------------------------------------------
+    def on_client_message(self, sock, ident: bytes, message: tuple, data) -> None:
+        kind = message[0]
+        if kind == P.ALLOC:
+            _, req, oid, size = message
+            try:
+                reply = (P.ALLOCATED, req, self.store.allocate(oid, size), None)
+            except ObjectStoreFullError as e:
+                reply = (P.ALLOCATED, req, None, str(e))
+            transport.send(sock, [reply], to=ident)
+        elif kind == P.SEAL:
+            _, oid, parts = message
+            self.store.seal(oid, parts)
+            for waiter in self.waiting_seal.pop(oid, []):
+                self.reply_pin(*waiter, oid)
+        elif kind == P.PIN:
+            _, req, oid, sources = message
+            self.pin(sock, ident, req, oid, sources)
+        elif kind == P.UNPIN:
+            counts = self.pins.get(ident, {})
+            for oid in message[1]:
+                if counts.get(oid, 0) > 0:
+                    counts[oid] -= 1
+                    if not counts[oid]:
+                        del counts[oid]
+                    self.store.unpin(oid)
+        elif kind == P.READ:
+            _, req, oid, start, length = message
+            entry = self.store.entries.get(oid)
+            if entry is None or not entry.sealed or entry.freed:
+                transport.send(sock, [(P.CHUNK, req, oid, start, None, None, "not stored on this node")], to=ident)
+                return
+            if entry.offset is None:
+                self.store.pin(oid)      # restores from spill
+                self.store.unpin(oid)
+            view = memoryview(self.store.arena.view[entry.offset + start: entry.offset + min(entry.size, start + length)])
+            transport.send(sock, [(P.CHUNK, req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
+        elif kind == P.WRITE:
+            _, oid, offset = message
+            entry = self.store.entries.get(oid)
+            if entry is not None:
+                chunk = data[0].buffer
+                self.store.arena.view[entry.offset + offset: entry.offset + offset + len(chunk)] = chunk
+
+    def pin(self, sock, ident, req, oid, sources) -> None:
+        entry = self.store.entries.get(oid)
+        if entry is not None and not entry.sealed:
+            self.waiting_seal.setdefault(oid, []).append((sock, ident, req))
+        elif entry is not None:
+            self.reply_pin(sock, ident, req, oid)
+        elif any(node_id == self.cfg.node_id for node_id, _ in sources):
+            # the writer's SEAL has not arrived yet, or the object was freed: wait briefly for the seal
+            self.waiting_seal.setdefault(oid, []).append((sock, ident, req))
+        else:
+            self.start_pull(sock, ident, req, oid, [s for s in sources if s[0] != self.cfg.node_id])
+
+    def reply_pin(self, sock, ident, req, oid) -> None:
+        try:
+            entry = self.store.pin(oid)
+        except ObjectStoreFullError as e:
+            transport.send(sock, [(P.PINNED, req, oid, None, None, str(e))], to=ident)
+            return
+        if entry is None:
+            transport.send(sock, [(P.PINNED, req, oid, None, None, f"object {oid.hex()} is not in this node's store")], to=ident)
+            return
+        counts = self.pins.setdefault(ident, {})
+        counts[oid] = counts.get(oid, 0) + 1
+        transport.send(sock, [(P.PINNED, req, oid, entry.offset, entry.parts, None)], to=ident)
+
+    # --- pulls from other nodes ------------------------------------------------------------
+    def start_pull(self, sock, ident, req, oid, sources) -> None:
+        pull = self.pulls.get(oid)
+        if pull is not None:
+            pull["waiters"].append((sock, ident, req))
+            return
+        if not sources:
+            transport.send(sock, [(P.PINNED, req, oid, None, None, str(ObjectLostError(
+                f"object {oid.hex()} has no live copy on any node")))], to=ident)
+            return
+        self.pulls[oid] = {"waiters": [(sock, ident, req)], "sources": list(sources), "size": None,
+                           "received": 0, "next": 0, "started": time.time()}
+        self.request_chunk(oid, 0)
+
+    def source(self, address: str):
+        sock = self.sources.get(address)
+        if sock is None:
+            sock = transport.connect(self.context, address, self.cfg.token, b"P" + os.urandom(8))
+            self.sources[address] = sock
+            self.poller.register(sock, self.zmq.POLLIN)
+        return sock
+
+    def request_chunk(self, oid: bytes, start: int) -> None:
+        pull = self.pulls[oid]
+        address = pull["sources"][0][1]
+        transport.send(self.source(address), [(P.READ, oid, oid, start, config.TRANSFER_CHUNK)])
+        pull["next"] = start + config.TRANSFER_CHUNK
+
+    def on_chunk(self, message: tuple, data) -> None:
+        _, _req, oid, start, size, parts, error = message
+        pull = self.pulls.get(oid)
+        if pull is None:
+            return
+        if error is not None:
+            pull["sources"].pop(0)
+            if pull["sources"]:
+                pull["size"], pull["received"] = None, 0
+                self.store.free(oid)
+                return self.request_chunk(oid, 0)
+            return self.fail_pull(oid, f"object {oid.hex()} is gone from every node that held it ({error})")
+        if pull["size"] is None:
+            try:
+                pull["offset"] = self.store.allocate(oid, size)
+            except ObjectStoreFullError as e:
+                return self.fail_pull(oid, str(e))
+            pull["size"], pull["parts"] = size, parts
+            while pull["next"] < size and pull["next"] < config.TRANSFER_CHUNK * PULL_WINDOW:
+                self.request_chunk(oid, pull["next"])
+        chunk = data[0].buffer
+        at = pull["offset"] + start
+        self.store.arena.view[at: at + len(chunk)] = chunk
+        pull["received"] += len(chunk)
+        if pull["next"] < size:
+            self.request_chunk(oid, pull["next"])
+        if pull["received"] >= size:
+            del self.pulls[oid]
+            self.store.seal(oid, pull["parts"])
+            self.head_messages.append((P.STORED, oid, size))
+            for sock, ident, req in pull["waiters"]:
+                self.reply_pin(sock, ident, req, oid)
+
+    def fail_pull(self, oid: bytes, reason: str) -> None:
+        pull = self.pulls.pop(oid)
+        self.store.free(oid)
+        for sock, ident, req in pull["waiters"]:
+            transport.send(sock, [(P.PINNED, req, oid, None, None, reason)], to=ident)
+
+
+def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, resources=None,
+                object_store_memory=None, ip=None, port: int = 0, is_head_node=False, local_only=False) -> NodeConfig:
+    node_id = os.urandom(6).hex()
+    cpus = float(num_cpus if num_cpus is not None else config.env("NUM_CPUS", os.cpu_count() or 1))
+    gpus = int(num_gpus if num_gpus is not None else config.env("NUM_GPUS", detect_gpus()))
+    total = {"CPU": cpus, **config.parse_resources(resources if resources is not None else config.env("RESOURCES"))}
+    if gpus:
+        total["GPU"] = float(gpus)
+    memory = object_store_memory if object_store_memory is not None else config.env("OBJECT_STORE_MEMORY")
+    size = store_size(int(memory) if memory else None)
+    ip = ip or config.node_ip()
+    session = config.session_dir()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_ids = [g.strip() for g in visible.split(",")][:gpus] if visible else [str(i) for i in range(gpus)]
+    return NodeConfig(
+        head_address=head_address, token=token, node_id=node_id, ip=ip, resources=total, gpu_ids=gpu_ids,
+        store_bytes=size, store_path=os.path.join(config.SHM_DIR, f"tasuki-{os.getpid()}-{node_id}"),
+        ipc_address=f"ipc://{session}/node-{node_id}.sock",
+        tcp_address=f"ipc://{session}/node-{node_id}-tx.sock" if local_only else f"tcp://{ip}:{port}",
+        spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node)
+
+
+def sweep_stale_stores() -> None:
+    """Remove store files left by node agents that were killed (their pid no longer runs)."""
+    for name in os.listdir(config.SHM_DIR):
+        if name.startswith("tasuki-"):
+            try:
+                pid = int(name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if not os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.unlink(os.path.join(config.SHM_DIR, name))
+                except OSError:
+                    pass
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tasuki.node")
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--num-cpus", type=float, default=None)
+    parser.add_argument("--num-gpus", type=int, default=None)
+    parser.add_argument("--resources", default=None)
+    parser.add_argument("--object-store-memory", type=int, default=None)
+    parser.add_argument("--node-ip-address", default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--head-node", action="store_true")
+    parser.add_argument("--local-only", action="store_true")
+    args = parser.parse_args(argv)
+    lifeline = os.environ.pop("TASUKI_LIFELINE_FD", None)
+    token = os.environ["TASUKI_TOKEN"]
+    sweep_stale_stores()
+    cfg = make_config(args.head, token, num_cpus=args.num_cpus, num_gpus=args.num_gpus, resources=args.resources,
+                      object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,
+                      is_head_node=args.head_node, local_only=args.local_only)
+    # Import what workers need, then fork the zygote before any zmq context or thread exists.
+    from . import worker
+    zygote_sock, zygote_pid = __import__("tasuki.zygote", fromlist=["start"]).start(
+        lambda worker_id: worker.main(cfg, worker_id))
+    agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "running", False))
+    signal.signal(signal.SIGINT, lambda *_: setattr(agent, "running", False))
+    agent.serve()
+
+
+if __name__ == "__main__":
+    main()

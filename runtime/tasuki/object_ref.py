@@ -1,0 +1,71 @@
+"""ObjectRef: a future for a value in the cluster. Counting refs per process is how objects get freed."""
+from __future__ import annotations
+
+import asyncio
+
+from . import serialization
+
+_client = None        # the process's Client, set by client.Client.activate()
+
+
+class ObjectRef:
+    """A reference to an object in the cluster: returned by `f.remote()` and `put()`; read with `get()`.
+
+    Refs are counted in each process; when no process holds a ref to an object and nothing else
+    pins it, the object is freed. A ref can be passed to tasks (top-level arguments are resolved
+    to their values first), stored inside other objects, and awaited in asyncio code.
+    """
+    __slots__ = ("id", "__weakref__")
+
+    def __init__(self, object_id: bytes, _registered: bool = False) -> None:
+        self.id = object_id
+        if _client is not None:
+            _client.add_ref(object_id, _registered)
+
+    def __del__(self) -> None:
+        client = _client
+        if client is not None:
+            try:
+                client.remove_ref(self.id)
+            except Exception:     # interpreter shutdown
+                pass
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def binary(self) -> bytes:
+        return self.id
+
+    def task_id(self) -> str:
+        return self.id[:-1].hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.id.hex()})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __reduce__(self):
+        serialization.note_ref(self.id)
+        return (ObjectRef, (self.id,))
+
+    def future(self):
+        """A concurrent.futures.Future that completes with the value (or its error)."""
+        import concurrent.futures
+        import threading
+        future = concurrent.futures.Future()
+
+        def resolve():
+            from .api import get
+            try:
+                future.set_result(get(self))
+            except BaseException as e:
+                future.set_exception(e)
+        threading.Thread(target=resolve, daemon=True).start()
+        return future
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()

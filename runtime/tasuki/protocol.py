@@ -1,0 +1,61 @@
+"""Message kinds and their encoding. No sockets here (transport.py sends them).
+
+Every zmq message carries one pickled list of messages, so a driver that submits 10,000 tasks
+in a loop sends a handful of zmq messages, not 10,000. A message is a tuple whose first item is
+its kind. Unpickling is safe because every socket is authenticated first (see transport.py):
+nothing from a peer without the cluster token ever reaches `decode`.
+
+Driver or worker → head
+    HELLO(role, info)            first message; info has versions, job id, node id (workers)
+    FUNCTION(fn_id, blob)        a function or class pickled once; tasks refer to it by id
+    SUBMIT(spec)                 a task (see TaskSpec in scheduler.py)
+    HOLD(ids) / RELEASE(ids)     this process starts / stops holding refs (refcounting)
+    PUT(id, kind, data, refs)    a new object: VALUE (inline bytes) or STORED (node id)
+    GET(ids)                     send me these objects when they are ready
+    CANCEL(id, force)
+    DONE(task_id, results)       worker: results = [(id, kind, data, refs)]
+    BLOCKED / UNBLOCKED          worker: the running task waits in get (its CPU is lent out)
+    LOG(lines)                   worker output lines, already prefixed
+    HEARTBEAT, BYE
+    QUERY(req_id, what, arg)     state for the CLI and the HTTP API
+Head → driver or worker
+    WELCOME(info) / REFUSED(reason)
+    OBJECT(id, kind, data)       VALUE: pickled bytes; STORED: [(node_id, address)]; ERROR: pickled exception
+    RUN(task)                    worker: run this task
+    INTERRUPT(task_id)           worker: cancel the running task
+    EXIT                         worker: exit when idle
+    LOG(lines), WARN(text), ANSWER(req_id, data)
+Node agent → head
+    HELLO("node", info), HEARTBEAT(stats), WORKER_EXITED(worker_id, pid, code), STORED(id, size)
+Head → node agent
+    SPAWN(worker_id, count), KILL(worker_id), FREE(ids), SHUTDOWN
+Anyone → node agent (object store and transfers)
+    ALLOC(req, id, size) → ALLOCATED(req, offset | error)
+    SEAL(id, layout)
+    PIN(req, id, sources) → PINNED(req, id, layout | error)
+    UNPIN(ids)
+    READ(req, id, start, length) → CHUNK(req, start) + a raw data frame
+    WRITE(id, offset) + a raw data frame   (a driver with no shared memory on this machine)
+"""
+from __future__ import annotations
+
+import pickle
+
+HELLO, WELCOME, REFUSED = "hello", "welcome", "refused"
+FUNCTION, SUBMIT, HOLD, RELEASE, PUT, GET, CANCEL = "fn", "submit", "hold", "release", "put", "get", "cancel"
+DONE, BLOCKED, UNBLOCKED, LOG, HEARTBEAT, BYE, QUERY = "done", "blocked", "unblocked", "log", "hb", "bye", "query"
+OBJECT, RUN, INTERRUPT, EXIT, WARN, ANSWER = "object", "run", "interrupt", "exit", "warn", "answer"
+WORKER_EXITED, STORED, SPAWN, KILL, FREE, SHUTDOWN = "worker_exited", "stored", "spawn", "kill", "free", "shutdown"
+ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
+    "alloc", "allocated", "seal", "pin", "pinned", "unpin", "read", "chunk", "write")
+
+# object kinds in PUT, DONE and OBJECT
+VALUE, STORED_KIND, ERROR = "v", "s", "e"
+
+
+def encode(messages: list) -> bytes:
+    return pickle.dumps(messages, protocol=5)
+
+
+def decode(frame) -> list:
+    return pickle.loads(frame)

@@ -1,0 +1,272 @@
+"""Scheduling state and decisions: nodes, workers, resources, the pending queue. No I/O, no clocks.
+
+The head owns one `Scheduler`. Pending tasks wait in one queue per resource shape (the demand the
+autoscaler reads). `schedule()` matches queued tasks with idle workers on nodes whose free
+resources fit, and says how many workers each node should start for the tasks that fit but find
+no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
+nested task trees cannot deadlock a full pool. Time comes in as `now` arguments.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of a pending queue
+
+ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
+STARTING, IDLE, BUSY, BLOCKED = "starting", "idle", "busy", "blocked"
+MAX_WORKERS_PER_CPU = 4          # cap on workers a node starts per CPU (blocked tasks need more)
+
+
+def shape_of(resources: dict[str, float]) -> Shape:
+    return tuple(sorted((k, v) for k, v in resources.items() if v > 0))
+
+
+def fits(available: dict[str, float], shape: Shape) -> bool:
+    return all(available.get(k, 0.0) >= v - 1e-9 for k, v in shape)
+
+
+def times_fits(available: dict[str, float], shape: Shape) -> float:
+    """How many tasks of `shape` fit in `available` (inf for a shape that asks for nothing)."""
+    return min((math.floor(available.get(k, 0.0) / v + 1e-9) for k, v in shape), default=math.inf)
+
+
+def acquire(available: dict[str, float], shape: Shape, sign: int = 1) -> None:
+    for k, v in shape:
+        available[k] = available.get(k, 0.0) - sign * v
+
+
+def format_shape(shape: Shape) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in shape) + "}" if shape else "{}"
+
+
+@dataclass(eq=False)
+class Task:
+    task_id: bytes
+    fn_id: bytes
+    name: str
+    args: bytes                 # pickled (args, kwargs); top-level ObjectRefs are resolved before it runs
+    deps: list                  # ids of the top-level ObjectRef arguments
+    contained: list             # ids of every ObjectRef inside the arguments (pinned while the task lives)
+    return_ids: list
+    shape: Shape
+    max_retries: int
+    retry_exceptions: object    # bool or a list of exception types
+    owner: bytes = b""          # identity of the submitter
+    job_id: str = ""
+    gpu_ids: list = field(default_factory=list)
+    attempt: int = 0
+    waiting_on: int = 0         # deps not ready yet
+    worker: object = None
+    submitted_at: float = 0.0
+    started_at: float = 0.0
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class Worker:
+    worker_id: bytes
+    node_id: str
+    state: str = STARTING
+    task: Task | None = None
+    pid: int = 0
+    functions: set = field(default_factory=set)    # function ids this worker has been sent
+
+
+@dataclass(eq=False)
+class Node:
+    node_id: str
+    address: str                # tcp:// address of its object transfer server
+    ip: str
+    total: dict
+    available: dict
+    gpu_ids: list = field(default_factory=list)     # free GPU ids
+    state: str = ALIVE
+    info: dict = field(default_factory=dict)       # versions, store path, ipc address, boot id, labels
+    stats: dict = field(default_factory=dict)      # from heartbeats: store bytes, spilled bytes
+    workers: set = field(default_factory=set)
+    idle_workers: list = field(default_factory=list)
+    starting: int = 0
+    last_heartbeat: float = 0.0
+    idle_since: float | None = 0.0
+
+    def busy_workers(self) -> int:
+        return len(self.workers) - len(self.idle_workers) - self.starting
+
+    def max_workers(self) -> int:
+        return max(4, int(MAX_WORKERS_PER_CPU * self.total.get("CPU", 1)))
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.queues: dict[Shape, deque] = {}
+
+    # --- nodes and workers -------------------------------------------------------------
+    def add_node(self, node: Node, now: float) -> None:
+        node.last_heartbeat = now
+        node.idle_since = now
+        self.nodes[node.node_id] = node
+
+    def remove_node(self, node_id: str) -> list[Worker]:
+        """Mark a node dead; returns its workers (their tasks must be retried or failed)."""
+        node = self.nodes[node_id]
+        node.state = DEAD
+        lost = [self.workers.pop(w) for w in list(node.workers) if w in self.workers]
+        node.workers.clear()
+        node.idle_workers.clear()
+        node.starting = 0
+        return lost
+
+    def worker_starting(self, node_id: str, worker_id: bytes) -> None:
+        node = self.nodes[node_id]
+        self.workers[worker_id] = Worker(worker_id, node_id)
+        node.workers.add(worker_id)
+        node.starting += 1
+
+    def worker_ready(self, worker_id: bytes, pid: int, now: float) -> Worker | None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state != STARTING:
+            return None
+        node = self.nodes[worker.node_id]
+        node.starting -= 1
+        worker.pid = pid
+        self._set_idle(worker, node, now)
+        return worker
+
+    def worker_gone(self, worker_id: bytes, now: float) -> Worker | None:
+        """Forget a worker that exited; its task (if any) is returned with it, resources freed."""
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return None
+        node = self.nodes[worker.node_id]
+        node.workers.discard(worker_id)
+        if worker.state == STARTING:
+            node.starting -= 1
+        if worker in node.idle_workers:
+            node.idle_workers.remove(worker)
+        if worker.task is not None:
+            self._release(worker, node)
+        self._update_idle(node, now)
+        return worker
+
+    # --- tasks -------------------------------------------------------------------------
+    def enqueue(self, task: Task) -> None:
+        queue = self.queues.get(task.shape)
+        if queue is None:
+            queue = self.queues[task.shape] = deque()
+        queue.append(task)
+
+    def requeue_front(self, task: Task) -> None:
+        self.enqueue(task)
+        self.queues[task.shape].rotate(1)
+
+    def remove_pending(self, task: Task) -> bool:
+        queue = self.queues.get(task.shape)
+        if queue is not None and task in queue:
+            queue.remove(task)
+            return True
+        return False
+
+    def pending_count(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def feasible(self, shape: Shape) -> bool:
+        """Could any live node ever run this shape (on its total resources)?"""
+        return any(n.state == ALIVE and fits(n.total, shape) for n in self.nodes.values())
+
+    def schedule(self, now: float) -> tuple[list[tuple[Task, Worker]], dict[str, int]]:
+        """Assign queued tasks to idle workers; return (assignments, workers to start per node)."""
+        assignments: list[tuple[Task, Worker]] = []
+        spawns: dict[str, int] = {}
+        nodes = [n for n in self.nodes.values() if n.state == ALIVE]
+        for shape, queue in self.queues.items():
+            if not queue:
+                continue
+            for node in nodes:
+                while queue and node.idle_workers and fits(node.available, shape):
+                    task = queue.popleft()
+                    worker = node.idle_workers.pop()
+                    self._start(task, worker, node, now)
+                    assignments.append((task, worker))
+                if not queue:
+                    break
+            if queue:
+                # tasks that fit somewhere but found no idle worker: start workers for them
+                for node in nodes:
+                    want = min(len(queue), times_fits(node.available, shape))
+                    room = node.max_workers() - len(node.workers) - spawns.get(node.node_id, 0)
+                    extra = min(want - node.starting - spawns.get(node.node_id, 0), room)
+                    if extra > 0:
+                        spawns[node.node_id] = spawns.get(node.node_id, 0) + int(extra)
+        return assignments, spawns
+
+    def task_done(self, worker: Worker, now: float) -> Task | None:
+        task = worker.task
+        if task is None:
+            return None
+        node = self.nodes[worker.node_id]
+        self._release(worker, node)
+        self._set_idle(worker, node, now)
+        return task
+
+    def worker_blocked(self, worker: Worker) -> None:
+        """The worker's task waits in get: lend its CPUs to other tasks."""
+        if worker.state == BUSY and worker.task is not None:
+            worker.state = BLOCKED
+            node = self.nodes[worker.node_id]
+            acquire(node.available, _cpu_part(worker.task.shape), -1)
+
+    def worker_unblocked(self, worker: Worker) -> None:
+        if worker.state == BLOCKED and worker.task is not None:
+            worker.state = BUSY
+            node = self.nodes[worker.node_id]
+            acquire(node.available, _cpu_part(worker.task.shape))   # may go below zero for a while
+
+    def surplus_idle_workers(self, node: Node) -> list[Worker]:
+        """Idle workers above the node's CPU count (started while others were blocked)."""
+        keep = max(1, int(node.total.get("CPU", 1)))
+        extra = len(node.workers) - node.starting - keep
+        return node.idle_workers[:max(0, min(extra, len(node.idle_workers)))]
+
+    # --- helpers -----------------------------------------------------------------------
+    def _start(self, task: Task, worker: Worker, node: Node, now: float) -> None:
+        acquire(node.available, task.shape)
+        gpus = int(dict(task.shape).get("GPU", 0))
+        task.gpu_ids = [node.gpu_ids.pop(0) for _ in range(min(gpus, len(node.gpu_ids)))]
+        worker.state = BUSY
+        worker.task = task
+        task.worker = worker
+        task.started_at = now
+        node.idle_since = None
+
+    def _release(self, worker: Worker, node: Node) -> None:
+        task = worker.task
+        shape = task.shape if worker.state != BLOCKED else _without_cpu(task.shape)
+        acquire(node.available, shape, -1)
+        node.gpu_ids.extend(task.gpu_ids)
+        node.gpu_ids.sort()
+        task.gpu_ids = []
+        worker.task = None
+
+    def _set_idle(self, worker: Worker, node: Node, now: float) -> None:
+        worker.state = IDLE
+        node.idle_workers.append(worker)
+        self._update_idle(node, now)
+
+    def _update_idle(self, node: Node, now: float) -> None:
+        busy = any(self.workers[w].task is not None for w in node.workers if w in self.workers)
+        if busy:
+            node.idle_since = None
+        elif node.idle_since is None:
+            node.idle_since = now
+
+
+def _cpu_part(shape: Shape) -> Shape:
+    return tuple((k, v) for k, v in shape if k == "CPU")
+
+
+def _without_cpu(shape: Shape) -> Shape:
+    return tuple((k, v) for k, v in shape if k != "CPU")

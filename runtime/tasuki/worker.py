@@ -1,0 +1,192 @@
+"""The worker: runs tasks one at a time on its main thread; the client's IO thread talks beside it.
+
+Forked by the node's zygote, it connects to the head as itself (workers are on the per-task path,
+node agents are not), says HELLO, and then receives RUN messages. For each task it loads the
+function (sent once per worker), resolves top-level ObjectRef arguments (their values come with
+the RUN message, or are pinned from the local store), runs the function, and sends DONE with
+the results: small ones inline, large ones written into the node's arena. A task that raises
+sends its exception with the remote traceback; the head decides about retries.
+
+While a task waits in `get` the worker sends BLOCKED so the head lends its CPU to other tasks.
+Its stdout and stderr (file descriptors 1 and 2, so C extensions are caught too) are read by a
+thread and sent to the driver, each line prefixed with the task name, pid and node.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import traceback
+
+from . import object_ref, protocol as P, serialization
+from .exceptions import SerializationError, TaskCancelledError, TaskError
+
+_current = threading.local()     # the running task, for get_runtime_context()
+
+
+class Worker:
+    def __init__(self, cfg, worker_id: bytes) -> None:
+        from .client import Client
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.functions: dict[bytes, object] = {}
+        self.task_id: bytes | None = None
+        self.task_name = ""
+        self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path}
+        self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
+                             info={"node_id": cfg.node_id}, node=node, on_message=self.on_message)
+        self.client.activate()
+
+    def on_message(self, message: tuple) -> None:      # on the IO thread
+        kind = message[0]
+        if kind == P.RUN:
+            self.inbox.put(message[1])
+        elif kind == P.INTERRUPT:
+            if self.task_id == message[1]:
+                import _thread
+                _thread.interrupt_main()
+        elif kind == P.EXIT:
+            self.inbox.put(None)
+
+    def serve(self) -> None:
+        from . import api
+        api._attach_worker(self.client, self)
+        while True:
+            task = self.inbox.get()
+            if task is None:
+                return
+            self.run(task)
+
+    def run(self, task: tuple) -> None:
+        (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
+         can_retry, gpu_ids, job_id) = task
+        self.task_id, self.task_name, self.job_id = task_id, name, job_id
+        retryable = False
+        try:
+            if gpu_ids:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+            elif self.original_cuda is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = self.original_cuda
+            self.gpu_ids = gpu_ids
+            try:
+                fn = self.function(fn_id, fn_blob)
+                self.client.objects.update(deps)
+                args, kwargs = self.arguments(args_blob, deps)
+                result = fn(*args, **kwargs)
+                results = self.pack(result, return_ids, name)
+            except KeyboardInterrupt:
+                raise TaskCancelledError(f"task {name} was cancelled while running")
+        except BaseException as e:
+            if isinstance(e, TaskCancelledError):
+                error = e
+            else:
+                retryable = can_retry and _retryable(e, retry_exceptions)
+                error = self.task_error(e, name)
+            blob = _pickle_error(error)
+            results = [(oid, P.ERROR, blob, [], len(blob)) for oid in return_ids]
+        finally:
+            self.task_id = None
+            for oid in deps:
+                self.client.objects.pop(oid, None)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self.client.send_head((P.DONE, task_id, results, retryable))
+
+    def function(self, fn_id: bytes, blob: bytes | None):
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            fn = self.functions[fn_id] = serialization.loads(blob)
+        return fn
+
+    def arguments(self, blob, deps: dict) -> tuple[tuple, dict]:
+        ObjectRef = object_ref.ObjectRef
+        if type(blob) is tuple:                     # the arguments were large: stored as an object
+            kind, data = deps[blob[1]]
+            args, kwargs = self.client.value(blob[1], kind, data)
+        else:
+            args, kwargs = serialization.loads(blob)
+        if deps:
+            value = self.client.value
+            args = tuple(value(a.id, *deps[a.id]) if type(a) is ObjectRef and a.id in deps else a for a in args)
+            kwargs = {k: value(v.id, *deps[v.id]) if type(v) is ObjectRef and v.id in deps else v
+                      for k, v in kwargs.items()}
+        return args, kwargs
+
+    def pack(self, result, return_ids: list, name: str) -> list:
+        if len(return_ids) == 1:
+            values = [result]
+        else:
+            values = list(result) if result is not None else []
+            if len(values) != len(return_ids):
+                raise ValueError(f"task {name} declared num_returns={len(return_ids)} but returned "
+                                 f"{len(values)} values")
+        out = []
+        for oid, value in zip(return_ids, values):
+            try:
+                s = serialization.dumps(value)
+            except SerializationError as e:
+                raise SerializationError(f"the result of task {name} cannot be sent back: {e}") from None
+            if s.buffers or len(s.header) > serialization.INLINE_OBJECT_LIMIT:
+                out.append((oid, P.STORED_KIND, self.client.store_locally(oid, s), s.refs, s.size))
+            else:
+                out.append((oid, P.VALUE, s.header, s.refs, len(s.header)))
+        return out
+
+    def task_error(self, e: BaseException, name: str) -> TaskError:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        message = (f"task {name} failed on node {self.cfg.node_id} ({self.cfg.ip}), worker pid {os.getpid()}:\n"
+                   f"{tb.rstrip()}")
+        if isinstance(e, TaskError):
+            message = f"task {name} failed: {e}"
+        return TaskError(message, e, tb).as_instanceof_cause()
+
+
+def _retryable(e: BaseException, retry_exceptions) -> bool:
+    if retry_exceptions is True:
+        return isinstance(e, Exception)
+    if isinstance(retry_exceptions, (list, tuple)):
+        return isinstance(e, tuple(retry_exceptions))
+    return False
+
+
+def _pickle_error(error: TaskError) -> bytes:
+    try:
+        return serialization.dumps_inline(error)
+    except SerializationError:        # the cause cannot be pickled: keep the message and traceback
+        return serialization.dumps_inline(TaskError(str(error), None, getattr(error, "traceback_str", "")))
+
+
+def _capture_output(worker: Worker) -> None:
+    """Send everything written to fds 1 and 2 to the driver, line by line, prefixed."""
+    for fd, stream in ((1, "stdout"), (2, "stderr")):
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        threading.Thread(target=_forward, args=(worker, read_end, stream), daemon=True,
+                         name=f"tasuki-{stream}").start()
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _forward(worker: Worker, fd: int, stream: str) -> None:
+    pending = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        pending += chunk
+        if b"\n" not in pending:
+            continue
+        *lines, pending = pending.split(b"\n")
+        prefix = f"({worker.task_name or 'worker'} pid={os.getpid()} node={worker.cfg.node_id})"
+        worker.client.send_head((P.LOG, [(stream, f"{prefix} {line.decode(errors='replace')}") for line in lines]))
+
+
+def main(cfg, worker_id: bytes) -> None:
+    """Entry point in a process forked by the zygote."""
+    worker = Worker(cfg, worker_id)
+    _capture_output(worker)
+    worker.serve()
