@@ -135,7 +135,7 @@ class Client:
         if not slot[0].wait(timeout):
             raise ClusterError(f"the head did not answer a {what!r} query within {timeout:.0f} s")
         del self.replies[req]
-        return slot[1]
+        return slot[1][2]
 
     # --- the IO thread ---------------------------------------------------------------------
     def _io_loop(self) -> None:

@@ -316,11 +316,11 @@ class Head:
                 node.stats = stats or {}
 
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
-        worker = self.sched.worker_gone(worker_id, now)
+        worker, task = self.sched.worker_gone(worker_id, now)
         self.forget_peer(worker_id)
-        if worker is not None and worker.task is not None:
-            self.task_lost(worker.task, WorkerCrashedError(
-                f"the worker running task {worker.task.name} (pid {pid}, node {worker.node_id}) died: "
+        if task is not None:
+            self.task_lost(task, WorkerCrashedError(
+                f"the worker running task {task.name} (pid {pid}, node {worker.node_id}) died: "
                 f"{describe_exit(code)}"), now)
 
     def on_stored(self, ident, peer, now, oid, size) -> None:

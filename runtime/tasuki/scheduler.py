@@ -136,21 +136,22 @@ class Scheduler:
         self._set_idle(worker, node, now)
         return worker
 
-    def worker_gone(self, worker_id: bytes, now: float) -> Worker | None:
-        """Forget a worker that exited; its task (if any) is returned with it, resources freed."""
+    def worker_gone(self, worker_id: bytes, now: float) -> tuple[Worker | None, Task | None]:
+        """Forget a worker that exited: returns it and the task it was running (resources freed)."""
         worker = self.workers.pop(worker_id, None)
         if worker is None:
-            return None
+            return None, None
+        task = worker.task
         node = self.nodes[worker.node_id]
         node.workers.discard(worker_id)
         if worker.state == STARTING:
             node.starting -= 1
         if worker in node.idle_workers:
             node.idle_workers.remove(worker)
-        if worker.task is not None:
+        if task is not None:
             self._release(worker, node)
         self._update_idle(node, now)
-        return worker
+        return worker, task
 
     # --- tasks -------------------------------------------------------------------------
     def enqueue(self, task: Task) -> None:

@@ -136,7 +136,8 @@ class Worker:
         return out
 
     def task_error(self, e: BaseException, name: str) -> TaskError:
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        frames = e.__traceback__.tb_next if e.__traceback__ is not None else None   # skip this module's frame
+        tb = "".join(traceback.format_exception(type(e), e, frames))
         message = (f"task {name} failed on node {self.cfg.node_id} ({self.cfg.ip}), worker pid {os.getpid()}:\n"
                    f"{tb.rstrip()}")
         if isinstance(e, TaskError):
