@@ -376,7 +376,8 @@ class RuntimeContext:
         self.node_id = (client.node or {}).get("node_id") if _worker is None else _worker.cfg.node_id
         self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
         self.worker_id = client.identity.hex()
-        self.actor_id = getattr(_worker, "actor_id", None)
+        actor_id = getattr(_worker, "actor_id", None)
+        self.actor_id = actor_id.hex() if actor_id else None
 
     def get_job_id(self) -> str:
         return self.job_id

@@ -55,6 +55,13 @@ class Client:
         self.refcounts: dict[bytes, int] = {}
         self.ref_lock = threading.Lock()
         self.functions_sent: set = set()
+        self.to_actors: deque = deque()                # (actor id, info, CALL) from user threads
+        self.actor_links: dict[bytes, _ActorLink] = {}  # IO thread only
+        self.actor_socks: dict = {}                    # DEALER to an actor -> its link
+        self.servers: deque = deque()                  # a ROUTER for this actor's callers, handed over
+        self.server = None
+        self.to_callers: deque = deque()               # (caller identity, messages) to send on it
+        self.poller = zmq.Poller()
         self.replies: dict[int, list] = {}             # request id -> [event, reply]
         self.on_message = on_message                    # worker: RUN, INTERRUPT, EXIT
         self.welcome: dict | None = None
@@ -128,18 +135,23 @@ class Client:
         del self.replies[req]
         return slot[1]
 
-    def query(self, what: str, arg=None, timeout: float = 30.0):
+    def request_head(self, message_fn, timeout: float = 30.0):
+        """Send a request to the head and wait for its ANSWER."""
         req = next(self.counter)
         slot = self.replies[req] = [threading.Event(), None]
-        self.send_head((P.QUERY, req, what, arg))
+        message = message_fn(req)
+        self.send_head(message)
         if not slot[0].wait(timeout):
-            raise ClusterError(f"the head did not answer a {what!r} query within {timeout:.0f} s")
+            raise ClusterError(f"the head did not answer a {message[0]!r} request within {timeout:.0f} s")
         del self.replies[req]
         return slot[1][2]
 
+    def query(self, what: str, arg=None, timeout: float = 30.0):
+        return self.request_head(lambda req: (P.QUERY, req, what, arg), timeout)
+
     # --- the IO thread ---------------------------------------------------------------------
     def _io_loop(self) -> None:
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.head, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         next_beat = time.time() + HEARTBEAT_S
@@ -151,11 +163,18 @@ class Client:
             if self.node is not None and self.node_sock is None and self.arena is not None:
                 self.node_sock = transport.connect(self.context, self.node["ipc"], self.token, self.identity)
                 poller.register(self.node_sock, zmq.POLLIN)
+            while self.servers:
+                self.server, self.on_call = self.servers.popleft()
+                poller.register(self.server, zmq.POLLIN)
             self._flush()
             if self.head in events:
                 self._drain(self.head)
             if self.node_sock is not None and self.node_sock in events:
                 self._drain(self.node_sock)
+            if self.server is not None and self.server in events:
+                self._drain_server()
+            for sock in [s for s in events if s in self.actor_socks]:
+                self._drain(sock)
             now = time.time()
             if now >= next_beat and self.role == "driver":
                 self.to_head.append((P.HEARTBEAT,))
@@ -164,6 +183,11 @@ class Client:
         self._flush()
 
     def _flush(self) -> None:
+        if self.to_actors:
+            self._flush_actors()
+        while self.to_callers:
+            ident, messages = self.to_callers.popleft()
+            transport.send(self.server, messages, to=ident)
         for queue, sock in ((self.to_head, self.head), (self.to_node, self.node_sock)):
             if queue and sock is not None:
                 batch = []
@@ -183,7 +207,12 @@ class Client:
                 if kind == P.OBJECT:
                     self.objects[message[1]] = (message[2], message[3])
                     arrived = True
-                elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER, P.CHUNK):
+                    link = self.actor_socks.get(sock)
+                    if link is not None:
+                        link.inflight.pop(message[1], None)
+                elif kind == P.ACTOR_INFO:
+                    self._on_actor_info(*message[1:])
+                elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER):
                     slot = self.replies.get(message[1])
                     if slot is not None:
                         slot[1] = message
@@ -205,6 +234,26 @@ class Client:
         if arrived:
             with self.cond:
                 self.cond.notify_all()
+
+    def _drain_server(self) -> None:
+        """IO thread: calls from this actor's callers."""
+        while True:
+            try:
+                ident, messages, _ = transport.recv_router_nowait(self.server)
+            except zmq.Again:
+                return
+            for message in messages:
+                self.on_call(ident, message)
+
+    def serve_calls(self, sock, on_call) -> None:
+        """Hand a bound ROUTER to the IO thread; `on_call(identity, CALL)` runs there for each call."""
+        self.servers.append((sock, on_call))
+        self._wake()
+
+    def reply(self, ident: bytes, messages: list) -> None:
+        self.to_callers.append((ident, messages))
+        if not self.wake_pending:
+            self._wake()
 
     @staticmethod
     def _print_logs(lines: list) -> None:
@@ -243,8 +292,9 @@ class Client:
             self.functions_sent.add(fn_id)
             self.send_head((P.FUNCTION, fn_id, blob))
 
-    def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, resources: dict,
-               num_returns: int, max_retries: int, retry_exceptions) -> list[ObjectRef]:
+    def serialize_arguments(self, name: str, args: tuple, kwargs: dict) -> tuple[object, list, list, object]:
+        """(blob, deps, contained, holder) of a call: large arguments go to the object store once,
+        and `holder` (their ref) must be kept until the message that pins them is queued."""
         deps = [a.id for a in args if type(a) is ObjectRef]
         deps += [v.id for v in kwargs.values() if type(v) is ObjectRef]
         try:
@@ -252,14 +302,14 @@ class Client:
         except SerializationError:
             serialization.check_arguments(name, args, kwargs)
             raise
-        contained = s.refs
         if s.buffers or len(s.header) > config.INLINE_OBJECT_LIMIT:
-            args_ref = self.put_serialized(s)           # large arguments go to the object store once
-            blob = (P.STORED_KIND, args_ref.id)
-            deps = deps + [args_ref.id]
-            contained = contained + [args_ref.id]
-        else:
-            blob = s.header
+            args_ref = self.put_serialized(s)
+            return (P.STORED_KIND, args_ref.id), deps + [args_ref.id], s.refs + [args_ref.id], args_ref
+        return s.header, deps, s.refs, None
+
+    def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, resources: dict,
+               num_returns: int, max_retries: int, retry_exceptions) -> list[ObjectRef]:
+        blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
         task_id = self.new_id()
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
@@ -267,7 +317,80 @@ class Client:
                                    max_retries, retry_exceptions)))
         return refs
 
-    # --- objects -------------------------------------------------------------------------------
+    # --- actors ------------------------------------------------------------------------------
+    def create_actor(self, fn_id: bytes, class_name: str, args: tuple, kwargs: dict, placement: dict,
+                     info: dict) -> bytes:
+        blob, deps, contained, _holder = self.serialize_arguments(f"{class_name}.__init__", args, kwargs)
+        actor_id = self.new_id()
+        spec = (fn_id, class_name, blob, deps, contained, placement, info)
+        if info["name"] is None:
+            self.send_head((P.CREATE_ACTOR, actor_id, spec, None))
+            return actor_id
+        answer = self.request_head(lambda req: (P.CREATE_ACTOR, actor_id, spec, req))
+        if isinstance(answer, str):
+            raise ValueError(answer)
+        return answer
+
+    def call_actor(self, actor_id: bytes, info: dict, method: str, args: tuple, kwargs: dict,
+                   num_returns: int) -> list[ObjectRef]:
+        name = f"{info['class_name']}.{method}"
+        blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
+        first = self.new_id()
+        return_ids = [first + bytes([i]) for i in range(num_returns)]
+        refs = [ObjectRef(oid, True) for oid in return_ids]
+        self.to_head.append((P.ACTOR_CALLS, actor_id, [(return_ids, contained)]))
+        self.to_actors.append((actor_id, info, (P.CALL, return_ids, method, blob, deps, name)))
+        if not self.wake_pending:
+            self._wake()
+        return refs
+
+    def _flush_actors(self) -> None:
+        """IO thread: route queued calls to actors whose address is known; locate the others."""
+        touched = set()
+        while self.to_actors:
+            actor_id, info, message = self.to_actors.popleft()
+            link = self.actor_links.get(actor_id)
+            if link is None:
+                link = self.actor_links[actor_id] = _ActorLink(info)
+                self.to_head.append((P.ACTOR_LOCATE, actor_id))
+            link.queue.append(message)
+            touched.add(link)
+        for link in touched:
+            self._send_to_actor(link)
+
+    def _send_to_actor(self, link: "_ActorLink") -> None:
+        if link.sock is None or link.state != P.ALIVE_STATE or not link.queue:
+            return
+        batch = list(link.queue)
+        link.queue.clear()
+        for message in batch:
+            link.inflight[message[1][0]] = message
+        transport.send(link.sock, batch)
+
+    def _on_actor_info(self, actor_id: bytes, state: str, address: str | None, cause: str) -> None:
+        link = self.actor_links.get(actor_id)
+        if link is None:
+            return
+        link.state = state
+        if state == P.ALIVE_STATE:
+            if address != link.address:
+                if link.sock is not None:
+                    self.poller.unregister(link.sock)
+                    link.sock.close(linger=0)
+                link.address = address
+                link.sock = transport.connect(self.context, address, self.token, self.identity)
+                self.poller.register(link.sock, zmq.POLLIN)
+                self.actor_socks[link.sock] = link
+            self._send_to_actor(link)
+        elif state == P.RESTARTING and link.info.get("max_task_retries"):
+            link.queue.extendleft(reversed(list(link.inflight.values())))    # resend after the restart
+            link.inflight.clear()
+        elif state in (P.RESTARTING, P.DEAD_STATE):
+            link.inflight.clear()          # the head fails these calls' results
+            if state == P.DEAD_STATE:
+                link.queue.clear()
+
+        # --- objects -------------------------------------------------------------------------------
     def put(self, value) -> ObjectRef:
         return self.put_serialized(serialization.dumps(value))
 
@@ -400,6 +523,19 @@ class Client:
             finally:
                 sock.close(linger=0)
         raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it")
+
+
+class _ActorLink:
+    """What a caller's IO thread knows of one actor: where it is, calls queued and in flight."""
+    __slots__ = ("info", "state", "address", "sock", "queue", "inflight")
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+        self.state = None
+        self.address = None
+        self.sock = None
+        self.queue: deque = deque()
+        self.inflight: dict = {}       # first return id -> CALL
 
 
 class _Unpinner:

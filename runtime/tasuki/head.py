@@ -50,6 +50,23 @@ class Obj:
 
 
 @dataclass(eq=False)
+class Actor:
+    actor_id: bytes
+    info: dict                       # class name, name, namespace, options, methods (for handles)
+    owner: bytes
+    spec: tuple                      # the creation task's arguments, kept for restarts
+    state: str = P.PENDING
+    worker_id: bytes | None = None
+    node_id: str | None = None
+    address: str | None = None
+    restarts: int = 0
+    cause: str = ""
+    no_restart: bool = False
+    subscribers: set = field(default_factory=set)
+    pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
+
+
+@dataclass(eq=False)
 class Peer:
     role: str                        # "driver", "worker" or "node"
     info: dict
@@ -77,6 +94,10 @@ class Head:
         self.drivers_by_job: dict[str, bytes] = {}
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()
+        self.actors: dict[bytes, Actor] = {}
+        self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
+        self.actor_by_worker: dict[bytes, Actor] = {}
+        self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
         self.next_job = 1
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
@@ -195,15 +216,19 @@ class Head:
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids, shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
                     job_id=peer.job_id or peer.info.get("job_id", ""), submitted_at=now)
-        self.tasks[task_id] = task
         for oid in return_ids:
             self.objects[oid] = Obj(owner=ident, holders={ident})
+        self.admit(task, now)
+
+    def admit(self, task: Task, now: float, pin: bool = True) -> None:
+        """Register a task, pin its argument refs, and queue it once its dependencies are ready."""
+        self.tasks[task.task_id] = task
+        for oid in task.return_ids:
             self.producer[oid] = task
-        for oid in contained:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.pins += 1
-        for oid in deps:
+        if pin:
+            self.pin_all(task.contained)
+        name = task.name
+        for oid in task.deps:
             obj = self.objects.get(oid)
             if obj is None:
                 return self.finish_with_error(task, ObjectLostError(
@@ -215,6 +240,12 @@ class Head:
                 task.waiting_on += 1
         if task.waiting_on == 0:
             self.enqueue(task)
+
+    def pin_all(self, oids) -> None:
+        for oid in oids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins += 1
 
     def enqueue(self, task: Task) -> None:
         self.sched.enqueue(task)
@@ -318,7 +349,16 @@ class Head:
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)
         self.forget_peer(worker_id)
-        if task is not None:
+        actor = self.actor_by_worker.get(worker_id)
+        if actor is not None:
+            self.actor_died(actor, f"its worker (pid {pid}, node {worker.node_id}) died: {describe_exit(code)}", now)
+        elif task is not None and task.actor is not None:
+            actor = self.actors.get(task.actor["actor_id"])
+            self.tasks.pop(task.task_id, None)
+            if actor is not None:
+                self.actor_died(actor, f"its worker (pid {pid}) died while running the constructor: "
+                                       f"{describe_exit(code)}", now)
+        elif task is not None:
             self.task_lost(task, WorkerCrashedError(
                 f"the worker running task {task.name} (pid {pid}, node {worker.node_id}) died: "
                 f"{describe_exit(code)}"), now)
@@ -337,11 +377,166 @@ class Head:
     def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
         self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now)))
 
+    # --- actors -------------------------------------------------------------------------------
+    def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
+        fn_id, class_name, args, deps, contained, placement, info = spec
+        key = (info["namespace"], info["name"])
+        if info["name"] is not None:
+            existing = self.actors.get(self.actor_names.get(key, b""))
+            if existing is not None and existing.state != P.DEAD_STATE:
+                if info.get("get_if_exists"):
+                    return self.send(ident, (P.ANSWER, req, existing.actor_id))
+                return self.send(ident, (P.ANSWER, req, f"an actor named {info['name']!r} already exists in "
+                                                        f"namespace {info['namespace']!r}; use get_actor() or "
+                                                        f"options(get_if_exists=True)"))
+            self.actor_names[key] = actor_id
+        actor = Actor(actor_id, info, ident, spec)
+        self.actors[actor_id] = actor
+        self.pin_all(contained)            # the constructor's arguments live as long as the actor
+        self.place_actor(actor, now)
+        if req is not None:
+            self.send(ident, (P.ANSWER, req, actor_id))
+
+    def place_actor(self, actor: Actor, now: float) -> None:
+        fn_id, class_name, args, deps, contained, placement, info = actor.spec
+        task = Task(actor.actor_id + b"c" + bytes([actor.restarts % 256]), fn_id, f"{class_name}.__init__",
+                    args, deps, contained, [], shape_of(placement), 0, False, owner=actor.owner,
+                    job_id=self.peers[actor.owner].job_id if actor.owner in self.peers else "", submitted_at=now,
+                    actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
+                           "is_async": info["is_async"], "class_name": class_name})
+        self.admit(task, now, pin=False)
+
+    def on_actor_ready(self, ident, peer, now, actor_id, address, error) -> None:
+        actor = self.actors.get(actor_id)
+        worker = self.sched.workers.get(ident)
+        if worker is None or worker.task is None:
+            return
+        task = worker.task
+        self.tasks.pop(task.task_id, None)
+        if actor is None or actor.state == P.DEAD_STATE or error is not None:
+            self.sched.worker_gone(ident, now)       # this worker exits; it must not get new work
+            self.peers.pop(ident, None)
+            self.send(ident, (P.EXIT,))
+            if actor is not None and actor.state != P.DEAD_STATE:
+                actor.no_restart = True
+                self.actor_died(actor, f"its constructor raised:\n{error}", now)
+            return
+        self.sched.bind_actor(worker, actor_id, shape_of(actor.info["held"]))
+        actor.state, actor.worker_id, actor.node_id, actor.address = P.ALIVE_STATE, ident, worker.node_id, address
+        self.actor_by_worker[ident] = actor
+        self.tell_subscribers(actor)
+
+    def on_actor_locate(self, ident, peer, now, actor_id) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
+            return
+        actor.subscribers.add(ident)
+        if actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
+            self.send(ident, (P.ACTOR_INFO, actor_id, actor.state, actor.address, actor.cause))
+
+    def tell_subscribers(self, actor: Actor) -> None:
+        for ident in actor.subscribers:
+            if ident in self.peers:
+                self.send(ident, (P.ACTOR_INFO, actor.actor_id, actor.state, actor.address, actor.cause))
+
+    def on_actor_calls(self, ident, peer, now, actor_id, calls) -> None:
+        actor = self.actors.get(actor_id)
+        for return_ids, contained in calls:
+            for oid in return_ids:
+                self.objects[oid] = Obj(owner=ident, holders={ident})
+            self.pin_all(contained)
+            first = return_ids[0]
+            if actor is None or actor.state == P.DEAD_STATE:
+                self.fail_call(actor, actor_id, return_ids, contained, now)
+                continue
+            actor.pending[first] = (return_ids, contained)
+            early = self.early_results.pop(first, None)
+            if early is not None:
+                self.on_actor_result(*early)
+
+    def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
+        actor = self.actors.get(actor_id)
+        call = actor.pending.pop(first, None) if actor is not None else None
+        if call is None:
+            self.early_results[first] = (ident, peer, now, actor_id, first, results)
+            return
+        for oid, kind, data, contained, size in results:
+            obj = self.objects.get(oid)
+            if obj is None:
+                if kind == P.STORED_KIND:
+                    self.free_on_nodes(oid, data)
+                continue
+            # the caller already has inline results from the actor; stored ones it learns from us
+            self.set_ready(oid, obj, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
+        for oid in call[1]:
+            self.unpin(oid)
+        self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
+
+    def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
+        from .actor import died_error
+        cause = actor.cause if actor is not None else "no such actor in this cluster"
+        blob = serialization.dumps_inline(died_error(actor.info if actor else {}, actor_id, cause))
+        for oid in return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.kind is None:
+                self.set_ready(oid, obj, P.ERROR, blob, [], len(blob), now)
+        for oid in contained:
+            self.unpin(oid)
+
+    def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == P.DEAD_STATE:
+            return
+        actor.no_restart = actor.no_restart or no_restart
+        actor.cause = "it was killed with tasuki.kill()"
+        if actor.worker_id is not None and actor.worker_id in self.sched.workers:
+            self.send(b"N" + actor.node_id.encode(), (P.KILL, actor.worker_id))
+        else:
+            creation = self.producer_of_actor(actor)
+            if creation is not None:
+                self.sched.remove_pending(creation)
+                self.tasks.pop(creation.task_id, None)
+            self.actor_died(actor, actor.cause, now)
+
+    def producer_of_actor(self, actor: Actor) -> Task | None:
+        return next((t for t in self.tasks.values() if t.actor and t.actor["actor_id"] == actor.actor_id), None)
+
+    def actor_died(self, actor: Actor, cause: str, now: float) -> None:
+        """Restart the actor if it may, else mark it dead and fail its pending calls."""
+        self.actor_by_worker.pop(actor.worker_id, None)
+        actor.worker_id = actor.address = None
+        actor.cause = actor.cause if actor.cause.startswith("it was killed") else cause
+        limit = actor.info["max_restarts"]
+        if not actor.no_restart and (limit == -1 or actor.restarts < limit):
+            actor.restarts += 1
+            actor.state = P.RESTARTING
+            self.tell_subscribers(actor)
+            if not actor.info["max_task_retries"]:
+                for first, (return_ids, contained) in list(actor.pending.items()):
+                    del actor.pending[first]
+                    self.fail_call(actor, actor.actor_id, return_ids, contained, now)
+            actor.cause = ""
+            self.place_actor(actor, now)
+            return
+        actor.state = P.DEAD_STATE
+        self.tell_subscribers(actor)
+        for first, (return_ids, contained) in list(actor.pending.items()):
+            self.fail_call(actor, actor.actor_id, return_ids, contained, now)
+        actor.pending.clear()
+        for oid in actor.spec[4]:
+            self.unpin(oid)
+        key = (actor.info["namespace"], actor.info["name"])
+        if self.actor_names.get(key) == actor.actor_id:
+            del self.actor_names[key]
+
     handlers = {
         P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
         P.PUT: on_put, P.GET: on_get, P.DONE: on_done, P.BLOCKED: on_blocked,
         P.UNBLOCKED: on_unblocked, P.CANCEL: on_cancel, P.LOG: on_log, P.HEARTBEAT: on_heartbeat,
         P.WORKER_EXITED: on_worker_exited, P.STORED: on_stored, P.BYE: on_bye, P.QUERY: on_query,
+        P.CREATE_ACTOR: on_create_actor, P.ACTOR_READY: on_actor_ready, P.ACTOR_LOCATE: on_actor_locate,
+        P.ACTOR_CALLS: on_actor_calls, P.ACTOR_RESULT: on_actor_result, P.KILL_ACTOR: on_kill_actor,
     }
 
     # --- scheduling and results ----------------------------------------------------------
@@ -358,7 +553,7 @@ class Head:
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
-                                                 task.job_id)))
+                                                 task.job_id, task.actor)))
         for node_id, count in spawns.items():
             self.spawn_workers(node_id, count)
         for shape in [s for s, q in self.sched.queues.items() if not q]:
@@ -384,6 +579,13 @@ class Head:
             self.send(worker.worker_id, (P.EXIT,))
 
     def finish(self, task: Task, results: list, outcome: str, now: float) -> None:
+        if task.actor is not None:     # a creation task that could not run (an argument failed, cancelled)
+            self.tasks.pop(task.task_id, None)
+            actor = self.actors.get(task.actor["actor_id"])
+            if actor is not None:
+                actor.no_restart = True
+                self.actor_died(actor, "its constructor could not run: one of its arguments failed", now)
+            return
         for oid, kind, data, contained, size in results:
             obj = self.objects.get(oid)
             if obj is None:          # nobody holds the result any more
@@ -424,7 +626,7 @@ class Head:
         else:
             self.finish_with_error(task, error, now, "crashed")
 
-    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now) -> None:
+    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now, push_owner: bool = True) -> None:
         obj.kind, obj.size, obj.contained = kind, size, contained
         obj.data = [data] if kind == P.STORED_KIND else data
         for inner in contained:
@@ -432,7 +634,7 @@ class Head:
             if inner_obj is not None:
                 inner_obj.pins += 1
         message = None
-        if obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
+        if push_owner and obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
             message = self.object_message(oid, obj)
             self.send(obj.owner, message)
         for waiter in obj.waiters:
@@ -492,6 +694,10 @@ class Head:
             return
         if peer.role == "driver":
             self.drivers_by_job.pop(peer.job_id, None)
+            for actor in list(self.actors.values()):
+                if actor.owner == ident and not actor.info["detached"] and actor.state != P.DEAD_STATE:
+                    self.on_kill_actor(ident, peer, time.time(), actor.actor_id, True)
+                    actor.cause = "its driver exited (use lifetime='detached' to keep it)"
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
                     self.task_ended(task, "cancelled", time.time())
@@ -515,7 +721,15 @@ class Head:
         self.peers.pop(b"N" + node.node_id.encode(), None)
         for worker in self.sched.remove_node(node.node_id):
             self.peers.pop(worker.worker_id, None)
-            if worker.task is not None:
+            actor = self.actor_by_worker.get(worker.worker_id)
+            if actor is not None:
+                self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
+            elif worker.task is not None and worker.task.actor is not None:
+                self.tasks.pop(worker.task.task_id, None)
+                actor = self.actors.get(worker.task.actor["actor_id"])
+                if actor is not None:
+                    self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
+            elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
         lost = ObjectLostError(f"node {node.node_id} ({node.ip}) died holding the only copy of this object")
@@ -545,6 +759,13 @@ class Head:
             return self.status(now)
         if what == "drain":
             return self.drain(arg, now)
+        if what == "actor":
+            actor = self.actors.get(self.actor_names.get((arg["namespace"], arg["name"]), b""))
+            if actor is None or actor.state == P.DEAD_STATE:
+                return None
+            return {"actor_id": actor.actor_id, "info": actor.info}
+        if what == "actors":
+            return self.actor_table()
         raise ValueError(f"unknown query {what!r}")
 
     def node_directory(self, now: float | None = None) -> list[dict]:
@@ -581,7 +802,12 @@ class Head:
                 "running": running, "finished": dict(self.finished),
                 "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
                             "sum": self.latency_sum},
-                "objects": len(self.objects), "drivers": len(self.drivers_by_job)}
+                "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actor_table()}
+
+    def actor_table(self) -> list[dict]:
+        return [{"actor_id": a.actor_id.hex(), "class_name": a.info["class_name"], "name": a.info["name"],
+                 "namespace": a.info["namespace"], "node_id": a.node_id, "state": a.state,
+                 "restarts": a.restarts, "cause": a.cause} for a in self.actors.values()]
 
     def drain(self, arg: dict, now: float) -> dict:
         node = self.sched.nodes.get(arg["node_id"])

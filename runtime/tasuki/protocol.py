@@ -25,6 +25,15 @@ Head → driver or worker
     INTERRUPT(task_id)           worker: cancel the running task
     EXIT                         worker: exit when idle
     LOG(lines), WARN(text), ANSWER(req_id, data)
+Actors (see actor.py)
+    CREATE_ACTOR(actor_id, spec)         caller → head: place a creation task
+    ACTOR_READY(actor_id, address)       actor worker → head: constructed, listening
+    ACTOR_LOCATE(actor_id)               caller → head; answered (now or later) by
+    ACTOR_INFO(actor_id, state, address, cause)   head → callers, again on restart and death
+    ACTOR_CALLS(actor_id, [(return_ids, contained)])  caller → head: register calls (refcounting)
+    CALL(return_ids, method, args, deps, name)        caller → actor worker, directly
+    ACTOR_RESULT(results)                actor worker → head, after answering the caller
+    KILL_ACTOR(actor_id, no_restart)     caller → head
 Node agent → head
     HELLO("node", info), HEARTBEAT(stats), WORKER_EXITED(worker_id, pid, code), STORED(id, size)
 Head → node agent
@@ -48,6 +57,12 @@ OBJECT, RUN, INTERRUPT, EXIT, WARN, ANSWER = "object", "run", "interrupt", "exit
 WORKER_EXITED, STORED, SPAWN, KILL, FREE, SHUTDOWN = "worker_exited", "stored", "spawn", "kill", "free", "shutdown"
 ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
     "alloc", "allocated", "seal", "pin", "pinned", "unpin", "read", "chunk", "write")
+
+CREATE_ACTOR, ACTOR_READY, ACTOR_LOCATE, ACTOR_INFO, ACTOR_CALLS, ACTOR_RESULT, KILL_ACTOR, CALL = (
+    "create_actor", "actor_ready", "actor_locate", "actor_info", "actor_calls", "actor_result", "kill_actor", "call")
+
+# actor states in ACTOR_INFO
+PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"
 
 # object kinds in PUT, DONE and OBJECT
 VALUE, STORED_KIND, ERROR = "v", "s", "e"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of a pending queue
 
 ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
-STARTING, IDLE, BUSY, BLOCKED = "starting", "idle", "busy", "blocked"
+STARTING, IDLE, BUSY, BLOCKED, ACTOR = "starting", "idle", "busy", "blocked", "actor"
 MAX_WORKERS_PER_CPU = 4          # cap on workers a node starts per CPU (blocked tasks need more)
 
 
@@ -62,6 +62,7 @@ class Task:
     submitted_at: float = 0.0
     started_at: float = 0.0
     cancelled: bool = False
+    actor: dict | None = None   # set on an actor's creation task: {"actor_id", "max_concurrency", "is_async"}
 
 
 @dataclass(eq=False)
@@ -72,6 +73,9 @@ class Worker:
     task: Task | None = None
     pid: int = 0
     functions: set = field(default_factory=set)    # function ids this worker has been sent
+    gpu_ids: list = field(default_factory=list)     # GPUs an actor keeps
+    actor_id: bytes | None = None                   # set while the worker holds an actor
+    held: Shape = ()                                # resources the actor holds while it lives
 
 
 @dataclass(eq=False)
@@ -88,6 +92,7 @@ class Node:
     workers: set = field(default_factory=set)
     idle_workers: list = field(default_factory=list)
     starting: int = 0
+    actors: int = 0                 # workers held by actors (outside the task pool's limits)
     last_heartbeat: float = 0.0
     idle_since: float | None = 0.0
 
@@ -103,6 +108,7 @@ class Scheduler:
         self.nodes: dict[str, Node] = {}
         self.workers: dict[bytes, Worker] = {}
         self.queues: dict[Shape, deque] = {}
+        self.queued_actors = 0          # actor creation tasks in the queues
 
     # --- nodes and workers -------------------------------------------------------------
     def add_node(self, node: Node, now: float) -> None:
@@ -150,11 +156,30 @@ class Scheduler:
             node.idle_workers.remove(worker)
         if task is not None:
             self._release(worker, node)
+        if worker.actor_id is not None:
+            node.actors -= 1
+            acquire(node.available, worker.held, -1)
+            node.gpu_ids = sorted(node.gpu_ids + worker.gpu_ids)
         self._update_idle(node, now)
         return worker, task
 
+    def bind_actor(self, worker: Worker, actor_id: bytes, held: Shape) -> None:
+        """The worker's creation task made it an actor: keep `held` (not the placement shape) for its life."""
+        node = self.nodes[worker.node_id]
+        task = worker.task
+        worker.gpu_ids = list(task.gpu_ids) if dict(held).get("GPU") else []
+        task.gpu_ids = [g for g in task.gpu_ids if g not in worker.gpu_ids]
+        self._release(worker, node)
+        acquire(node.available, held)
+        worker.state = ACTOR
+        worker.actor_id = actor_id
+        node.actors += 1
+        worker.held = held
+
     # --- tasks -------------------------------------------------------------------------
     def enqueue(self, task: Task) -> None:
+        if task.actor is not None:
+            self.queued_actors += 1
         queue = self.queues.get(task.shape)
         if queue is None:
             queue = self.queues[task.shape] = deque()
@@ -168,6 +193,7 @@ class Scheduler:
         queue = self.queues.get(task.shape)
         if queue is not None and task in queue:
             queue.remove(task)
+            self.queued_actors -= task.actor is not None
             return True
         return False
 
@@ -189,6 +215,7 @@ class Scheduler:
             for node in nodes:
                 while queue and node.idle_workers and fits(node.available, shape):
                     task = queue.popleft()
+                    self.queued_actors -= task.actor is not None
                     worker = node.idle_workers.pop()
                     self._start(task, worker, node, now)
                     assignments.append((task, worker))
@@ -198,7 +225,9 @@ class Scheduler:
                 # tasks that fit somewhere but found no idle worker: start workers for them
                 for node in nodes:
                     want = min(len(queue), times_fits(node.available, shape))
-                    room = node.max_workers() - len(node.workers) - spawns.get(node.node_id, 0)
+                    room = node.max_workers() - (len(node.workers) - node.actors) - spawns.get(node.node_id, 0)
+                    if self.queued_actors:
+                        room = max(room, self.queued_actors)   # every actor needs a worker of its own
                     extra = min(want - node.starting - spawns.get(node.node_id, 0), room)
                     if extra > 0:
                         spawns[node.node_id] = spawns.get(node.node_id, 0) + int(extra)
@@ -229,7 +258,7 @@ class Scheduler:
     def surplus_idle_workers(self, node: Node) -> list[Worker]:
         """Idle workers above the node's CPU count (started while others were blocked)."""
         keep = max(1, int(node.total.get("CPU", 1)))
-        extra = len(node.workers) - node.starting - keep
+        extra = len(node.workers) - node.actors - node.starting - keep
         return node.idle_workers[:max(0, min(extra, len(node.idle_workers)))]
 
     # --- helpers -----------------------------------------------------------------------
@@ -258,7 +287,8 @@ class Scheduler:
         self._update_idle(node, now)
 
     def _update_idle(self, node: Node, now: float) -> None:
-        busy = any(self.workers[w].task is not None for w in node.workers if w in self.workers)
+        busy = any(self.workers[w].task is not None or self.workers[w].actor_id is not None
+                   for w in node.workers if w in self.workers)
         if busy:
             node.idle_since = None
         elif node.idle_since is None:

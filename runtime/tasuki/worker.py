@@ -34,6 +34,9 @@ class Worker:
         self.functions: dict[bytes, object] = {}
         self.task_id: bytes | None = None
         self.task_name = ""
+        self.actor_id: bytes | None = None
+        self.instance = None
+        self.gpu_ids: list = []
         self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path}
         self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
@@ -58,11 +61,13 @@ class Worker:
             task = self.inbox.get()
             if task is None:
                 return
+            if task[-1] is not None:          # an actor's creation task: this worker becomes the actor
+                return self.serve_actor(task)
             self.run(task)
 
     def run(self, task: tuple) -> None:
         (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
-         can_retry, gpu_ids, job_id) = task
+         can_retry, gpu_ids, job_id, _actor) = task
         self.task_id, self.task_name, self.job_id = task_id, name, job_id
         retryable = False
         try:
@@ -94,6 +99,105 @@ class Worker:
             sys.stdout.flush()
             sys.stderr.flush()
         self.client.send_head((P.DONE, task_id, results, retryable))
+
+    # --- actors -------------------------------------------------------------------------------
+    def serve_actor(self, task: tuple) -> None:
+        """Construct the actor, listen for its callers, and run calls until told to exit."""
+        from . import transport
+        (task_id, fn_id, fn_blob, name, args_blob, deps, _, _, _, gpu_ids, job_id, actor) = task
+        self.actor_id, self.task_name, self.job_id, self.gpu_ids = actor["actor_id"], name, job_id, gpu_ids
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        try:
+            cls = self.function(fn_id, fn_blob)
+            self.client.objects.update(deps)
+            args, kwargs = self.arguments(args_blob, deps)
+            self.instance = cls(*args, **kwargs)
+        except BaseException as e:
+            frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
+            tb = "".join(traceback.format_exception(type(e), e, frames)).rstrip()
+            self.client.send_head((P.ACTOR_READY, self.actor_id, None, tb))
+            while self.inbox.get() is not None:     # the head answers with EXIT once it has the error
+                pass
+            return
+        cfg = self.cfg
+        if cfg.tcp_address.startswith("tcp://"):
+            transport.start_authenticator(self.client.context, cfg.token)
+            address = f"tcp://{cfg.ip}:0"
+        else:
+            address = f"ipc://{os.path.dirname(cfg.ipc_address[len('ipc://'):])}/actor-{self.worker_id.hex()}.sock"
+        sock, address = transport.bind(self.client.context, address, cfg.token)
+        self.task_name = actor["class_name"]
+        concurrency = actor["max_concurrency"]
+        if actor["is_async"]:
+            import asyncio
+            self.client.serve_calls(sock, self.on_async_call)
+            self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
+            asyncio.run(self.serve_async(concurrency))
+            return
+        if concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tasuki-actor")
+            self.client.serve_calls(sock, lambda ident, message: pool.submit(self.execute_call, ident, message))
+        else:
+            self.client.serve_calls(sock, lambda ident, message: self.inbox.put((ident, message)))
+        self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            self.execute_call(*item)
+
+    def execute_call(self, ident: bytes, message: tuple) -> None:
+        _, return_ids, method, blob, deps, name = message
+        try:
+            args, kwargs = self.call_arguments(blob, deps)
+            results = self.pack(getattr(self.instance, method)(*args, **kwargs), return_ids, name)
+        except BaseException as e:
+            results = self.error_results(e, name, return_ids)
+        self.reply_call(ident, return_ids, results)
+
+    def call_arguments(self, blob, deps: list) -> tuple[tuple, dict]:
+        values = dict(zip(deps, self.client.get_objects(deps, None))) if deps else {}
+        return self.arguments(blob, values)
+
+    def on_async_call(self, ident: bytes, message: tuple) -> None:      # on the IO thread
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.run_async_call(ident, message)))
+
+    async def serve_async(self, concurrency: int) -> None:
+        import asyncio
+        self.loop = asyncio.get_running_loop()
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.stopped = asyncio.Event()
+        self.loop.run_in_executor(None, lambda: (self.inbox.get(), self.loop.call_soon_threadsafe(self.stopped.set)))
+        await self.stopped.wait()
+
+    async def run_async_call(self, ident: bytes, message: tuple) -> None:
+        import inspect
+        _, return_ids, method, blob, deps, name = message
+        async with self.semaphore:
+            try:
+                if deps:
+                    args, kwargs = await self.loop.run_in_executor(None, self.call_arguments, blob, deps)
+                else:
+                    args, kwargs = self.arguments(blob, {})
+                result = getattr(self.instance, method)(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                results = self.pack(result, return_ids, name)
+            except BaseException as e:
+                results = self.error_results(e, name, return_ids)
+        self.reply_call(ident, return_ids, results)
+
+    def error_results(self, e: BaseException, name: str, return_ids: list) -> list:
+        blob = _pickle_error(self.task_error(e, name))
+        return [(oid, P.ERROR, blob, [], len(blob)) for oid in return_ids]
+
+    def reply_call(self, ident: bytes, return_ids: list, results: list) -> None:
+        direct = [(P.OBJECT, oid, kind, data) for oid, kind, data, _, _ in results if kind != P.STORED_KIND]
+        if direct:
+            self.client.reply(ident, direct)
+        self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
 
     def function(self, fn_id: bytes, blob: bytes | None):
         fn = self.functions.get(fn_id)
