@@ -88,11 +88,20 @@ def _wait_welcome(client: Client) -> dict:
     deadline = time.time() + 60
     while True:
         try:
-            return client.wait_welcome(timeout=0.2)
+            welcome = client.wait_welcome(timeout=0.2)
+            break
         except ClusterError:
             _cluster.check()
             if time.time() > deadline:
                 raise
+    # the embedded node agent registers on its own: wait for it, so that nodes() and
+    # cluster_resources() right after init() show it
+    while not any(n["state"] != "dead" for n in client.nodes()):
+        _cluster.check()
+        if time.time() > deadline:
+            raise ClusterError("the embedded tasuki node agent did not register with the head within 60 s")
+        time.sleep(0.01)
+    return welcome
 
 
 def _resolve_address(address: str, token: str | None) -> tuple[str, str]:
@@ -289,8 +298,7 @@ def get(refs, *, timeout: float | None = None):
 
 
 def _on_block(blocked: bool) -> None:
-    from . import protocol as P
-    _client.send_head((P.BLOCKED,) if blocked else (P.UNBLOCKED,))
+    _worker.set_blocked(blocked)
 
 
 def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):

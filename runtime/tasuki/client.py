@@ -51,7 +51,7 @@ class Client:
         self.wake_pending = False
         self.cond = threading.Condition()
         self.objects: dict[bytes, tuple] = {}          # object id -> (kind, data)
-        self.requested: set = set()
+        self.requested: set = set()          # ids asked for with GET, or pushed to us as their owner
         self.refcounts: dict[bytes, int] = {}
         self.ref_lock = threading.Lock()
         self.functions_sent: set = set()
@@ -71,6 +71,7 @@ class Client:
         self.warned: set = set()
         hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
         self.to_head.append((P.HELLO, role, hello))
+        self._wake()                    # send HELLO now, not at the IO loop's first 500 ms poll timeout
         self.thread = threading.Thread(target=self._io_loop, name="tasuki-io", daemon=True)
         self.thread.start()
 
@@ -313,6 +314,7 @@ class Client:
         task_id = self.new_id()
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
+        self.requested.update(return_ids)        # the head pushes results to their owner
         self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, resources,
                                    max_retries, retry_exceptions)))
         return refs
@@ -338,6 +340,7 @@ class Client:
         first = self.new_id()
         return_ids = [first + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
+        self.requested.update(return_ids)        # the actor answers us directly
         self.to_head.append((P.ACTOR_CALLS, actor_id, [(return_ids, contained)]))
         self.to_actors.append((actor_id, info, (P.CALL, return_ids, method, blob, deps, name)))
         if not self.wake_pending:

@@ -33,6 +33,7 @@ from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, Wor
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_shape, shape_of)
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its owner is warned
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, float("inf"))
 
 
@@ -249,8 +250,17 @@ class Head:
 
     def enqueue(self, task: Task) -> None:
         self.sched.enqueue(task)
-        if task.shape not in self.warned_shapes and not self.sched.feasible(task.shape):
-            self.warned_shapes.add(task.shape)
+
+    def warn_infeasible(self, now: float) -> None:
+        """Warn a task's owner once per shape that no node could ever run it (after a grace period,
+        so tasks submitted while the cluster's first nodes are still joining do not warn)."""
+        for shape, queue in self.sched.queues.items():
+            if not queue or shape in self.warned_shapes or self.sched.feasible(shape):
+                continue
+            task = queue[0]
+            if now - max(task.submitted_at, self.started_at) < INFEASIBLE_GRACE_S:
+                continue
+            self.warned_shapes.add(shape)
             shapes = sorted({format_shape(shape_of(n.total)) for n in self.sched.nodes.values() if n.state == ALIVE})
             self.send(task.owner, (P.WARN,
                 f"task {task.name} asks for {format_shape(task.shape)}, which no node can provide "
@@ -303,10 +313,10 @@ class Head:
         outcome = "succeeded" if results[0][1] != P.ERROR else "failed"
         self.finish(task, results, outcome, now)
 
-    def on_blocked(self, ident, peer, now) -> None:
+    def on_blocked(self, ident, peer, now, returned=()) -> None:
         worker = self.sched.workers.get(ident)
         if worker is not None:
-            self.sched.worker_blocked(worker)
+            self.sched.worker_blocked(worker, returned)
 
     def on_unblocked(self, ident, peer, now) -> None:
         worker = self.sched.workers.get(ident)
@@ -319,6 +329,10 @@ class Head:
             return
         task.cancelled = True
         error = TaskCancelledError(f"task {task.name} was cancelled")
+        if task.worker is not None and task in task.worker.backlog:     # sent, not started
+            task.worker.backlog.remove(task)
+            self.send(task.worker.worker_id, (P.INTERRUPT, task.task_id))
+            task.worker = None
         if task.worker is None:
             self.sched.remove_pending(task)
             for dep in task.deps:
@@ -709,6 +723,7 @@ class Head:
 
     # --- liveness ------------------------------------------------------------------------
     def check_liveness(self, now: float) -> None:
+        self.warn_infeasible(now)
         timeout = config.env_float("NODE_TIMEOUT", config.NODE_TIMEOUT_S)
         for node in list(self.sched.nodes.values()):
             if node.state != DEAD and now - node.last_heartbeat > timeout:

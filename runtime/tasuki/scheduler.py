@@ -17,6 +17,7 @@ Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of 
 ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
 STARTING, IDLE, BUSY, BLOCKED, ACTOR = "starting", "idle", "busy", "blocked", "actor"
 MAX_WORKERS_PER_CPU = 4          # cap on workers a node starts per CPU (blocked tasks need more)
+PIPELINE_DEPTH = 1               # tasks queued at a busy worker behind its current one (hides a round trip)
 
 
 def shape_of(resources: dict[str, float]) -> Shape:
@@ -74,6 +75,7 @@ class Worker:
     pid: int = 0
     functions: set = field(default_factory=set)    # function ids this worker has been sent
     gpu_ids: list = field(default_factory=list)     # GPUs an actor keeps
+    backlog: deque = field(default_factory=deque)   # tasks sent to it that wait behind the current one
     actor_id: bytes | None = None                   # set while the worker holds an actor
     held: Shape = ()                                # resources the actor holds while it lives
 
@@ -117,10 +119,12 @@ class Scheduler:
         self.nodes[node.node_id] = node
 
     def remove_node(self, node_id: str) -> list[Worker]:
-        """Mark a node dead; returns its workers (their tasks must be retried or failed)."""
+        """Mark a node dead; returns its workers (their tasks and backlogs must be retried or failed)."""
         node = self.nodes[node_id]
         node.state = DEAD
         lost = [self.workers.pop(w) for w in list(node.workers) if w in self.workers]
+        for worker in lost:
+            self.return_backlog(worker)
         node.workers.clear()
         node.idle_workers.clear()
         node.starting = 0
@@ -143,10 +147,12 @@ class Scheduler:
         return worker
 
     def worker_gone(self, worker_id: bytes, now: float) -> tuple[Worker | None, Task | None]:
-        """Forget a worker that exited: returns it and the task it was running (resources freed)."""
+        """Forget a worker that exited: returns it and the task it was running (resources freed).
+        Tasks in its backlog never started: they go back to the front of the queue."""
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return None, None
+        self.return_backlog(worker)
         task = worker.task
         node = self.nodes[worker.node_id]
         node.workers.discard(worker_id)
@@ -221,11 +227,31 @@ class Scheduler:
                     assignments.append((task, worker))
                 if not queue:
                     break
+            if queue and not dict(shape).get("GPU"):
+                # more tasks than workers: queue one behind each busy worker of this shape, on nodes
+                # with no worker starting (a new worker should take the task instead)
+                for node in nodes:
+                    if node.starting or node.idle_workers:
+                        continue
+                    for wid in node.workers:
+                        worker = self.workers.get(wid)
+                        if (worker is not None and worker.state == BUSY and worker.task is not None
+                                and worker.task.shape == shape and worker.task.actor is None):
+                            while queue and len(worker.backlog) < PIPELINE_DEPTH and queue[0].actor is None:
+                                task = queue.popleft()
+                                task.worker = worker
+                                worker.backlog.append(task)
+                                assignments.append((task, worker))
+                        if not queue:
+                            break
             if queue:
                 # tasks that fit somewhere but found no idle worker: start workers for them
                 for node in nodes:
                     want = min(len(queue), times_fits(node.available, shape))
-                    room = node.max_workers() - (len(node.workers) - node.actors) - spawns.get(node.node_id, 0)
+                    # blocked workers wait in get: they do not count against the cap, or a chain of
+                    # nested tasks deeper than the cap would deadlock
+                    blocked = sum(1 for w in node.workers if w in self.workers and self.workers[w].state == BLOCKED)
+                    room = node.max_workers() - (len(node.workers) - node.actors - blocked) - spawns.get(node.node_id, 0)
                     if self.queued_actors:
                         room = max(room, self.queued_actors)   # every actor needs a worker of its own
                     extra = min(want - node.starting - spawns.get(node.node_id, 0), room)
@@ -234,16 +260,35 @@ class Scheduler:
         return assignments, spawns
 
     def task_done(self, worker: Worker, now: float) -> Task | None:
+        """The worker finished its task: it starts its backlog's next one (same shape, resources
+        kept) or becomes idle."""
         task = worker.task
         if task is None:
             return None
+        if worker.backlog and worker.state == BUSY:
+            nxt = worker.backlog.popleft()
+            nxt.gpu_ids, task.gpu_ids = task.gpu_ids, []
+            nxt.started_at = now
+            worker.task = nxt
+            return task
         node = self.nodes[worker.node_id]
         self._release(worker, node)
         self._set_idle(worker, node, now)
         return task
 
-    def worker_blocked(self, worker: Worker) -> None:
-        """The worker's task waits in get: lend its CPUs to other tasks."""
+    def return_backlog(self, worker: Worker, task_ids=None) -> list[Task]:
+        """Put the worker's unstarted backlog (or those of `task_ids`) back at the front of the queue."""
+        back = [t for t in worker.backlog if task_ids is None or t.task_id in task_ids]
+        for task in reversed(back):
+            worker.backlog.remove(task)
+            task.worker = None
+            self.requeue_front(task)
+        return back
+
+    def worker_blocked(self, worker: Worker, returned=()) -> None:
+        """The worker's task waits in get: lend its CPUs to other tasks; take back the backlog
+        tasks the worker returned (they must not wait behind a blocked task)."""
+        self.return_backlog(worker, set(returned))
         if worker.state == BUSY and worker.task is not None:
             worker.state = BLOCKED
             node = self.nodes[worker.node_id]

@@ -31,6 +31,9 @@ class Worker:
         self.cfg = cfg
         self.worker_id = worker_id
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.blocked = False                 # the running task waits in get
+        self.block_lock = threading.Lock()
+        self.cancelled: set = set()          # ids of queued tasks cancelled before they started
         self.functions: dict[bytes, object] = {}
         self.task_id: bytes | None = None
         self.task_name = ""
@@ -46,11 +49,17 @@ class Worker:
     def on_message(self, message: tuple) -> None:      # on the IO thread
         kind = message[0]
         if kind == P.RUN:
-            self.inbox.put(message[1])
+            with self.block_lock:
+                if self.blocked and message[1][-1] is None:
+                    self.client.send_head((P.BLOCKED, [message[1][0]]))   # do not wait behind a blocked task
+                else:
+                    self.inbox.put(message[1])
         elif kind == P.INTERRUPT:
             if self.task_id == message[1]:
                 import _thread
                 _thread.interrupt_main()
+            else:
+                self.cancelled.add(message[1])
         elif kind == P.EXIT:
             self.inbox.put(None)
 
@@ -63,7 +72,32 @@ class Worker:
                 return
             if task[-1] is not None:          # an actor's creation task: this worker becomes the actor
                 return self.serve_actor(task)
+            if task[0] in self.cancelled:      # cancelled while it waited here; the head has failed it
+                self.cancelled.discard(task[0])
+                continue
             self.run(task)
+
+    def set_blocked(self, blocked: bool) -> None:
+        """The running task starts or stops waiting in get. Starting: hand the tasks queued here
+        back to the head, so nothing waits behind a blocked task (nested tasks never deadlock)."""
+        if self.actor_id is not None:
+            return
+        if not blocked:
+            self.blocked = False
+            self.client.send_head((P.UNBLOCKED,))
+            return
+        with self.block_lock:
+            self.blocked = True
+            kept, returned = [], []
+            while True:
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                (returned if item is not None and item[-1] is None else kept).append(item)
+            for item in kept:
+                self.inbox.put(item)
+        self.client.send_head((P.BLOCKED, [task[0] for task in returned]))
 
     def run(self, task: tuple) -> None:
         (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
