@@ -8,18 +8,36 @@
         return x * x
 
     print(sum(tasuki.get([square.remote(i) for i in range(100)])))
+
+The names below load on first use (PEP 562), so the head process, which needs none of them,
+starts without importing NumPy.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from . import exceptions  # noqa: E402
-from .api import (available_resources, cancel, cluster_resources, get, get_gpu_ids,  # noqa: E402
-                  get_runtime_context, init, is_initialized, nodes, put, remote, shutdown, wait)
-from .object_ref import ObjectRef  # noqa: E402
-from .actor import ActorClass, ActorHandle, get_actor, kill, method  # noqa: E402
-from . import util  # noqa: E402
+_EXPORTS = {
+    "ActorClass": "actor", "ActorHandle": "actor", "get_actor": "actor", "kill": "actor", "method": "actor",
+    "ObjectRef": "object_ref",
+    "available_resources": "api", "cancel": "api", "cluster_resources": "api", "get": "api",
+    "get_gpu_ids": "api", "get_runtime_context": "api", "init": "api", "is_initialized": "api",
+    "nodes": "api", "put": "api", "remote": "api", "shutdown": "api", "wait": "api",
+}
+_SUBMODULES = {"exceptions", "util"}
 
-__all__ = [
-    "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources", "exceptions", "get", "get_gpu_ids",
-    "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote",
-    "shutdown", "util", "wait",
-]
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'tasuki' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
