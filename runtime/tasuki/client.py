@@ -152,6 +152,23 @@ class Client:
 
     # --- the IO thread ---------------------------------------------------------------------
     def _io_loop(self) -> None:
+        """The IO thread's life: a bug in one message's handling is printed, not fatal (this
+        thread carries the worker's own log lines, so a silent death would hide it)."""
+        while self.running:
+            try:
+                self._io_loop_once()
+            except Exception:
+                if not self.running:
+                    break
+                import traceback
+                print(f"tasuki: error in the IO thread of {self.role} pid {os.getpid()}:\n"
+                      f"{traceback.format_exc()}", file=sys.__stderr__, flush=True)
+        try:
+            self._flush()
+        except Exception:
+            pass
+
+    def _io_loop_once(self) -> None:
         poller = self.poller
         poller.register(self.head, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
@@ -181,7 +198,6 @@ class Client:
                 self.to_head.append((P.HEARTBEAT,))
                 next_beat = now + HEARTBEAT_S
             self._flush()
-        self._flush()
 
     def _flush(self) -> None:
         if self.to_actors:
@@ -389,9 +405,21 @@ class Client:
             link.queue.extendleft(reversed(list(link.inflight.values())))    # resend after the restart
             link.inflight.clear()
         elif state in (P.RESTARTING, P.DEAD_STATE):
-            link.inflight.clear()          # the head fails these calls' results
+            # the head fails these calls' results too, but only those whose registration reached it
+            # before the actor died: one that arrives later would wait forever, so fail them here
+            from .actor import died_error
+            if link.sock is not None:
+                self._drain(link.sock)     # results the actor sent before it died come first
+            blob = serialization.dumps_inline(died_error(link.info, actor_id, cause))
+            for message in link.inflight.values():
+                for oid in message[1]:
+                    if oid in self.requested and oid not in self.objects:
+                        self.objects[oid] = (P.ERROR, blob)
+            link.inflight.clear()
             if state == P.DEAD_STATE:
                 link.queue.clear()
+            with self.cond:
+                self.cond.notify_all()
 
         # --- objects -------------------------------------------------------------------------------
     def put(self, value) -> ObjectRef:

@@ -520,7 +520,7 @@ class Head:
         """Restart the actor if it may, else mark it dead and fail its pending calls."""
         self.actor_by_worker.pop(actor.worker_id, None)
         actor.worker_id = actor.address = None
-        actor.cause = actor.cause if actor.cause.startswith("it was killed") else cause
+        actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
         limit = actor.info["max_restarts"]
         if not actor.no_restart and (limit == -1 or actor.restarts < limit):
             actor.restarts += 1
@@ -691,6 +691,8 @@ class Head:
     def forget(self, oid: bytes, obj: Obj) -> None:
         if obj.kind is None and oid in self.producer:
             return              # still being computed: the result is dropped when it arrives
+        if self.objects.get(oid) is not obj:
+            return              # already forgotten (set_ready failing a dependent can unpin it first)
         del self.objects[oid]
         if obj.kind == P.STORED_KIND:
             self.free_on_nodes(oid, obj.data)

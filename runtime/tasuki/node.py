@@ -171,7 +171,12 @@ class NodeAgent:
         except OSError:
             pass
         self.store.close()
-        self.context.destroy(linger=0)
+        # Close our sockets here and let term() interrupt the ZAP thread, which closes its own:
+        # destroy() would close that socket from this thread while the ZAP thread blocks on it,
+        # and term() then hangs (seen as `tasuki stop` needing SIGKILL).
+        for sock in (self.head, self.local, self.remote, *self.sources.values()):
+            sock.close(linger=0)
+        self.context.term()
 
     # --- the head ------------------------------------------------------------------------
     def on_head_message(self, message: tuple, data) -> None:
@@ -410,7 +415,8 @@ def main(argv=None) -> None:
                       object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,
                       is_head_node=args.head_node, local_only=args.local_only)
     # Import what workers need, then fork the zygote before any zmq context or thread exists.
-    from . import worker
+    # (api pulls in client, NumPy and cloudpickle: a worker forked without them imports them itself.)
+    from . import api, worker  # noqa: F401
     zygote_sock, zygote_pid = __import__("tasuki.zygote", fromlist=["start"]).start(
         lambda worker_id: worker.main(cfg, worker_id))
     agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)

@@ -38,8 +38,26 @@ def note_ref(object_id: bytes) -> None:
         refs.append(object_id)
 
 
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Builtin scalars, and small tuples/lists/dicts of them: what plain pickle handles exactly
+    (no functions, classes, buffers or refs), at a tenth of cloudpickle's cost per call."""
+    t = type(value)
+    if t in _PLAIN:
+        return True
+    if depth > 2 or (t is not tuple and t is not list and t is not dict) or len(value) > 32:
+        return False
+    if t is dict:
+        return all(type(k) in _PLAIN and _plain(v, depth + 1) for k, v in value.items())
+    return all(_plain(v, depth + 1) for v in value)
+
+
 def dumps(value: Any) -> Serialized:
     """Pickle `value`; buffers of 64 KiB and more travel out of band. Raises SerializationError."""
+    if _plain(value):
+        return Serialized(pickle.dumps(value, protocol=5), [], [])
     refs: list = []
     buffers: list = []
 

@@ -38,7 +38,8 @@ def start_authenticator(context: zmq.Context, token: str) -> None:
         while True:
             try:
                 frames = zap.recv_multipart()
-            except zmq.ZMQError:        # context terminated
+            except zmq.ZMQError:        # context terminated: close our socket so term() can finish
+                zap.close(linger=0)
                 return
             version, request_id, _domain, _address, _identity, mechanism = frames[:6]
             credentials = frames[6:]

@@ -123,10 +123,18 @@ class _QueueActor:
             raise Empty from None
 
     def put_nowait(self, item) -> None:
-        self.queue.put_nowait(item)
+        import asyncio
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:        # not a queue.Full: the caller catches queue.Full
+            raise Full from None
 
     def get_nowait(self):
-        return self.queue.get_nowait()
+        import asyncio
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            raise Empty from None
 
 
 class Queue:

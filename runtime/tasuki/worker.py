@@ -165,9 +165,12 @@ class Worker:
         concurrency = actor["max_concurrency"]
         if actor["is_async"]:
             import asyncio
+            # the loop and its semaphore exist before the first call can arrive on the IO thread
+            self.loop = asyncio.new_event_loop()
+            self.semaphore = asyncio.Semaphore(concurrency)
             self.client.serve_calls(sock, self.on_async_call)
             self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
-            asyncio.run(self.serve_async(concurrency))
+            self.loop.run_until_complete(self.serve_async())
             return
         if concurrency > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -198,10 +201,8 @@ class Worker:
     def on_async_call(self, ident: bytes, message: tuple) -> None:      # on the IO thread
         self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.run_async_call(ident, message)))
 
-    async def serve_async(self, concurrency: int) -> None:
+    async def serve_async(self) -> None:
         import asyncio
-        self.loop = asyncio.get_running_loop()
-        self.semaphore = asyncio.Semaphore(concurrency)
         self.stopped = asyncio.Event()
         self.loop.run_in_executor(None, lambda: (self.inbox.get(), self.loop.call_soon_threadsafe(self.stopped.set)))
         await self.stopped.wait()
