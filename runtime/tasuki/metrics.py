@@ -1,0 +1,280 @@
+"""The head's HTTP endpoint: Prometheus metrics and a small JSON state API. Text only.
+
+Head.__init__ calls `serve_http` when it is given a metrics port. The server runs in daemon
+threads of the head process, but the head's state belongs to its event loop, so a handler never
+reads it directly: it asks the loop over the inproc control socket, one DEALER per request
+(zmq sockets are not thread-safe), one JSON frame each way:
+
+  HTTP thread  DEALER ──{"what": "status"|"demand"|"nodes"|"drain", "arg": ...}──► head ROUTER
+               (inproc://head-control)       ◄──── JSON answer (or {"error": "..."}) ────┘
+
+Endpoints:
+  GET  /metrics                     Prometheus text (see `HeadCollector` for the names)
+  GET  /api/v1/status               counters, nodes, pending by shape (what `tasuki status` shows)
+  GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
+  GET  /api/v1/nodes                the node table
+  POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy
+  GET  /healthz                     200 while the head's loop answers, 503 otherwise
+
+Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import zmq
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
+
+CONTROL_ADDRESS = "inproc://head-control"
+QUERY_TIMEOUT_MS = 5_000          # how long a handler waits for the head's loop
+MAX_BODY = 64 * 1024              # bytes: the largest request body read
+NODE_STATES = ("alive", "draining", "dead")
+OUTCOMES = ("succeeded", "failed", "crashed", "cancelled")
+DRAIN_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/drain$")
+
+
+class HeadUnavailable(Exception):
+    """The head's loop did not answer in time (busy, or shutting down)."""
+
+
+def ask_head(context: zmq.Context, what: str, arg=None, timeout_ms: int = QUERY_TIMEOUT_MS):
+    """One question to the head's loop over the inproc control socket; returns the decoded answer."""
+    try:
+        sock = context.socket(zmq.DEALER)
+    except zmq.ZMQError as e:              # the context is terminated: the head is stopping
+        raise HeadUnavailable(f"the head is shutting down ({e})") from None
+    try:
+        sock.linger = 0
+        sock.rcvtimeo = timeout_ms
+        sock.sndtimeo = timeout_ms
+        sock.connect(CONTROL_ADDRESS)
+        # DEALER → ROUTER: the head sees [our identity, request] and answers [identity, body],
+        # which arrives here as the single frame [body].
+        sock.send(json.dumps({"what": what, "arg": arg}).encode())
+        return json.loads(sock.recv())
+    except zmq.Again:
+        raise HeadUnavailable(f"the head did not answer a {what!r} query within {timeout_ms / 1000:g} s") from None
+    except zmq.ZMQError as e:
+        raise HeadUnavailable(f"the head is shutting down ({e})") from None
+    finally:
+        sock.close(linger=0)
+
+
+def shape_label(shape: dict) -> str:
+    """A resource shape as a label value: 'CPU=1,GPU=4' (sorted; 'none' for a shape asking nothing)."""
+    return ",".join(f"{k}={v:g}" for k, v in sorted(shape.items())) or "none"
+
+
+def cumulative_buckets(buckets: list) -> list[tuple[str, float]]:
+    """The head counts each observation in its first fitting bucket; Prometheus wants running totals
+    with Go-style bounds ('0.005', '+Inf')."""
+    out, total = [], 0
+    for bound, count in buckets:
+        total += count
+        out.append((floatToGoString(float(bound)), total))
+    if not out or out[-1][0] != "+Inf":
+        out.append(("+Inf", total))
+    return out
+
+
+class HeadCollector:
+    """Reads the head's status once per scrape and turns it into metric families."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.context = context
+
+    def collect(self):
+        status = ask_head(self.context, "status")
+        if "error" in status:
+            raise HeadUnavailable(status["error"])
+        return families(status)
+
+    def describe(self):          # no describe-time scrape: registering must not ask the head
+        return []
+
+
+def families(status: dict) -> list:
+    """Metric families from a head status dict (pure: tested without a head)."""
+    out = []
+    pending = GaugeMetricFamily("tasuki_pending_tasks", "Tasks queued for resources, by resource shape",
+                                labels=["shape"])
+    for entry in status.get("pending_by_shape", []):
+        pending.add_metric([shape_label(entry["shape"])], entry["count"])
+    out.append(pending)
+    out.append(GaugeMetricFamily("tasuki_running_tasks", "Tasks running on a worker now",
+                                 value=status.get("running", 0)))
+    finished = CounterMetricFamily("tasuki_tasks_finished", "Tasks ended since the head started, by outcome",
+                                   labels=["outcome"])
+    counts = status.get("finished", {})
+    for outcome in OUTCOMES:
+        finished.add_metric([outcome], counts.get(outcome, 0))
+    out.append(finished)
+    latency = status.get("latency", {"buckets": [], "sum": 0.0})
+    histogram = HistogramMetricFamily("tasuki_task_latency_seconds", "Seconds from submission to the end of a task")
+    histogram.add_metric([], cumulative_buckets(latency["buckets"]), latency["sum"])
+    out.append(histogram)
+    out.append(GaugeMetricFamily("tasuki_objects", "Objects the head tracks", value=status.get("objects", 0)))
+    actors = GaugeMetricFamily("tasuki_actors", "Actors by state", labels=["state"])
+    by_actor_state: dict[str, int] = {}
+    for actor in status.get("actors", []):
+        state = actor["state"].lower()
+        by_actor_state[state] = by_actor_state.get(state, 0) + 1
+    for state, count in sorted(by_actor_state.items()):
+        actors.add_metric([state], count)
+    out.append(actors)
+    out.append(GaugeMetricFamily("tasuki_drivers", "Connected drivers (including scrapers of the CLI)",
+                                 value=status.get("drivers", 0)))
+
+    nodes = status.get("nodes", [])
+    by_state = GaugeMetricFamily("tasuki_nodes", "Nodes by state", labels=["state"])
+    for state in NODE_STATES:
+        by_state.add_metric([state], sum(1 for n in nodes if n["state"] == state))
+    out.append(by_state)
+    info = GaugeMetricFamily("tasuki_node_info", "One per node: its ip, state and version",
+                             labels=["node", "ip", "state", "version", "head"])
+    workers = GaugeMetricFamily("tasuki_workers", "Worker processes per node", labels=["node"])
+    busy = GaugeMetricFamily("tasuki_busy_workers", "Workers running a task, per node", labels=["node"])
+    idle = GaugeMetricFamily("tasuki_node_idle_seconds", "Seconds since the node last ran a task "
+                             "or held objects (0 while busy)", labels=["node"])
+    used = GaugeMetricFamily("tasuki_object_store_used_bytes", "Object store bytes in use", labels=["node"])
+    capacity = GaugeMetricFamily("tasuki_object_store_capacity_bytes", "Object store size", labels=["node"])
+    spilled = GaugeMetricFamily("tasuki_object_store_spilled_bytes", "Object bytes spilled to disk", labels=["node"])
+    total = GaugeMetricFamily("tasuki_resource_total", "Resources a node offers", labels=["node", "resource"])
+    available = GaugeMetricFamily("tasuki_resource_available", "Resources free now", labels=["node", "resource"])
+    for n in nodes:
+        node = n["node_id"]
+        info.add_metric([node, n["ip"], n["state"], str(n.get("version")), str(bool(n.get("is_head_node"))).lower()], 1)
+        if n["state"] == "dead":          # its last figures are stale; only tasuki_nodes counts it
+            continue
+        store = n.get("object_store", {})
+        workers.add_metric([node], n.get("workers", 0))
+        busy.add_metric([node], n.get("busy_workers", 0))
+        idle.add_metric([node], n.get("seconds_idle", 0.0))
+        used.add_metric([node], store.get("used", 0))
+        capacity.add_metric([node], store.get("capacity", 0))
+        spilled.add_metric([node], store.get("spilled", 0))
+        for resource, amount in sorted(n.get("resources", {}).items()):
+            total.add_metric([node, resource], amount)
+            available.add_metric([node, resource], n.get("available", {}).get(resource, 0.0))
+    out += [info, workers, busy, idle, used, capacity, spilled, total, available]
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "tasuki"
+    sys_version = ""                     # no Python version in the Server header
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def context(self) -> zmq.Context:
+        return self.server.head_context
+
+    def log_message(self, format, *args) -> None:      # no access log on the head's stderr
+        pass
+
+    # --- responses ----------------------------------------------------------------------
+    def reply(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reply_json(self, code: int, value) -> None:
+        self.reply(code, json.dumps(value, indent=1).encode() + b"\n", "application/json")
+
+    def reply_error(self, code: int, message: str) -> None:
+        self.reply_json(code, {"error": message})
+
+    # --- routes -------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            if path == "/metrics":
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(HeadCollector(self.context))
+                self.reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ask_head(self.context, "status", timeout_ms=2_000)
+                self.reply(200, b"ok\n", "text/plain; charset=utf-8")
+            elif path in ("/api/v1/status", "/api/v1/demand", "/api/v1/nodes"):
+                answer = ask_head(self.context, path.rsplit("/", 1)[1])
+                self.reply_json(500 if isinstance(answer, dict) and "error" in answer else 200, answer)
+            else:
+                self.reply_error(404, f"no such endpoint {path!r}; try /metrics, /healthz, /api/v1/status, "
+                                      f"/api/v1/demand, /api/v1/nodes or POST /api/v1/nodes/ID/drain")
+        except HeadUnavailable as e:
+            self.reply_error(503, str(e))
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        match = DRAIN_PATH.match(path)
+        if match is None:
+            self.read_body()
+            return self.reply_error(404, f"no such endpoint {path!r}; POST only /api/v1/nodes/ID/drain")
+        try:
+            body = self.read_body()
+            options = json.loads(body) if body.strip() else {}
+            if not isinstance(options, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as e:
+            return self.reply_error(400, f"bad drain request: {e}. Send no body, or {{\"if_idle\": true}}")
+        try:
+            self.drain(match.group(1), bool(options.get("if_idle", False)))
+        except HeadUnavailable as e:
+            self.reply_error(503, str(e))
+
+    def drain(self, node_id: str, if_idle: bool) -> None:
+        nodes = ask_head(self.context, "nodes")
+        if node_id not in {n["node_id"] for n in nodes}:
+            known = ", ".join(n["node_id"] for n in nodes) or "none"
+            return self.reply_error(404, f"no node {node_id!r} in this cluster (nodes: {known})")
+        answer = ask_head(self.context, "drain", {"node_id": node_id, "if_idle": if_idle})
+        if "error" in answer:
+            return self.reply_error(404 if answer["error"].startswith("KeyError") else 500, answer["error"])
+        if answer.get("refused"):
+            answer["error"] = (f"node {node_id} runs {answer.get('running_tasks')} task(s); it was not drained "
+                               f"(if_idle was set). Retry when it is idle, or drain without if_idle.")
+            return self.reply_json(409, answer)
+        self.reply_json(200, answer)
+
+    def read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ValueError("Content-Length is not a number") from None
+        if length > MAX_BODY:
+            self.close_connection = True
+            raise ValueError(f"the body is {length} bytes; at most {MAX_BODY} are read")
+        return self.rfile.read(length) if length > 0 else b""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    head_context: zmq.Context
+
+
+def serve_http(context: zmq.Context, host: str, port: int) -> str:
+    """Serve metrics and the JSON API in daemon threads; returns the "host:port" bound (port 0: any)."""
+    try:
+        server = _Server((host, port), Handler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise SystemExit(f"tasuki head: the metrics port {host}:{port} is already in use. Stop what listens "
+                             f"there (another tasuki head? `tasuki stop`), or pick another port with "
+                             f"--metrics-port (0 picks a free one).") from None
+        raise SystemExit(f"tasuki head: cannot serve metrics on {host}:{port}: {e}") from None
+    server.head_context = context
+    threading.Thread(target=server.serve_forever, name="tasuki-http", daemon=True).start()
+    return f"{host}:{server.server_address[1]}"

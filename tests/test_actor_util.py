@@ -1,0 +1,181 @@
+"""tasuki.util against real processes: ActorPool over real actors, Queue held by a real async actor.
+
+One embedded cluster `tasuki.init(num_cpus=2)` serves the module. Waits are deadlines; the few
+fixed timeouts below are what is being tested (a blocking get that must give up), not
+synchronization.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import tasuki
+from tasuki.util import ActorPool, Empty, Full, Queue
+
+GET_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    tasuki.shutdown()                 # another module may have left this process connected elsewhere
+    tasuki.init(num_cpus=2)
+    try:
+        yield tasuki
+    finally:
+        tasuki.shutdown()
+
+
+@pytest.fixture
+def spawned(cluster):
+    handles: list = []
+    yield handles
+    for handle in handles:
+        try:
+            tasuki.kill(handle)
+        except Exception:
+            pass
+
+
+@tasuki.remote
+class Doubler:
+    def __init__(self):
+        self.calls = 0
+
+    def double(self, x):
+        self.calls += 1
+        return 2 * x, os.getpid()
+
+    def slow_double(self, x, seconds):
+        time.sleep(seconds)
+        return 2 * x
+
+    def call_count(self):
+        return self.calls
+
+
+def pool_of(n: int, spawned: list) -> tuple[ActorPool, list]:
+    actors = [Doubler.remote() for _ in range(n)]
+    spawned += actors
+    return ActorPool(actors), actors
+
+
+# --- ActorPool -------------------------------------------------------------------------------------
+def test_pool_map_keeps_order_and_uses_every_actor(spawned):
+    pool, actors = pool_of(2, spawned)
+    results = list(pool.map(lambda a, v: a.double.remote(v), range(20)))
+    assert [value for value, _ in results] == [2 * v for v in range(20)]
+    pids = {pid for _, pid in results}
+    assert len(pids) == 2 and os.getpid() not in pids
+    counts = tasuki.get([a.call_count.remote() for a in actors], timeout=GET_TIMEOUT_S)
+    assert sum(counts) == 20 and min(counts) > 0
+
+
+def test_pool_map_unordered_yields_results_as_they_finish(spawned):
+    pool, _ = pool_of(2, spawned)
+    # the first value goes to one actor and takes 2 s; the others run meanwhile on the second actor
+    values = [(0, 2.0)] + [(v, 0.0) for v in range(1, 6)]
+    results = list(pool.map_unordered(lambda a, v: a.slow_double.remote(*v), values))
+    assert sorted(results) == [0, 2, 4, 6, 8, 10]
+    assert results[0] != 0 and results[-1] == 0, results
+
+
+def test_pool_submit_get_next_has_next(spawned):
+    pool, actors = pool_of(2, spawned)
+    assert not pool.has_next() and pool.has_free()
+    for v in range(5):                         # more values than actors: three wait for a free actor
+        pool.submit(lambda a, v: a.slow_double.remote(v, 0.05), v)
+    assert pool.has_next() and not pool.has_free()
+    out = []
+    while pool.has_next():
+        out.append(pool.get_next(timeout=GET_TIMEOUT_S))
+    assert out == [0, 2, 4, 6, 8]
+    with pytest.raises(StopIteration):
+        pool.get_next()
+    # a timeout that runs out raises, or returns None when asked to ignore it
+    pool.submit(lambda a, v: a.slow_double.remote(v, 3.0), 21)
+    with pytest.raises(TimeoutError):
+        pool.get_next(timeout=0.1)
+    assert pool.get_next(timeout=0.1, ignore_if_timedout=True) is None
+    assert pool.get_next_unordered(timeout=GET_TIMEOUT_S) == 42
+    # pop_idle takes an actor out of the pool, push puts one (back) in
+    taken = pool.pop_idle()
+    assert taken in actors
+    pool.push(taken)
+    assert pool.has_free()
+
+
+# --- Queue ---------------------------------------------------------------------------------------------
+def test_queue_put_get_sizes_and_nowait(spawned):
+    q = Queue()
+    spawned.append(q.actor)
+    assert q.empty() and q.qsize() == 0 and len(q) == 0
+    for item in ("a", {"b": 1}, [3]):
+        q.put(item)
+    assert q.qsize() == 3 and not q.empty()
+    assert [q.get(), q.get(), q.get()] == ["a", {"b": 1}, [3]]      # first in, first out
+    q.put_nowait(4)
+    q.put_nowait_batch([5, 6])
+    assert q.get_nowait() == 4 and q.get_nowait_batch(2) == [5, 6]
+    with pytest.raises(Empty):
+        q.get_nowait()
+    with pytest.raises(Empty):
+        q.get(block=False)
+
+
+def test_queue_blocking_get_times_out_with_empty(spawned):
+    q = Queue()
+    spawned.append(q.actor)
+    q.qsize()                                # the actor is up: the timing below is the get's own
+    started = time.time()
+    with pytest.raises(Empty):
+        q.get(timeout=0.5)
+    assert time.time() - started >= 0.5
+    q.put("late")
+    assert q.get(timeout=GET_TIMEOUT_S) == "late"
+
+
+def test_bounded_queue_is_full(spawned):
+    q = Queue(maxsize=2)
+    spawned.append(q.actor)
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(Full):
+        q.put_nowait(3)
+    with pytest.raises(Full):
+        q.put(3, timeout=0.3)
+    assert q.get() == 1
+    q.put(3, timeout=GET_TIMEOUT_S)
+    assert q.get_nowait_batch(2) == [2, 3]
+
+
+@tasuki.remote
+def produce(q, n):
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+    return n
+
+
+@tasuki.remote
+def consume_one(q):
+    return q.get(timeout=GET_TIMEOUT_S)
+
+
+def test_queue_shared_by_a_producer_task_and_the_driver(spawned):
+    q = Queue()
+    spawned.append(q.actor)
+    done = produce.remote(q, 50)
+    got = []
+    while (item := q.get(timeout=GET_TIMEOUT_S)) is not None:   # blocks until the task puts
+        got.append(item)
+    assert got == list(range(50))
+    assert tasuki.get(done, timeout=GET_TIMEOUT_S) == 50
+    # the other way round: a task blocks in get until the driver puts
+    waiting = consume_one.remote(q)
+    assert tasuki.wait([waiting], timeout=0.5)[0] == []
+    q.put("from the driver")
+    assert tasuki.get(waiting, timeout=GET_TIMEOUT_S) == "from the driver"
+    assert q.empty()

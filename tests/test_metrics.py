@@ -1,0 +1,168 @@
+"""The head's HTTP endpoint (metrics.py): Prometheus text, the JSON state API and drain.
+
+A CLI-started cluster: the head node {CPU: 1} on 127.0.0.1 and one extra node
+{CPU: 1, extra: 1} on 127.0.0.2. The drain tests come last: a drained node stays drained.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import wait_until
+
+import tasuki
+from tasuki import metrics
+
+EXPECTED = ["tasuki_pending_tasks", "tasuki_running_tasks", "tasuki_tasks_finished_total",
+            "tasuki_task_latency_seconds_bucket", "tasuki_task_latency_seconds_sum",
+            "tasuki_task_latency_seconds_count", "tasuki_nodes", "tasuki_workers",
+            "tasuki_object_store_used_bytes", "tasuki_object_store_capacity_bytes",
+            "tasuki_object_store_spilled_bytes", "tasuki_resource_total", "tasuki_resource_available"]
+
+
+@pytest.fixture(scope="module")
+def cluster(cli_cluster):
+    cli_cluster.extra = cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"extra": 1}')[0]
+    cli_cluster.url = cli_cluster.info["metrics"]
+    return cli_cluster
+
+
+@pytest.fixture
+def connected(cluster):
+    tasuki.init(address="auto")
+    try:
+        yield cluster
+    finally:
+        tasuki.shutdown()
+
+
+def http(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def scrape(cluster) -> str:
+    code, text = http(cluster.url + "/metrics")
+    assert code == 200, text
+    return text
+
+
+def sample(text: str, name: str, **labels) -> float | None:
+    """The value of one sample in Prometheus text, or None."""
+    for line in text.splitlines():
+        match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if match and match.group(1) == name:
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(match.group(3))
+    return None
+
+
+@tasuki.remote
+def where(x, seconds=0.0):
+    time.sleep(seconds)
+    return x, tasuki.get_runtime_context().get_node_id()
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+def test_histogram_buckets_become_cumulative():
+    buckets = [("0.1", 2), ("1.0", 0), ("inf", 3)]
+    assert metrics.cumulative_buckets(buckets) == [("0.1", 2), ("1.0", 2), ("+Inf", 5)]
+    assert metrics.shape_label({"GPU": 4.0, "CPU": 1.0}) == "CPU=1,GPU=4"
+    assert metrics.shape_label({}) == "none"
+
+
+# --- the endpoint -----------------------------------------------------------------------------------
+def test_metrics_names_and_node_values(cluster):
+    text = scrape(cluster)
+    assert "# TYPE tasuki_pending_tasks gauge" in text        # no sample while nothing is pending
+    for name in EXPECTED[1:]:
+        assert re.search(rf"^{name}[{{ ]", text, re.M), name
+    assert sample(text, "tasuki_nodes", state="alive") == 2
+    assert sample(text, "tasuki_nodes", state="dead") == 0
+    assert sample(text, "tasuki_resource_total", node=cluster.extra, resource="extra") == 1
+    assert sample(text, "tasuki_object_store_capacity_bytes", node=cluster.extra) == 256 << 20
+    assert sample(text, "tasuki_workers", node=cluster.extra) >= 1
+    code, body = http(cluster.url + "/healthz")
+    assert (code, body) == (200, "ok\n")
+
+
+def test_finished_count_and_latency_move(connected):
+    before = scrape(connected)
+    done = sample(before, "tasuki_tasks_finished_total", outcome="succeeded")
+    count = sample(before, "tasuki_task_latency_seconds_count")
+    assert len(tasuki.get([where.remote(i) for i in range(5)], timeout=60)) == 5
+    after = scrape(connected)
+    assert sample(after, "tasuki_tasks_finished_total", outcome="succeeded") == done + 5
+    assert sample(after, "tasuki_task_latency_seconds_count") == count + 5
+    assert sample(after, "tasuki_task_latency_seconds_bucket", le="+Inf") == count + 5
+
+
+def test_infeasible_demand_is_reported(connected):
+    ref = where.options(num_gpus=4).remote(0)
+    label = "CPU=1,GPU=4"
+    wait_until(lambda: sample(scrape(connected), "tasuki_pending_tasks", shape=label) == 1, 30,
+               "the GPU task to show as pending")
+    code, body = http(connected.url + "/api/v1/demand")
+    assert code == 200
+    demand = json.loads(body)
+    assert {"shape": {"CPU": 1.0, "GPU": 4.0}, "count": 1, "feasible": False} in demand["pending"]
+    assert {n["node_id"] for n in demand["nodes"]} >= {connected.extra}
+    assert all(isinstance(n["seconds_idle"], float) for n in demand["nodes"])
+    cancelled = sample(scrape(connected), "tasuki_tasks_finished_total", outcome="cancelled")
+    tasuki.cancel(ref)
+    wait_until(lambda: sample(scrape(connected), "tasuki_pending_tasks", shape=label) is None, 30,
+               "the cancelled task to leave the queue")
+    assert sample(scrape(connected), "tasuki_tasks_finished_total", outcome="cancelled") == cancelled + 1
+
+
+def test_json_api_and_not_found(cluster):
+    code, body = http(cluster.url + "/api/v1/nodes")
+    assert code == 200 and {n["ip"] for n in json.loads(body)} == {"127.0.0.1", "127.0.0.2"}
+    code, body = http(cluster.url + "/api/v1/status")
+    assert code == 200 and set(json.loads(body)["finished"]) >= {"succeeded", "failed", "crashed", "cancelled"}
+    assert http(cluster.url + "/nope")[0] == 404
+    assert http(cluster.url + "/api/v1/nodes/abc", "POST", b"")[0] == 404
+    code, body = http(cluster.url + "/api/v1/nodes/no-such-node/drain", "POST", b"{}")
+    assert code == 404 and "no-such-node" in json.loads(body)["error"]
+    code, body = http(cluster.url + f"/api/v1/nodes/{cluster.extra}/drain", "POST", b"{not json")
+    assert code == 400 and "if_idle" in json.loads(body)["error"]
+
+
+def test_drain_refused_while_busy_then_drained_when_idle(connected):
+    drain = f"{connected.url}/api/v1/nodes/{connected.extra}/drain"
+
+    def busy_workers() -> int:
+        return next(n["busy_workers"] for n in json.loads(http(connected.url + "/api/v1/nodes")[1])
+                    if n["node_id"] == connected.extra)
+
+    ref = where.options(resources={"extra": 1}).remote(1, 3.0)
+    wait_until(lambda: busy_workers() == 1, 30, "the task to run on the extra node")
+    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode())
+    answer = json.loads(body)
+    assert code == 409 and answer["refused"] and answer["running_tasks"] == 1, body
+    assert tasuki.get(ref, timeout=60) == (1, connected.extra)
+    wait_until(lambda: busy_workers() == 0, 30, "the extra node to be idle")
+
+    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode())
+    assert code == 200, body
+    answer = json.loads(body)
+    assert answer["drained"] is True and answer["state"] == "draining"
+    assert sample(scrape(connected), "tasuki_nodes", state="draining") == 1
+    head_node = next(n["NodeID"] for n in tasuki.nodes() if n["IsHeadNode"])
+    results = tasuki.get([where.remote(i) for i in range(6)], timeout=60)
+    assert {node for _, node in results} == {head_node}
+    stuck = where.options(resources={"extra": 1}).remote(2)        # only the drained node has "extra"
+    wait_until(lambda: any(p["shape"].get("extra") and not p["feasible"]
+                           for p in json.loads(http(connected.url + "/api/v1/demand")[1])["pending"]),
+               30, "the task for the drained node's resource to wait as infeasible")
+    tasuki.cancel(stuck)
