@@ -41,8 +41,10 @@ def connected(cluster):
         tasuki.shutdown()
 
 
-def http(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
+def http(url: str, method: str = "GET", body: bytes | None = None, token: str | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read().decode()
@@ -131,10 +133,16 @@ def test_json_api_and_not_found(cluster):
     code, body = http(cluster.url + "/api/v1/status")
     assert code == 200 and set(json.loads(body)["finished"]) >= {"succeeded", "failed", "crashed", "cancelled"}
     assert http(cluster.url + "/nope")[0] == 404
-    assert http(cluster.url + "/api/v1/nodes/abc", "POST", b"")[0] == 404
-    code, body = http(cluster.url + "/api/v1/nodes/no-such-node/drain", "POST", b"{}")
+    assert http(cluster.url + "/api/v1/nodes/abc", "POST", b"", token=cluster.info["token"])[0] == 404
+    code, body = http(cluster.url + f"/api/v1/nodes/{cluster.extra}/drain", "POST", b"{}")   # no token
+    assert code == 401 and "Authorization: Bearer" in json.loads(body)["error"]
+    code, body = http(cluster.url + f"/api/v1/nodes/{cluster.extra}/drain", "POST", b"{}", token="wrong")
+    assert code == 401
+    code, body = http(cluster.url + "/api/v1/nodes/no-such-node/drain", "POST", b"{}",
+                      token=cluster.info["token"])
     assert code == 404 and "no-such-node" in json.loads(body)["error"]
-    code, body = http(cluster.url + f"/api/v1/nodes/{cluster.extra}/drain", "POST", b"{not json")
+    code, body = http(cluster.url + f"/api/v1/nodes/{cluster.extra}/drain", "POST", b"{not json",
+                      token=cluster.info["token"])
     assert code == 400 and "if_idle" in json.loads(body)["error"]
 
 
@@ -147,13 +155,13 @@ def test_drain_refused_while_busy_then_drained_when_idle(connected):
 
     ref = where.options(resources={"extra": 1}).remote(1, 3.0)
     wait_until(lambda: busy_workers() == 1, 30, "the task to run on the extra node")
-    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode())
+    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode(), token=connected.info["token"])
     answer = json.loads(body)
     assert code == 409 and answer["refused"] and answer["running_tasks"] == 1, body
     assert tasuki.get(ref, timeout=60) == (1, connected.extra)
     wait_until(lambda: busy_workers() == 0, 30, "the extra node to be idle")
 
-    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode())
+    code, body = http(drain, "POST", json.dumps({"if_idle": True}).encode(), token=connected.info["token"])
     assert code == 200, body
     answer = json.loads(body)
     assert answer["drained"] is True and answer["state"] == "draining"

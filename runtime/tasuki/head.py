@@ -108,7 +108,7 @@ class Head:
         self.metrics_address = None
         if metrics_port is not None:
             from .metrics import serve_http
-            self.metrics_address = serve_http(self.context, metrics_host, metrics_port)
+            self.metrics_address = serve_http(self.context, metrics_host, metrics_port, token)
 
     # --- loop --------------------------------------------------------------------------
     def serve(self) -> None:

@@ -13,14 +13,18 @@ Endpoints:
   GET  /api/v1/status               counters, nodes, pending by shape (what `tasuki status` shows)
   GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
   GET  /api/v1/nodes                the node table
-  POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy
+  POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy;
+                                    needs "Authorization: Bearer <cluster token>" (401 without it)
   GET  /healthz                     200 while the head's loop answers, 503 otherwise
 
 Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
+Reading is open to whoever reaches the port (Prometheus scrapes it); changing anything needs the
+cluster token, which the operator's autoscaler holds.
 """
 from __future__ import annotations
 
 import errno
+import hmac
 import json
 import re
 import threading
@@ -218,6 +222,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        given = self.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode()):
+            self.read_body()
+            return self.reply_error(401, "POST needs the cluster token: send the header "
+                                         "'Authorization: Bearer <token>' (the token `tasuki start --head` printed)")
         match = DRAIN_PATH.match(path)
         if match is None:
             self.read_body()
@@ -263,9 +272,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     head_context: zmq.Context
+    token: str
 
 
-def serve_http(context: zmq.Context, host: str, port: int) -> str:
+def serve_http(context: zmq.Context, host: str, port: int, token: str) -> str:
     """Serve metrics and the JSON API in daemon threads; returns the "host:port" bound (port 0: any)."""
     try:
         server = _Server((host, port), Handler)
@@ -276,5 +286,6 @@ def serve_http(context: zmq.Context, host: str, port: int) -> str:
                              f"--metrics-port (0 picks a free one).") from None
         raise SystemExit(f"tasuki head: cannot serve metrics on {host}:{port}: {e}") from None
     server.head_context = context
+    server.token = token
     threading.Thread(target=server.serve_forever, name="tasuki-http", daemon=True).start()
     return f"{host}:{server.server_address[1]}"

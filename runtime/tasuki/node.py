@@ -177,6 +177,12 @@ class NodeAgent:
         for sock in (self.head, self.local, self.remote, *self.sources.values()):
             sock.close(linger=0)
         self.context.term()
+        for address in (self.cfg.ipc_address, self.cfg.tcp_address):
+            if address.startswith("ipc://"):
+                try:
+                    os.unlink(address[len("ipc://"):])
+                except OSError:
+                    pass
 
     # --- the head ------------------------------------------------------------------------
     def on_head_message(self, message: tuple, data) -> None:
