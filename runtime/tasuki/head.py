@@ -160,6 +160,11 @@ class Head:
         self.sock.close()
         self.control.close()
         self.context.term()
+        if self.address.startswith("ipc://"):       # zmq leaves the socket file behind
+            try:
+                os.unlink(self.address[len("ipc://"):])
+            except OSError:
+                pass
 
     # --- dispatch ------------------------------------------------------------------------
     def handle(self, ident: bytes, messages: list, now: float) -> None:

@@ -132,6 +132,7 @@ class Worker:
                 self.client.objects.pop(oid, None)
             sys.stdout.flush()
             sys.stderr.flush()
+            _sync_output(self)           # the task's output goes to the head before its DONE
         self.client.send_head((P.DONE, task_id, results, retryable))
 
     # --- actors -------------------------------------------------------------------------------
@@ -301,10 +302,13 @@ def _pickle_error(error: TaskError) -> bytes:
 
 def _capture_output(worker: Worker) -> None:
     """Send everything written to fds 1 and 2 to the driver, line by line, prefixed."""
+    worker.output_fds = []
+    worker.output_cond = threading.Condition()     # held by a forwarder from os.read to send_head
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         read_end, write_end = os.pipe()
         os.dup2(write_end, fd)
         os.close(write_end)
+        worker.output_fds.append(read_end)
         threading.Thread(target=_forward, args=(worker, read_end, stream), daemon=True,
                          name=f"tasuki-{stream}").start()
     sys.stdout = open(1, "w", buffering=1, closefd=False)
@@ -312,17 +316,44 @@ def _capture_output(worker: Worker) -> None:
 
 
 def _forward(worker: Worker, fd: int, stream: str) -> None:
+    import select
     pending = b""
     while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return
-        pending += chunk
-        if b"\n" not in pending:
-            continue
-        *lines, pending = pending.split(b"\n")
-        prefix = f"({worker.task_name or 'worker'} pid={os.getpid()} node={worker.cfg.node_id})"
-        worker.client.send_head((P.LOG, [(stream, f"{prefix} {line.decode(errors='replace')}") for line in lines]))
+        select.select([fd], [], [])
+        with worker.output_cond:        # read and send as one step: see _sync_output
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            pending += chunk
+            if b"\n" in pending:
+                *lines, pending = pending.split(b"\n")
+                prefix = f"({worker.task_name or 'worker'} pid={os.getpid()} node={worker.cfg.node_id})"
+                worker.client.send_head((P.LOG, [(stream, f"{prefix} {line.decode(errors='replace')}")
+                                                 for line in lines]))
+            worker.output_cond.notify_all()
+
+
+def _sync_output(worker: Worker, timeout: float = 2.0) -> None:
+    """Wait until the forwarders have sent every line written to fds 1 and 2 so far, so a driver that
+    exits right after get() still prints its task's output. Costs two ioctls when nothing was written."""
+    fds = getattr(worker, "output_fds", None)
+    if not fds:
+        return
+    import fcntl
+    import struct
+    import termios
+    import time
+
+    def unread() -> bool:
+        return any(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] for fd in fds)
+
+    deadline = time.monotonic() + timeout
+    with worker.output_cond:
+        while unread():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            worker.output_cond.wait(remaining)
 
 
 def main(cfg, worker_id: bytes) -> None:

@@ -85,6 +85,7 @@ def _serve(sock: socket.socket, run_worker) -> None:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 worker_id = json.loads(line)["spawn"]
+                zygote_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
@@ -94,6 +95,8 @@ def _serve(sock: socket.socket, run_worker) -> None:
                     os.close(wake_w)
                     sock.close()
                     die_with_parent()
+                    if os.getppid() != zygote_pid:     # the zygote died before we asked to die with it
+                        os._exit(0)
                     code = 0
                     try:
                         run_worker(bytes.fromhex(worker_id))
