@@ -319,23 +319,38 @@ def test_the_worker_cap_holds_for_workers_that_are_not_blocked():
 
 
 # --- pipelining --------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="runtime bug: a task pipelined behind a busy worker stays in that "
-                   "worker's backlog when another worker of the node goes idle (head-of-line blocking: "
-                   "it waits for a long task to end although a CPU is free)")
 def test_a_task_queued_behind_a_busy_worker_moves_to_a_worker_that_goes_idle():
     sched = cluster(make_node("a", cpus=2), workers=2)
     sched.enqueue(make_task("long-1"))
     sched.enqueue(make_task("long-2"))
     sched.schedule(NOW)
     sched.enqueue(make_task("short"))
-    sched.schedule(NOW)                                  # no idle worker: it may wait behind one
-    behind = [w for w in sched.workers.values() if getattr(w, "backlog", None)]
-    if not behind:
-        pytest.skip("this scheduler does not pipeline")
-    other = next(w for w in sched.workers.values() if w not in behind)
+    sched.schedule(NOW)                                  # no idle worker: it waits behind one
+    victim, = [w for w in sched.workers.values() if w.backlog]
+    other = next(w for w in sched.workers.values() if w is not victim)
+    assert sched.steals() == []                          # nobody is idle yet
     sched.task_done(other, NOW)                          # a CPU frees on the other worker
+    (task, asked), = sched.steals()                      # ask the busy worker to give it back
+    assert task.name == "short" and asked is victim
+    assert sched.steals() == []                          # asked once only
+    sched.return_backlog(victim, {task.task_id})         # the worker had not started it
     sched.schedule(NOW)
-    assert "short" in running(sched)
+    assert "short" in running(sched) and other.task is task
+
+
+def test_a_queued_task_the_worker_already_started_is_not_taken_back():
+    sched = cluster(make_node("a", cpus=2), workers=2)
+    for name in ("long-1", "long-2", "short"):
+        sched.enqueue(make_task(name))
+    sched.schedule(NOW)
+    victim, = [w for w in sched.workers.values() if w.backlog]
+    other = next(w for w in sched.workers.values() if w is not victim)
+    sched.task_done(other, NOW)
+    (task, _), = sched.steals()
+    sched.task_done(victim, NOW)                         # meanwhile the worker started it itself
+    assert victim.task is task and not task.stealing
+    sched.return_backlog(victim, {task.task_id})         # a late answer changes nothing
+    assert victim.task is task and sched.pending_count() == 0
 
 
 # --- workers that exit -------------------------------------------------------------------------

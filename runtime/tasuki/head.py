@@ -323,6 +323,11 @@ class Head:
         if worker is not None:
             self.sched.worker_blocked(worker, returned)
 
+    def on_returned(self, ident, peer, now, task_ids) -> None:
+        worker = self.sched.workers.get(ident)
+        if worker is not None:
+            self.sched.return_backlog(worker, set(task_ids))
+
     def on_unblocked(self, ident, peer, now) -> None:
         worker = self.sched.workers.get(ident)
         if worker is not None:
@@ -552,7 +557,7 @@ class Head:
     handlers = {
         P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
         P.PUT: on_put, P.GET: on_get, P.DONE: on_done, P.BLOCKED: on_blocked,
-        P.UNBLOCKED: on_unblocked, P.CANCEL: on_cancel, P.LOG: on_log, P.HEARTBEAT: on_heartbeat,
+        P.UNBLOCKED: on_unblocked, P.RETURNED: on_returned, P.CANCEL: on_cancel, P.LOG: on_log, P.HEARTBEAT: on_heartbeat,
         P.WORKER_EXITED: on_worker_exited, P.STORED: on_stored, P.BYE: on_bye, P.QUERY: on_query,
         P.CREATE_ACTOR: on_create_actor, P.ACTOR_READY: on_actor_ready, P.ACTOR_LOCATE: on_actor_locate,
         P.ACTOR_CALLS: on_actor_calls, P.ACTOR_RESULT: on_actor_result, P.KILL_ACTOR: on_kill_actor,
@@ -560,8 +565,12 @@ class Head:
 
     # --- scheduling and results ----------------------------------------------------------
     def schedule(self, now: float) -> None:
-        if not self.sched.queues:
-            return
+        if self.sched.queues:
+            self.dispatch(now)
+        for task, victim in self.sched.steals():
+            self.send(victim.worker_id, (P.STEAL, task.task_id))
+
+    def dispatch(self, now: float) -> None:
         assignments, spawns = self.sched.schedule(now)
         for task, worker in assignments:
             fn_blob = None

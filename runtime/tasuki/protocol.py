@@ -14,7 +14,9 @@ Driver or worker → head
     GET(ids)                     send me these objects when they are ready
     CANCEL(id, force)
     DONE(task_id, results)       worker: results = [(id, kind, data, refs)]
-    BLOCKED / UNBLOCKED          worker: the running task waits in get (its CPU is lent out)
+    BLOCKED(ids) / UNBLOCKED     worker: the running task waits in get (its CPU is lent out);
+                                 ids: the tasks queued behind it, handed back
+    RETURNED(ids)                worker: queued tasks given back after STEAL
     LOG(lines)                   worker output lines, already prefixed
     HEARTBEAT, BYE
     QUERY(req_id, what, arg)     state for the CLI and the HTTP API
@@ -22,7 +24,8 @@ Head → driver or worker
     WELCOME(info) / REFUSED(reason)
     OBJECT(id, kind, data)       VALUE: pickled bytes; STORED: [(node_id, address)]; ERROR: pickled exception
     RUN(task)                    worker: run this task
-    INTERRUPT(task_id)           worker: cancel the running task
+    INTERRUPT(task_id)           worker: cancel the task (running, or queued there: skip it)
+    STEAL(task_id)               worker: give this queued task back if it has not started
     EXIT                         worker: exit when idle
     LOG(lines), WARN(text), ANSWER(req_id, data)
 Actors (see actor.py)
@@ -54,6 +57,7 @@ HELLO, WELCOME, REFUSED = "hello", "welcome", "refused"
 FUNCTION, SUBMIT, HOLD, RELEASE, PUT, GET, CANCEL = "fn", "submit", "hold", "release", "put", "get", "cancel"
 DONE, BLOCKED, UNBLOCKED, LOG, HEARTBEAT, BYE, QUERY = "done", "blocked", "unblocked", "log", "hb", "bye", "query"
 OBJECT, RUN, INTERRUPT, EXIT, WARN, ANSWER = "object", "run", "interrupt", "exit", "warn", "answer"
+STEAL, RETURNED = "steal", "returned"
 WORKER_EXITED, STORED, SPAWN, KILL, FREE, SHUTDOWN = "worker_exited", "stored", "spawn", "kill", "free", "shutdown"
 ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
     "alloc", "allocated", "seal", "pin", "pinned", "unpin", "read", "chunk", "write")

@@ -64,6 +64,7 @@ class Task:
     started_at: float = 0.0
     cancelled: bool = False
     actor: dict | None = None   # set on an actor's creation task: {"actor_id", "max_concurrency", "is_async"}
+    stealing: bool = False      # in a busy worker's backlog, asked back for an idle worker
 
 
 @dataclass(eq=False)
@@ -269,6 +270,7 @@ class Scheduler:
             nxt = worker.backlog.popleft()
             nxt.gpu_ids, task.gpu_ids = task.gpu_ids, []
             nxt.started_at = now
+            nxt.stealing = False
             worker.task = nxt
             return task
         node = self.nodes[worker.node_id]
@@ -282,8 +284,28 @@ class Scheduler:
         for task in reversed(back):
             worker.backlog.remove(task)
             task.worker = None
+            task.stealing = False
             self.requeue_front(task)
         return back
+
+    def steals(self) -> list[tuple[Task, Worker]]:
+        """Backlog tasks to ask back from busy workers because a worker where they fit is idle
+        (no head-of-line blocking behind a long task). The worker returns a task only if it has
+        not started it; the head then requeues it with `return_backlog`."""
+        idle = sum(len(n.idle_workers) for n in self.nodes.values() if n.state == ALIVE)
+        if not idle or self.pending_count():
+            return []
+        out = []
+        for worker in self.workers.values():
+            for task in worker.backlog:
+                if not task.stealing and any(n.state == ALIVE and n.idle_workers and fits(n.available, task.shape)
+                                             for n in self.nodes.values()):
+                    task.stealing = True
+                    out.append((task, worker))
+                    idle -= 1
+                    if not idle:
+                        return out
+        return out
 
     def worker_blocked(self, worker: Worker, returned=()) -> None:
         """The worker's task waits in get: lend its CPUs to other tasks; take back the backlog

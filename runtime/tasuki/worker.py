@@ -33,7 +33,8 @@ class Worker:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.blocked = False                 # the running task waits in get
         self.block_lock = threading.Lock()
-        self.cancelled: set = set()          # ids of queued tasks cancelled before they started
+        self.queued: set = set()             # ids of tasks in the inbox, not started
+        self.skip: set = set()               # ids of queued tasks cancelled or given back: not to run
         self.functions: dict[bytes, object] = {}
         self.task_id: bytes | None = None
         self.task_name = ""
@@ -53,13 +54,20 @@ class Worker:
                 if self.blocked and message[1][-1] is None:
                     self.client.send_head((P.BLOCKED, [message[1][0]]))   # do not wait behind a blocked task
                 else:
+                    self.queued.add(message[1][0])
                     self.inbox.put(message[1])
         elif kind == P.INTERRUPT:
             if self.task_id == message[1]:
                 import _thread
                 _thread.interrupt_main()
             else:
-                self.cancelled.add(message[1])
+                self.skip.add(message[1])
+        elif kind == P.STEAL:
+            with self.block_lock:
+                if message[1] in self.queued:          # not started: give it back
+                    self.queued.discard(message[1])
+                    self.skip.add(message[1])
+                    self.client.send_head((P.RETURNED, [message[1]]))
         elif kind == P.EXIT:
             self.inbox.put(None)
 
@@ -72,9 +80,11 @@ class Worker:
                 return
             if task[-1] is not None:          # an actor's creation task: this worker becomes the actor
                 return self.serve_actor(task)
-            if task[0] in self.cancelled:      # cancelled while it waited here; the head has failed it
-                self.cancelled.discard(task[0])
-                continue
+            with self.block_lock:
+                if task[0] in self.skip:       # cancelled or given back while it waited here
+                    self.skip.discard(task[0])
+                    continue
+                self.queued.discard(task[0])
             self.run(task)
 
     def set_blocked(self, blocked: bool) -> None:
@@ -94,7 +104,11 @@ class Worker:
                     item = self.inbox.get_nowait()
                 except queue.Empty:
                     break
-                (returned if item is not None and item[-1] is None else kept).append(item)
+                if item is not None and item[-1] is None and item[0] not in self.skip:
+                    returned.append(item)
+                    self.queued.discard(item[0])
+                else:
+                    kept.append(item)
             for item in kept:
                 self.inbox.put(item)
         self.client.send_head((P.BLOCKED, [task[0] for task in returned]))
