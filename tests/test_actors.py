@@ -388,6 +388,19 @@ def test_kill_fails_running_queued_and_future_calls(embedded, spawned, tmp_path)
         tasuki.kill("not a handle")
 
 
+def test_a_dead_actor_leaves_no_socket_file(embedded, spawned):
+    from tasuki import config
+    actor = Fragile.remote()
+    spawned.append(actor)
+    tasuki.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
+    sockets = lambda: {n for n in os.listdir(config.session_dir()) if n.startswith("actor-")}
+    before = sockets()
+    assert before                                         # the embedded cluster's actors listen on IPC
+    tasuki.kill(actor)
+    wait_dead(actor)
+    wait_until(lambda: len(sockets()) < len(before), 30, "the killed actor's socket file to be removed")
+
+
 @tasuki.remote
 class Fragile:
     def __init__(self, fail_with=None):

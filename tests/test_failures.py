@@ -414,6 +414,31 @@ def test_a_short_lived_cluster_leaves_no_worker_behind():
             p.kill()
 
 
+def test_a_driver_whose_head_dies_gets_an_error_not_a_hang():
+    script = textwrap.dedent("""
+        import os, signal, time
+        import tasuki
+        from tasuki.exceptions import ClusterError
+        tasuki.init(num_cpus=1, num_gpus=0)
+
+        @tasuki.remote
+        def forever():
+            time.sleep(600)
+
+        ref = forever.remote()
+        os.kill(tasuki.api._cluster.head.pid, signal.SIGKILL)
+        started = time.time()
+        try:
+            tasuki.get(ref)
+        except ClusterError as e:
+            print("ClusterError after", round(time.time() - started), "s:", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env={**python_env(), "TASUKI_HEAD_TIMEOUT": "2"},
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert "ClusterError after" in out.stdout and "has not answered" in out.stdout, out.stdout + out.stderr
+
+
 # --- handshake and start-up errors --------------------------------------------------------------------
 def test_a_client_with_another_version_is_refused():
     from tasuki.client import Client

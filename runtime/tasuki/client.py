@@ -68,6 +68,7 @@ class Client:
         self.refused: str | None = None
         self.nodes_cache: list | None = None
         self.running = True
+        self.last_heard = time.time()       # the head's last message (it answers driver heartbeats)
         self.warned: set = set()
         hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
         self.to_head.append((P.HELLO, role, hello))
@@ -219,6 +220,8 @@ class Client:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            if sock is self.head:
+                self.last_heard = time.time()
             for message in P.decode(frames[0].buffer):
                 kind = message[0]
                 if kind == P.OBJECT:
@@ -487,6 +490,7 @@ class Client:
                         if not blocked and on_block is not None:
                             on_block(True)
                             blocked = True
+                        self.check_head()
                         remaining = None if deadline is None else deadline - time.time()
                         if remaining is not None and remaining <= 0:
                             raise GetTimeoutError(f"get timed out after {timeout} s: {len(missing)} of "
@@ -506,8 +510,20 @@ class Client:
         return [oid in self.objects for oid in ids]
 
     def wait_any(self, timeout: float | None) -> None:
+        self.check_head()
         with self.cond:
             self.cond.wait(timeout)
+
+    def check_head(self) -> None:
+        """Raise instead of waiting forever when the head has gone silent (drivers only: a
+        worker's node watches the head for it)."""
+        if self.role != "driver":
+            return
+        silent = time.time() - self.last_heard
+        if silent > config.env_float("HEAD_TIMEOUT", config.HEAD_TIMEOUT_S):
+            raise ClusterError(f"the tasuki head at {self.head_address} has not answered for {silent:.0f} s: it "
+                               f"stopped or the network between us is down. Objects not yet fetched are lost "
+                               f"with it; check `tasuki status` and reconnect with init().")
 
     def value(self, oid: bytes, kind: str, data):
         """The Python value of an object entry; raises its error."""

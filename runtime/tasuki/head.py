@@ -364,7 +364,9 @@ class Head:
             self.send(target, (P.LOG, lines))
 
     def on_heartbeat(self, ident, peer, now, stats=None) -> None:
-        if peer.role == "node":
+        if peer.role == "driver":
+            self.send(ident, (P.HEARTBEAT,))     # drivers time out a head that stops answering
+        elif peer.role == "node":
             node = self.sched.nodes.get(peer.info["node_id"])
             if node is not None:
                 node.last_heartbeat = now

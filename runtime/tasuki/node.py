@@ -223,6 +223,10 @@ class NodeAgent:
                 worker_id = self.workers_by_pid.pop(event["exited"], None)
                 if worker_id is not None:
                     self.pids.pop(worker_id, None)
+                    try:                  # an actor's socket file (see Worker.serve_actor)
+                        os.unlink(actor_socket_path(self.cfg, worker_id))
+                    except OSError:
+                        pass
                     for oid, count in self.pins.pop(worker_id, {}).items():
                         for _ in range(count):
                             self.store.unpin(oid)
@@ -363,6 +367,11 @@ class NodeAgent:
         self.store.free(oid)
         for sock, ident, req in pull["waiters"]:
             transport.send(sock, [(P.PINNED, req, oid, None, None, reason)], to=ident)
+
+
+def actor_socket_path(cfg: NodeConfig, worker_id: bytes) -> str:
+    """Where an actor on this node listens when the cluster is local only (IPC)."""
+    return os.path.join(os.path.dirname(cfg.ipc_address[len("ipc://"):]), f"actor-{worker_id.hex()}.sock")
 
 
 def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, resources=None,

@@ -1,7 +1,9 @@
 """Serialization: cloudpickle with pickle protocol 5, large buffers out of band, ObjectRefs counted.
 
 `dumps` turns a value into a `Serialized`: a pickle header plus the large buffers (NumPy arrays,
-bytearrays) kept out of the stream, so a 1 GB array is never copied into a pickle. The ObjectRefs
+bytearrays) kept out of the stream, so a 1 GB array is never copied into a pickle. A large
+`bytes` object is copied into the stream: pickle never offers `bytes` to a reducer override, so
+it cannot go out of band (wrap it in a NumPy array or a bytearray to avoid the copy). The ObjectRefs
 met while pickling are collected too: the head pins them while the value lives, which is how a ref
 nested in a task argument or in a stored object stays valid. Lambdas, closures and functions
 defined in `__main__` or a notebook pickle by value (cloudpickle).

@@ -174,7 +174,8 @@ class Worker:
             transport.start_authenticator(self.client.context, cfg.token)
             address = f"tcp://{cfg.ip}:0"
         else:
-            address = f"ipc://{os.path.dirname(cfg.ipc_address[len('ipc://'):])}/actor-{self.worker_id.hex()}.sock"
+            from .node import actor_socket_path
+            address = f"ipc://{actor_socket_path(cfg, self.worker_id)}"
         sock, address = transport.bind(self.client.context, address, cfg.token)
         self.task_name = actor["class_name"]
         concurrency = actor["max_concurrency"]
