@@ -32,7 +32,7 @@ CLI_TIMEOUT_S = 120            # one `tasuki` command on a loaded machine
 NODE_TIMEOUT_S = "3"           # the head declares a node dead after this many seconds without a heartbeat
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+def wait_until(predicate, timeout: float = 30.0, what: str = "a condition", interval: float = 0.02):
     """Call `predicate` until it returns something truthy (returned) or `timeout` seconds pass."""
     deadline = time.time() + timeout
     while True:

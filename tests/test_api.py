@@ -20,22 +20,13 @@ import numpy as np
 import pytest
 
 import tasuki
+from conftest import wait_until as wait_for
 from tasuki.exceptions import GetTimeoutError, SerializationError, TaskCancelledError
 
 RUNTIME = os.path.dirname(os.path.dirname(os.path.abspath(tasuki.__file__)))
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def wait_for(predicate, timeout: float = 30.0, what: str = "a condition", interval: float = 0.02):
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds pass."""
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def run_driver(script: str, timeout: float = 120.0, **env) -> subprocess.CompletedProcess:

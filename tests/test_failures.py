@@ -16,21 +16,13 @@ import psutil
 import pytest
 
 import tasuki
+from conftest import wait_until as wait_for
 from tasuki.exceptions import (SerializationError, TaskCancelledError, TaskError, TasukiError,
                                VersionMismatchError, WorkerCrashedError)
 
 RUNTIME = os.path.dirname(os.path.dirname(os.path.abspath(tasuki.__file__)))
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "a condition", interval: float = 0.02):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def python_env(**extra) -> dict:

@@ -10,21 +10,13 @@ import numpy as np
 import pytest
 
 import tasuki
+from conftest import wait_until as wait_for
 from tasuki.exceptions import ObjectLostError
 
 MB = 1 << 20
 STORE_BYTES = 512 * MB
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "a condition", interval: float = 0.02):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module", autouse=True)
