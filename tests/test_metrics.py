@@ -109,6 +109,25 @@ def test_finished_count_and_latency_move(connected):
     assert sample(after, "tasuki_task_latency_seconds_bucket", le="+Inf") == count + 5
 
 
+@tasuki.remote
+class Pinger:
+    def ping(self):
+        return "pong"
+
+
+def test_actors_by_state(connected):
+    before = scrape(connected)
+    alive = sample(before, "tasuki_actors", state="alive") or 0
+    dead = sample(before, "tasuki_actors", state="dead") or 0
+    actor = Pinger.remote()
+    assert tasuki.get(actor.ping.remote(), timeout=60) == "pong"
+    assert sample(scrape(connected), "tasuki_actors", state="alive") == alive + 1
+    tasuki.kill(actor)
+    wait_until(lambda: sample(scrape(connected), "tasuki_actors", state="dead") == dead + 1, 30,
+               "the killed actor to be counted as dead")
+    assert (sample(scrape(connected), "tasuki_actors", state="alive") or 0) == alive
+
+
 def test_infeasible_demand_is_reported(connected):
     ref = where.options(num_gpus=4).remote(0)
     label = "CPU=1,GPU=4"
