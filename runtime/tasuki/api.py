@@ -20,6 +20,7 @@ from . import config
 from .client import Client
 from .exceptions import ClusterError, GetTimeoutError
 from .object_ref import ObjectRef
+from .scheduler import shape_of
 
 _lock = threading.RLock()
 _client: Client | None = None
@@ -221,6 +222,9 @@ class RemoteFunction:
         self._function = function
         self._options = {**_OPTIONS, **_check_options(options, _OPTIONS)}
         self._export_cache = _export_cache if _export_cache is not None else [None]
+        o = self._options
+        self._shape = shape_of({"CPU": float(o["num_cpus"] or 0), "GPU": float(o["num_gpus"] or 0),
+                                **(o["resources"] or {})})      # computed once, not per task
         self.__name__ = getattr(function, "__name__", "task")
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -241,13 +245,8 @@ class RemoteFunction:
         fn_id, blob = cache[0]
         client.register_function(fn_id, blob)
         o = self._options
-        shape = {"CPU": float(o["num_cpus"] or 0)}
-        if o["num_gpus"]:
-            shape["GPU"] = float(o["num_gpus"])
-        if o["resources"]:
-            shape.update(o["resources"])
         retries = o["max_retries"]
-        refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, shape, o["num_returns"],
+        refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"],
                              10**9 if retries == -1 else retries, o["retry_exceptions"])
         return refs[0] if o["num_returns"] == 1 else refs
 

@@ -327,14 +327,14 @@ class Client:
             return (P.STORED_KIND, args_ref.id), deps + [args_ref.id], s.refs + [args_ref.id], args_ref
         return s.header, deps, s.refs, None
 
-    def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, resources: dict,
+    def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, shape: tuple,
                num_returns: int, max_retries: int, retry_exceptions) -> list[ObjectRef]:
         blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
         task_id = self.new_id()
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the head pushes results to their owner
-        self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, resources,
+        self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
                                    max_retries, retry_exceptions)))
         return refs
 
@@ -481,11 +481,13 @@ class Client:
                 self.send_head((P.GET, ask))
             deadline = None if timeout is None else time.time() + timeout
             blocked = False
+            pending = deque(missing)     # results arrive mostly in order: drop the ready prefix
             try:
                 with self.cond:
                     while True:
-                        missing = [oid for oid in missing if oid not in self.objects]
-                        if not missing:
+                        while pending and pending[0] in self.objects:
+                            pending.popleft()
+                        if not pending:
                             break
                         if not blocked and on_block is not None:
                             on_block(True)
@@ -493,8 +495,9 @@ class Client:
                         self.check_head()
                         remaining = None if deadline is None else deadline - time.time()
                         if remaining is not None and remaining <= 0:
-                            raise GetTimeoutError(f"get timed out after {timeout} s: {len(missing)} of "
-                                                  f"{len(ids)} objects not ready (first: {missing[0].hex()})")
+                            left = [oid for oid in pending if oid not in self.objects]
+                            raise GetTimeoutError(f"get timed out after {timeout} s: {len(left)} of "
+                                                  f"{len(ids)} objects not ready (first: {left[0].hex()})")
                         self.cond.wait(remaining if remaining is not None else 1.0)
             finally:
                 if blocked:

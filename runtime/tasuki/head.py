@@ -123,10 +123,9 @@ class Head:
             now = time.time()
             if self.sock in events:
                 for _ in range(256):        # drain what is queued, then schedule once
-                    try:
-                        ident, messages, data = transport.recv_router_nowait(self.sock)
-                    except zmq.Again:
-                        break
+                    if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                        break               # (cheaper than raising zmq.Again on an empty read)
+                    ident, messages, data = transport.recv_router_nowait(self.sock)
                     self.handle(ident, messages, now)
             if self.control in events:
                 self.answer_control()
@@ -219,7 +218,8 @@ class Head:
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
          max_retries, retry_exceptions) = spec
-        task = Task(task_id, fn_id, name, args, deps, contained, return_ids, shape_of(resources),
+        task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
+                    resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
                     job_id=peer.job_id or peer.info.get("job_id", ""), submitted_at=now)
         for oid in return_ids:
