@@ -152,3 +152,14 @@ def driver(cli_cluster):
         yield tasuki
     finally:
         tasuki.shutdown()
+
+
+@pytest.fixture
+def connected(cluster):
+    """A driver connected (address="auto") to the module's `cluster` fixture for one test."""
+    import tasuki
+    tasuki.init(address="auto")
+    try:
+        yield cluster
+    finally:
+        tasuki.shutdown()

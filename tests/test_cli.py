@@ -33,15 +33,6 @@ def cluster(cli_cluster):
     return cli_cluster
 
 
-@pytest.fixture
-def connected(cluster):
-    tasuki.init(address="auto")
-    try:
-        yield cluster
-    finally:
-        tasuki.shutdown()
-
-
 @tasuki.remote
 def where(x):
     return x, tasuki.get_runtime_context().get_node_id()

@@ -32,15 +32,6 @@ def cluster(cli_cluster):
     return cli_cluster
 
 
-@pytest.fixture
-def connected(cluster):
-    tasuki.init(address="auto")
-    try:
-        yield cluster
-    finally:
-        tasuki.shutdown()
-
-
 def http(url: str, method: str = "GET", body: bytes | None = None, token: str | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method=method)
     if token is not None:

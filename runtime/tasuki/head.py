@@ -11,6 +11,10 @@ Per-task path (a small task, everything inline):
                   wake dependent tasks, schedule the next task onto the now idle worker
 Every incoming zmq message is a batch; replies are collected per peer and sent once per loop turn.
 
+Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
+objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
+themselves live in scheduler.py. The actor directory is the natural first piece to move out.
+
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
 deduplicated there) or something pins it (a pending task's arguments, a stored object containing
 the ref). Small values are kept here inline; large ones stay in node stores and only their

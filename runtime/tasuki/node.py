@@ -431,9 +431,8 @@ def main(argv=None) -> None:
                       is_head_node=args.head_node, local_only=args.local_only)
     # Import what workers need, then fork the zygote before any zmq context or thread exists.
     # (api pulls in client, NumPy and cloudpickle: a worker forked without them imports them itself.)
-    from . import api, worker  # noqa: F401
-    zygote_sock, zygote_pid = __import__("tasuki.zygote", fromlist=["start"]).start(
-        lambda worker_id: worker.main(cfg, worker_id))
+    from . import api, worker, zygote  # noqa: F401
+    zygote_sock, zygote_pid = zygote.start(lambda worker_id: worker.main(cfg, worker_id))
     agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)
     signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "running", False))
     signal.signal(signal.SIGINT, lambda *_: setattr(agent, "running", False))
