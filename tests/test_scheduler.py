@@ -338,7 +338,9 @@ def test_a_task_queued_behind_a_busy_worker_moves_to_a_worker_that_goes_idle():
     assert "short" in running(sched) and other.task is task
 
 
-def test_a_queued_task_the_worker_already_started_is_not_taken_back():
+def test_a_stolen_task_given_back_after_its_promotion_is_not_lost():
+    """The busy worker's DONE crosses the STEAL: the head promotes the task, then the worker's
+    RETURNED says it never ran it. It must be requeued, not left as the worker's phantom task."""
     sched = cluster(make_node("a", cpus=2), workers=2)
     for name in ("long-1", "long-2", "short"):
         sched.enqueue(make_task(name))
@@ -347,10 +349,26 @@ def test_a_queued_task_the_worker_already_started_is_not_taken_back():
     other = next(w for w in sched.workers.values() if w is not victim)
     sched.task_done(other, NOW)
     (task, _), = sched.steals()
-    sched.task_done(victim, NOW)                         # meanwhile the worker started it itself
-    assert victim.task is task and not task.stealing
-    sched.return_backlog(victim, {task.task_id})         # a late answer changes nothing
-    assert victim.task is task and sched.pending_count() == 0
+    sched.task_done(victim, NOW)                         # promoted to the victim's current task
+    assert victim.task is task
+    sched.return_backlog(victim, {task.task_id}, NOW)    # ...but the worker gave it back unstarted
+    assert victim.task is None and sched.pending_count() == 1
+    sched.schedule(NOW)
+    assert list(running(sched)) == ["short"]             # runs once, on a worker that is free
+
+
+def test_a_queued_task_the_worker_started_stays_with_it():
+    sched = cluster(make_node("a", cpus=2), workers=2)
+    for name in ("long-1", "long-2", "short"):
+        sched.enqueue(make_task(name))
+    sched.schedule(NOW)
+    victim, = [w for w in sched.workers.values() if w.backlog]
+    other = next(w for w in sched.workers.values() if w is not victim)
+    sched.task_done(other, NOW)
+    (task, _), = sched.steals()
+    sched.task_done(victim, NOW)                         # the worker started it: no RETURNED comes
+    sched.schedule(NOW)
+    assert victim.task is task and sched.pending_count() == 0 and other.task is None
 
 
 # --- workers that exit -------------------------------------------------------------------------

@@ -330,7 +330,7 @@ class Head:
     def on_returned(self, ident, peer, now, task_ids) -> None:
         worker = self.sched.workers.get(ident)
         if worker is not None:
-            self.sched.return_backlog(worker, set(task_ids))
+            self.sched.return_backlog(worker, set(task_ids), now)
 
     def on_unblocked(self, ident, peer, now) -> None:
         worker = self.sched.workers.get(ident)

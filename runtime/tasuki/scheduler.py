@@ -270,7 +270,6 @@ class Scheduler:
             nxt = worker.backlog.popleft()
             nxt.gpu_ids, task.gpu_ids = task.gpu_ids, []
             nxt.started_at = now
-            nxt.stealing = False
             worker.task = nxt
             return task
         node = self.nodes[worker.node_id]
@@ -278,14 +277,25 @@ class Scheduler:
         self._set_idle(worker, node, now)
         return task
 
-    def return_backlog(self, worker: Worker, task_ids=None) -> list[Task]:
-        """Put the worker's unstarted backlog (or those of `task_ids`) back at the front of the queue."""
+    def return_backlog(self, worker: Worker, task_ids=None, now: float = 0.0) -> list[Task]:
+        """Put the worker's unstarted backlog (or those of `task_ids`) back at the front of the queue.
+
+        A returned task may already have been promoted to the worker's current task (its previous
+        task's DONE crossed our STEAL): the worker did not run it, so it is requeued too and the
+        worker moves on to its next queued task or becomes idle."""
         back = [t for t in worker.backlog if task_ids is None or t.task_id in task_ids]
         for task in reversed(back):
             worker.backlog.remove(task)
             task.worker = None
             task.stealing = False
             self.requeue_front(task)
+        current = worker.task
+        if task_ids is not None and current is not None and current.task_id in task_ids and worker.state == BUSY:
+            self.task_done(worker, now)
+            current.worker = None
+            current.stealing = False
+            self.requeue_front(current)
+            back.append(current)
         return back
 
     def steals(self) -> list[tuple[Task, Worker]]:
