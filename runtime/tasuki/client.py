@@ -441,6 +441,8 @@ class Client:
                     serialization.loads(s.header, s.buffers))
                 self.send_head((P.PUT, oid, P.VALUE, header, s.refs, len(header)))
             else:
+                # known here at once: a get of it goes straight to the node, not first to the head
+                self.objects[oid] = (P.STORED_KIND, [(node_id, self.node.get("address"))])
                 self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
         return ref
 
