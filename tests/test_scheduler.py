@@ -338,9 +338,9 @@ def test_a_task_queued_behind_a_busy_worker_moves_to_a_worker_that_goes_idle():
     assert "short" in running(sched) and other.task is task
 
 
-def test_a_stolen_task_given_back_after_its_promotion_is_not_lost():
-    """The busy worker's DONE crosses the STEAL: the head promotes the task, then the worker's
-    RETURNED says it never ran it. It must be requeued, not left as the worker's phantom task."""
+def steal_requested():
+    """Two long tasks on two workers, "short" queued behind one of them; the other worker goes
+    idle and the head asks for "short" back. Returns (scheduler, busy worker, idle worker, task)."""
     sched = cluster(make_node("a", cpus=2), workers=2)
     for name in ("long-1", "long-2", "short"):
         sched.enqueue(make_task(name))
@@ -349,6 +349,13 @@ def test_a_stolen_task_given_back_after_its_promotion_is_not_lost():
     other = next(w for w in sched.workers.values() if w is not victim)
     sched.task_done(other, NOW)
     (task, _), = sched.steals()
+    return sched, victim, other, task
+
+
+def test_a_stolen_task_given_back_after_its_promotion_is_not_lost():
+    """The busy worker's DONE crosses the STEAL: the head promotes the task, then the worker's
+    RETURNED says it never ran it. It must be requeued, not left as the worker's phantom task."""
+    sched, victim, other, task = steal_requested()
     sched.task_done(victim, NOW)                         # promoted to the victim's current task
     assert victim.task is task
     sched.return_backlog(victim, {task.task_id}, NOW)    # ...but the worker gave it back unstarted
@@ -358,14 +365,7 @@ def test_a_stolen_task_given_back_after_its_promotion_is_not_lost():
 
 
 def test_a_queued_task_the_worker_started_stays_with_it():
-    sched = cluster(make_node("a", cpus=2), workers=2)
-    for name in ("long-1", "long-2", "short"):
-        sched.enqueue(make_task(name))
-    sched.schedule(NOW)
-    victim, = [w for w in sched.workers.values() if w.backlog]
-    other = next(w for w in sched.workers.values() if w is not victim)
-    sched.task_done(other, NOW)
-    (task, _), = sched.steals()
+    sched, victim, other, task = steal_requested()
     sched.task_done(victim, NOW)                         # the worker started it: no RETURNED comes
     sched.schedule(NOW)
     assert victim.task is task and sched.pending_count() == 0 and other.task is None

@@ -583,7 +583,7 @@ class Head:
             if task.fn_id not in worker.functions:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
-            deps = {oid: self.dependency_value(oid) for oid in task.deps}
+            deps = {oid: self.payload(self.objects[oid]) for oid in task.deps}
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
@@ -593,8 +593,8 @@ class Head:
         for shape in [s for s, q in self.sched.queues.items() if not q]:
             del self.sched.queues[shape]
 
-    def dependency_value(self, oid: bytes) -> tuple:
-        obj = self.objects[oid]
+    def payload(self, obj: Obj) -> tuple:
+        """(kind, data) of a ready object as it travels: locations of live copies for a stored one."""
         return obj.kind, self.locations(obj) if obj.kind == P.STORED_KIND else obj.data
 
     def spawn_workers(self, node_id: str, count: int) -> None:
@@ -633,7 +633,7 @@ class Head:
         self.finish_with_blob(task, serialization.dumps_inline(error), outcome, now)
 
     def finish_with_blob(self, task: Task, blob: bytes, outcome: str, now: float) -> None:
-        self.finish(task, [(oid, P.ERROR, blob, [], len(blob)) for oid in task.return_ids], outcome, now)
+        self.finish(task, P.error_results(blob, task.return_ids), outcome, now)
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
@@ -693,9 +693,7 @@ class Head:
             self.forget(oid, obj)
 
     def object_message(self, oid: bytes, obj: Obj) -> tuple:
-        if obj.kind == P.STORED_KIND:
-            return (P.OBJECT, oid, P.STORED_KIND, self.locations(obj))
-        return (P.OBJECT, oid, obj.kind, obj.data)
+        return (P.OBJECT, oid, *self.payload(obj))
 
     def locations(self, obj: Obj) -> list:
         nodes = self.sched.nodes

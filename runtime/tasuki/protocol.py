@@ -72,6 +72,11 @@ PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING",
 VALUE, STORED_KIND, ERROR = "v", "s", "e"
 
 
+def error_results(blob: bytes, return_ids: list) -> list:
+    """The results of a call that failed: every return id gets the pickled error, in DONE's form."""
+    return [(oid, ERROR, blob, [], len(blob)) for oid in return_ids]
+
+
 def encode(messages: list) -> bytes:
     return pickle.dumps(messages, protocol=5)
 

@@ -138,8 +138,7 @@ class Worker:
             else:
                 retryable = can_retry and _retryable(e, retry_exceptions)
                 error = self.task_error(e, name)
-            blob = _pickle_error(error)
-            results = [(oid, P.ERROR, blob, [], len(blob)) for oid in return_ids]
+            results = P.error_results(_pickle_error(error), return_ids)
         finally:
             self.task_id = None
             for oid in deps:
@@ -241,8 +240,7 @@ class Worker:
         self.reply_call(ident, return_ids, results)
 
     def error_results(self, e: BaseException, name: str, return_ids: list) -> list:
-        blob = _pickle_error(self.task_error(e, name))
-        return [(oid, P.ERROR, blob, [], len(blob)) for oid in return_ids]
+        return P.error_results(_pickle_error(self.task_error(e, name)), return_ids)
 
     def reply_call(self, ident: bytes, return_ids: list, results: list) -> None:
         direct = [(P.OBJECT, oid, kind, data) for oid, kind, data, _, _ in results if kind != P.STORED_KIND]
