@@ -94,12 +94,6 @@ def send(sock: zmq.Socket, messages: list, to: bytes | None = None, data=()) -> 
     sock.send_multipart(frames, copy=len(data) == 0)
 
 
-def recv_router(sock: zmq.Socket) -> tuple[bytes, list, list]:
-    """(identity, messages, data frames) from a ROUTER."""
-    frames = sock.recv_multipart(copy=False)
-    return frames[0].bytes, protocol.decode(frames[1].buffer), frames[2:]
-
-
 def recv_dealer(sock: zmq.Socket) -> tuple[list, list]:
     """(messages, data frames) from a DEALER."""
     frames = sock.recv_multipart(copy=False)
@@ -107,5 +101,6 @@ def recv_dealer(sock: zmq.Socket) -> tuple[list, list]:
 
 
 def recv_router_nowait(sock: zmq.Socket) -> tuple[bytes, list, list]:
+    """(identity, messages, data frames) from a ROUTER; zmq.Again when nothing is queued."""
     frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
     return frames[0].bytes, protocol.decode(frames[1].buffer), frames[2:]
