@@ -16,6 +16,7 @@ INLINE_OBJECT_LIMIT = 100 * 1024          # bytes: larger objects go to the shar
 NODE_HEARTBEAT_S = 0.5                    # seconds between node heartbeats
 NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a node is dead
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
+EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
 HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver gives up
 SHM_DIR = "/dev/shm"
 STORE_FRACTION = 0.3                      # default store size: this share of physical memory

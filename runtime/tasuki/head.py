@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zmq
@@ -103,6 +104,10 @@ class Head:
         self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
         self.actor_by_worker: dict[bytes, Actor] = {}
         self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
+        # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
+        # call, on another connection. Such GETs wait here; an id freed lately fails at once.
+        self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
+        self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
         self.next_job = 1
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
@@ -131,6 +136,8 @@ class Head:
                         break               # (cheaper than raising zmq.Again on an empty read)
                     ident, messages, data = transport.recv_router_nowait(self.sock)
                     self.handle(ident, messages, now)
+            if self.early_gets:
+                self.answer_early_gets(now)
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
@@ -299,13 +306,30 @@ class Head:
         for oid in oids:
             obj = self.objects.get(oid)
             if obj is None:
-                self.send(ident, (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
-                    f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
-                    f"its only copy was lost"))))
+                if oid in self.forgotten:
+                    self.send(ident, self.unknown_object(oid))
+                else:
+                    self.early_gets.setdefault(oid, (now, []))[1].append(ident)
             elif obj.kind is None:
                 obj.waiters.append(ident)
             else:
                 self.send(ident, self.object_message(oid, obj))
+
+    def answer_early_gets(self, now: float) -> None:
+        for oid, (since, askers) in list(self.early_gets.items()):
+            if oid in self.objects or oid in self.forgotten or now - since > config.EARLY_GET_WAIT_S:
+                del self.early_gets[oid]
+                for ident in askers:
+                    if oid in self.objects:
+                        self.on_get(ident, None, now, [oid])
+                    else:
+                        self.send(ident, self.unknown_object(oid))
+
+    @staticmethod
+    def unknown_object(oid: bytes) -> tuple:
+        return (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
+            f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
+            f"its only copy was lost")))
 
     def on_done(self, ident, peer, now, task_id, results, retryable) -> None:
         worker = self.sched.workers.get(ident)
@@ -712,6 +736,9 @@ class Head:
         if self.objects.get(oid) is not obj:
             return              # already forgotten (set_ready failing a dependent can unpin it first)
         del self.objects[oid]
+        self.forgotten[oid] = None
+        if len(self.forgotten) > 100_000:
+            self.forgotten.popitem(last=False)
         if obj.kind == P.STORED_KIND:
             self.free_on_nodes(oid, obj.data)
         for inner in obj.contained:
