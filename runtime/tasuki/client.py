@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import sys
 import threading
 import time
@@ -58,6 +59,7 @@ class Client:
         self.to_actors: deque = deque()                # (actor id, info, CALL) from user threads
         self.actor_links: dict[bytes, _ActorLink] = {}  # IO thread only
         self.actor_socks: dict = {}                    # DEALER to an actor -> its link
+        self.touched_links: set = set()                # links with calls queued by _flush_actors
         self.servers: deque = deque()                  # a ROUTER for this actor's callers, handed over
         self.server = None
         self.to_callers: deque = deque()               # (caller identity, messages) to send on it
@@ -70,6 +72,9 @@ class Client:
         self.running = True
         self.last_heard = time.time()       # the head's last message (it answers driver heartbeats)
         self.warned: set = set()
+        self.watchers: dict[bytes, list] = {}         # object id -> callbacks waiting for it (when_ready)
+        self.watch_lock = threading.Lock()
+        self.callbacks: queue.SimpleQueue | None = None   # run by the callback thread, started on first use
         hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
         self.to_head.append((P.HELLO, role, hello))
         self._wake()                    # send HELLO now, not at the IO loop's first 500 ms poll timeout
@@ -103,6 +108,8 @@ class Client:
             object_ref._client = None
         self.send_head((P.BYE,))
         self.running = False
+        if self.callbacks is not None:
+            self.callbacks.put(None)
         self._wake()
         self.thread.join(timeout=2)
         self.context.destroy(linger=0)
@@ -201,20 +208,26 @@ class Client:
             self._flush()
 
     def _flush(self) -> None:
+        # the head first: an object put just before an actor call must reach the head before the
+        # actor, which asks the head for it, gets the call
         if self.to_actors:
             self._flush_actors()
+        for messages, sock in ((self.to_head, self.head), (self.to_node, self.node_sock)):
+            if messages and sock is not None:
+                batch = []
+                while messages:
+                    batch.append(messages.popleft())
+                transport.send(sock, batch)
+        for link in self.touched_links:
+            self._send_to_actor(link)
+        self.touched_links.clear()
         while self.to_callers:
             ident, messages = self.to_callers.popleft()
             transport.send(self.server, messages, to=ident)
-        for queue, sock in ((self.to_head, self.head), (self.to_node, self.node_sock)):
-            if queue and sock is not None:
-                batch = []
-                while queue:
-                    batch.append(queue.popleft())
-                transport.send(sock, batch)
 
     def _drain(self, sock) -> None:
         arrived = False
+        watched = []
         while True:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -227,6 +240,8 @@ class Client:
                 if kind == P.OBJECT:
                     self.objects[message[1]] = (message[2], message[3])
                     arrived = True
+                    if self.watchers:
+                        watched.append(message[1])
                     link = self.actor_socks.get(sock)
                     if link is not None:
                         link.inflight.pop(message[1], None)
@@ -254,6 +269,8 @@ class Client:
         if arrived:
             with self.cond:
                 self.cond.notify_all()
+        if watched:
+            self._fire(watched)
 
     def _drain_server(self) -> None:
         """IO thread: calls from this actor's callers."""
@@ -368,7 +385,6 @@ class Client:
 
     def _flush_actors(self) -> None:
         """IO thread: route queued calls to actors whose address is known; locate the others."""
-        touched = set()
         while self.to_actors:
             actor_id, info, message = self.to_actors.popleft()
             link = self.actor_links.get(actor_id)
@@ -376,9 +392,7 @@ class Client:
                 link = self.actor_links[actor_id] = _ActorLink(info)
                 self.to_head.append((P.ACTOR_LOCATE, actor_id))
             link.queue.append(message)
-            touched.add(link)
-        for link in touched:
-            self._send_to_actor(link)
+            self.touched_links.add(link)
 
     def _send_to_actor(self, link: "_ActorLink") -> None:
         if link.sock is None or link.state != P.ALIVE_STATE or not link.queue:
@@ -414,10 +428,11 @@ class Client:
             if link.sock is not None:
                 self._drain(link.sock)     # results the actor sent before it died come first
             blob = serialization.dumps_inline(died_error(link.info, actor_id, cause))
-            for message in link.inflight.values():
-                for oid in message[1]:
-                    if oid in self.requested and oid not in self.objects:
-                        self.objects[oid] = (P.ERROR, blob)
+            failed = [oid for message in link.inflight.values() for oid in message[1]
+                      if oid in self.requested and oid not in self.objects]
+            for oid in failed:
+                self.objects[oid] = (P.ERROR, blob)
+            self._fire(failed)
             link.inflight.clear()
             if state == P.DEAD_STATE:
                 link.queue.clear()
@@ -513,6 +528,36 @@ class Client:
             self.requested.update(ask)
             self.send_head((P.GET, ask))
         return [oid in self.objects for oid in ids]
+
+    def when_ready(self, oid: bytes, callback) -> None:
+        """Call `callback()` on this process's callback thread once object `oid` is here (its value
+        or its error). Callbacks may block or call get: they never hold up the IO thread."""
+        with self.watch_lock:
+            self.watchers.setdefault(oid, []).append(callback)
+        self.ready([oid])
+        self._fire([oid])           # it may have arrived before the callback was registered
+
+    def _fire(self, oids: list) -> None:
+        due = []
+        with self.watch_lock:
+            for oid in oids:
+                if oid in self.objects:
+                    due.extend(self.watchers.pop(oid, ()))
+            if due and self.callbacks is None:
+                self.callbacks = queue.SimpleQueue()
+                threading.Thread(target=self._run_callbacks, args=(self.callbacks,), name="tasuki-callbacks",
+                                 daemon=True).start()
+        for callback in due:
+            self.callbacks.put(callback)
+
+    @staticmethod
+    def _run_callbacks(callbacks: queue.SimpleQueue) -> None:
+        while (callback := callbacks.get()) is not None:
+            try:
+                callback()
+            except Exception:
+                import traceback
+                print(f"tasuki: error in a completion callback:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
 
     def wait_any(self, timeout: float | None) -> None:
         self.check_head()

@@ -55,16 +55,15 @@ class ObjectRef:
     def future(self):
         """A concurrent.futures.Future that completes with the value (or its error)."""
         import concurrent.futures
-        import threading
+        from .api import _get_client, get
         future = concurrent.futures.Future()
 
         def resolve():
-            from .api import get
             try:
                 future.set_result(get(self))
             except BaseException as e:
                 future.set_exception(e)
-        threading.Thread(target=resolve, daemon=True).start()
+        _get_client().when_ready(self.id, resolve)
         return future
 
     def __await__(self):
