@@ -8,9 +8,9 @@ import tasuki
 from tasuki import exceptions
 
 EXPECTED_ALL = [
-    "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources", "exceptions",
+    "ActorClass", "ActorHandle", "Executor", "ObjectRef", "Pool", "available_resources", "cancel", "cluster_resources", "exceptions",
     "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
-    "put", "remote", "shutdown", "util", "wait",
+    "put", "remote", "shutdown", "tune", "util", "wait",
 ]
 
 RAY_EXCEPTION_NAMES = ["RayError", "RayTaskError", "WorkerCrashedError", "GetTimeoutError", "RayActorError",

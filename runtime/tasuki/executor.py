@@ -1,0 +1,143 @@
+"""Executor: a `concurrent.futures.Executor` whose calls run as tasks on the cluster.
+
+    with tasuki.Executor() as executor:                      # or Executor(num_cpus=2, max_retries=5)
+        futures = [executor.submit(build_week, sales, week) for week in range(260)]
+        for future in concurrent.futures.as_completed(futures):
+            print(future.result())
+
+Each `submit` is one task with the executor's task options. At most 2 × `max_workers` calls are
+in the cluster at once (one running and one queued behind it per worker, so no worker idles
+between calls); the rest wait here as pending futures, which is what `cancel()` and
+`shutdown(cancel_futures=True)` can still take back. A large argument (an array, a DataFrame) is
+stored once and shared by every call that passes the same object (see shared_args).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
+
+from . import api, serialization
+from .shared_args import SharedArguments, resolve
+
+__all__ = ["Executor"]
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls as cluster tasks behind the standard `concurrent.futures` API.
+
+    `max_workers` defaults to the cluster's CPUs; `task_options` (`num_cpus`, `num_gpus`,
+    `resources`, `max_retries`, `retry_exceptions`, `name`) apply to every call.
+    """
+
+    def __init__(self, max_workers: int | None = None, **task_options: Any) -> None:
+        if max_workers is None:
+            max_workers = max(1, int(api.cluster_resources().get("CPU", 1)))
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
+        if "num_returns" in task_options:
+            raise TypeError("num_returns is not an Executor option: a call's future holds its one return value")
+        api._check_options(task_options, api._OPTIONS)
+        self._max_workers = max_workers
+        self._options = task_options
+        self._limit = 2 * max_workers
+        self._shared = SharedArguments(api.put)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._waiting: deque = deque()          # (future, remote function, args, kwargs) not yet sent
+        self._in_flight = 0
+        self._shutdown = False
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Schedule `fn(*args, **kwargs)` as a task; returns a Future at once."""
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        share = self._shared.share
+        args = tuple(share(a) for a in args)
+        kwargs = {k: share(v) for k, v in kwargs.items()}
+        task = self._shared.for_function(fn, self._remote_function)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._in_flight < self._limit:
+                self._send(future, task, args, kwargs)     # an unpicklable argument raises here
+                future.set_running_or_notify_cancel()
+            else:
+                _check_picklable(task.__name__, args, kwargs)
+                self._waiting.append((future, task, args, kwargs))
+        return future
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
+            chunksize: int = 1) -> Iterator:
+        """`fn` over the iterables' items, results in order; `chunksize` > 1 sends items in batches."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        share = self._shared.share
+        batches = _batches(((tuple(share(a, wrap=True) for a in args)) for args in zip(*iterables)), chunksize)
+        results = super().map(_run_batch, itertools.repeat(fn), batches, timeout=timeout)
+        return itertools.chain.from_iterable(results)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; `cancel_futures` cancels those not yet sent; `wait` waits for the rest."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                for future, *_ in self._waiting:
+                    future.cancel()
+                self._waiting.clear()
+            while wait and (self._in_flight or self._waiting):
+                self._idle.wait(1.0)
+        if wait:
+            self._shared.clear()
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _remote_function(self, fn: Callable):
+        return api.remote(fn).options(**self._options) if self._options else api.remote(fn)
+
+    def _send(self, future, task, args: tuple, kwargs: dict) -> None:
+        """Submit the task of a running future (called with the lock held)."""
+        ref = task.remote(*args, **kwargs)
+        self._in_flight += 1
+        api._get_client().when_ready(ref.id, lambda: self._done(future, ref))
+
+    def _done(self, future: concurrent.futures.Future, ref) -> None:
+        """Callback thread: a task finished; resolve its future and send the next waiting call."""
+        try:
+            future.set_result(api.get(ref))
+        except BaseException as e:
+            future.set_exception(e)
+        with self._lock:
+            self._in_flight -= 1
+            while self._waiting and self._in_flight < self._limit:
+                waiting = self._waiting.popleft()
+                if waiting[0].set_running_or_notify_cancel():       # False: it was cancelled
+                    try:
+                        self._send(*waiting)
+                    except Exception as e:
+                        waiting[0].set_exception(e)
+            self._idle.notify_all()
+
+
+def _check_picklable(name: str, args: tuple, kwargs: dict) -> None:
+    try:
+        serialization.dumps((args, kwargs))
+    except serialization.SerializationError:
+        serialization.check_arguments(name, args, kwargs)
+        raise
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _run_batch(fn: Callable, batch: list) -> list:
+    """One task running `fn` over a batch of argument tuples (Executor.map with a chunksize)."""
+    get = api.get
+    return [fn(*[resolve(a, get) for a in args]) for args in batch]
