@@ -385,6 +385,20 @@ def test_worker_gone_returns_the_lost_task_and_frees_its_resources():
     assert node.idle_since == NOW + 1                    # nothing runs on it any more
 
 
+def test_a_crashed_worker_is_replaced_rather_than_its_cpu_left_idle():
+    """With one of two workers gone, a second task must start a worker on the free CPU, not queue
+    behind the busy one (it ran serially on one worker after any crash)."""
+    sched = cluster(make_node("a", cpus=2), workers=2)
+    crashed = next(iter(sched.workers.values()))
+    sched.worker_gone(crashed.worker_id, NOW)
+    sched.enqueue(make_task("first"))
+    sched.enqueue(make_task("second"))
+    assignments, spawns = sched.schedule(NOW)
+    assert [t.name for t, _ in assignments] == ["first"]
+    assert spawns == {"a": 1} and waiting(sched) == ["second"]
+    assert not any(w.backlog for w in sched.workers.values())
+
+
 def test_worker_gone_for_idle_starting_and_unknown_workers():
     sched = cluster(make_node("a", cpus=2), workers=1)
     idle = sched.nodes["a"].idle_workers[0]

@@ -230,9 +230,10 @@ class Scheduler:
                     break
             if queue and not dict(shape).get("GPU"):
                 # more tasks than workers: queue one behind each busy worker of this shape, on nodes
-                # with no worker starting (a new worker should take the task instead)
+                # that are full (where the task fits, or a worker is starting, a new worker should
+                # take it instead: say a worker crashed and left its CPU free)
                 for node in nodes:
-                    if node.starting or node.idle_workers:
+                    if node.starting or node.idle_workers or fits(node.available, shape):
                         continue
                     for wid in node.workers:
                         worker = self.workers.get(wid)
