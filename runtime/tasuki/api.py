@@ -277,11 +277,11 @@ def put(value: Any) -> ObjectRef:
     return _get_client().put(value)
 
 
-def get(refs, *, timeout: float | None = None):
+def get(refs, *, timeout: float | None = None, progress: bool = False):
     """The value of an ObjectRef, or the values of a list of them, waiting until they are ready.
 
     A task's exception is re-raised here (as TaskError and its original type); GetTimeoutError
-    when `timeout` seconds pass first.
+    when `timeout` seconds pass first. `progress=True` draws a progress bar on a terminal.
     """
     client = _get_client()
     single = isinstance(refs, ObjectRef)
@@ -291,7 +291,17 @@ def get(refs, *, timeout: float | None = None):
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None or >= 0, got {timeout}")
     ids = [r.id for r in items]
-    entries = client.get_objects(ids, timeout, _on_block if _worker is not None else None)
+    bar = None
+    if progress:
+        from .progress import ProgressBar
+        bar = ProgressBar(len(ids), "get")
+        for oid in ids:
+            client.when_ready(oid, bar.update)
+    try:
+        entries = client.get_objects(ids, timeout, _on_block if _worker is not None else None)
+    finally:
+        if bar is not None:
+            bar.close(complete=all(oid in client.objects for oid in ids))
     values = [client.value(oid, kind, data) for oid, (kind, data) in zip(ids, entries)]
     return values[0] if single else values
 

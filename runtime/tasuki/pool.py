@@ -346,6 +346,7 @@ class Pool:
         self._sources: deque = deque()          # job lists and _Lazy sources, in submission order
         self._results: set = set()              # unfinished results (failed by terminate)
         self._state = "RUN"
+        self._client = api._get_client()        # the cluster connection the processes belong to
         self._procs = [self._start() for _ in range(processes)]
 
     # --- the standard library's API ---------------------------------------------------------------
@@ -537,7 +538,7 @@ class Pool:
             proc.calls += 1
             job.sent_at = time.perf_counter()
             ref = proc.actor.run.remote([job.fn_ref], job.payload, job.mode)
-            api._get_client().when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
+            self._client.when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
 
     def _retiring(self, proc: _Process) -> bool:
         return self._maxtasks is not None and proc.calls >= self._maxtasks

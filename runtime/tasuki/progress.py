@@ -60,11 +60,14 @@ class ProgressBar:
             if self.enabled and not self.closed and now - self.drawn_at >= REDRAW_S:
                 self._draw()
 
-    def close(self) -> None:
+    def close(self, complete: bool = False) -> None:
+        """Draw the last line; `complete` counts every item done (their updates may still be on their way)."""
         with self.lock:
             if self.closed:
                 return
             self.closed = True
+            if complete and self.total:
+                self.done = self.total
             if self.enabled:
                 self._draw()
                 self.file.write("\n")
