@@ -420,6 +420,22 @@ def test_the_pool_shrinks_back_after_nested_tasks():
 
 
 # --- asyncio and futures ----------------------------------------------------------------------------
+def test_a_task_given_back_unrun_leaves_its_code_with_the_worker(tmp_path):
+    """The head sends a function's code once per worker, with its first task. When that task is
+    stolen back before it ran, the worker must keep the code: the next task comes without it."""
+    long_gate, short_gate = str(tmp_path / "long"), str(tmp_path / "short")
+    held = wait_for_file.remote(long_gate, "long")     # worker A, busy until the end
+    short = wait_for_file.remote(short_gate, "short")  # worker B
+    wait_for(lambda: tasuki.api._client.query("status")["running"] == 2, what="both workers busy")
+    squares = [square.remote(i) for i in range(4)]    # one queued behind each busy worker, with its code
+    open_gate(short_gate)                              # B frees up: A's queued square is stolen back
+    assert tasuki.get([short] + squares) == ["short", 0, 1, 4, 9]
+    open_gate(long_gate)
+    assert tasuki.get(held) == "long"
+    wait_idle()
+    assert tasuki.get([square.remote(i) for i in range(6)]) == [0, 1, 4, 9, 16, 25]   # some run on A
+
+
 def test_await_an_object_ref():
     async def main():
         one = await square.remote(5)

@@ -31,6 +31,7 @@ SCALED_DOWN = {
     "log_errors.py": ["--lines", "200000", "--chunks", "20"],
     "matrix_blocks.py": ["--n", "600", "--blocks", "10"],
     "monte_carlo.py": ["--paths", "2000", "--tasks", "4"],
+    "random_forest_tune.py": ["--trials", "8"],
     "replay_buffer.py": ["--rollouts", "4", "--steps", "200", "--capacity", "500", "--batch", "32"],
     "shared_dataset.py": ["--rows", "1000000", "--tasks", "20"],
     "sum_of_squares.py": ["--n", "2000"],
@@ -96,6 +97,10 @@ EXPECTED = {
         mean final price: 107.86 (closed form S0*exp(mu*T): 108.33)
         5% value at risk (1 year, per share): 22.84
         mean within 2% of the closed form: True""",
+    "random_forest_tune.py": """
+        tune: 8 trials in ... s, best accuracy 0.9543 with {'n_estimators': 30, 'max_depth': None, 'min_samples_leaf': 3, 'max_features': 'log2'}
+        joblib GridSearchCV: 12 candidates in ... s, best accuracy 0.9719 with {'max_depth': None, 'max_features': 'log2', 'n_estimators': 20}
+        same best parameters as a serial GridSearchCV: True""",
     "replay_buffer.py": """
         4 rollout tasks pushed 800 transitions in ... s
         buffer holds 500 transitions (capacity 500; 800 pushed, the oldest 300 dropped)
@@ -120,7 +125,7 @@ EXPECTED = {
           #climate  1583""",
     "weekly_features.py": """
         built 52 weekly feature tables in ... s (... tables/s) on ... CPUs
-        checksum: ...""",
+        checksum: 2086.16""",
     "wrapper_class.py": """
         local: RunningStats(n=5, mean=6.0, max=10.0)
         remote actor: RunningStats(n=5, mean=6.0, max=10.0)
@@ -187,3 +192,12 @@ def test_heavy_tasks_on_a_cli_cluster(cli_cluster):
     cli_cluster.add_node("127.0.0.2", "--num-cpus", "1")
     script = "heavy_tasks_cluster.py"
     check_output(script, run_example(script, cli_cluster.env, "--address", cli_cluster.host_port))
+
+
+def test_weekly_features_move_to_a_cluster_by_changing_the_address(cli_cluster):
+    """The laptop run above, then the same script on a two-node CLI cluster with --address: same tables."""
+    cli_cluster.add_node("127.0.0.2", "--num-cpus", "1")
+    script = "weekly_features.py"
+    stdout = run_example(script, cli_cluster.env, "--address", cli_cluster.host_port)
+    check_output(script, stdout)
+    assert "on 2 CPUs" in stdout

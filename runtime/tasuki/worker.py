@@ -36,6 +36,7 @@ class Worker:
         self.queued: set = set()             # ids of tasks in the inbox, not started
         self.skip: set = set()               # ids of queued tasks cancelled or given back: not to run
         self.functions: dict[bytes, object] = {}
+        self.unloaded: dict[bytes, bytes] = {}    # code that came with tasks this worker did not run
         self.task_id: bytes | None = None
         self.task_name = ""
         self.actor_id: bytes | None = None
@@ -83,6 +84,7 @@ class Worker:
             with self.block_lock:
                 if task[0] in self.skip:       # cancelled or given back while it waited here
                     self.skip.discard(task[0])
+                    self.keep_function(task)
                     continue
                 self.queued.discard(task[0])
             self.run(task)
@@ -107,6 +109,7 @@ class Worker:
                 if item is not None and item[-1] is None and item[0] not in self.skip:
                     returned.append(item)
                     self.queued.discard(item[0])
+                    self.keep_function(item)
                 else:
                     kept.append(item)
             for item in kept:
@@ -248,10 +251,16 @@ class Worker:
             self.client.reply(ident, direct)
         self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
 
+    def keep_function(self, task: tuple) -> None:
+        """The head sends a function's code once per worker, with the first task that needs it:
+        when that task goes back unrun, keep the code, as the next one will come without it."""
+        if task[2] is not None and task[1] not in self.functions:
+            self.unloaded[task[1]] = task[2]
+
     def function(self, fn_id: bytes, blob: bytes | None):
         fn = self.functions.get(fn_id)
         if fn is None:
-            fn = self.functions[fn_id] = serialization.loads(blob)
+            fn = self.functions[fn_id] = serialization.loads(blob if blob is not None else self.unloaded.pop(fn_id))
         return fn
 
     def arguments(self, blob, deps: dict) -> tuple[tuple, dict]:
