@@ -273,7 +273,7 @@ def label(metric: str, sizes: dict) -> str:
 
 
 def fmt(value: float, unit: str) -> str:
-    if unit in ("tasks/s", "/s", "calls/s"):
+    if unit in ("tasks/s", "/s", "calls/s", "items/s"):
         return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
     if unit == "s":
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"

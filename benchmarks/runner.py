@@ -1,6 +1,10 @@
-"""One runtime, one workload, in a fresh process: the child that bench.py starts.
+"""One runtime, one workload, in a fresh process: the child that bench.py and dropins.py start.
 
-    python benchmarks/runner.py RUNTIME WORKLOAD --repeats 3 --out result.json [--quick]
+    python benchmarks/runner.py RUNTIME WORKLOAD --repeats 3 --sizes '{...}' --out result.json
+
+bench.py's runtimes (tasuki, ray, mp, ppe, loky, dask) run its workloads through one small
+interface (`Runtime`). dropins.py's systems (tasuki-pool, tasuki-executor, mp, ppe, loky, dask,
+ray-pool) run the `dropin_*` workloads through each one's own pool or executor API (`DropIn`).
 
 The task functions live in this file, which runs as `__main__`, so every runtime ships them by
 value (Ray, Dask, loky and tasuki through cloudpickle; multiprocessing and ProcessPoolExecutor by
@@ -74,6 +78,26 @@ def big_result(nbytes):
 
 def first_item(arr):
     return int(arr[0]) + len(arr)
+
+
+def square(x):
+    return x * x
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def nap_key(key, seconds):
+    """One key of the Executor workload: `seconds` of sleep (deterministic, unlike a CPU loop on
+    this VM), then a small result."""
+    time.sleep(seconds)
+    return key
+
+
+def item_at(arr, i):
+    return int(arr[i % len(arr)])
 
 
 class Actor:
@@ -303,6 +327,130 @@ class Dask(Runtime):
 
 
 RUNTIMES = {r.name: r for r in (Tasuki, Ray, MpPool, Ppe, Loky, Dask)}
+
+
+# --- drop-ins (dropins.py): each system through its own pool or executor API ---------------------
+class DropIn:
+    """A pool or an executor used the way its users write code. Mixed in before a runtime class
+    above, whose start() it times, with the pool or executor made (`make`) and a first result:
+    `startup_s`. map's chunksize None is the system's own default."""
+    startup_s = 0.0
+    default_chunksize_is_one = False       # Executor.map: every item is a call of its own
+
+    def start(self):
+        t = time.perf_counter()
+        super().start()
+        self.make()
+        self.results([self.submit(noop)])
+        self.startup_s = time.perf_counter() - t
+
+    def make(self):
+        pass
+
+    def map(self, fn, items, chunksize=None):
+        raise NotImplementedError
+
+    def starmap(self, fn, arg_tuples):
+        raise Unsupported("no starmap")
+
+    def results(self, handles):
+        """The values of submitted calls, collected as the system's users do."""
+        raise NotImplementedError
+
+    def share(self, value):
+        raise Unsupported("no scatter")
+
+
+class PoolAPI(DropIn):
+    """multiprocessing.Pool's API (also tasuki.Pool's and ray.util.multiprocessing.Pool's)."""
+
+    def map(self, fn, items, chunksize=None):
+        return self.pool.map(fn, items, chunksize)
+
+    def starmap(self, fn, arg_tuples):
+        return self.pool.starmap(fn, arg_tuples)
+
+    def submit(self, fn, *args):
+        return self.pool.apply_async(fn, args)
+
+    def results(self, handles):
+        return [h.get() for h in handles]           # no as_completed: in order
+
+    def stop(self):
+        self.pool.close()
+        self.pool.join()
+        super().stop()
+
+
+class ExecutorAPI(DropIn):
+    """concurrent.futures' API (ProcessPoolExecutor, loky, tasuki.Executor)."""
+    default_chunksize_is_one = True
+
+    def map(self, fn, items, chunksize=None):
+        return list(self.ex.map(fn, items, chunksize=chunksize or 1))
+
+    def submit(self, fn, *args):
+        return self.ex.submit(fn, *args)
+
+    def results(self, handles):
+        import concurrent.futures
+        return [f.result() for f in concurrent.futures.as_completed(handles)]
+
+
+class MpPoolDropIn(PoolAPI, MpPool):
+    def stop(self):
+        MpPool.stop(self)
+
+
+class PpeDropIn(ExecutorAPI, Ppe):
+    pass
+
+
+class LokyDropIn(ExecutorAPI, Loky):
+    pass
+
+
+class TasukiPool(PoolAPI, Tasuki):
+    name = "tasuki-pool"
+
+    def make(self):
+        self.pool = self.rt.Pool(WORKERS)
+
+
+class TasukiExecutor(ExecutorAPI, Tasuki):
+    name = "tasuki-executor"
+
+    def make(self):
+        self.ex = self.rt.Executor(WORKERS)
+
+    def stop(self):
+        self.ex.shutdown(wait=True)
+        super().stop()
+
+
+class RayPool(PoolAPI, Ray):
+    name = "ray-pool"
+
+    def make(self):
+        from ray.util.multiprocessing import Pool
+        self.pool = Pool(WORKERS)
+
+
+class DaskDropIn(DropIn, Dask):
+    def map(self, fn, items, chunksize=None):
+        if chunksize is not None:
+            raise Unsupported("client.map has no chunksize")
+        return self.client.gather(self.client.map(fn, items, pure=False))
+
+    def results(self, handles):
+        return [f.result() for f in self.d.as_completed(handles)]
+
+    def share(self, value):
+        return self.client.scatter(value)
+
+
+DROPINS = {r.name: r for r in (TasukiPool, TasukiExecutor, MpPoolDropIn, PpeDropIn, LokyDropIn, DaskDropIn,
+                               RayPool)}
 
 
 # --- workloads: each returns {metric: [one value per repeat]} ---------------------------------------
@@ -558,19 +706,115 @@ WORKLOADS = {
 }
 
 
+# --- drop-in workloads (dropins.py): each adds "startup", timed in DropIn.start ---------------------
+def _warm(rt):
+    """A round of calls on both workers, not timed: the figures are the steady state."""
+    rt.map(noop, list(range(4 * WORKERS)))
+
+
+def w_dropin_map(rt, size, repeats):
+    """map of square over a list of tiny items: the system's default chunksize; where the default
+    is one call per item (executors), also chunksize = the standard library's default."""
+    _warm(rt)
+    out = {"startup": [rt.startup_s], "map_default": [], "map_default_items": [size["tiny"]]}
+    items = list(range(size["tiny"]))
+    for _ in range(repeats):
+        t, res = timed(lambda: rt.map(square, items))
+        assert res[-1] == (len(items) - 1) ** 2
+        out["map_default"].append(len(items) / t)
+    if rt.default_chunksize_is_one:
+        items = list(range(size["tiny_tuned"]))
+        chunksize = -(-len(items) // (4 * WORKERS))
+        out["map_tuned"] = []
+        for _ in range(repeats):
+            t, res = timed(lambda: rt.map(square, items, chunksize))
+            assert res[-1] == (len(items) - 1) ** 2
+            out["map_tuned"].append(len(items) / t)
+    return out
+
+
+def w_dropin_sleep(rt, size, repeats):
+    """map of a 10 ms sleep over n items, default chunksize: wall time."""
+    _warm(rt)
+    items = [size["nap_s"]] * size["naps"]
+    out = []
+    for _ in range(repeats):
+        t, res = timed(lambda: rt.map(nap, items))
+        assert len(res) == len(items)
+        out.append(t)
+    return {"startup": [rt.startup_s], "sleep_wall": out}
+
+
+def w_dropin_shared(rt, size, repeats):
+    """Calls that each take the same large array and return one item of it: submitted one by one
+    (apply_async / submit), then through starmap (pools), then for Dask also scattered once. A
+    fresh array for each (filled before the clock), so nothing stored earlier is reused."""
+    import numpy as np
+    _warm(rt)
+    nbytes, n, n_star = size["large"], size["shared_calls"], size["shared_starmap"]
+    out = {"startup": [rt.startup_s], "shared_submit": [], "shared_submit_calls": [n]}
+
+    def fresh():
+        return np.ones(nbytes, dtype=np.uint8)
+
+    for _ in range(repeats):
+        arr = fresh()
+        t, res = timed(lambda: rt.results([rt.submit(item_at, arr, i) for i in range(n)]))
+        assert res == [1] * n
+        out["shared_submit"].append(t)
+        del arr
+        try:
+            arr = fresh()
+            t, res = timed(lambda: rt.starmap(item_at, [(arr, i) for i in range(n_star)]))
+            assert res == [1] * n_star
+            out.setdefault("shared_starmap", []).append(t)
+        except Unsupported:
+            pass
+        try:
+            arr = fresh()
+
+            def scatter_then_submit():
+                shared = rt.share(arr)
+                return rt.results([rt.submit(item_at, shared, i) for i in range(n_star)])
+            t, res = timed(scatter_then_submit)
+            assert res == [1] * n_star
+            out.setdefault("shared_scatter", []).append(t)
+        except Unsupported:
+            pass
+        del arr
+    return out
+
+
+def w_dropin_keys(rt, size, repeats):
+    """The Executor workload: one submit per key (nap_key: a sleep), results as they complete."""
+    _warm(rt)
+    n, seconds = size["keys"], size["key_s"]
+    out = []
+    for _ in range(repeats):
+        t, res = timed(lambda: rt.results([rt.submit(nap_key, k, seconds) for k in range(n)]))
+        assert sorted(res) == list(range(n))
+        out.append(t)
+    return {"startup": [rt.startup_s], "keys_wall": out}
+
+
+DROPIN_WORKLOADS = {"dropin_map": w_dropin_map, "dropin_sleep": w_dropin_sleep, "dropin_shared": w_dropin_shared,
+                    "dropin_keys": w_dropin_keys}
+
+
 def main():
     import argparse
     parser = argparse.ArgumentParser()
-    parser.add_argument("runtime", choices=sorted(RUNTIMES))
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("runtime", choices=sorted(set(RUNTIMES) | set(DROPINS)))
+    parser.add_argument("workload", choices=sorted(WORKLOADS) + sorted(DROPIN_WORKLOADS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", required=True, help="JSON of the workload sizes")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    rt = RUNTIMES[args.runtime]()
+    dropin = args.workload in DROPIN_WORKLOADS
     started = False
     try:
-        workload = WORKLOADS[args.workload]
+        rt = (DROPINS if dropin else RUNTIMES)[args.runtime]()
+        workload = (DROPIN_WORKLOADS if dropin else WORKLOADS)[args.workload]
         sizes = json.loads(args.sizes)
         if args.workload != "lifecycle":
             rt.start()
