@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 from . import api, serialization
-from .shared_args import SharedArguments, resolve
+from .shared_args import SharedArguments, check_items, resolve
 
 __all__ = ["Executor"]
 
@@ -78,8 +78,16 @@ class Executor(concurrent.futures.Executor):
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
         share = self._shared.share
-        batches = _batches(((tuple(share(a, wrap=True) for a in args)) for args in zip(*iterables)), chunksize)
-        results = super().map(_run_batch, itertools.repeat(fn), batches, timeout=timeout)
+        api._pickle_by_value_if_local(fn)        # it travels as an argument of _run_batch, not as a task
+        batches = list(_batches(((tuple(share(a, wrap=True) for a in args)) for args in zip(*iterables)),
+                                chunksize))
+        try:
+            results = super().map(_run_batch, itertools.repeat(fn), batches, timeout=timeout)
+        except serialization.SerializationError:        # name the item, not _run_batch's argument
+            name = getattr(fn, "__name__", type(fn).__name__)
+            for i, batch in enumerate(batches):
+                check_items(name, batch, lambda j, first=i * chunksize: f"item {first + j}")
+            raise
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

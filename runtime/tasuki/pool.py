@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -59,6 +60,7 @@ class PoolProcess:
     def __init__(self, initializer: Callable | None, initargs: tuple) -> None:
         self.init_error = None
         self.functions: dict = {}
+        self.init_globals = getattr(initializer, "__globals__", None)
         if initializer is not None:
             try:
                 initializer(*initargs)
@@ -95,7 +97,20 @@ class PoolProcess:
             if len(self.functions) >= 32:
                 self.functions.pop(next(iter(self.functions)))
             fn = self.functions[ref.id] = api.get(ref)
+            _adopt_globals(fn, self.init_globals)
         return fn
+
+
+def _adopt_globals(fn: Callable, init_globals: dict | None) -> None:
+    """Let `fn` see the globals its module's initializer set (`global conn; conn = connect()`).
+    Functions of a script, a notebook or a test module travel by value, each with its own copy of
+    the module's globals, so the initializer's assignments would be invisible to the function;
+    under the standard library's fork both see the one module."""
+    fn_globals = getattr(fn, "__globals__", None)
+    if (init_globals is None or fn_globals is None or fn_globals is init_globals
+            or fn_globals.get("__name__") != init_globals.get("__name__")):
+        return
+    fn_globals.update({k: v for k, v in init_globals.items() if not (k.startswith("__") and k.endswith("__"))})
 
 
 def _item_error(e: Exception, where: str) -> TaskError:
@@ -155,12 +170,13 @@ class AsyncResult:
         if self._progress is not None:
             self._progress.close()
         callback = self._callback if success else self._error_callback
-        if callback is not None:
-            try:
+        try:
+            if callback is not None:
                 callback(value)
-            finally:
-                self._event.set()
-        else:
+        except Exception:          # the caller's bug: told, and the pool's dispatch (after this) goes on
+            print(f"tasuki: error in the Pool callback {_name(callback)}:\n{traceback.format_exc()}",
+                  file=sys.stderr, flush=True)
+        finally:
             self._event.set()
 
 
@@ -284,9 +300,10 @@ class _Process:
 class _Lazy:
     """The chunks of an imap, cut from its iterable as processes become free."""
 
-    def __init__(self, pool: "Pool", result: IMapIterator, fn_ref, items: Iterator, mode: int,
+    def __init__(self, pool: "Pool", result: IMapIterator, fn_ref, name: str, items: Iterator, mode: int,
                  chunksize: int | None, cap: int) -> None:
-        self.pool, self.result, self.fn_ref, self.items, self.mode = pool, result, fn_ref, items, mode
+        self.pool, self.result, self.fn_ref, self.name = pool, result, fn_ref, name
+        self.items, self.mode = items, mode
         self.chunksize, self.cap = chunksize, cap
         self.index = 0
         self.first_item = 0
@@ -309,7 +326,7 @@ class _Lazy:
             return None
         first, self.first_item = self.first_item, self.first_item + len(chunk)
         try:
-            payload = self.pool._payload(self.fn_ref, chunk, self.mode, first)
+            payload = self.pool._payload(self.name, chunk, self.mode, first)
         except Exception as e:
             self.result._deliver(index, [], e)
             return self.next_job()
@@ -337,6 +354,7 @@ class Pool:
             raise ValueError(f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}")
         self._processes_count = processes
         self._initializer, self._initargs = initializer, tuple(initargs)
+        api._pickle_by_value_if_local(initializer)     # from a script's neighbour: by value, as tasks are
         self._maxtasks = maxtasksperchild
         share = min(1.0, cpus / processes) if cpus else 0
         self._actor_class = api.remote(PoolProcess).options(num_cpus=share, max_concurrency=1)
@@ -362,7 +380,7 @@ class Pool:
                 {k: self._shared.share(v, wrap=True) for k, v in kwds.items()})
         fn_ref = self._function_ref(func)
         try:
-            payload = self._payload(fn_ref, [item], APPLY, 0)
+            payload = self._payload(_name(func), [item], APPLY, 0)
         except serialization.SerializationError:
             serialization.check_arguments(_name(func), tuple(args), kwds)
             raise
@@ -459,14 +477,15 @@ class Pool:
     def _function_ref(self, func: Callable):
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
-        return self._shared.for_function(func, api.put)
+        return self._shared.for_function(func, _put_function)
 
-    def _payload(self, fn_ref, chunk: list, mode: int, first: int):
-        """A chunk pickled once, here in the caller: an item that cannot be pickled fails now."""
+    def _payload(self, name: str, chunk: list, mode: int, first: int):
+        """A chunk pickled once, here in the caller: an item that cannot be pickled fails now,
+        named with its index and the function `name`."""
         try:
             s = serialization.dumps(chunk)
         except serialization.SerializationError:
-            check_items("the pool function", chunk,
+            check_items(name, chunk,
                         lambda i: f"item {first + i}" if mode != APPLY else "an argument")
             raise
         return s.header if not s.buffers and not s.refs else chunk
@@ -489,7 +508,7 @@ class Pool:
         bar = ProgressBar(len(items), _name(func)) if progress else None
         result = MapResult(len(items), chunksize, callback, error_callback, bar)
         chunks = [items[start:start + chunksize] for start in range(0, len(items), chunksize)]
-        jobs = [_Job(result, i, fn_ref, self._payload(fn_ref, chunk, mode, i * chunksize), mode, len(chunk))
+        jobs = [_Job(result, i, fn_ref, self._payload(_name(func), chunk, mode, i * chunksize), mode, len(chunk))
                 for i, chunk in enumerate(chunks)]
         if jobs:
             self._submit(result, jobs)
@@ -505,7 +524,7 @@ class Pool:
         result = IMapIterator(ordered, bar)
         share = self._shared.share
         items = (share(x, wrap=True) for x in iterable)
-        self._submit(result, _Lazy(self, result, self._function_ref(func), items, MAP, chunksize, cap))
+        self._submit(result, _Lazy(self, result, self._function_ref(func), _name(func), items, MAP, chunksize, cap))
         return result
 
     def _submit(self, result, source) -> None:
@@ -593,6 +612,13 @@ class Pool:
     @property
     def _processes(self) -> int:           # the standard library's attribute name
         return self._processes_count
+
+
+def _put_function(func: Callable):
+    """The function stored once for every chunk; from the user's own modules by value, as tasks are
+    (a pool process may not be able to import a script's or a notebook's neighbours)."""
+    api._pickle_by_value_if_local(func)
+    return api.put(func)
 
 
 def _kill_quietly(actor) -> None:
