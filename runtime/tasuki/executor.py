@@ -8,7 +8,8 @@
 Each `submit` is one task with the executor's task options. At most 2 × `max_workers` calls are
 in the cluster at once (one running and one queued behind it per worker, so no worker idles
 between calls); the rest wait here as pending futures, which is what `cancel()` and
-`shutdown(cancel_futures=True)` can still take back. A large argument (an array, a DataFrame) is
+`shutdown(cancel_futures=True)` can still take back. Calls that take less than SHORT_CALL_S are
+sent further ahead (16 per worker): one round trip per call would leave the workers idle. A large argument (an array, a DataFrame) is
 stored once and shared by every call that passes the same object (see shared_args).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -23,6 +25,8 @@ from . import api, serialization
 from .shared_args import SharedArguments, check_items, resolve
 
 __all__ = ["Executor"]
+
+SHORT_CALL_S = 0.01
 
 
 class Executor(concurrent.futures.Executor):
@@ -43,6 +47,8 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._options = task_options
         self._limit = 2 * max_workers
+        self._last_done: float | None = None
+        self._gap_s: float | None = None          # mean time between two calls finishing
         self._shared = SharedArguments(api.put)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -121,6 +127,7 @@ class Executor(concurrent.futures.Executor):
             future.set_exception(e)
         with self._lock:
             self._in_flight -= 1
+            self._measure(time.monotonic())
             while self._waiting and self._in_flight < self._limit:
                 waiting = self._waiting.popleft()
                 if waiting[0].set_running_or_notify_cancel():       # False: it was cancelled
@@ -129,6 +136,17 @@ class Executor(concurrent.futures.Executor):
                     except Exception as e:
                         waiting[0].set_exception(e)
             self._idle.notify_all()
+
+
+    def _measure(self, now: float) -> None:
+        """Send short calls further ahead: the time a call takes is about max_workers × the time
+        between two calls finishing (measured while the executor is busy)."""
+        if self._last_done is not None and self._waiting:
+            gap = now - self._last_done
+            self._gap_s = gap if self._gap_s is None else 0.8 * self._gap_s + 0.2 * gap
+            short = self._gap_s * self._max_workers < SHORT_CALL_S
+            self._limit = self._max_workers * (16 if short else 2)
+        self._last_done = now
 
 
 def _check_picklable(name: str, args: tuple, kwargs: dict) -> None:

@@ -31,7 +31,7 @@ from . import api, serialization
 from .actor import kill
 from .exceptions import ActorError, TaskCancelledError, TaskError
 from .progress import ProgressBar
-from .shared_args import Shared, SharedArguments, check_items, resolve
+from .shared_args import LARGE_ARGUMENT, SharedArguments, check_items, resolve
 
 __all__ = ["Pool", "AsyncResult", "TimeoutError"]
 
@@ -72,21 +72,19 @@ class PoolProcess:
         if self.init_error is not None:
             return [], self.init_error, 0.0
         fn = self._function(fn_box[0])
-        items = serialization.loads(payload) if isinstance(payload, bytes) else payload
-        get = api.get
-        values = []
+        if isinstance(payload, bytes):        # pickled in the caller: no large values inside
+            items = serialization.loads(payload)
+        else:
+            items = _resolve_shared(payload, mode)
+        values: list = []
         started = time.perf_counter()
-        try:
+        try:                                  # extend() keeps the values made before an error
             if mode == MAP:
-                for item in items:
-                    values.append(fn(resolve(item, get)))
+                values.extend(map(fn, items))
             elif mode == STAR:
-                for args in items:
-                    values.append(fn(*[resolve(a, get) for a in args]))
+                values.extend(itertools.starmap(fn, items))
             else:
-                for args, kwds in items:
-                    values.append(fn(*[resolve(a, get) for a in args],
-                                     **{k: resolve(v, get) for k, v in kwds.items()}))
+                values.extend(fn(*args, **kwds) for args, kwds in items)
         except Exception as e:
             return values, _item_error(e, _name(fn)), time.perf_counter() - started
         return values, None, time.perf_counter() - started
@@ -111,6 +109,17 @@ def _adopt_globals(fn: Callable, init_globals: dict | None) -> None:
             or fn_globals.get("__name__") != init_globals.get("__name__")):
         return
     fn_globals.update({k: v for k, v in init_globals.items() if not (k.startswith("__") and k.endswith("__"))})
+
+
+def _resolve_shared(items: list, mode: int) -> list:
+    """The chunk with each large value's marker swapped for the value (a zero-copy view)."""
+    get = api.get
+    if mode == MAP:
+        return [resolve(x, get) for x in items]
+    if mode == STAR:
+        return [tuple(resolve(a, get) for a in args) for args in items]
+    return [(tuple(resolve(a, get) for a in args), {k: resolve(v, get) for k, v in kwds.items()})
+            for args, kwds in items]
 
 
 def _item_error(e: Exception, where: str) -> TaskError:
@@ -297,6 +306,24 @@ class _Process:
         self.dead = False
 
 
+class _Jobs(deque):
+    """The chunks of a map, appended as they are pickled; `closed` once the last one is in."""
+
+    closed = False
+
+    @classmethod
+    def of(cls, jobs: list) -> "_Jobs":
+        queue = cls(jobs)
+        queue.closed = True
+        return queue
+
+    def next_job(self) -> _Job | None:
+        return self.popleft() if self else None
+
+    def done(self) -> bool:
+        return self.closed and not self
+
+
 class _Lazy:
     """The chunks of an imap, cut from its iterable as processes become free."""
 
@@ -307,8 +334,14 @@ class _Lazy:
         self.chunksize, self.cap = chunksize, cap
         self.index = 0
         self.first_item = 0
+        self.exhausted = False
+
+    def done(self) -> bool:
+        return self.exhausted
 
     def next_job(self) -> _Job | None:
+        if self.exhausted:
+            return None
         size = self.chunksize or adaptive_chunksize(self.result.seconds_per_item, self.cap)
         try:
             chunk = list(itertools.islice(self.items, size))
@@ -317,10 +350,12 @@ class _Lazy:
         else:
             error = None
         if not chunk and error is None:
+            self.exhausted = True
             self.result._set_length(self.index)
             return None
         index, self.index = self.index, self.index + 1
         if error is not None:
+            self.exhausted = True
             self.result._deliver(index, [], error)
             self.result._set_length(self.index)
             return None
@@ -376,8 +411,7 @@ class Pool:
                     callback: Callable | None = None, error_callback: Callable | None = None) -> AsyncResult:
         self._check_running()
         kwds = kwds or {}
-        item = (tuple(self._shared.share_all(list(args), wrap=True)),
-                {k: self._shared.share(v, wrap=True) for k, v in kwds.items()})
+        item = (tuple(args), kwds)
         fn_ref = self._function_ref(func)
         try:
             payload = self._payload(_name(func), [item], APPLY, 0)
@@ -385,7 +419,7 @@ class Pool:
             serialization.check_arguments(_name(func), tuple(args), kwds)
             raise
         result = AsyncResult(callback, error_callback)
-        self._submit(result, [_Job(result, 0, fn_ref, payload, APPLY, 1)])
+        self._submit(result, _Jobs.of([_Job(result, 0, fn_ref, payload, APPLY, 1)]))
         return result
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None, *, progress: bool = False) -> list:
@@ -479,27 +513,33 @@ class Pool:
             raise TypeError(f"{func!r} is not callable")
         return self._shared.for_function(func, _put_function)
 
-    def _payload(self, name: str, chunk: list, mode: int, first: int):
+    def _payload(self, name: str, chunk, mode: int, first: int):
         """A chunk pickled once, here in the caller: an item that cannot be pickled fails now,
-        named with its index and the function `name`."""
+        named with its index and the function `name`. A chunk holding large values (arrays,
+        DataFrames) is pickled again with each of them stored once and passed by ref."""
         try:
             s = serialization.dumps(chunk)
         except serialization.SerializationError:
             check_items(name, chunk,
                         lambda i: f"item {first + i}" if mode != APPLY else "an argument")
             raise
+        if s.buffers or len(s.header) >= LARGE_ARGUMENT:
+            chunk = self._share_large(chunk, mode)
+            s = serialization.dumps(chunk)
         return s.header if not s.buffers and not s.refs else chunk
+
+    def _share_large(self, chunk, mode: int) -> list:
+        share = self._shared.share
+        if mode == MAP:
+            return [share(x, wrap=True) for x in chunk]
+        if mode == STAR:
+            return [tuple(share(a, wrap=True) for a in args) for args in chunk]
+        return [(tuple(share(a, wrap=True) for a in args), {k: share(v, wrap=True) for k, v in kwds.items()})
+                for args, kwds in chunk]
 
     def _map_async(self, func, iterable, mode, chunksize, callback, error_callback, progress) -> MapResult:
         self._check_running()
-        if isinstance(iterable, range):          # slices of a range pickle as ranges: a few bytes each
-            items = iterable
-        elif mode == STAR:
-            items = iterable if isinstance(iterable, list) else list(iterable)
-            if not self._shared.all_small(itertools.chain.from_iterable(items)):
-                items = [tuple(self._shared.share_all(args, wrap=True)) for args in items]
-        else:
-            items = self._shared.share_all(iterable if isinstance(iterable, list) else list(iterable), wrap=True)
+        items = iterable if isinstance(iterable, (list, range)) else list(iterable)   # range slices stay ranges
         if chunksize is None:
             chunksize = default_chunksize(len(items), self._processes_count)
         elif not isinstance(chunksize, int) or chunksize < 1:
@@ -507,11 +547,26 @@ class Pool:
         fn_ref = self._function_ref(func)
         bar = ProgressBar(len(items), _name(func)) if progress else None
         result = MapResult(len(items), chunksize, callback, error_callback, bar)
-        chunks = [items[start:start + chunksize] for start in range(0, len(items), chunksize)]
-        jobs = [_Job(result, i, fn_ref, self._payload(_name(func), chunk, mode, i * chunksize), mode, len(chunk))
-                for i, chunk in enumerate(chunks)]
-        if jobs:
-            self._submit(result, jobs)
+        if not items:
+            return result
+        jobs = _Jobs()                   # the first chunks run while the next ones are pickled
+        self._submit(result, jobs)
+        try:
+            for i, start in enumerate(range(0, len(items), chunksize)):
+                chunk = items[start:start + chunksize]
+                job = _Job(result, i, fn_ref, self._payload(_name(func), chunk, mode, start), mode, len(chunk))
+                with self._lock:
+                    jobs.append(job)
+                    self._dispatch()
+        except BaseException as e:       # an item that cannot be pickled: nothing more of this map runs
+            with self._lock:
+                jobs.clear()
+            result._finish(False, e)
+            raise
+        finally:
+            with self._lock:
+                jobs.closed = True
+                self._dispatch()
         return result
 
     def _imap(self, func, iterable, chunksize, ordered: bool, progress: bool) -> IMapIterator:
@@ -522,24 +577,25 @@ class Pool:
         cap = default_chunksize(total, self._processes_count) if total else 10_000
         bar = ProgressBar(total, _name(func)) if progress else None
         result = IMapIterator(ordered, bar)
-        share = self._shared.share
-        items = (share(x, wrap=True) for x in iterable)
-        self._submit(result, _Lazy(self, result, self._function_ref(func), _name(func), items, MAP, chunksize, cap))
+        self._submit(result, _Lazy(self, result, self._function_ref(func), _name(func), iter(iterable), MAP,
+                                   chunksize, cap))
         return result
 
     def _submit(self, result, source) -> None:
         with self._lock:
             self._check_running()
             self._results.add(result)
-            self._sources.append(iter(source) if isinstance(source, list) else source)
+            self._sources.append(source)
             self._dispatch()
 
     def _next_job(self) -> _Job | None:
         while self._sources:
             source = self._sources[0]
-            job = next(source, None) if not isinstance(source, _Lazy) else source.next_job()
+            job = source.next_job()
             if job is not None:
                 return job
+            if not source.done():
+                return None          # a map still being pickled: what follows it waits its turn
             self._sources.popleft()
         return None
 
@@ -598,7 +654,7 @@ class Pool:
             if proc in self._procs:
                 self._procs[self._procs.index(proc)] = self._start()
             if jobs[1:]:
-                self._sources.appendleft(iter(jobs[1:]))
+                self._sources.appendleft(_Jobs.of(jobs[1:]))
         if jobs:
             jobs[0].result._deliver(jobs[0].index, [], error)
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from . import serialization
 from .exceptions import SerializationError
@@ -84,18 +84,6 @@ class SharedArguments:
             return value
         ref = self.ref(value)
         return Shared(ref) if wrap else ref
-
-    @staticmethod
-    def all_small(values: Iterable) -> bool:
-        """True when every value is of a builtin type, none of which is shared (checked at C speed)."""
-        return set(map(type, values)) <= _NEVER_LARGE
-
-    def share_all(self, values: Iterable, wrap: bool = False) -> list:
-        """`share` of each value, as a list."""
-        values = values if isinstance(values, list) else list(values)
-        if self.all_small(values):
-            return values
-        return [self.share(v, wrap) for v in values]
 
     def for_function(self, fn: Callable, make: Callable[[Callable], Any]) -> Any:
         """`make(fn)`, cached for the 64 functions used last (bound methods are new objects on
