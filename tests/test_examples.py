@@ -187,17 +187,21 @@ def test_example_runs(script):
     check_output(script, run_example(script, {**env, "PYTHONPATH": os.path.join(ROOT, "runtime")}))
 
 
-def test_heavy_tasks_on_a_cli_cluster(cli_cluster):
-    """`tasuki start --head` (1 CPU) and a second node (1 CPU); the example joins with --address."""
+@pytest.fixture(scope="module")
+def two_nodes(cli_cluster):
+    """`tasuki start --head` (1 CPU) and a second node (1 CPU), for the examples that join with --address."""
     cli_cluster.add_node("127.0.0.2", "--num-cpus", "1")
+    return cli_cluster
+
+
+def test_heavy_tasks_on_a_cli_cluster(two_nodes):
     script = "heavy_tasks_cluster.py"
-    check_output(script, run_example(script, cli_cluster.env, "--address", cli_cluster.host_port))
+    check_output(script, run_example(script, two_nodes.env, "--address", two_nodes.host_port))
 
 
-def test_weekly_features_move_to_a_cluster_by_changing_the_address(cli_cluster):
+def test_weekly_features_move_to_a_cluster_by_changing_the_address(two_nodes):
     """The laptop run above, then the same script on a two-node CLI cluster with --address: same tables."""
-    cli_cluster.add_node("127.0.0.2", "--num-cpus", "1")
     script = "weekly_features.py"
-    stdout = run_example(script, cli_cluster.env, "--address", cli_cluster.host_port)
+    stdout = run_example(script, two_nodes.env, "--address", two_nodes.host_port)
     check_output(script, stdout)
     assert "on 2 CPUs" in stdout
