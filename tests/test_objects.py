@@ -11,6 +11,7 @@ import pytest
 
 import tasuki
 from conftest import wait_until as wait_for
+from tasuki import protocol as P
 from tasuki.exceptions import ObjectLostError
 
 MB = 1 << 20
@@ -107,6 +108,35 @@ def test_views_keep_the_block_alive_after_the_ref_is_gone():
     tasuki.get(filler)
     assert (piece == 9).all()                            # the block was not reused under us
     del piece, filler
+
+
+def test_the_pin_channel_frames_round_trip():
+    oid, ident, parts = b"o" * 15, b"D12345678", [(0, 121), (128, 209_715_200)]
+    for request, expected in ((P.encode_pin_request(oid, ident), (P.PIN_REQUEST, oid, ident)),
+                              (P.encode_seal_request(oid, parts), (P.SEAL_REQUEST, oid, parts))):
+        assert int.from_bytes(request[:2], "big") == len(request) - 2
+        assert P.decode_channel_request(request[2:]) == expected
+    reply = P.encode_pinned(4096, parts)
+    assert int.from_bytes(reply[:4], "big") == len(reply) - 4 and P.decode_pinned(reply[4:]) == (4096, parts)
+    assert P.decode_pinned(P.encode_pinned(None, None)[4:]) is None
+
+
+def test_a_get_pins_over_the_channel_and_falls_back_to_zmq_without_it():
+    client = tasuki.api._client
+    ref = tasuki.put(np.arange(MB, dtype=np.int64))          # sealed over this thread's channel
+    offset, parts = client.pin_directly(ref.id)                # the node answers at once
+    client.send_node((P.UNPIN, [ref.id]))
+    assert parts[-1][1] == 8 * MB and offset is not None
+    assert client.pin_directly(b"x" * 15) is None             # not here: the caller asks over zmq
+    saved = client.node.pop("pin_socket")
+    try:
+        client.pin_conns.conn = None
+        value = tasuki.get(ref)                                # the zmq path still works
+        assert value[-1] == MB - 1 and in_shared_memory(value)
+    finally:
+        client.node["pin_socket"] = saved
+    del value
+    assert tasuki.get(ref)[12345] == 12345
 
 
 # --- reference counting ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ class Client:
         self.node = node                     # local node: {"node_id", "ipc", "store_path"} or None
         self.node_sock = None
         self.arena: Arena | None = None
+        self.pin_conns = threading.local()              # each thread's connection to the node's pin channel
         self.to_head: deque = deque()
         self.to_node: deque = deque()
         self.wake_r, self.wake_w = os.pipe()
@@ -471,7 +473,8 @@ class Client:
             from .exceptions import ObjectStoreFullError
             raise ObjectStoreFullError(reply[3])
         parts = self.arena.write(reply[2], s.header, s.buffers)
-        self.send_node((P.SEAL, oid, parts))
+        if not self.on_pin_channel(P.encode_seal_request(oid, parts)):     # so this thread's get of it is quick
+            self.send_node((P.SEAL, oid, parts))
         return self.node["node_id"]
 
     def local_store(self) -> bool:
@@ -585,14 +588,56 @@ class Client:
 
     def read_stored(self, oid: bytes, sources: list):
         if self.local_store():
-            reply = self.request_node(lambda req: (P.PIN, req, oid, sources))
-            _, _, _, offset, parts, error = reply
-            if error is not None:
-                raise ObjectLostError(error)
+            pinned = self.pin_directly(oid)
+            if pinned is not None:
+                offset, parts = pinned
+            else:                     # not sealed here yet, or spilled, or on another node: ask over zmq
+                _, _, _, offset, parts, error = self.request_node(lambda req: (P.PIN, req, oid, sources))
+                if error is not None:
+                    raise ObjectLostError(error)
             unpin = _Unpinner(self, oid)
             header, buffers = self.arena.read(offset, parts, unpin)
             return serialization.loads(header, buffers)
         return self.read_remote(oid, sources)
+
+    def pin_directly(self, oid: bytes) -> tuple[int, list] | None:
+        """Pin an object sealed in the local store over the node's pin channel, from this thread:
+        (offset, parts), or None when the node cannot answer at once (or there is no channel)."""
+        conn = self.on_pin_channel(P.encode_pin_request(oid, self.identity))
+        if conn is None:
+            return None
+        try:
+            size = int.from_bytes(_recv_exactly(conn, 4), "big")
+            return P.decode_pinned(_recv_exactly(conn, size))
+        except OSError:
+            self._close_pin_channel()
+            return None
+
+    def on_pin_channel(self, request: bytes):
+        """Send a request on this thread's connection to the node's pin channel; the connection, or
+        None (no channel: the node is older, or gone; the caller then goes through zmq)."""
+        path = self.node.get("pin_socket")
+        if path is None:
+            return None
+        conn = getattr(self.pin_conns, "conn", None)
+        if conn is None or self.pin_conns.pid != os.getpid():
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(path)
+            except OSError:
+                conn.close()
+                return None
+            self.pin_conns.conn, self.pin_conns.pid = conn, os.getpid()
+        try:
+            conn.sendall(request)
+        except OSError:
+            self._close_pin_channel()
+            return None
+        return conn
+
+    def _close_pin_channel(self) -> None:
+        self.pin_conns.conn.close()
+        self.pin_conns.conn = None
 
     def read_remote(self, oid: bytes, sources: list):
         """Fetch an object from a node over TCP in chunks (a process with no node on its machine)."""
@@ -645,6 +690,16 @@ class _Unpinner:
     def __call__(self) -> None:
         if self.client.running:
             self.client.send_node((P.UNPIN, [self.oid]))
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the node closed its pin channel")
+        data += chunk
+    return data
 
 
 def pick_local_node(nodes: list) -> dict | None:

@@ -838,6 +838,7 @@ class Head:
             out.append({
                 "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
                 "ipc": node.info.get("ipc"), "store_path": node.info.get("store_path"),
+                "pin_socket": node.info.get("pin_socket"),
                 "boot_id": node.info.get("boot_id"), "version": node.info.get("version"),
                 "python": node.info.get("python"), "is_head_node": node.info.get("is_head_node", False),
                 "resources": node.total, "available": {k: max(0.0, v) for k, v in node.available.items()},

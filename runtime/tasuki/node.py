@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,11 +102,19 @@ class NodeAgent:
         self.poller = zmq.Poller()
         self.running = True
         self.head_messages: list = []
+        self.pin_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(pin_socket_path(cfg)):
+            os.unlink(pin_socket_path(cfg))
+        self.pin_listener.bind(pin_socket_path(cfg))
+        self.pin_listener.listen(64)
+        self.pin_listener.setblocking(False)
+        self.pin_conns: dict[int, list] = {}          # fd -> [socket, bytes received not yet handled]
 
     def info(self) -> dict:
         c = self.cfg
         return {"node_id": c.node_id, "address": c.tcp_address, "ip": c.ip, "resources": c.resources,
                 "gpu_ids": c.gpu_ids, "ipc": c.ipc_address, "store_path": c.store_path,
+                "pin_socket": pin_socket_path(c),
                 "store_capacity": c.store_bytes, "boot_id": config.boot_id(), "version": __version__,
                 "python": PYTHON_VERSION, "is_head_node": c.is_head_node, "labels": c.labels,
                 "pid": os.getpid()}
@@ -117,11 +126,14 @@ class NodeAgent:
         for sock in (self.head, self.local, self.remote):
             self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.zygote.fileno(), zmq.POLLIN)
+        self.poller.register(self.pin_listener.fileno(), zmq.POLLIN)
         if self.lifeline_fd is not None:
             self.poller.register(self.lifeline_fd, zmq.POLLIN)
         next_beat = 0.0
         while self.running:
             events = dict(self.poller.poll(100))
+            if self.pin_conns or self.pin_listener.fileno() in events:
+                self.serve_pins(events)
             if self.head in events:
                 self.drain(self.head, self.on_head_message)
             for sock in (self.local, self.remote):
@@ -144,6 +156,48 @@ class NodeAgent:
                 messages, self.head_messages = self.head_messages, []
                 transport.send(self.head, messages)
         self.shutdown()
+
+    def serve_pins(self, events: dict) -> None:
+        """The pin channel (see protocol.encode_pin_request): accept, answer each PIN at once."""
+        if self.pin_listener.fileno() in events:
+            while True:
+                try:
+                    conn, _ = self.pin_listener.accept()
+                except BlockingIOError:
+                    break
+                conn.setblocking(False)
+                self.pin_conns[conn.fileno()] = [conn, b""]
+                self.poller.register(conn.fileno(), self.zmq.POLLIN)
+        for fd in [fd for fd in self.pin_conns if fd in events]:
+            conn, pending = self.pin_conns[fd]
+            try:
+                data = conn.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:                  # the process closed it (its pins are counted by identity)
+                self.poller.unregister(fd)
+                del self.pin_conns[fd]
+                conn.close()
+                continue
+            pending += data
+            replies = []
+            while len(pending) >= 2 and len(pending) >= 2 + int.from_bytes(pending[:2], "big"):
+                end = 2 + int.from_bytes(pending[:2], "big")
+                kind, oid, arg = P.decode_channel_request(pending[2:end])
+                pending = pending[end:]
+                if kind == P.SEAL_REQUEST:
+                    self.seal(oid, arg)
+                    continue
+                entry = self.store.entries.get(oid)
+                pinned = self.pin_for(arg, oid)[0] if entry is not None and entry.sealed and not entry.freed else None
+                replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
+            self.pin_conns[fd][1] = pending
+            if replies:
+                conn.setblocking(True)        # a few bytes: the caller is waiting to read them
+                conn.sendall(b"".join(replies))
+                conn.setblocking(False)
 
     def drain(self, sock, handle) -> None:
         while True:
@@ -177,6 +231,13 @@ class NodeAgent:
         for sock in (self.head, self.local, self.remote, *self.sources.values()):
             sock.close(linger=0)
         self.context.term()
+        self.pin_listener.close()
+        for conn, _ in self.pin_conns.values():
+            conn.close()
+        try:
+            os.unlink(pin_socket_path(self.cfg))
+        except OSError:
+            pass
         for address in (self.cfg.ipc_address, self.cfg.tcp_address):
             if address.startswith("ipc://"):
                 try:
@@ -243,10 +304,7 @@ class NodeAgent:
                 reply = (P.ALLOCATED, req, None, str(e))
             transport.send(sock, [reply], to=ident)
         elif kind == P.SEAL:
-            _, oid, parts = message
-            self.store.seal(oid, parts)
-            for waiter in self.waiting_seal.pop(oid, []):
-                self.reply_pin(*waiter, oid)
+            self.seal(message[1], message[2])
         elif kind == P.PIN:
             _, req, oid, sources = message
             self.pin(sock, ident, req, oid, sources)
@@ -288,18 +346,29 @@ class NodeAgent:
         else:
             self.start_pull(sock, ident, req, oid, [s for s in sources if s[0] != self.cfg.node_id])
 
+    def seal(self, oid: bytes, parts: list) -> None:
+        self.store.seal(oid, parts)
+        for waiter in self.waiting_seal.pop(oid, []):
+            self.reply_pin(*waiter, oid)
+
     def reply_pin(self, sock, ident, req, oid) -> None:
+        entry, error = self.pin_for(ident, oid)
+        if entry is None:
+            transport.send(sock, [(P.PINNED, req, oid, None, None, error)], to=ident)
+        else:
+            transport.send(sock, [(P.PINNED, req, oid, entry.offset, entry.parts, None)], to=ident)
+
+    def pin_for(self, ident: bytes, oid: bytes):
+        """Pin an object for the process `ident` (restoring it if spilled): (entry, None) or (None, why)."""
         try:
             entry = self.store.pin(oid)
         except ObjectStoreFullError as e:
-            transport.send(sock, [(P.PINNED, req, oid, None, None, str(e))], to=ident)
-            return
+            return None, str(e)
         if entry is None:
-            transport.send(sock, [(P.PINNED, req, oid, None, None, f"object {oid.hex()} is not in this node's store")], to=ident)
-            return
+            return None, f"object {oid.hex()} is not in this node's store"
         counts = self.pins.setdefault(ident, {})
         counts[oid] = counts.get(oid, 0) + 1
-        transport.send(sock, [(P.PINNED, req, oid, entry.offset, entry.parts, None)], to=ident)
+        return entry, None
 
     # --- pulls from other nodes ------------------------------------------------------------
     def start_pull(self, sock, ident, req, oid, sources) -> None:
@@ -367,6 +436,11 @@ class NodeAgent:
         self.store.free(oid)
         for sock, ident, req in pull["waiters"]:
             transport.send(sock, [(P.PINNED, req, oid, None, None, reason)], to=ident)
+
+
+def pin_socket_path(cfg: NodeConfig) -> str:
+    """The node's pin channel: a unix socket beside its IPC socket, in the session's private directory."""
+    return cfg.ipc_address[len("ipc://"):-len(".sock")] + "-pin.sock"
 
 
 def actor_socket_path(cfg: NodeConfig, worker_id: bytes) -> str:

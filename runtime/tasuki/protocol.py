@@ -48,10 +48,13 @@ Anyone → node agent (object store and transfers)
     UNPIN(ids)
     READ(req, id, start, length) → CHUNK(req, start) + a raw data frame
     WRITE(id, offset) + a raw data frame   (a driver with no shared memory on this machine)
+A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
+    SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
 from __future__ import annotations
 
 import pickle
+import struct
 
 HELLO, WELCOME, REFUSED = "hello", "welcome", "refused"
 FUNCTION, SUBMIT, HOLD, RELEASE, PUT, GET, CANCEL = "fn", "submit", "hold", "release", "put", "get", "cancel"
@@ -83,3 +86,47 @@ def encode(messages: list) -> bytes:
 
 def decode(frame) -> list:
     return pickle.loads(frame)
+
+
+# --- the pin channel: a plain unix socket from a process to its node's store -------------------
+# A zero-copy get needs the node to pin the object and say where it lies. Over zmq that round trip
+# wakes eight threads in a row (ours, zmq's, the node's, and back: ~0.7 ms from idle); over a unix
+# socket the caller's thread wakes the node's and back (~0.1 ms). Fixed binary frames, never pickle.
+PIN_OK, PIN_ELSEWHERE = 0, 1        # ELSEWHERE: not sealed here yet, spilled out of reach... use zmq
+PIN_REQUEST, SEAL_REQUEST = 0, 1    # a SEAL sent here by the writing thread comes before its own PINs
+
+
+def encode_pin_request(oid: bytes, ident: bytes) -> bytes:
+    body = struct.pack("!BBB", PIN_REQUEST, len(oid), len(ident)) + oid + ident
+    return struct.pack("!H", len(body)) + body
+
+
+def encode_seal_request(oid: bytes, parts: list) -> bytes:
+    body = (struct.pack("!BB", SEAL_REQUEST, len(oid)) + oid + struct.pack("!H", len(parts))
+            + b"".join(struct.pack("!QQ", at, n) for at, n in parts))
+    return struct.pack("!H", len(body)) + body
+
+
+def decode_channel_request(body: bytes) -> tuple:
+    """(PIN_REQUEST, oid, ident) or (SEAL_REQUEST, oid, parts)."""
+    kind, n_oid = body[0], body[1]
+    if kind == PIN_REQUEST:
+        start = 3 + n_oid
+        return kind, body[3:start], body[start:start + body[2]]
+    oid = body[2:2 + n_oid]
+    (count,) = struct.unpack_from("!H", body, 2 + n_oid)
+    return kind, oid, [struct.unpack_from("!QQ", body, 4 + n_oid + 16 * i) for i in range(count)]
+
+
+def encode_pinned(offset: int | None, parts: list | None) -> bytes:
+    if offset is None:
+        return struct.pack("!IB", 1, PIN_ELSEWHERE)
+    body = struct.pack("!BQH", PIN_OK, offset, len(parts)) + b"".join(struct.pack("!QQ", at, n) for at, n in parts)
+    return struct.pack("!I", len(body)) + body
+
+
+def decode_pinned(body: bytes) -> tuple[int, list] | None:
+    if body[0] != PIN_OK:
+        return None
+    _, offset, count = struct.unpack_from("!BQH", body)
+    return offset, [struct.unpack_from("!QQ", body, 11 + 16 * i) for i in range(count)]

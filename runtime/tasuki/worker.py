@@ -43,7 +43,9 @@ class Worker:
         self.instance = None
         self.gpu_ids: list = []
         self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
-        node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path}
+        from .node import pin_socket_path
+        node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path,
+                "pin_socket": pin_socket_path(cfg)}
         self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
                              info={"node_id": cfg.node_id}, node=node, on_message=self.on_message)
         self.client.activate()
