@@ -316,22 +316,24 @@ def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetc
     if isinstance(refs, ObjectRef) or not all(isinstance(r, ObjectRef) for r in refs):
         raise TypeError(f"wait() takes a list of ObjectRefs, got {_type_name(refs)}")
     refs = list(refs)
-    if len(set(refs)) != len(refs):
+    ids = [r.id for r in refs]               # sets of ids, not of refs: no Python __hash__ per ref
+    if len(set(ids)) != len(ids):
         raise ValueError("wait() got the same ObjectRef twice")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, got {num_returns}")
     deadline = None if timeout is None else time.time() + timeout
     while True:
-        flags = client.ready([r.id for r in refs])
+        flags = client.ready(ids)
         if sum(flags) >= num_returns:
             break
         remaining = None if deadline is None else deadline - time.time()
         if remaining is not None and remaining <= 0:
             break
         client.wait_any(min(remaining, 1.0) if remaining is not None else 1.0)
-    ready = [r for r, f in zip(refs, flags) if f][:num_returns] if num_returns else []
-    chosen = set(ready)
-    return ready, [r for r in refs if r not in chosen]
+    ready, not_ready = [], []
+    for ref, flag in zip(refs, flags):
+        (ready if flag and len(ready) < num_returns else not_ready).append(ref)
+    return ready, not_ready
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

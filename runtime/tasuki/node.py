@@ -195,9 +195,15 @@ class NodeAgent:
                 replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
             self.pin_conns[fd][1] = pending
             if replies:
-                conn.setblocking(True)        # a few bytes: the caller is waiting to read them
-                conn.sendall(b"".join(replies))
-                conn.setblocking(False)
+                reply = b"".join(replies)
+                try:
+                    sent = conn.send(reply)       # a few bytes into an empty buffer: all at once
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(reply):
+                    conn.setblocking(True)
+                    conn.sendall(reply[sent:])
+                    conn.setblocking(False)
 
     def drain(self, sock, handle) -> None:
         while True:
