@@ -11,6 +11,7 @@ a loaded two-core machine.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,6 +43,39 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "a condition", inte
         if time.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def embedded_cluster(**init_options):
+    """`tasuki.init(**init_options)` for a test module's fixture, shut down after it. Any earlier
+    connection goes first: another module may have left this process connected elsewhere."""
+    import tasuki
+    tasuki.shutdown()
+    tasuki.init(**init_options)
+    try:
+        yield tasuki
+    finally:
+        tasuki.shutdown()
+
+
+# --- functions the tests run in workers (they travel by value, like any test module's) ---------
+def wait_for_file(path: str, value=None, timeout: float = 60.0):
+    """Block until `path` exists (the test's release), then return `value`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.01)
+    return value
+
+
+def array_sum_after_release(array, i: int, release: str) -> float:
+    wait_for_file(release)
+    return float(array.sum()) + i
+
+
+def column_total(frame, column: str) -> float:
+    return float(frame[column].sum())
 
 
 def free_port(ip: str = "127.0.0.1") -> int:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import tasuki
+from conftest import embedded_cluster
 from tasuki.util import ActorPool, Empty, Full, Queue
 
 GET_TIMEOUT_S = 60
@@ -19,12 +20,8 @@ GET_TIMEOUT_S = 60
 
 @pytest.fixture(scope="module")
 def cluster():
-    tasuki.shutdown()                 # another module may have left this process connected elsewhere
-    tasuki.init(num_cpus=2)
-    try:
-        yield tasuki
-    finally:
-        tasuki.shutdown()
+    with embedded_cluster(num_cpus=2) as tasuki_:
+        yield tasuki_
 
 
 @pytest.fixture

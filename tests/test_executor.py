@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 import tasuki
-from conftest import wait_until
+from conftest import array_sum_after_release, column_total, embedded_cluster, wait_for_file, wait_until
 from tasuki.exceptions import SerializationError, TaskError, WorkerCrashedError
 
 TIMEOUT_S = 60
@@ -44,14 +44,6 @@ def power(base, exponent=2):
     return base ** exponent
 
 
-def wait_for_file(path, value=None, timeout=TIMEOUT_S):
-    """Block until `path` exists (the test's release), then return `value`."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
 
 
 def touch_and_return(path, value):
@@ -96,13 +88,8 @@ def raise_first_time(directory):
     return attempts
 
 
-def array_sum_after_release(array, i, release):
-    wait_for_file(release)
-    return float(array.sum()) + i
 
 
-def column_total(frame, column):
-    return float(frame[column].sum())
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -119,12 +106,8 @@ def stdlib():
 
 @pytest.fixture(scope="module")
 def cluster(stdlib):
-    tasuki.shutdown()                 # another module may have left this process connected elsewhere
-    tasuki.init(num_cpus=2, resources={"slot": 1})
-    try:
-        yield tasuki
-    finally:
-        tasuki.shutdown()
+    with embedded_cluster(num_cpus=2, resources={"slot": 1}) as tasuki_:
+        yield tasuki_
 
 
 @pytest.fixture

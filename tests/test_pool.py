@@ -19,7 +19,6 @@ import re
 import sqlite3
 import sys
 import threading
-import time
 from collections import Counter
 
 import numpy as np
@@ -28,7 +27,7 @@ import psutil
 import pytest
 
 import tasuki
-from conftest import wait_until
+from conftest import array_sum_after_release, column_total, embedded_cluster, wait_for_file, wait_until
 from tasuki.exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError
 
 TIMEOUT_S = 60            # for a result that must come; a hang fails the test instead of the suite
@@ -56,14 +55,6 @@ def pid_of(_):
     return os.getpid()
 
 
-def wait_for_file(path, value=None, timeout=TIMEOUT_S):
-    """Block until `path` exists (the test's release), then return `value`."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
 
 
 def block_on_zero(x, release):
@@ -100,13 +91,8 @@ def failing_initializer():
     raise ValueError("no database today")
 
 
-def array_sum_after_release(array, i, release):
-    wait_for_file(release)
-    return float(array.sum()) + i
 
 
-def column_total(frame, column):
-    return float(frame[column].sum())
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -123,12 +109,8 @@ def stdlib():
 
 @pytest.fixture(scope="module")
 def cluster(stdlib):
-    tasuki.shutdown()                 # another module may have left this process connected elsewhere
-    tasuki.init(num_cpus=2)
-    try:
-        yield tasuki
-    finally:
-        tasuki.shutdown()
+    with embedded_cluster(num_cpus=2) as tasuki_:
+        yield tasuki_
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import tasuki
+from conftest import embedded_cluster
 from tasuki import tune
 from tasuki.exceptions import WorkerCrashedError
 from tasuki.tune import Result, _best, _format_table, _format_trial, _Progress, generate_variants
@@ -22,12 +23,8 @@ from tasuki.tune import Result, _best, _format_table, _format_trial, _Progress, 
 
 @pytest.fixture(scope="module")
 def cluster():
-    tasuki.shutdown()                 # another module may have left this process connected elsewhere
-    tasuki.init(num_cpus=2, resources={"slot": 1})
-    try:
-        yield tasuki
-    finally:
-        tasuki.shutdown()
+    with embedded_cluster(num_cpus=2, resources={"slot": 1}) as tasuki_:
+        yield tasuki_
 
 
 # --- trainables (shipped by value to the workers) -------------------------------------------------

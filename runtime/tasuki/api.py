@@ -18,7 +18,7 @@ import cloudpickle
 
 from . import config
 from .client import Client
-from .exceptions import ClusterError, GetTimeoutError
+from .exceptions import ClusterError
 from .object_ref import ObjectRef
 from .scheduler import shape_of
 
