@@ -433,16 +433,7 @@ def main(argv=None) -> int:
 
     header, rows = table_rows(results, shown, args.runtimes, sizes)
     print(f"== all results ({elapsed:.0f} s)\n{text_table(header, rows)}\n")
-    failures = [(w, rt, r) for w, per in results.items() for rt, r in per.items() if r["status"] in ("fail", "timeout")]
-    if failures:
-        print("== failures")
-        for w, rt, r in failures:
-            print(f"--- {rt} / {w}: {r['status'].upper()}: {r.get('error', '')}")
-            if r.get("traceback"):
-                print(r["traceback"].rstrip())
-            if r.get("log", "").strip():
-                print("    child output (tail):\n" + "\n".join("    " + l for l in r["log"].rstrip().splitlines()[-15:]))
-        print()
+    print_failures([(rt, w, r) for w, per in results.items() for rt, r in per.items()])
     for w, rt, r in [(w, rt, r) for w, per in results.items() for rt, r in per.items() if r["status"] == "na"]:
         print(f"n/a: {rt} / {w}: {r['error'].splitlines()[0]}")
 
@@ -453,10 +444,7 @@ def main(argv=None) -> int:
               "metrics": {m: {"label": label(m, sizes), "unit": METRICS[m][1], "higher_is_better": METRICS[m][2]}
                           for m in shown},
               "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"wrote {args.out}")
+    md = None
     if args.markdown:
         md = (f"Measured {datetime.date.today()} on {info['cpu']}, {info['cores']} cores, {info['memory']}, "
               f"{info['os']}, Python {info['versions']['python']}; tasuki {info['tasuki_commit']}, "
@@ -466,11 +454,36 @@ def main(argv=None) -> int:
               + (f" Rows {', '.join(args.workloads.split(','))} re-run into the results of {merged_from}."
                  if merged_from and args.workloads else "") + "\n\n"
               + markdown_table(header, rows) + "\n")
-        md_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "latest.md")
-        with open(md_path, "w") as f:
-            f.write(md)
-        print(f"\n{md}\nwrote {md_path}")
+    write_report(report, args.out, md, "latest.md")
     return 0
+
+
+def print_failures(results: list) -> None:
+    """Each (runtime, workload, result) that failed or timed out, with its traceback and output tail."""
+    failures = [(rt, w, r) for rt, w, r in results if r["status"] in ("fail", "timeout")]
+    if failures:
+        print("== failures")
+    for rt, w, r in failures:
+        print(f"--- {rt} / {w}: {r['status'].upper()}: {r.get('error', '')}")
+        if r.get("traceback"):
+            print(r["traceback"].rstrip())
+        if r.get("log", "").strip():
+            print("    child output (tail):\n" + "\n".join("    " + l for l in r["log"].rstrip().splitlines()[-15:]))
+    if failures:
+        print()
+
+
+def write_report(report: dict, out: str, markdown: str | None, markdown_name: str) -> None:
+    """The JSON report at `out`; the markdown table, when asked for, beside it as `markdown_name`."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {out}")
+    if markdown is not None:
+        md_path = os.path.join(os.path.dirname(os.path.abspath(out)), markdown_name)
+        with open(md_path, "w") as f:
+            f.write(markdown)
+        print(f"\n{markdown}\nwrote {md_path}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -248,13 +247,7 @@ def main(argv=None) -> int:
     if fewer:
         print("* run on fewer items (rates per item, wall times scaled to the full count): " + ", ".join(fewer) + "\n")
     print("== targets\n" + "\n".join(goals) + "\n")
-    failures = [(s, w, r) for s, per in results.items() for w, r in per.items() if r["status"] in ("fail", "timeout")]
-    for s, w, r in failures:
-        print(f"--- {s} / {w}: {r['status'].upper()}: {r.get('error', '')}")
-        if r.get("traceback"):
-            print(r["traceback"].rstrip())
-        if r.get("log", "").strip():
-            print("    child output (tail):\n" + "\n".join("    " + l for l in r["log"].rstrip().splitlines()[-15:]))
+    bench.print_failures([(s, w, r) for s, per in results.items() for w, r in per.items()])
 
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info, "quick": args.quick,
               "sizes": sizes, "systems": args.systems, "elapsed_s": round(elapsed, 1),
@@ -262,20 +255,14 @@ def main(argv=None) -> int:
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
               "figures": {m: {s: v for s, (v, _) in per.items()} for m, per in figs.items()},
               "targets": goals, "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"wrote {args.out}")
+    md = None
     if args.markdown:
         md = (f"Measured {datetime.date.today()} on {info['cpu']}, {info['cores']} cores, {info['memory']}, "
               f"Python {info['versions']['python']}; tasuki {info['tasuki_commit']}, Ray {info['versions']['ray']}, "
               f"Dask {info['versions']['distributed']}, loky {info['versions']['loky']}; load average "
               f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after.\n\n"
               + bench.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
-        md_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "dropins.md")
-        with open(md_path, "w") as f:
-            f.write(md)
-        print(f"\n{md}\nwrote {md_path}")
+    bench.write_report(report, args.out, md, "dropins.md")
     return 0
 
 
