@@ -116,6 +116,10 @@ def test_the_pin_channel_frames_round_trip():
                               (P.encode_seal_request(oid, parts), (P.SEAL_REQUEST, oid, parts))):
         assert int.from_bytes(request[:2], "big") == len(request) - 2
         assert P.decode_channel_request(request[2:]) == expected
+    request = P.encode_alloc_request(oid, 5 << 30)
+    assert P.decode_channel_request(request[2:]) == (P.ALLOC_REQUEST, oid, 5 << 30)
+    assert P.decode_allocated(P.encode_allocated(8192, None)[4:]) == (8192, None)
+    assert P.decode_allocated(P.encode_allocated(None, "store full: 3 GB pinned")[4:]) == (None, "store full: 3 GB pinned")
     reply = P.encode_pinned(4096, parts)
     assert int.from_bytes(reply[:4], "big") == len(reply) - 4 and P.decode_pinned(reply[4:]) == (4096, parts)
     assert P.decode_pinned(P.encode_pinned(None, None)[4:]) is None

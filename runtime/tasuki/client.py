@@ -468,11 +468,15 @@ class Client:
         if not self.local_store():
             return None
         size = block_size(len(s.header), [b.nbytes for b in s.buffers])
-        reply = self.request_node(lambda req: (P.ALLOC, req, oid, size))
-        if reply[2] is None:
+        reply = self.ask_node_directly(P.encode_alloc_request(oid, size))
+        if reply is not None:
+            offset, error = P.decode_allocated(reply)
+        else:
+            _, _, offset, error = self.request_node(lambda req: (P.ALLOC, req, oid, size))
+        if offset is None:
             from .exceptions import ObjectStoreFullError
-            raise ObjectStoreFullError(reply[3])
-        parts = self.arena.write(reply[2], s.header, s.buffers)
+            raise ObjectStoreFullError(error)
+        parts = self.arena.write(offset, s.header, s.buffers)
         if not self.on_pin_channel(P.encode_seal_request(oid, parts)):     # so this thread's get of it is quick
             self.send_node((P.SEAL, oid, parts))
         return self.node["node_id"]
@@ -603,12 +607,17 @@ class Client:
     def pin_directly(self, oid: bytes) -> tuple[int, list] | None:
         """Pin an object sealed in the local store over the node's pin channel, from this thread:
         (offset, parts), or None when the node cannot answer at once (or there is no channel)."""
-        conn = self.on_pin_channel(P.encode_pin_request(oid, self.identity))
+        reply = self.ask_node_directly(P.encode_pin_request(oid, self.identity))
+        return None if reply is None else P.decode_pinned(reply)
+
+    def ask_node_directly(self, request: bytes) -> bytes | None:
+        """A request on this thread's pin channel, and the node's reply; None without a channel."""
+        conn = self.on_pin_channel(request)
         if conn is None:
             return None
         try:
             size = int.from_bytes(_recv_exactly(conn, 4), "big")
-            return P.decode_pinned(_recv_exactly(conn, size))
+            return _recv_exactly(conn, size)
         except OSError:
             self._close_pin_channel()
             return None

@@ -190,6 +190,9 @@ class NodeAgent:
                 if kind == P.SEAL_REQUEST:
                     self.seal(oid, arg)
                     continue
+                if kind == P.ALLOC_REQUEST:
+                    replies.append(P.encode_allocated(*self.allocate(oid, arg)))
+                    continue
                 entry = self.store.entries.get(oid)
                 pinned = self.pin_for(arg, oid)[0] if entry is not None and entry.sealed and not entry.freed else None
                 replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
@@ -304,11 +307,7 @@ class NodeAgent:
         kind = message[0]
         if kind == P.ALLOC:
             _, req, oid, size = message
-            try:
-                reply = (P.ALLOCATED, req, self.store.allocate(oid, size), None)
-            except ObjectStoreFullError as e:
-                reply = (P.ALLOCATED, req, None, str(e))
-            transport.send(sock, [reply], to=ident)
+            transport.send(sock, [(P.ALLOCATED, req, *self.allocate(oid, size))], to=ident)
         elif kind == P.SEAL:
             self.seal(message[1], message[2])
         elif kind == P.PIN:
@@ -351,6 +350,13 @@ class NodeAgent:
             self.waiting_seal.setdefault(oid, []).append((sock, ident, req))
         else:
             self.start_pull(sock, ident, req, oid, [s for s in sources if s[0] != self.cfg.node_id])
+
+    def allocate(self, oid: bytes, size: int) -> tuple[int | None, str | None]:
+        """(offset, None) of a new block for `oid` (spilling others to make room), or (None, why not)."""
+        try:
+            return self.store.allocate(oid, size), None
+        except ObjectStoreFullError as e:
+            return None, str(e)
 
     def seal(self, oid: bytes, parts: list) -> None:
         self.store.seal(oid, parts)

@@ -49,7 +49,7 @@ Anyone → node agent (object store and transfers)
     READ(req, id, start, length) → CHUNK(req, start) + a raw data frame
     WRITE(id, offset) + a raw data frame   (a driver with no shared memory on this machine)
 A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
-    SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
+    ALLOC(id, size) → ALLOCATED(offset | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def decode(frame) -> list:
 # wakes eight threads in a row (ours, zmq's, the node's, and back: ~0.7 ms from idle); over a unix
 # socket the caller's thread wakes the node's and back (~0.1 ms). Fixed binary frames, never pickle.
 PIN_OK, PIN_ELSEWHERE = 0, 1        # ELSEWHERE: not sealed here yet, spilled out of reach... use zmq
-PIN_REQUEST, SEAL_REQUEST = 0, 1    # a SEAL sent here by the writing thread comes before its own PINs
+PIN_REQUEST, SEAL_REQUEST, ALLOC_REQUEST = 0, 1, 2   # a thread's SEAL comes before its own PINs
 
 
 def encode_pin_request(oid: bytes, ident: bytes) -> bytes:
@@ -107,12 +107,19 @@ def encode_seal_request(oid: bytes, parts: list) -> bytes:
     return struct.pack("!H", len(body)) + body
 
 
+def encode_alloc_request(oid: bytes, size: int) -> bytes:
+    body = struct.pack("!BB", ALLOC_REQUEST, len(oid)) + oid + struct.pack("!Q", size)
+    return struct.pack("!H", len(body)) + body
+
+
 def decode_channel_request(body: bytes) -> tuple:
-    """(PIN_REQUEST, oid, ident) or (SEAL_REQUEST, oid, parts)."""
+    """(PIN_REQUEST, oid, ident), (SEAL_REQUEST, oid, parts) or (ALLOC_REQUEST, oid, size)."""
     kind, n_oid = body[0], body[1]
     if kind == PIN_REQUEST:
         start = 3 + n_oid
         return kind, body[3:start], body[start:start + body[2]]
+    if kind == ALLOC_REQUEST:
+        return kind, body[2:2 + n_oid], struct.unpack_from("!Q", body, 2 + n_oid)[0]
     oid = body[2:2 + n_oid]
     (count,) = struct.unpack_from("!H", body, 2 + n_oid)
     return kind, oid, [struct.unpack_from("!QQ", body, 4 + n_oid + 16 * i) for i in range(count)]
@@ -130,3 +137,15 @@ def decode_pinned(body: bytes) -> tuple[int, list] | None:
         return None
     _, offset, count = struct.unpack_from("!BQH", body)
     return offset, [struct.unpack_from("!QQ", body, 11 + 16 * i) for i in range(count)]
+
+
+def encode_allocated(offset: int | None, error: str | None) -> bytes:
+    body = struct.pack("!BQ", PIN_OK, offset) if offset is not None else bytes([PIN_ELSEWHERE]) + error.encode()
+    return struct.pack("!I", len(body)) + body
+
+
+def decode_allocated(body: bytes) -> tuple[int | None, str | None]:
+    """(offset, None), or (None, why the store could not make room)."""
+    if body[0] == PIN_OK:
+        return struct.unpack_from("!Q", body, 1)[0], None
+    return None, body[1:].decode()

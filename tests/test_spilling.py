@@ -1,0 +1,40 @@
+"""A small store on a real cluster: puts beyond its capacity spill to disk and read back intact;
+an object larger than the whole store fails with an error that says so."""
+from __future__ import annotations
+
+import gc
+import re
+
+import numpy as np
+import pytest
+
+import tasuki
+from conftest import embedded_cluster, wait_until
+from tasuki.exceptions import ObjectStoreFullError
+
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    with embedded_cluster(num_cpus=1, object_store_memory=64 * MB) as tasuki_:
+        yield tasuki_
+
+
+def test_puts_beyond_the_capacity_spill_and_read_back_intact():
+    refs = [tasuki.put(np.full(10 * MB, i, dtype=np.uint8)) for i in range(12)]     # 120 MB into 64 MB
+    wait_until(lambda: tasuki.nodes()[0]["ObjectStore"]["spilled"] > 0, what="objects spilled to disk")
+    for i, ref in enumerate(refs):                  # each get pins it back into memory, spilling others
+        value = tasuki.get(ref)
+        assert value.nbytes == 10 * MB and value[0] == i and value[-1] == i and (value == i).all()
+        del value
+    del refs
+    gc.collect()
+
+
+def test_an_object_larger_than_the_store_fails_and_says_why():
+    with pytest.raises(ObjectStoreFullError) as error:
+        tasuki.put(np.zeros(100 * MB, dtype=np.uint8))
+    assert re.search(r"object of 104,8\d\d,\d{3} bytes does not fit in the object store", str(error.value))
+    assert "--object-store-memory" in str(error.value)
+    assert tasuki.get(tasuki.put(np.ones(MB))).sum() == MB       # the store still works
