@@ -25,7 +25,7 @@ from collections import deque
 import zmq
 
 from . import __version__, config, object_ref, protocol as P, serialization, transport
-from .exceptions import ClusterError, GetTimeoutError, ObjectLostError, SerializationError, VersionMismatchError
+from .exceptions import ClusterError, GetTimeoutError, ObjectLostError, VersionMismatchError
 from .object_ref import ObjectRef
 from .object_store import Arena, block_size
 
@@ -336,11 +336,7 @@ class Client:
         and `holder` (their ref) must be kept until the message that pins them is queued."""
         deps = [a.id for a in args if type(a) is ObjectRef]
         deps += [v.id for v in kwargs.values() if type(v) is ObjectRef]
-        try:
-            s = serialization.dumps((args, kwargs))
-        except SerializationError:
-            serialization.check_arguments(name, args, kwargs)
-            raise
+        s = serialization.dumps_arguments(name, args, kwargs)
         if s.buffers or len(s.header) > config.INLINE_OBJECT_LIMIT:
             args_ref = self.put_serialized(s)
             return (P.STORED_KIND, args_ref.id), deps + [args_ref.id], s.refs + [args_ref.id], args_ref

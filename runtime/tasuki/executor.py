@@ -72,7 +72,7 @@ class Executor(concurrent.futures.Executor):
                 self._send(future, task, args, kwargs)     # an unpicklable argument raises here
                 future.set_running_or_notify_cancel()
             else:
-                _check_picklable(task.__name__, args, kwargs)
+                serialization.dumps_arguments(task.__name__, args, kwargs)    # fail now, not when sent
                 self._waiting.append((future, task, args, kwargs))
         return future
 
@@ -137,7 +137,6 @@ class Executor(concurrent.futures.Executor):
                         waiting[0].set_exception(e)
             self._idle.notify_all()
 
-
     def _measure(self, now: float) -> None:
         """Send short calls further ahead: the time a call takes is about max_workers × the time
         between two calls finishing (measured while the executor is busy)."""
@@ -147,14 +146,6 @@ class Executor(concurrent.futures.Executor):
             short = self._gap_s * self._max_workers < SHORT_CALL_S
             self._limit = self._max_workers * (16 if short else 2)
         self._last_done = now
-
-
-def _check_picklable(name: str, args: tuple, kwargs: dict) -> None:
-    try:
-        serialization.dumps((args, kwargs))
-    except serialization.SerializationError:
-        serialization.check_arguments(name, args, kwargs)
-        raise
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

@@ -158,7 +158,7 @@ class NodeAgent:
         self.shutdown()
 
     def serve_pins(self, events: dict) -> None:
-        """The pin channel (see protocol.encode_pin_request): accept, answer each PIN at once."""
+        """The pin channel (see the end of protocol.py): accept; answer each ALLOC and PIN at once, take SEALs."""
         if self.pin_listener.fileno() in events:
             while True:
                 try:
@@ -193,8 +193,7 @@ class NodeAgent:
                 if kind == P.ALLOC_REQUEST:
                     replies.append(P.encode_allocated(*self.allocate(oid, arg)))
                     continue
-                entry = self.store.entries.get(oid)
-                pinned = self.pin_for(arg, oid)[0] if entry is not None and entry.sealed and not entry.freed else None
+                pinned, _ = self.pin_for(arg, oid)      # None: not sealed here, freed, no room to restore
                 replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
             self.pin_conns[fd][1] = pending
             if replies:

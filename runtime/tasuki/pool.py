@@ -289,7 +289,7 @@ class IMapIterator:
 
 # --- the pool -----------------------------------------------------------------------------------------
 class _Job:
-    __slots__ = ("result", "index", "fn_ref", "payload", "mode", "size", "sent_at")
+    __slots__ = ("result", "index", "fn_ref", "payload", "mode", "size")
 
     def __init__(self, result, index: int, fn_ref, payload, mode: int, size: int) -> None:
         self.result, self.index, self.fn_ref, self.payload, self.mode, self.size = \
@@ -387,7 +387,7 @@ class Pool:
             raise TypeError("initializer must be a callable")
         if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild < 1):
             raise ValueError(f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}")
-        self._processes_count = processes
+        self._processes = processes              # the standard library's attribute name
         self._initializer, self._initargs = initializer, tuple(initargs)
         api._pickle_by_value_if_local(initializer)     # from a script's neighbour: by value, as tasks are
         self._maxtasks = maxtasksperchild
@@ -501,7 +501,7 @@ class Pool:
                 pass
 
     def __repr__(self) -> str:
-        return f"<tasuki.Pool state={self._state} processes={self._processes_count}>"
+        return f"<tasuki.Pool state={self._state} processes={self._processes}>"
 
     # --- building and sending chunks ---------------------------------------------------------------
     def _check_running(self) -> None:
@@ -541,11 +541,11 @@ class Pool:
         self._check_running()
         items = iterable if isinstance(iterable, (list, range)) else list(iterable)   # range slices stay ranges
         if chunksize is None:
-            chunksize = default_chunksize(len(items), self._processes_count)
+            chunksize = default_chunksize(len(items), self._processes)
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
-        fn_ref = self._function_ref(func)
-        bar = ProgressBar(len(items), _name(func)) if progress else None
+        fn_ref, name = self._function_ref(func), _name(func)
+        bar = ProgressBar(len(items), name) if progress else None
         result = MapResult(len(items), chunksize, callback, error_callback, bar)
         if not items:
             return result
@@ -554,7 +554,7 @@ class Pool:
         try:
             for i, start in enumerate(range(0, len(items), chunksize)):
                 chunk = items[start:start + chunksize]
-                job = _Job(result, i, fn_ref, self._payload(_name(func), chunk, mode, start), mode, len(chunk))
+                job = _Job(result, i, fn_ref, self._payload(name, chunk, mode, start), mode, len(chunk))
                 with self._lock:
                     jobs.append(job)
                     self._dispatch()
@@ -574,7 +574,7 @@ class Pool:
         if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
         total = len(iterable) if hasattr(iterable, "__len__") else None
-        cap = default_chunksize(total, self._processes_count) if total else 10_000
+        cap = default_chunksize(total, self._processes) if total else 10_000
         bar = ProgressBar(total, _name(func)) if progress else None
         result = IMapIterator(ordered, bar)
         self._submit(result, _Lazy(self, result, self._function_ref(func), _name(func), iter(iterable), MAP,
@@ -611,7 +611,6 @@ class Pool:
                 return
             proc.sent.append(job)
             proc.calls += 1
-            job.sent_at = time.perf_counter()
             ref = proc.actor.run.remote([job.fn_ref], job.payload, job.mode)
             self._client.when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
 
@@ -664,10 +663,6 @@ class Pool:
 
     def _start(self) -> _Process:
         return _Process(self._actor_class.remote(self._initializer, self._initargs))
-
-    @property
-    def _processes(self) -> int:           # the standard library's attribute name
-        return self._processes_count
 
 
 def _put_function(func: Callable):

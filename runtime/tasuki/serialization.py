@@ -96,6 +96,15 @@ def loads(header: bytes, buffers=()) -> Any:
     return pickle.loads(header, buffers=buffers)
 
 
+def dumps_arguments(function_name: str, args: tuple, kwargs: dict) -> Serialized:
+    """`dumps((args, kwargs))`; on failure, an error naming the argument that cannot be pickled."""
+    try:
+        return dumps((args, kwargs))
+    except SerializationError:
+        check_arguments(function_name, args, kwargs)
+        raise
+
+
 def check_arguments(function_name: str, args: tuple, kwargs: dict) -> None:
     """Find which argument cannot be pickled and raise an error that names it and says what to do."""
     items = [(f"positional argument {i}", a) for i, a in enumerate(args)]
