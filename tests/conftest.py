@@ -12,6 +12,7 @@ a loaded two-core machine.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -59,14 +60,28 @@ def embedded_cluster(**init_options):
 
 
 # --- functions the tests run in workers (they travel by value, like any test module's) ---------
-def wait_for_file(path: str, value=None, timeout: float = 60.0):
-    """Block until `path` exists (the test's release), then return `value`."""
+def wait_for_file(path: str, result=None, timeout: float = 60.0):
+    """Block until `path` exists (the test's release), then return `result`."""
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
         time.sleep(0.01)
-    return value
+    return result
+
+
+@contextlib.contextmanager
+def user_module(directory: Path, source: str):
+    """A module of the user's own, written into `directory`, that only this process can import
+    (as a script's neighbour is): workers get its functions by value or not at all."""
+    name = f"user_helpers_{os.getpid()}_{directory.name}".replace("-", "_")
+    (directory / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(directory))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop(name, None)
 
 
 def array_sum_after_release(array, i: int, release: str) -> float:

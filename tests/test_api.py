@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import tasuki
+import conftest
 from conftest import wait_until as wait_for
 from tasuki.exceptions import GetTimeoutError, SerializationError, TaskCancelledError
 
@@ -78,14 +79,7 @@ def square(x):
     return x * x
 
 
-@tasuki.remote
-def wait_for_file(path, result=None, timeout=60.0):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        time.sleep(0.01)
-    return result
+wait_for_file = tasuki.remote(conftest.wait_for_file)     # a task that ends when `path` appears
 
 
 @tasuki.remote

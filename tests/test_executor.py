@@ -9,13 +9,11 @@ deadline of their own), never for a sleep. Also here: `tasuki.util.as_completed`
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
 import itertools
 import multiprocessing
 import os
 import re
 import sqlite3
-import sys
 import threading
 import time
 
@@ -24,7 +22,7 @@ import pandas as pd
 import pytest
 
 import tasuki
-from conftest import array_sum_after_release, column_total, embedded_cluster, wait_for_file, wait_until
+from conftest import array_sum_after_release, column_total, embedded_cluster, user_module, wait_for_file, wait_until
 from tasuki.exceptions import SerializationError, TaskError, WorkerCrashedError
 
 TIMEOUT_S = 60
@@ -118,15 +116,8 @@ def executor(cluster):
 
 @pytest.fixture
 def local_module(tmp_path, cluster):
-    """A module of the user's own that only this process can import (as a script's neighbour is)."""
-    name = f"user_helpers_{os.getpid()}_{tmp_path.name}".replace("-", "_")
-    (tmp_path / f"{name}.py").write_text("def triple(x):\n    return 3 * x\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        yield importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop(name, None)
+    with user_module(tmp_path, "def triple(x):\n    return 3 * x\n") as module:
+        yield module
 
 
 def store_used() -> int:

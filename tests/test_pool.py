@@ -10,14 +10,12 @@ deadline of their own), never for a sleep.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import multiprocessing
 import os
 import pickle
 import re
 import sqlite3
-import sys
 import threading
 from collections import Counter
 
@@ -27,7 +25,7 @@ import psutil
 import pytest
 
 import tasuki
-from conftest import array_sum_after_release, column_total, embedded_cluster, wait_for_file, wait_until
+from conftest import array_sum_after_release, column_total, embedded_cluster, user_module, wait_for_file, wait_until
 from tasuki.exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError
 
 TIMEOUT_S = 60            # for a result that must come; a hang fails the test instead of the suite
@@ -121,22 +119,14 @@ def pool(cluster):
 
 @pytest.fixture
 def local_module(tmp_path, cluster):
-    """A module of the user's own that only this process can import (as a script's neighbour is)."""
-    name = f"user_helpers_{os.getpid()}_{tmp_path.name}".replace("-", "_")
-    (tmp_path / f"{name}.py").write_text(
-        "import os\n"
-        "connection = None\n"
-        "def connect(dsn):\n"
-        "    global connection\n"
-        "    connection = f'{dsn}@{os.getpid()}'\n"
-        "def query(x):\n"
-        "    return connection, 3 * x\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        yield importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop(name, None)
+    with user_module(tmp_path, "import os\n"
+                               "connection = None\n"
+                               "def connect(dsn):\n"
+                               "    global connection\n"
+                               "    connection = f'{dsn}@{os.getpid()}'\n"
+                               "def query(x):\n"
+                               "    return connection, 3 * x\n") as module:
+        yield module
 
 
 def alive(pid: int) -> bool:
