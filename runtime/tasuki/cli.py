@@ -201,9 +201,7 @@ def is_tasuki(pid: int) -> bool:
 
 
 def log_path(name: str) -> str:
-    directory = os.path.join(config.session_dir(), "logs")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, name)
+    return os.path.join(config.private_dir(os.path.join(config.session_dir(), "logs")), name)
 
 
 def spawn(args: list[str], token: str, log: str, lifeline: int | None) -> subprocess.Popen:
@@ -293,7 +291,8 @@ def port_in_use(ip: str, port: int) -> bool:
 @contextlib.contextmanager
 def cluster_file_lock():
     """Serializes read-modify-write of the cluster file between concurrent `tasuki` commands."""
-    with open(config.cluster_file() + ".lock", "a") as f:
+    fd = os.open(config.cluster_file() + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -304,7 +303,7 @@ def cluster_file_lock():
 def write_cluster_file(info: dict) -> None:
     path = config.cluster_file()
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
     os.replace(tmp, path)
@@ -425,8 +424,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
         if time.time() > deadline:
             raise CliError(f"the head (pid {head.pid}) did not start within {START_TIMEOUT_S:g} s; see {head_log}")
         time.sleep(0.05)
-    with open(ready) as f:
-        ready_info = json.load(f)
+    ready_info = json.loads(config.read_private_file(ready))
     os.unlink(ready)
     address = ready_info["address"]
     metrics = ready_info.get("metrics")
@@ -658,7 +656,7 @@ def main(argv=None) -> int:
         if args.command == "stop":
             return stop(args)
         return status(args)
-    except CliError as e:
+    except (CliError, config.UnsafePathError) as e:
         print(f"tasuki {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
