@@ -190,10 +190,10 @@ def alive(pid: int | None) -> bool:
 
 
 def is_tasuki(pid: int) -> bool:
-    """Whether `pid` is a tasuki process (so a recycled pid is never signalled)."""
+    """Whether `pid` is a tasuki process of this user's (so a recycled pid is never signalled)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"tasuki" in f.read()
+            return b"tasuki" in f.read() and os.fstat(f.fileno()).st_uid == os.getuid()
     except FileNotFoundError:
         return False
     except OSError:
@@ -252,16 +252,60 @@ def terminate(pids: list[int], timeout: float, group: bool = True) -> list[int]:
     return forced
 
 
-def remove_stores(node_pids: list[int]) -> None:
-    """Object store files of node agents that are gone (a node killed by SIGKILL leaves its file)."""
+def remove_stores(node_pids: list[int]) -> int:
+    """Object store files of node agents that are gone (a node killed by SIGKILL leaves its file);
+    returns how many were removed."""
     prefixes = tuple(f"tasuki-{pid}-" for pid in node_pids if not alive(pid))
+    removed = 0
     if not prefixes:
-        return
+        return removed
     with contextlib.suppress(OSError):
         for name in os.listdir(config.SHM_DIR):
             if name.startswith(prefixes):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(config.SHM_DIR, name))
+                    removed += 1
+    return removed
+
+
+def remove_dead_sockets() -> int:
+    """IPC socket files in the session directory that nothing listens on any more (their process
+    was killed); returns how many were removed."""
+    removed = 0
+    session = config.session_dir()
+    for name in os.listdir(session):
+        if not name.endswith(".sock"):
+            continue
+        path = os.path.join(session, name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def clean_stale(info: dict) -> str:
+    """Clear what a cluster whose head is gone left behind: its node agents (that have not yet
+    noticed, see TASUKI_HEAD_TIMEOUT) with their zygotes and workers, a `--block` command, store
+    files and dead IPC sockets. Returns what was done, for the person at the terminal."""
+    cli = [p for p in [info.get("cli_pid")] if alive(p) and is_tasuki(p)]
+    nodes = [p for p in info.get("node_pids", []) if alive(p) and is_tasuki(p)]
+    if cli:             # it stops its own children when we stop it
+        terminate(cli, STOP_TIMEOUT_S + 5, group=False)
+    terminate([p for p in nodes if alive(p)], STOP_TIMEOUT_S)
+    done = [f"stopped {what} (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))})"
+            for what, pids in (("its `tasuki start --block`", cli), ("its node agents", nodes)) if pids]
+    stores, sockets = remove_stores(info.get("node_pids", [])), remove_dead_sockets()
+    done += [f"removed {n} {what} file{'s' if n > 1 else ''}" for n, what in ((stores, "store"), (sockets, "socket"))
+             if n]
+    head = info.get("head_pid")
+    return (f"the cluster at {host_port(info.get('address', '?'))} recorded in {config.cluster_file()} had stopped"
+            + (f" (its head, pid {head}, is gone)" if head else "") + ": " + ", ".join(done + ["removed the file"]))
 
 
 def check_port(ip: str, port: int, what: str, flag: str) -> None:
@@ -389,10 +433,13 @@ def start(args) -> int:
 def start_head(args, flags: list[str], started: list, lifeline: int | None) -> dict:
     with cluster_file_lock():
         existing = config.read_cluster_file()
-        if existing and live_pids(existing):
+        running = live_pids(existing) if existing else []
+        if running and existing.get("head_pid") in (None, *running):    # a live head, or nodes of a remote one
             raise CliError(f"a tasuki cluster started on this machine is running ({existing.get('address')}, "
-                           f"pids {', '.join(map(str, live_pids(existing)))}). Stop it with `tasuki stop`, or set "
+                           f"pids {', '.join(map(str, running))}). Stop it with `tasuki stop`, or set "
                            f"TASUKI_TMPDIR to another directory to run a second one beside it.")
+        if existing:
+            print(f"tasuki: {clean_stale(existing)}.", file=sys.stderr, flush=True)
         remove_cluster_file()
     ip = args.node_ip_address or config.node_ip()
     port = _number(args, "port", int, 0, "--port")
