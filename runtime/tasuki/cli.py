@@ -15,6 +15,9 @@ the node has registered, and records what it started in config.cluster_file():
 That file is how `init(address="auto")`, `tasuki status` and `tasuki stop` find the cluster; it
 lives in a 0700 directory and is written 0600, because it holds the token. The token travels to
 the children in TASUKI_TOKEN, never on a command line (other users can read those in /proc).
+Both the directory and the file are checked before they are trusted (config.private_dir).
+`start --head` refuses while the head it names runs; after a crash it stops what that head left
+running and clears its files (clean_stale).
 With `--block` the command stays in the foreground (a container's main process): the children
 hold a lifeline pipe to it, it stops them on SIGTERM/SIGINT, and it exits when one of them dies.
 

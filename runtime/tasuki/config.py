@@ -51,7 +51,7 @@ def _problems(st: os.stat_result, kind: str) -> list[str]:
     """What makes a file or directory with this lstat/fstat unsafe to trust (empty: nothing)."""
     if stat.S_ISLNK(st.st_mode):
         return ["is a symbolic link"]
-    if kind == "directory" and not stat.S_ISDIR(st.st_mode) or kind == "file" and not stat.S_ISREG(st.st_mode):
+    if (kind == "directory" and not stat.S_ISDIR(st.st_mode)) or (kind == "file" and not stat.S_ISREG(st.st_mode)):
         return [f"is not a {kind}"]
     problems = []
     if st.st_uid != os.getuid():
