@@ -15,6 +15,9 @@ the node has registered, and records what it started in config.cluster_file():
 That file is how `init(address="auto")`, `tasuki status` and `tasuki stop` find the cluster; it
 lives in a 0700 directory and is written 0600, because it holds the token. The token travels to
 the children in TASUKI_TOKEN, never on a command line (other users can read those in /proc).
+Both the directory and the file are checked before they are trusted (config.private_dir).
+`start --head` refuses while the head it names runs; after a crash it stops what that head left
+running and clears its files (clean_stale).
 With `--block` the command stays in the foreground (a container's main process): the children
 hold a lifeline pipe to it, it stops them on SIGTERM/SIGINT, and it exits when one of them dies.
 
@@ -190,10 +193,10 @@ def alive(pid: int | None) -> bool:
 
 
 def is_tasuki(pid: int) -> bool:
-    """Whether `pid` is a tasuki process (so a recycled pid is never signalled)."""
+    """Whether `pid` is a tasuki process of this user's (so a recycled pid is never signalled)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"tasuki" in f.read()
+            return b"tasuki" in f.read() and os.fstat(f.fileno()).st_uid == os.getuid()
     except FileNotFoundError:
         return False
     except OSError:
@@ -201,9 +204,7 @@ def is_tasuki(pid: int) -> bool:
 
 
 def log_path(name: str) -> str:
-    directory = os.path.join(config.session_dir(), "logs")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, name)
+    return os.path.join(config.private_dir(os.path.join(config.session_dir(), "logs")), name)
 
 
 def spawn(args: list[str], token: str, log: str, lifeline: int | None) -> subprocess.Popen:
@@ -254,16 +255,60 @@ def terminate(pids: list[int], timeout: float, group: bool = True) -> list[int]:
     return forced
 
 
-def remove_stores(node_pids: list[int]) -> None:
-    """Object store files of node agents that are gone (a node killed by SIGKILL leaves its file)."""
+def remove_stores(node_pids: list[int]) -> int:
+    """Object store files of node agents that are gone (a node killed by SIGKILL leaves its file);
+    returns how many were removed."""
     prefixes = tuple(f"tasuki-{pid}-" for pid in node_pids if not alive(pid))
+    removed = 0
     if not prefixes:
-        return
+        return removed
     with contextlib.suppress(OSError):
         for name in os.listdir(config.SHM_DIR):
             if name.startswith(prefixes):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(config.SHM_DIR, name))
+                    removed += 1
+    return removed
+
+
+def remove_dead_sockets() -> int:
+    """IPC socket files in the session directory that nothing listens on any more (their process
+    was killed); returns how many were removed."""
+    removed = 0
+    session = config.session_dir()
+    for name in os.listdir(session):
+        if not name.endswith(".sock"):
+            continue
+        path = os.path.join(session, name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def clean_stale(info: dict) -> str:
+    """Clear what a cluster whose head is gone left behind: its node agents (that have not yet
+    noticed, see TASUKI_HEAD_TIMEOUT) with their zygotes and workers, a `--block` command, store
+    files and dead IPC sockets. Returns what was done, for the person at the terminal."""
+    cli = [p for p in [info.get("cli_pid")] if alive(p) and is_tasuki(p)]
+    nodes = [p for p in info.get("node_pids", []) if alive(p) and is_tasuki(p)]
+    if cli:             # it stops its own children when we stop it
+        terminate(cli, STOP_TIMEOUT_S + 5, group=False)
+    terminate([p for p in nodes if alive(p)], STOP_TIMEOUT_S)
+    done = [f"stopped {what} (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))})"
+            for what, pids in (("its `tasuki start --block`", cli), ("its node agents", nodes)) if pids]
+    stores, sockets = remove_stores(info.get("node_pids", [])), remove_dead_sockets()
+    done += [f"removed {n} {what} file{'s' if n > 1 else ''}" for n, what in ((stores, "store"), (sockets, "socket"))
+             if n]
+    head = info.get("head_pid")
+    return (f"the cluster at {host_port(info.get('address', '?'))} recorded in {config.cluster_file()} had stopped"
+            + (f" (its head, pid {head}, is gone)" if head else "") + ": " + ", ".join(done + ["removed the file"]))
 
 
 def check_port(ip: str, port: int, what: str, flag: str) -> None:
@@ -293,7 +338,8 @@ def port_in_use(ip: str, port: int) -> bool:
 @contextlib.contextmanager
 def cluster_file_lock():
     """Serializes read-modify-write of the cluster file between concurrent `tasuki` commands."""
-    with open(config.cluster_file() + ".lock", "a") as f:
+    fd = os.open(config.cluster_file() + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -304,7 +350,7 @@ def cluster_file_lock():
 def write_cluster_file(info: dict) -> None:
     path = config.cluster_file()
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
     os.replace(tmp, path)
@@ -390,10 +436,13 @@ def start(args) -> int:
 def start_head(args, flags: list[str], started: list, lifeline: int | None) -> dict:
     with cluster_file_lock():
         existing = config.read_cluster_file()
-        if existing and live_pids(existing):
+        running = live_pids(existing) if existing else []
+        if running and existing.get("head_pid") in (None, *running):    # a live head, or nodes of a remote one
             raise CliError(f"a tasuki cluster started on this machine is running ({existing.get('address')}, "
-                           f"pids {', '.join(map(str, live_pids(existing)))}). Stop it with `tasuki stop`, or set "
+                           f"pids {', '.join(map(str, running))}). Stop it with `tasuki stop`, or set "
                            f"TASUKI_TMPDIR to another directory to run a second one beside it.")
+        if existing:
+            print(f"tasuki: {clean_stale(existing)}.", file=sys.stderr, flush=True)
         remove_cluster_file()
     ip = args.node_ip_address or config.node_ip()
     port = _number(args, "port", int, 0, "--port")
@@ -425,8 +474,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
         if time.time() > deadline:
             raise CliError(f"the head (pid {head.pid}) did not start within {START_TIMEOUT_S:g} s; see {head_log}")
         time.sleep(0.05)
-    with open(ready) as f:
-        ready_info = json.load(f)
+    ready_info = json.loads(config.read_private_file(ready))
     os.unlink(ready)
     address = ready_info["address"]
     metrics = ready_info.get("metrics")
@@ -658,7 +706,7 @@ def main(argv=None) -> int:
         if args.command == "stop":
             return stop(args)
         return status(args)
-    except CliError as e:
+    except (CliError, config.UnsafePathError) as e:
         print(f"tasuki {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

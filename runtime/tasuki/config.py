@@ -6,9 +6,11 @@ environment, which wins over the defaults below.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import stat
 
 DEFAULT_PORT = 6380
 DEFAULT_METRICS_PORT = 8080
@@ -17,7 +19,7 @@ NODE_HEARTBEAT_S = 0.5                    # seconds between node heartbeats
 NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a node is dead
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
 EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
-HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver gives up
+HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver or node gives up
 SHM_DIR = "/dev/shm"
 STORE_FRACTION = 0.3                      # default store size: this share of physical memory
 TRANSFER_CHUNK = 8 * 1024 * 1024          # bytes per chunk when objects cross nodes
@@ -33,11 +35,94 @@ def env_float(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+class UnsafePathError(PermissionError):
+    """A directory or file the runtime would trust could have been changed by another user."""
+
+
+def _user(uid: int) -> str:
+    import pwd
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _problems(st: os.stat_result, kind: str) -> list[str]:
+    """What makes a file or directory with this lstat/fstat unsafe to trust (empty: nothing)."""
+    if stat.S_ISLNK(st.st_mode):
+        return ["is a symbolic link"]
+    if (kind == "directory" and not stat.S_ISDIR(st.st_mode)) or (kind == "file" and not stat.S_ISREG(st.st_mode)):
+        return [f"is not a {kind}"]
+    problems = []
+    if st.st_uid != os.getuid():
+        problems.append(f"is owned by {_user(st.st_uid)}, not by you, {_user(os.getuid())}")
+    if st.st_mode & 0o022:
+        problems.append(f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})")
+    return problems
+
+
+def _refuse(what: str, path: str, problems: list[str], fix: str) -> UnsafePathError:
+    return UnsafePathError(f"tasuki will not use the {what} {path}: it {' and '.join(problems)}, so another user "
+                           f"could have planted its contents (a cluster address and token, sockets). {fix}")
+
+
+def private_dir(path: str, create: bool = True) -> str:
+    """`path` made (mode 0700) or checked to be a directory only this user can change: not a symlink,
+    owned by this user, not writable by group or others, and inside directories that only this user
+    or root can change (or sticky ones, like /tmp). Readable-only by others, it is tightened to 0700
+    (our IPC sockets rely on it). Returns `path`; raises UnsafePathError saying what is wrong."""
+    if create:
+        with contextlib.suppress(FileExistsError):      # a file or a dangling symlink: refused below
+            os.makedirs(path, mode=0o700, exist_ok=True)
+    fix = "Remove it (after checking what is in it), or set TASUKI_TMPDIR to a directory of your own (mode 0700)."
+    st = os.lstat(path)
+    problems = _problems(st, "directory")
+    if problems:
+        if stat.S_ISLNK(st.st_mode):
+            problems = [f"is a symbolic link (to {os.readlink(path)})"]
+        raise _refuse("directory", path, problems, fix)
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    parent = os.path.dirname(os.path.realpath(path))
+    while True:              # an ancestor that others can write lets them swap `path` for their own
+        st = os.stat(parent)
+        if st.st_uid not in (0, os.getuid()):
+            problem = f"is owned by {_user(st.st_uid)}"
+        elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            problem = f"others can write without the sticky bit (mode {stat.S_IMODE(st.st_mode):04o})"
+        else:
+            problem = None
+        if problem:
+            raise _refuse("directory", path, [f"lies inside {parent}, which {problem}"],
+                          "Set TASUKI_TMPDIR to a directory of your own (mode 0700).")
+        if parent == os.path.dirname(parent):
+            return path
+        parent = os.path.dirname(parent)
+
+
+def read_private_file(path: str) -> str | None:
+    """The text of `path`, a regular file of this user's that others cannot write (opened without
+    following a symlink), or None if there is none; raises UnsafePathError otherwise."""
+    fix = "Remove it (after checking what is in it); `tasuki start --head` writes a new one."
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if os.path.islink(path):           # O_NOFOLLOW on a symlink: ELOOP
+            raise _refuse("file", path, [f"is a symbolic link (to {os.readlink(path)})"], fix) from None
+        raise
+    with os.fdopen(fd) as f:
+        problems = _problems(os.fstat(f.fileno()), "file")
+        if problems:
+            raise _refuse("file", path, problems, fix)
+        return f.read()
+
+
 def session_dir() -> str:
-    """Where this machine keeps cluster files (address, token) and IPC sockets; private to the user."""
-    path = env("TMPDIR", os.path.join("/tmp", f"tasuki-{os.getuid()}"))
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    """Where this machine keeps cluster files (address, token) and IPC sockets; private to the user
+    (checked on every call: see private_dir)."""
+    return private_dir(env("TMPDIR", os.path.join("/tmp", f"tasuki-{os.getuid()}")))
 
 
 def cluster_file() -> str:
@@ -46,10 +131,12 @@ def cluster_file() -> str:
 
 
 def read_cluster_file() -> dict | None:
+    """The cluster file's contents, None if there is none or it is not JSON; UnsafePathError if it or
+    its directory could have been written by another user."""
+    text = read_private_file(cluster_file())
     try:
-        with open(cluster_file()) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else None
+    except ValueError:
         return None
 
 

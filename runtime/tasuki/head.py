@@ -398,6 +398,7 @@ class Head:
             node = self.sched.nodes.get(peer.info["node_id"])
             if node is not None:
                 node.last_heartbeat = now
+                self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_TIMEOUT)
                 node.stats = stats or {}
 
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:

@@ -6,6 +6,11 @@ processes on this machine allocate, seal and pin objects over its IPC socket and
 write the arena directly (object_store.py); other nodes and remote drivers pull objects over its
 TCP socket in chunks. It is not on the per-task path: workers talk to the head directly.
 
+The head answers each heartbeat. When it has said nothing for TASUKI_HEAD_TIMEOUT seconds (it
+died, or it restarted and does not know this node, or it declared this node dead) the agent stops,
+and with it the zygote and the workers (each dies with its parent, see zygote.py): until the head
+can recover its state, a node without its head would only hold memory and CPUs for ever.
+
 Pull of an object another node holds (a PIN naming sources):
   PIN ──► node: allocate a block, READ chunk 0 from the source, then keep 4 chunk READs in flight
   each CHUNK is written into the block; when complete: SEAL, STORED to the head, PINNED to waiters
@@ -101,6 +106,8 @@ class NodeAgent:
         self.sources: dict[str, object] = {}          # address -> DEALER to another node
         self.poller = zmq.Poller()
         self.running = True
+        self.head_timeout = config.env_float("HEAD_TIMEOUT", config.HEAD_TIMEOUT_S)
+        self.head_heard = time.time()                 # the head's last message (it answers heartbeats)
         self.head_messages: list = []
         self.pin_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(pin_socket_path(cfg)):
@@ -135,6 +142,7 @@ class NodeAgent:
             if self.pin_conns or self.pin_listener.fileno() in events:
                 self.serve_pins(events)
             if self.head in events:
+                self.head_heard = time.time()
                 self.drain(self.head, self.on_head_message)
             for sock in (self.local, self.remote):
                 if sock in events:
@@ -147,6 +155,12 @@ class NodeAgent:
             if self.lifeline_fd is not None and self.lifeline_fd in events:
                 break
             now = time.time()
+            if now - self.head_heard > self.head_timeout:
+                print(f"tasuki node {self.cfg.node_id}: the head at {self.cfg.head_address} has said nothing for "
+                      f"{now - self.head_heard:.1f} s (TASUKI_HEAD_TIMEOUT={self.head_timeout:g}): it stopped, "
+                      f"restarted or lost this node. Stopping this node agent and its workers.",
+                      file=sys.stderr, flush=True)
+                break
             if now >= next_beat:
                 self.head_messages.append((P.HEARTBEAT, {
                     "used": self.store.used(), "capacity": self.store.capacity,

@@ -4,7 +4,9 @@ Every listening socket is a ROUTER; every peer connects with a DEALER whose iden
 Over TCP, CurveZMQ encrypts and authenticates: the server's key pair and the one client key pair
 are derived from the cluster token, and a ZAP handler admits only the token's client key. A peer
 without the token cannot finish the handshake, so zmq hands us none of its bytes and nothing it
-sends is ever unpickled. IPC sockets live in a 0700 directory and are reached by this user only.
+sends is ever unpickled. IPC sockets live in a 0700 directory and are reached by this user only;
+`connect` checks that an ipc:// address lies in such a directory (config.private_dir) before it
+reads a byte from it, because IPC has no handshake: whoever could plant the socket would be trusted.
 
 Framing: DEALER → ROUTER arrives as [identity, payload, *data]; ROUTER → DEALER is sent as
 [identity, payload, *data] and arrives as [payload, *data]. `payload` is protocol.encode(list).
@@ -12,12 +14,13 @@ Framing: DEALER → ROUTER arrives as [identity, payload, *data]; ROUTER → DEA
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 
 import zmq
 from zmq.utils import z85
 
-from . import protocol
+from . import config, protocol
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
@@ -83,6 +86,8 @@ def connect(context: zmq.Context, address: str, token: str, identity: bytes) -> 
     if address.startswith("tcp://"):
         sock.curve_serverkey = _key_pair(token, "server")[0]
         sock.curve_publickey, sock.curve_secretkey = _key_pair(token, "client")
+    elif address.startswith("ipc://"):
+        config.private_dir(os.path.dirname(address[len("ipc://"):]), create=False)
     sock.connect(address)
     return sock
 
