@@ -1,7 +1,8 @@
 """Exceptions users catch, with Ray's names beside ours so `import tasuki as ray` code keeps working.
 
     TasukiError (RayError)
-     ├── TaskError (RayTaskError)          a task raised; also an instance of the original type
+     ├── TaskError (RayTaskError)          a task raised, or its call or result could not be unpickled;
+     │                                     also an instance of the original type where it can be rebuilt
      ├── WorkerCrashedError                the worker process died and retries are spent
      ├── ActorError (RayActorError)
      │    └── ActorDiedError               the actor is dead: killed, crashed, node lost, constructor raised

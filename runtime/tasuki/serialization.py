@@ -145,7 +145,8 @@ def _remember_lines(filename: str, first: int, lines: list) -> None:
 
 
 class _SourcePickler(cloudpickle.Pickler):
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+    """cloudpickle's pickler with _reduce_code for code objects (only for functions: see dumps_function)."""
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, *cloudpickle.Pickler.dispatch_table.maps)
 
 
 def dumps_function(function: Any) -> bytes:
