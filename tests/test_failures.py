@@ -46,9 +46,35 @@ class CustomError(Exception):
     """Defined in the test module, which travels to workers by value."""
 
 
+class TwoArgError(Exception):
+    """Its __init__ does not take back its own args: pickle's cls(*args) fails on ("first",)."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("Unpicklable refuses to be pickled")
+
+
+class OnlyHere:
+    """Unpickles only in the process that pickled it: a stand-in for a class whose module the other
+    side cannot import."""
+
+    def __reduce__(self):
+        return _rebuild_only_here, (os.getpid(),)
+
+
+def _rebuild_only_here(pid: int) -> OnlyHere:
+    if os.getpid() != pid:
+        raise ModuleNotFoundError(f"No module named 'only_here' (OnlyHere was pickled in pid {pid})")
+    return OnlyHere()
+
+
+_LOCK = threading.Lock()
+WORKER_ONLY_MODULE = f"worker_only_errors_{os.getpid()}"
 
 
 def raise_value_error():
@@ -59,10 +85,44 @@ def raise_custom_error():
     raise CustomError("custom failure")
 
 
+def raise_two_arg_error():
+    raise TwoArgError("first", "second")
+
+
+def raise_worker_only_error():
+    """Raise an exception whose class only this worker can import (its module is not on the driver's path)."""
+    import importlib
+    import shutil
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="tasuki-worker-only-")
+    with open(os.path.join(directory, f"{WORKER_ONLY_MODULE}.py"), "w") as f:
+        f.write("class WorkerOnlyError(Exception):\n    pass\n")
+    sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(WORKER_ONLY_MODULE)
+    finally:
+        sys.path.remove(directory)
+        shutil.rmtree(directory)
+    raise module.WorkerOnlyError("only the worker can import this")
+
+
 def raise_unpicklable_exception():
     error = RuntimeError("holds a lock")
     error.lock = threading.Lock()
     raise error
+
+
+def echo(value):
+    return value
+
+
+def uses_a_lock():
+    with _LOCK:
+        return 1
+
+
+def carries_only_here(marker=OnlyHere()):
+    return marker
 
 
 def exit_3():
@@ -85,36 +145,122 @@ def return_lock():
     return threading.Lock()
 
 
+def return_only_here():
+    return OnlyHere()
+
+
 def sys_exit():
     sys.exit(5)
 
 
-# (case, function, the error types get() raises, text the message must contain)
+# One row per way a task can fail, in the order of its life (as loky's table): pickling the call
+# (driver), unpickling it (worker), running it, pickling the result (worker), unpickling the result
+# (driver). (case, function, arguments, the error types raised, text the message must contain:
+# "{node}" stands for the node's id.)
 CRASH_CASES = [
-    ("exception", raise_value_error, (TaskError, ValueError), ["bad input 42", "raise ValueError", "raise_value_error"]),
-    ("custom exception", raise_custom_error, (TaskError, CustomError), ["custom failure"]),
-    ("unpicklable exception", raise_unpicklable_exception, (TaskError,), ["holds a lock"]),
-    ("os._exit(3)", exit_3, (WorkerCrashedError,), ["exit_3", "exited with code 3"]),
-    ("SIGKILL", sigkill_self, (WorkerCrashedError,), ["SIGKILL(-9)"]),
-    ("segfault", segfault, (WorkerCrashedError,), ["SIGSEGV(-11)"]),
-    ("sys.exit(5)", sys_exit, (TaskError,), ["sys_exit", "SystemExit: 5"]),      # the worker stays up
-    ("unpicklable result", return_unpicklable, (TaskError, SerializationError),
+    ("pickling the function", uses_a_lock, (), (SerializationError,),
+     ["cannot pickle", "uses_a_lock", "_thread.lock", "inside it instead"]),
+    ("pickling the arguments", echo, (threading.Lock(),), (SerializationError,),
+     ["positional argument 0 of echo() cannot be sent to a worker", "_thread.lock"]),
+    ("unpickling the function", carries_only_here, (), (TaskError, SerializationError),
+     ["task carries_only_here failed on node {node}", "the function cannot be unpickled on this worker",
+      "ModuleNotFoundError: No module named 'only_here'", "importable on every node"]),
+    ("unpickling the arguments", echo, (OnlyHere(),), (TaskError, SerializationError),
+     ["task echo failed on node {node}", "the arguments cannot be unpickled on this worker",
+      "ModuleNotFoundError: No module named 'only_here'", "importable on every node"]),
+    ("exception", raise_value_error, (), (TaskError, ValueError),
+     ["task raise_value_error failed on node {node}", "bad input 42", 'raise ValueError("bad input 42")',
+      f'File "{__file__}"', "in raise_value_error"]),
+    ("custom exception", raise_custom_error, (), (TaskError, CustomError), ["custom failure"]),
+    ("exception whose __init__ takes other arguments", raise_two_arg_error, (), (TaskError, TwoArgError),
+     ["task raise_two_arg_error failed on node {node}", 'raise TwoArgError("first", "second")',
+      "TwoArgError: first"]),
+    ("exception only the worker can import", raise_worker_only_error, (), (TaskError,),
+     ["task raise_worker_only_error failed on node {node}", "raise module.WorkerOnlyError(",
+      f"{WORKER_ONLY_MODULE}.WorkerOnlyError: only the worker can import this",
+      f"The task raised {WORKER_ONLY_MODULE}.WorkerOnlyError, but it cannot be rebuilt in this process "
+      f"(ModuleNotFoundError: No module named '{WORKER_ONLY_MODULE}')", "catch TaskError"]),
+    ("unpicklable exception", raise_unpicklable_exception, (), (TaskError,),
+     ["holds a lock", "The task raised RuntimeError, but it could not be pickled where it was raised",
+      "_thread.lock"]),
+    ("os._exit(3)", exit_3, (), (WorkerCrashedError,), ["exit_3", "exited with code 3"]),
+    ("SIGKILL", sigkill_self, (), (WorkerCrashedError,), ["SIGKILL(-9)"]),
+    ("segfault", segfault, (), (WorkerCrashedError,), ["SIGSEGV(-11)"]),
+    ("sys.exit(5)", sys_exit, (), (TaskError,), ["sys_exit", "SystemExit: 5"]),      # the worker stays up
+    ("unpicklable result", return_unpicklable, (), (TaskError, SerializationError),
      ["result of task return_unpicklable cannot be sent back", "Unpicklable refuses"]),
-    ("unpicklable lock result", return_lock, (TaskError, SerializationError), ["_thread.lock"]),
+    ("unpicklable lock result", return_lock, (), (TaskError, SerializationError), ["_thread.lock"]),
+    ("unpickling the result", return_only_here, (), (TaskError, SerializationError),
+     ["cannot be unpickled in this process", "ModuleNotFoundError: No module named 'only_here'",
+      "must be importable here too"]),
 ]
 
 
-@pytest.mark.parametrize("case, function, errors, texts", CRASH_CASES, ids=[c[0] for c in CRASH_CASES])
-def test_crash_cases(case, function, errors, texts):
-    ref = tasuki.remote(function).options(max_retries=0).remote()
+@pytest.mark.parametrize("case, function, args, errors, texts", CRASH_CASES, ids=[c[0] for c in CRASH_CASES])
+def test_crash_cases(case, function, args, errors, texts):
     with pytest.raises(errors[0]) as info:
-        tasuki.get(ref, timeout=60)
+        tasuki.get(tasuki.remote(function).options(max_retries=0).remote(*args), timeout=60)
     for error_type in errors:
         assert isinstance(info.value, error_type), f"{case}: {type(info.value).__mro__} is not a {error_type}"
     assert isinstance(info.value, TasukiError)
     message = str(info.value)
+    node = tasuki.nodes()[0]["NodeID"]
     for text in texts:
-        assert text in message, f"{case}: {text!r} not in {message!r}"
+        assert text.format(node=node) in message, f"{case}: {text.format(node=node)!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("function, type_name, cause_type", [
+    (raise_two_arg_error, f"{__name__}.TwoArgError", TwoArgError),
+    (raise_worker_only_error, f"{WORKER_ONLY_MODULE}.WorkerOnlyError", type(None)),
+])
+def test_a_task_error_carries_the_task_the_node_the_traceback_and_the_type(function, type_name, cause_type):
+    with pytest.raises(TaskError) as info:
+        tasuki.get(tasuki.remote(function).options(max_retries=0).remote(), timeout=60)
+    error = info.value
+    assert error.task_name == function.__name__
+    assert error.node_id == tasuki.nodes()[0]["NodeID"]
+    assert error.cause_type_name == type_name
+    assert type(error.cause) is cause_type
+    assert error.traceback_str.startswith("Traceback (most recent call last):")
+    assert f"in {function.__name__}" in error.traceback_str and type_name.rsplit(".", 1)[1] in error.traceback_str
+
+
+def test_an_exception_whose_init_takes_other_arguments_keeps_its_state():
+    with pytest.raises(TwoArgError) as info:
+        tasuki.get(tasuki.remote(raise_two_arg_error).options(max_retries=0).remote(), timeout=60)
+    assert info.value.cause.args == ("first",) and info.value.cause.b == "second"
+
+
+def test_a_function_that_cannot_be_unpickled_fails_the_same_way_every_time():
+    """A worker gets a function's code once: the tasks after a failed unpickling come without it."""
+    task = tasuki.remote(carries_only_here).options(max_retries=0)
+    for _ in range(4):        # more runs than workers: some worker gets it a second time
+        with pytest.raises(SerializationError, match="the function cannot be unpickled on this worker"):
+            tasuki.get(task.remote(), timeout=60)
+
+
+def test_a_notebook_cells_traceback_shows_its_source():
+    """IPython compiles each cell under a name of its own and keeps its text in linecache only."""
+    import linecache
+    source = "import os\n\ndef cell_task(n):\n    total = n * 2\n    raise KeyError(f'cell {total}')\n"
+    for cell in (f"<ipython-input-3-{os.getpid()}>", f"/tmp/ipykernel_{os.getpid()}/{time.time_ns()}.py"):
+        linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)
+        namespace = {"__name__": "__main__"}
+        exec(compile(source, cell, "exec"), namespace)
+        with pytest.raises(KeyError) as info:
+            tasuki.get(tasuki.remote(namespace["cell_task"]).options(max_retries=0).remote(4), timeout=60)
+        assert f'File "{cell}", line 5, in cell_task' in str(info.value)
+        assert "raise KeyError(f'cell {total}')" in str(info.value)
+        del linecache.cache[cell]
+
+
+def test_a_function_is_pickled_once(monkeypatch):
+    calls = []
+    dumps_function = tasuki.serialization.dumps_function
+    monkeypatch.setattr(tasuki.serialization, "dumps_function", lambda f: calls.append(f) or dumps_function(f))
+    task = tasuki.remote(echo)
+    assert tasuki.get([task.remote(i) for i in range(5)], timeout=60) == list(range(5))
+    assert calls == [echo]
 
 
 def test_except_value_error_catches_a_task_error():

@@ -1,12 +1,16 @@
 """serialization.py: what pickles (lambdas, closures, __main__ functions), out-of-band buffers, refs met
-while pickling, and the error that names an unpicklable argument."""
+while pickling, the error that names an unpicklable argument, unpickling errors, and functions that
+keep their file name and source lines (for remote tracebacks)."""
 from __future__ import annotations
 
 import base64
+import linecache
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import traceback
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ from tasuki import object_ref
 from tasuki.config import INLINE_OBJECT_LIMIT
 from tasuki.exceptions import SerializationError
 from tasuki.object_ref import ObjectRef
-from tasuki.serialization import OUT_OF_BAND_MIN, check_arguments, dumps, dumps_inline, loads
+from tasuki.serialization import OUT_OF_BAND_MIN, check_arguments, dumps, dumps_function, dumps_inline, loads
 
 
 @pytest.fixture(autouse=True)
@@ -196,3 +200,79 @@ def test_errors_round_trip_with_their_type():
     error = ValueError("bad value", 42)
     back = roundtrip(error)
     assert type(back) is ValueError and back.args == ("bad value", 42)
+
+
+def test_a_failed_unpickling_is_a_serialization_error():
+    blob = b"cno_such_module_here\nMissing\n."        # a class pickled where its module exists
+    with pytest.raises(SerializationError, match="ModuleNotFoundError: No module named 'no_such_module_here'") as info:
+        loads(blob)
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+# --- functions keep their file name and source lines -----------------------------------------------
+def traceback_of(function, *args) -> str:
+    try:
+        function(*args)
+    except Exception:
+        return traceback.format_exc()
+    raise AssertionError(f"{function} did not raise")
+
+
+def test_a_function_keeps_its_file_name_nested_code_included():
+    def outer(n):
+        def inner():
+            raise ValueError(f"bad {n}")
+        return inner()
+
+    back = loads(dumps_function(outer))
+    nested = [c for c in back.__code__.co_consts if hasattr(c, "co_filename")]
+    assert back.__code__.co_filename == __file__ and [c.co_filename for c in nested] == [__file__]
+    text = traceback_of(back, 3)
+    assert f'File "{__file__}", line' in text and "<dynamic-code>" not in text
+    assert 'raise ValueError(f"bad {n}")' in text and "return inner()" in text
+
+
+@pytest.mark.parametrize("cell", [f"<ipython-input-3-{os.getpid()}>", f"/tmp/ipykernel_{os.getpid()}/1234.py"])
+def test_a_notebook_cell_keeps_its_source_where_the_cell_is_not(cell):
+    """IPython keeps a cell's text in linecache only: the worker gets it with the function."""
+    source = "x = 1\n\ndef cell_function(n):\n    def helper():\n        raise KeyError(n)\n    return helper()\n"
+    linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, cell, "exec"), namespace)
+    blob = dumps_function(namespace["cell_function"])
+    del linecache.cache[cell]                # as in a worker, which never saw the cell
+    try:
+        text = traceback_of(loads(blob), 7)
+        assert f'File "{cell}", line 6, in cell_function\n    return helper()' in text
+        assert f'File "{cell}", line 5, in helper\n    raise KeyError(n)' in text
+    finally:
+        linecache.cache.pop(cell, None)
+
+
+def test_a_file_the_worker_can_read_is_read_there():
+    def f():
+        return 1
+
+    linecache.checkcache(__file__)
+    before = linecache.getlines(__file__)
+    loads(dumps_function(f))
+    assert linecache.getlines(__file__) == before and linecache.cache[__file__][1] is not None
+
+
+def test_a_function_pickles_the_same_each_time():
+    """Its id is a hash of the pickle: the same function must not be sent twice."""
+    def f(x):
+        return x + 1
+
+    assert dumps_function(f) == dumps_function(f)
+
+
+def test_a_function_that_cannot_be_pickled_is_named():
+    lock = threading.Lock()
+
+    def guarded():
+        with lock:
+            return 1
+
+    with pytest.raises(SerializationError, match=r"cannot pickle <function .*guarded.*_thread\.lock"):
+        dumps_function(guarded)

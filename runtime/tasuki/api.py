@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from . import config
+from . import config, serialization
 from .client import Client
 from .exceptions import ClusterError
 from .object_ref import ObjectRef
@@ -211,7 +211,7 @@ def _pickle_by_value_if_local(obj) -> None:
 
 def _export(obj) -> tuple[bytes, bytes]:
     _pickle_by_value_if_local(obj)
-    blob = cloudpickle.dumps(obj, protocol=5)
+    blob = serialization.dumps_function(obj)
     return hashlib.sha1(blob).digest()[:16], blob
 
 

@@ -25,7 +25,8 @@ from collections import deque
 import zmq
 
 from . import __version__, config, object_ref, protocol as P, serialization, transport
-from .exceptions import ClusterError, GetTimeoutError, ObjectLostError, VersionMismatchError
+from .exceptions import (ClusterError, GetTimeoutError, ObjectLostError, SerializationError, TaskError,
+                         VersionMismatchError)
 from .object_ref import ObjectRef
 from .object_store import Arena, block_size
 
@@ -580,11 +581,14 @@ class Client:
 
     def value(self, oid: bytes, kind: str, data):
         """The Python value of an object entry; raises its error."""
-        if kind == P.VALUE:
-            return serialization.loads(data)
-        if kind == P.ERROR:
-            raise serialization.loads(data)
-        return self.read_stored(oid, data)
+        try:
+            if kind == P.VALUE:
+                return serialization.loads(data)
+            if kind != P.ERROR:
+                return self.read_stored(oid, data)
+        except SerializationError as e:
+            raise _unpickling_error(oid, kind, data, e) from e.__cause__
+        raise serialization.loads(data)     # a TaskError rebuilds its cause here, or says why it cannot
 
     def read_stored(self, oid: bytes, sources: list):
         if self.local_store():
@@ -670,6 +674,17 @@ class Client:
             finally:
                 sock.close(linger=0)
         raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it")
+
+
+def _unpickling_error(oid: bytes, kind: str, data, e: SerializationError) -> TaskError:
+    """The error `get` raises for a value pickled elsewhere (a task's result) that cannot be unpickled here."""
+    nodes = ", ".join(node_id for node_id, _ in data) if kind == P.STORED_KIND else ""
+    where = f", stored on node {nodes}" if nodes else ""
+    message = (f"the value of object {oid.hex()} (a task's result, or a put in another process{where}) cannot "
+               f"be unpickled in this process (pid {os.getpid()}): {e}. It was pickled where it was made; the "
+               f"classes it holds must be importable here too, at the same version: install their module "
+               f"where get() runs, or return plain types (dicts, lists, NumPy arrays).")
+    return TaskError(message, SerializationError(message), node_id=nodes).as_instanceof_cause()
 
 
 class _ActorLink:

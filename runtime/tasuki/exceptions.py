@@ -1,7 +1,8 @@
 """Exceptions users catch, with Ray's names beside ours so `import tasuki as ray` code keeps working.
 
     TasukiError (RayError)
-     ├── TaskError (RayTaskError)          a task raised; also an instance of the original type
+     ├── TaskError (RayTaskError)          a task raised, or its call or result could not be unpickled;
+     │                                     also an instance of the original type where it can be rebuilt
      ├── WorkerCrashedError                the worker process died and retries are spent
      ├── ActorError (RayActorError)
      │    └── ActorDiedError               the actor is dead: killed, crashed, node lost, constructor raised
@@ -21,12 +22,32 @@ class TasukiError(Exception):
 
 
 class TaskError(TasukiError):
-    """A task raised. `get` raises an instance that is both TaskError and the original exception type."""
+    """A task raised. `get` raises an instance that is both TaskError and the original exception type,
+    or a plain TaskError that says why when that type cannot be rebuilt where `get` runs.
 
-    def __init__(self, message: str = "", cause: BaseException | None = None, traceback_str: str = ""):
-        super().__init__(message)
+    task_name, node_id: where it failed; traceback_str: the remote traceback; cause: the original
+    exception (None when it could not be rebuilt); cause_type_name: its type's qualified name.
+    """
+
+    def __init__(self, message: str = "", cause: BaseException | None = None, traceback_str: str = "", *,
+                 task_name: str = "", node_id: str = "", cause_type_name: str = ""):
+        Exception.__init__(self, message)    # not super(): in a dual class the next __init__ is the cause type's
         self.cause = cause
         self.traceback_str = traceback_str
+        self.task_name = task_name
+        self.node_id = node_id
+        self.cause_type_name = cause_type_name or (_qualified_name(type(cause)) if cause is not None else "")
+
+    def __str__(self) -> str:          # the cause type's __str__ must not answer for a dual class
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        """The cause travels as a pickle of its own, unpickled by _rebuild_task_error where the error
+        is raised: a driver that cannot rebuild it (its class is not importable there, its __reduce__
+        fails) still gets the message, the remote traceback and where it failed."""
+        cause_blob, plain, failure = _pickle_cause(self.cause)
+        return (_rebuild_task_error, (str(self), self.traceback_str, self.task_name, self.node_id,
+                                      self.cause_type_name, cause_blob, plain, failure))
 
     def as_instanceof_cause(self) -> "TaskError":
         """This error as a subclass of both TaskError and the cause's type (so `except ValueError` works)."""
@@ -36,11 +57,10 @@ class TaskError(TasukiError):
         try:
             cls = _dual_classes.get(cause_cls)
             if cls is None:
-                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
-                           {"__init__": _dual_init, "__str__": _dual_str, "__reduce__": _dual_reduce})
-                cls.__module__ = __name__
+                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {"__module__": __name__})
                 _dual_classes[cause_cls] = cls
-            return cls(str(self), self.cause, self.traceback_str)
+            return cls(str(self), self.cause, self.traceback_str, task_name=self.task_name,
+                       node_id=self.node_id, cause_type_name=self.cause_type_name)
         except TypeError:       # the cause's type cannot be mixed in (a C layout conflict)
             return self
 
@@ -48,22 +68,53 @@ class TaskError(TasukiError):
 _dual_classes: dict[type, type] = {}
 
 
-def _dual_init(self, message="", cause=None, traceback_str=""):
-    Exception.__init__(self, message)
-    self.cause = cause
-    self.traceback_str = traceback_str
+def _qualified_name(cls: type) -> str:
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _dual_str(self):
-    return self.args[0] if self.args else ""
+def _pickle_cause(cause: BaseException | None) -> tuple[bytes | None, bool, str]:
+    """(pickle of the cause, whether it is plain (type, args, state), why it could not be pickled)."""
+    if cause is None:
+        return None, False, ""
+    import cloudpickle        # here, not at the top: the head imports this module and never pickles errors
+    try:
+        if type(cause).__reduce__ is BaseException.__reduce__:     # rebuilt by _rebuild_plain_exception
+            return cloudpickle.dumps((type(cause), cause.args, cause.__dict__), protocol=5), True, ""
+        return cloudpickle.dumps(cause, protocol=5), False, ""
+    except Exception as e:
+        return None, False, f"it could not be pickled where it was raised ({type(e).__name__}: {e})"
 
 
-def _dual_reduce(self):
-    return (_rebuild_task_error, (self.args[0] if self.args else "", self.cause, self.traceback_str))
+def _rebuild_plain_exception(cls: type, args: tuple, state: dict) -> BaseException:
+    """What pickle does for an exception (cls(*args), then its __dict__), except that an __init__
+    which does not take back its own args (`def __init__(self, a, b): super().__init__(a)`) is skipped."""
+    try:
+        error = cls(*args)
+    except Exception:
+        error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
-def _rebuild_task_error(message, cause, traceback_str):
-    return TaskError(message, cause, traceback_str).as_instanceof_cause()
+def _rebuild_task_error(message: str, traceback_str: str, task_name: str, node_id: str, cause_type_name: str,
+                        cause_blob: bytes | None, plain: bool, failure: str) -> TaskError:
+    """Unpickle a TaskError: with its original type when the cause can be rebuilt here, else a plain
+    TaskError whose message ends with why not."""
+    fields = {"task_name": task_name, "node_id": node_id, "cause_type_name": cause_type_name}
+    if cause_blob is not None:
+        import pickle
+        try:
+            cause = pickle.loads(cause_blob)
+            if plain:
+                cause = _rebuild_plain_exception(*cause)
+            return TaskError(message, cause, traceback_str, **fields).as_instanceof_cause()
+        except Exception as e:
+            failure = f"it cannot be rebuilt in this process ({type(e).__name__}: {e})"
+    if failure:
+        message += (f"\n\nThe task raised {cause_type_name}, but {failure}: it is raised as a plain TaskError "
+                    f"(catch TaskError; its traceback_str and message above are the original's). To catch "
+                    f"it by its own type, make that class importable and picklable in both processes.")
+    return TaskError(message, None, traceback_str, **fields)
 
 
 class WorkerCrashedError(TasukiError):

@@ -7,17 +7,27 @@ it cannot go out of band (wrap it in a NumPy array or a bytearray to avoid the c
 met while pickling are collected too: the head pins them while the value lives, which is how a ref
 nested in a task argument or in a stored object stays valid. Lambdas, closures and functions
 defined in `__main__` or a notebook pickle by value (cloudpickle).
+
+`dumps_function` pickles a task's function or an actor's class (once each: they are then referred
+to by id) with each code object's real file name and source lines, which the worker restores, so a
+remote traceback shows the source as a local one would, notebook cells included (cloudpickle 3.1
+names every code object it pickles "<dynamic-code>").
 """
 from __future__ import annotations
 
+import io
+import linecache
+import os
 import pickle
 import threading
+import types
+from collections import ChainMap
 from typing import Any, NamedTuple
 
 import cloudpickle
 
 from .config import INLINE_OBJECT_LIMIT
-from .exceptions import SerializationError
+from .exceptions import SerializationError, TasukiError
 
 OUT_OF_BAND_MIN = 64 * 1024     # bytes: smaller buffers stay inside the pickle stream
 _collector = threading.local()
@@ -93,7 +103,63 @@ def dumps_inline(value: Any) -> bytes:
 
 
 def loads(header: bytes, buffers=()) -> Any:
-    return pickle.loads(header, buffers=buffers)
+    """Unpickle; a failure (a class not importable here, a __reduce__ that fails) is a SerializationError."""
+    try:
+        return pickle.loads(header, buffers=buffers)
+    except TasukiError:
+        raise
+    except Exception as e:
+        raise SerializationError(f"{type(e).__name__}: {e}") from e
+
+
+# --- functions -------------------------------------------------------------------------------------
+_cloudpickle_reduce_code = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType):
+    """cloudpickle's reduction of a code object, plus its file name and the source lines it spans."""
+    constructor, args = _cloudpickle_reduce_code(code)
+    filename = code.co_filename
+    first = code.co_firstlineno
+    last = max((line for _, _, line in code.co_lines() if line is not None), default=first)
+    linecache.checkcache(filename)        # as a local traceback would: a file edited since it was read
+    return _located_code, (constructor, args, filename, first, linecache.getlines(filename)[first - 1:last])
+
+
+def _located_code(constructor, args: tuple, filename: str, first: int, lines: list) -> types.CodeType:
+    """Unpickle a code object under its real file name; its source lines go into linecache when that
+    file is not here to read (a notebook cell, a script on the driver's machine only)."""
+    if lines and not os.path.exists(filename):
+        _remember_lines(filename, first, lines)
+    code = constructor(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
+def _remember_lines(filename: str, first: int, lines: list) -> None:
+    entry = linecache.cache.get(filename)
+    known = list(entry[2]) if entry is not None and len(entry) == 4 else []
+    known += ["\n"] * (first - 1 + len(lines) - len(known))
+    known[first - 1:first - 1 + len(lines)] = lines
+    # no mtime: linecache.checkcache leaves the entry alone, as it does for IPython's cells
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+
+
+class _SourcePickler(cloudpickle.Pickler):
+    """cloudpickle's pickler with _reduce_code for code objects (only for functions: see dumps_function)."""
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, *cloudpickle.Pickler.dispatch_table.maps)
+
+
+def dumps_function(function: Any) -> bytes:
+    """Pickle a function or class to run remotely, its code under its real file name with its source."""
+    file = io.BytesIO()
+    try:
+        _SourcePickler(file, protocol=5).dump(function)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot pickle {_describe(function)}: {type(e).__name__}: {e}. It travels with what it "
+            f"refers to (globals, closure, defaults): create objects such as locks, files and "
+            f"connections inside it instead.") from e
+    return file.getvalue()
 
 
 def dumps_arguments(function_name: str, args: tuple, kwargs: dict) -> Serialized:

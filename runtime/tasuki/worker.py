@@ -262,7 +262,15 @@ class Worker:
     def function(self, fn_id: bytes, blob: bytes | None):
         fn = self.functions.get(fn_id)
         if fn is None:
-            fn = self.functions[fn_id] = serialization.loads(blob if blob is not None else self.unloaded.pop(fn_id))
+            blob = blob if blob is not None else self.unloaded.pop(fn_id)
+            try:
+                fn = self.functions[fn_id] = serialization.loads(blob)
+            except SerializationError as e:
+                self.unloaded[fn_id] = blob      # the next task of it comes without the code: it fails the same way
+                raise SerializationError(
+                    f"the function cannot be unpickled on this worker: {e}. A function from an installed "
+                    f"module travels by reference: that module, and the classes the function refers to, "
+                    f"must be importable on every node, at the same version.") from e.__cause__
         return fn
 
     def arguments(self, blob, deps: dict) -> tuple[tuple, dict]:
@@ -271,7 +279,12 @@ class Worker:
             kind, data = deps[blob[1]]
             args, kwargs = self.client.value(blob[1], kind, data)
         else:
-            args, kwargs = serialization.loads(blob)
+            try:
+                args, kwargs = serialization.loads(blob)
+            except SerializationError as e:
+                raise SerializationError(
+                    f"the arguments cannot be unpickled on this worker: {e}. The classes of the "
+                    f"arguments must be importable on every node, at the same version.") from e.__cause__
         if deps:
             value = self.client.value
             args = tuple(value(a.id, *deps[a.id]) if type(a) is ObjectRef and a.id in deps else a for a in args)
@@ -306,7 +319,7 @@ class Worker:
                    f"{tb.rstrip()}")
         if isinstance(e, TaskError):
             message = f"task {name} failed: {e}"
-        return TaskError(message, e, tb).as_instanceof_cause()
+        return TaskError(message, e, tb, task_name=name, node_id=self.cfg.node_id).as_instanceof_cause()
 
 
 def _retryable(e: BaseException, retry_exceptions) -> bool:
@@ -317,11 +330,8 @@ def _retryable(e: BaseException, retry_exceptions) -> bool:
     return False
 
 
-def _pickle_error(error: TaskError) -> bytes:
-    try:
-        return serialization.dumps_inline(error)
-    except SerializationError:        # the cause cannot be pickled: keep the message and traceback
-        return serialization.dumps_inline(TaskError(str(error), None, getattr(error, "traceback_str", "")))
+def _pickle_error(error: BaseException) -> bytes:
+    return serialization.dumps_inline(error)      # a TaskError pickles its cause apart: see TaskError.__reduce__
 
 
 def _capture_output(worker: Worker) -> None:
