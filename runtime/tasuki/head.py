@@ -794,12 +794,25 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        lost = ObjectLostError(f"node {node.node_id} ({node.ip}) died holding the only copy of this object")
         for oid, obj in self.objects.items():
             if obj.kind == P.STORED_KIND and node.node_id in obj.data:
                 obj.data.remove(node.node_id)
                 if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(lost)
+                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
+                        f"object {oid.hex()} is lost: its only copy was on node {node.node_id} ({node.ip}), "
+                        f"which stopped heartbeating and was declared dead; make it again (call the task "
+                        f"that returned it, or put it again)"))
+                self.tell_holders(oid, obj)        # they may hold its stale location, or be fetching it
+        for ident, peer in self.peers.items():
+            if peer.role == "node":                # their pulls from the dead node fail now
+                self.send(ident, (P.NODE_DIED, node.node_id, node.address))
+
+    def tell_holders(self, oid: bytes, obj: Obj) -> None:
+        """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
+        message = self.object_message(oid, obj)
+        for ident in obj.holders:
+            if ident in self.peers:
+                self.send(ident, message)
 
     # --- state for the CLI, the HTTP API and metrics ---------------------------------------
     def answer_control(self) -> None:
