@@ -686,15 +686,17 @@ class Client:
         """Wait for a node's answer to a READ, but not past the get's deadline (GetTimeoutError), nor
         past the head's word that the object is lost with its node (pushed to us as its holder)."""
         silent_limit = time.monotonic() + 60
-        while not sock.poll(250):
-            kind, error = self.objects.get(oid, (None, None))
-            if kind == P.ERROR:
-                raise serialization.loads(error)
+        while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise fetch_timeout_error(oid, sources)
             if now >= silent_limit:
                 raise ObjectLostError(f"node {node_id} at {address} did not answer a read of {oid.hex()} for 60 s")
+            if sock.poll(250 if deadline is None else max(1, min(250, int((deadline - now) * 1000)))):
+                return
+            kind, error = self.objects.get(oid, (None, None))
+            if kind == P.ERROR:
+                raise serialization.loads(error)
 
 
 class _ActorLink:
