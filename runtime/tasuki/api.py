@@ -297,12 +297,16 @@ def get(refs, *, timeout: float | None = None, progress: bool = False):
         bar = ProgressBar(len(ids), "get")
         for oid in ids:
             client.when_ready(oid, bar.update)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         entries = client.get_objects(ids, timeout, _on_block if _worker is not None else None)
     finally:
         if bar is not None:
             bar.close(complete=all(oid in client.objects for oid in ids))
-    values = [client.value(oid, kind, data) for oid, (kind, data) in zip(ids, entries)]
+    if deadline is None:
+        values = [client.value(oid, kind, data) for oid, (kind, data) in zip(ids, entries)]
+    else:       # fetches from other nodes get what is left of the timeout
+        values = [client.value(oid, kind, data, deadline - time.monotonic()) for oid, (kind, data) in zip(ids, entries)]
     return values[0] if single else values
 
 

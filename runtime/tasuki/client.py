@@ -137,14 +137,17 @@ class Client:
         except OSError:
             pass
 
-    def request_node(self, message_fn, timeout: float = 300.0):
-        """Send a request to the local node agent and wait for its reply."""
+    def request_node(self, message_fn, timeout: float = 300.0, timeout_error: Exception | None = None):
+        """Send a request to the local node agent and wait for its reply; raise `timeout_error` (by
+        default a ClusterError) when none comes within `timeout` seconds."""
         req = next(self.counter)
         slot = self.replies[req] = [threading.Event(), None]
         self.send_node(message_fn(req))
-        if not slot[0].wait(timeout):
-            raise ClusterError(f"the local node agent did not answer within {timeout:.0f} s")
-        del self.replies[req]
+        try:
+            if not slot[0].wait(timeout):
+                raise timeout_error or ClusterError(f"the local node agent did not answer within {timeout:.0f} s")
+        finally:
+            del self.replies[req]
         return slot[1]
 
     def request_head(self, message_fn, timeout: float = 30.0):
@@ -255,6 +258,8 @@ class Client:
                     if slot is not None:
                         slot[1] = message
                         slot[0].set()
+                    elif kind == P.PINNED and message[3] is not None:
+                        self.to_node.append((P.UNPIN, [message[2]]))    # its get timed out: let it go
                 elif kind == P.LOG:
                     self._print_logs(message[1])
                 elif kind == P.WARN:
@@ -579,30 +584,36 @@ class Client:
                                f"stopped or the network between us is down. Objects not yet fetched are lost "
                                f"with it; check `tasuki status` and reconnect with init().")
 
-    def value(self, oid: bytes, kind: str, data):
-        """The Python value of an object entry; raises its error."""
+    def value(self, oid: bytes, kind: str, data, timeout: float | None = None):
+        """The Python value of an object entry; raises its error. `timeout`: seconds a fetch from
+        another node may take (GetTimeoutError after), None for no limit."""
         try:
             if kind == P.VALUE:
                 return serialization.loads(data)
             if kind != P.ERROR:
-                return self.read_stored(oid, data)
+                return self.read_stored(oid, data, timeout)
         except SerializationError as e:
             raise _unpickling_error(oid, kind, data, e) from e.__cause__
         raise serialization.loads(data)     # a TaskError rebuilds its cause here, or says why it cannot
 
-    def read_stored(self, oid: bytes, sources: list):
+    def read_stored(self, oid: bytes, sources: list, timeout: float | None = None):
         if self.local_store():
             pinned = self.pin_directly(oid)
             if pinned is not None:
                 offset, parts = pinned
             else:                     # not sealed here yet, or spilled, or on another node: ask over zmq
-                _, _, _, offset, parts, error = self.request_node(lambda req: (P.PIN, req, oid, sources))
+                ask = lambda req: (P.PIN, req, oid, sources)      # noqa: E731
+                if timeout is None:
+                    reply = self.request_node(ask)
+                else:
+                    reply = self.request_node(ask, max(timeout, 0.0), fetch_timeout_error(oid, sources))
+                _, _, _, offset, parts, error = reply
                 if error is not None:
                     raise ObjectLostError(error)
             unpin = _Unpinner(self, oid)
             header, buffers = self.arena.read(offset, parts, unpin)
             return serialization.loads(header, buffers)
-        return self.read_remote(oid, sources)
+        return self.read_remote(oid, sources, timeout)
 
     def pin_directly(self, oid: bytes) -> tuple[int, list] | None:
         """Pin an object sealed in the local store over the node's pin channel, from this thread:
@@ -648,16 +659,16 @@ class Client:
         self.pin_conns.conn.close()
         self.pin_conns.conn = None
 
-    def read_remote(self, oid: bytes, sources: list):
+    def read_remote(self, oid: bytes, sources: list, timeout: float | None = None):
         """Fetch an object from a node over TCP in chunks (a process with no node on its machine)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for node_id, address in sources:
             sock = transport.connect(self.context, address, self.token, b"R" + os.urandom(8))
             try:
                 data, parts, at, size = None, None, 0, 1
                 while at < size:
                     transport.send(sock, [(P.READ, 0, oid, at, config.TRANSFER_CHUNK)])
-                    if not sock.poll(60_000):
-                        raise ObjectLostError(f"node {node_id} at {address} did not answer a read of {oid.hex()}")
+                    self.await_chunk(sock, oid, sources, node_id, address, deadline)
                     messages, frames = transport.recv_dealer(sock)
                     _, _, _, start, size, parts, error = messages[0]
                     if error is not None:
@@ -674,6 +685,22 @@ class Client:
             finally:
                 sock.close(linger=0)
         raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it")
+
+    def await_chunk(self, sock, oid: bytes, sources: list, node_id: str, address: str, deadline) -> None:
+        """Wait for a node's answer to a READ, but not past the get's deadline (GetTimeoutError), nor
+        past the head's word that the object is lost with its node (pushed to us as its holder)."""
+        silent_limit = time.monotonic() + 60
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise fetch_timeout_error(oid, sources)
+            if now >= silent_limit:
+                raise ObjectLostError(f"node {node_id} at {address} did not answer a read of {oid.hex()} for 60 s")
+            if sock.poll(250 if deadline is None else max(1, min(250, int((deadline - now) * 1000)))):
+                return
+            kind, error = self.objects.get(oid, (None, None))
+            if kind == P.ERROR:
+                raise serialization.loads(error)
 
 
 def _unpickling_error(oid: bytes, kind: str, data, e: SerializationError) -> TaskError:
@@ -710,6 +737,13 @@ class _Unpinner:
     def __call__(self) -> None:
         if self.client.running:
             self.client.send_node((P.UNPIN, [self.oid]))
+
+
+def fetch_timeout_error(oid: bytes, sources: list) -> GetTimeoutError:
+    nodes = ", ".join(node_id for node_id, _ in sources)
+    return GetTimeoutError(f"get timed out while object {oid.hex()} was being fetched from node {nodes}: that node "
+                           f"did not send it in time (hung, overloaded, or dying: the head declares a node dead "
+                           f"after TASUKI_NODE_TIMEOUT s without a heartbeat)")
 
 
 def _recv_exactly(conn: socket.socket, n: int) -> bytes:

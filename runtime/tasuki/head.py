@@ -40,6 +40,7 @@ from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_sha
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its owner is warned
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, float("inf"))
+FUNCTION_TRIM_BYTES = 1 << 20  # bytes of function code freed at once that are worth handing back to the OS
 
 
 @dataclass(eq=False)
@@ -78,6 +79,7 @@ class Peer:
     info: dict
     job_id: str = ""
     last_seen: float = 0.0
+    functions: list = field(default_factory=list)    # ids of the functions it registered
 
 
 class Head:
@@ -96,6 +98,8 @@ class Head:
         self.tasks: dict[bytes, Task] = {}          # live tasks by task id
         self.producer: dict[bytes, Task] = {}       # return object id -> its live task
         self.functions: dict[bytes, bytes] = {}
+        self.function_peers: dict[bytes, set] = {}   # function id -> the connected peers that registered it
+        self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
         self.peers: dict[bytes, Peer] = {}
         self.drivers_by_job: dict[str, bytes] = {}
         self.outbox: dict[bytes, list] = {}
@@ -225,6 +229,11 @@ class Head:
 
     def on_function(self, ident, peer, now, fn_id: bytes, blob: bytes) -> None:
         self.functions[fn_id] = blob
+        peers = self.function_peers.setdefault(fn_id, set())
+        if ident not in peers:         # each process registers a function once (it remembers having sent it)
+            peers.add(ident)
+            peer.functions.append(fn_id)
+        self.unused_functions.discard(fn_id)
 
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
@@ -576,6 +585,9 @@ class Head:
             return
         actor.state = P.DEAD_STATE
         self.tell_subscribers(actor)
+        fn_id = actor.spec[0]
+        if fn_id in self.function_peers and not self.function_peers[fn_id]:    # its drivers have gone
+            self.unused_functions.add(fn_id)
         for first, (return_ids, contained) in list(actor.pending.items()):
             self.fail_call(actor, actor.actor_id, return_ids, contained, now)
         actor.pending.clear()
@@ -768,10 +780,40 @@ class Head:
                 obj.holders.discard(ident)
                 if not obj.holders and obj.pins <= 0:
                     self.forget(oid, obj)
+        self.release_functions(ident, peer)
+
+    def release_functions(self, ident: bytes, peer: Peer) -> None:
+        """A peer left: the functions no connected peer registered any more are freed once no task
+        or live actor needs their code (a task's retry and an actor's restart send it again)."""
+        for fn_id in peer.functions:
+            peers = self.function_peers.get(fn_id)
+            if peers is not None:
+                peers.discard(ident)
+                if not peers:
+                    self.unused_functions.add(fn_id)
+        if self.unused_functions:
+            self.free_unused_functions()
+
+    def free_unused_functions(self) -> None:
+        """Free the unused functions no live task runs; those a live actor runs wait for its death."""
+        running = {task.fn_id for task in self.tasks.values()}
+        actors = {actor.spec[0] for actor in self.actors.values() if actor.state != P.DEAD_STATE}
+        freed = 0
+        for fn_id in list(self.unused_functions):
+            if fn_id in actors:
+                self.unused_functions.discard(fn_id)       # actor_died puts it back
+            elif fn_id not in running:
+                self.unused_functions.discard(fn_id)
+                freed += len(self.functions.pop(fn_id))
+                del self.function_peers[fn_id]
+        if freed >= FUNCTION_TRIM_BYTES:
+            return_free_memory()
 
     # --- liveness ------------------------------------------------------------------------
     def check_liveness(self, now: float) -> None:
         self.warn_infeasible(now)
+        if self.unused_functions:           # their drivers left while tasks of theirs still ran
+            self.free_unused_functions()
         timeout = config.env_float("NODE_TIMEOUT", config.NODE_TIMEOUT_S)
         for node in list(self.sched.nodes.values()):
             if node.state != DEAD and now - node.last_heartbeat > timeout:
@@ -783,7 +825,9 @@ class Head:
     def node_died(self, node: Node, now: float) -> None:
         self.peers.pop(b"N" + node.node_id.encode(), None)
         for worker in self.sched.remove_node(node.node_id):
-            self.peers.pop(worker.worker_id, None)
+            peer = self.peers.pop(worker.worker_id, None)
+            if peer is not None:
+                self.release_functions(worker.worker_id, peer)
             actor = self.actor_by_worker.get(worker.worker_id)
             if actor is not None:
                 self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
@@ -795,12 +839,25 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        lost = ObjectLostError(f"node {node.node_id} ({node.ip}) died holding the only copy of this object")
         for oid, obj in self.objects.items():
             if obj.kind == P.STORED_KIND and node.node_id in obj.data:
                 obj.data.remove(node.node_id)
                 if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(lost)
+                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
+                        f"object {oid.hex()} is lost: its only copy was on node {node.node_id} ({node.ip}), "
+                        f"which stopped heartbeating and was declared dead; make it again (call the task "
+                        f"that returned it, or put it again)"))
+                self.tell_holders(oid, obj)        # they may hold its stale location, or be fetching it
+        for ident, peer in self.peers.items():
+            if peer.role == "node":                # their pulls from the dead node fail now
+                self.send(ident, (P.NODE_DIED, node.node_id, node.address))
+
+    def tell_holders(self, oid: bytes, obj: Obj) -> None:
+        """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
+        message = self.object_message(oid, obj)
+        for ident in obj.holders:
+            if ident in self.peers:
+                self.send(ident, message)
 
     # --- state for the CLI, the HTTP API and metrics ---------------------------------------
     def answer_control(self) -> None:
@@ -885,6 +942,18 @@ class Head:
             node.state = DRAINING
         return {"node_id": node.node_id, "state": node.state, "running_tasks": busy,
                 "objects": node.stats.get("objects", 0), "drained": busy == 0}
+
+
+def return_free_memory() -> None:
+    """Hand the heap's free pages back to the OS. glibc keeps large freed blocks (its mmap threshold
+    grows after the first one is freed), so a head that freed many functions' code would otherwise
+    stay at its peak size. A no-op where the C library has no malloc_trim (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def describe_exit(code: int) -> str:

@@ -103,6 +103,7 @@ class NodeAgent:
         self.pins: dict[bytes, dict] = {}             # client identity -> {object id: count}
         self.waiting_seal: dict[bytes, list] = {}     # object id -> [(ident, sock, req)] pinning before SEAL
         self.pulls: dict[bytes, dict] = {}
+        self.dead_nodes: set[str] = set()            # nodes the head declared dead: never pull from them
         self.sources: dict[str, object] = {}          # address -> DEALER to another node
         self.poller = zmq.Poller()
         self.running = True
@@ -288,6 +289,8 @@ class NodeAgent:
             self.running = False
         elif kind == P.SHUTDOWN:
             self.running = False
+        elif kind == P.NODE_DIED:
+            self.source_died(message[1], message[2])
 
     def on_zygote(self) -> None:
         chunk = self.zygote.recv(65536)
@@ -401,9 +404,12 @@ class NodeAgent:
         if pull is not None:
             pull["waiters"].append((sock, ident, req))
             return
+        dead = [node_id for node_id, _ in sources if node_id in self.dead_nodes]
+        sources = [s for s in sources if s[0] not in self.dead_nodes]
         if not sources:
+            where = f": node {', '.join(dead)} held it and was declared dead" if dead else ""
             transport.send(sock, [(P.PINNED, req, oid, None, None, str(ObjectLostError(
-                f"object {oid.hex()} has no live copy on any node")))], to=ident)
+                f"object {oid.hex()} has no live copy on any node{where}")))], to=ident)
             return
         self.pulls[oid] = {"waiters": [(sock, ident, req)], "sources": list(sources), "size": None,
                            "received": 0, "next": 0, "started": time.time()}
@@ -429,12 +435,7 @@ class NodeAgent:
         if pull is None:
             return
         if error is not None:
-            pull["sources"].pop(0)
-            if pull["sources"]:
-                pull["size"], pull["received"] = None, 0
-                self.store.free(oid)
-                return self.request_chunk(oid, 0)
-            return self.fail_pull(oid, f"object {oid.hex()} is gone from every node that held it ({error})")
+            return self.next_source(oid, error)
         if pull["size"] is None:
             try:
                 pull["offset"] = self.store.allocate(oid, size)
@@ -455,6 +456,29 @@ class NodeAgent:
             self.head_messages.append((P.STORED, oid, size))
             for sock, ident, req in pull["waiters"]:
                 self.reply_pin(sock, ident, req, oid)
+
+    def next_source(self, oid: bytes, error: str) -> None:
+        """The pull's source failed: start again from the next one, or fail the pull if none is left."""
+        pull = self.pulls[oid]
+        node_id, _ = pull["sources"].pop(0)
+        pull.setdefault("failures", []).append(f"node {node_id}: {error}")
+        pull["sources"] = [s for s in pull["sources"] if s[0] not in self.dead_nodes]
+        if pull["sources"]:
+            pull["size"], pull["received"] = None, 0
+            self.store.free(oid)
+            return self.request_chunk(oid, 0)
+        self.fail_pull(oid, f"object {oid.hex()} is gone from every node that held it ({'; '.join(pull['failures'])})")
+
+    def source_died(self, node_id: str, address: str) -> None:
+        """The head declared a node dead: pulls from it move to their next source or fail, at once."""
+        self.dead_nodes.add(node_id)
+        sock = self.sources.pop(address, None)
+        if sock is not None:                  # requests queued for the dead node must not go anywhere
+            self.poller.unregister(sock)
+            sock.close(linger=0)
+        for oid, pull in list(self.pulls.items()):
+            if pull["sources"][0][0] == node_id:
+                self.next_source(oid, "it stopped heartbeating and the head declared it dead")
 
     def fail_pull(self, oid: bytes, reason: str) -> None:
         pull = self.pulls.pop(oid)

@@ -23,6 +23,7 @@ Driver or worker → head
 Head → driver or worker
     WELCOME(info) / REFUSED(reason)
     OBJECT(id, kind, data)       VALUE: pickled bytes; STORED: [(node_id, address)]; ERROR: pickled exception
+                                 (pushed again to its holders when a node holding a copy dies)
     RUN(task)                    worker: run this task
     INTERRUPT(task_id)           worker: cancel the task (running, or queued there: skip it)
     STEAL(task_id)               worker: give this queued task back if it has not started
@@ -41,6 +42,7 @@ Node agent → head
     HELLO("node", info), HEARTBEAT(stats), WORKER_EXITED(worker_id, pid, code), STORED(id, size)
 Head → node agent
     SPAWN(worker_id, count), KILL(worker_id), FREE(ids), SHUTDOWN
+    NODE_DIED(node_id, address)  a node was declared dead: its pulls go to another copy, or fail
 Anyone → node agent (object store and transfers)
     ALLOC(req, id, size) → ALLOCATED(req, offset | error)
     SEAL(id, layout)
@@ -62,6 +64,7 @@ DONE, BLOCKED, UNBLOCKED, LOG, HEARTBEAT, BYE, QUERY = "done", "blocked", "unblo
 OBJECT, RUN, INTERRUPT, EXIT, WARN, ANSWER = "object", "run", "interrupt", "exit", "warn", "answer"
 STEAL, RETURNED = "steal", "returned"
 WORKER_EXITED, STORED, SPAWN, KILL, FREE, SHUTDOWN = "worker_exited", "stored", "spawn", "kill", "free", "shutdown"
+NODE_DIED = "node_died"
 ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
     "alloc", "allocated", "seal", "pin", "pinned", "unpin", "read", "chunk", "write")
 

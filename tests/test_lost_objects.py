@@ -1,0 +1,69 @@
+"""Objects whose node dies or hangs: `get` raises ObjectLostError (naming the object and the node)
+as soon as the head declares the node dead, and its `timeout` bounds the fetch between nodes."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import tasuki
+from conftest import NODE_TIMEOUT_S, wait_until
+from tasuki.exceptions import GetTimeoutError, ObjectLostError
+
+MB = 1 << 20
+LOST_WITHIN_S = float(NODE_TIMEOUT_S) + 12     # the head's verdict, with room for a loaded machine
+
+
+def ten_megabytes(seed: int):
+    return np.full(10 * MB // 8, float(seed))
+
+
+def stored_on(resource: str, seed: int = 0):
+    """A 10 MB result made on the node that has `resource`: it lives only in that node's store."""
+    ref = tasuki.remote(ten_megabytes).options(resources={resource: 1}).remote(seed)
+    ready, _ = tasuki.wait([ref], timeout=60)
+    assert ready, f"the task on the {resource!r} node did not finish within 60 s"
+    return ref
+
+
+def node_state(node_id: str) -> str:
+    return next(n["State"] for n in tasuki.nodes() if n["NodeID"] == node_id)
+
+
+def test_get_of_an_object_lost_with_its_node_raises_object_lost(cli_cluster, driver):
+    node, pid = cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"doomed": 1}')
+    try:
+        in_flight, stale = stored_on("doomed", 1), stored_on("doomed", 2)
+    finally:
+        os.killpg(pid, signal.SIGKILL)        # the node agent, its zygote and its workers: a lost machine
+    # fetched while the head still thinks the node alive: the pull waits on a dead node until the verdict
+    started = time.monotonic()
+    with pytest.raises(ObjectLostError) as lost:
+        tasuki.get(in_flight, timeout=LOST_WITHIN_S + 10)
+    elapsed = time.monotonic() - started
+    assert elapsed < LOST_WITHIN_S, f"ObjectLostError came after {elapsed:.1f} s"
+    assert in_flight.hex() in str(lost.value) and node in str(lost.value), str(lost.value)
+    # fetched after the verdict: this driver's copy of the location is stale, the error is immediate
+    wait_until(lambda: node_state(node) == "DEAD", 30, f"node {node} to be declared dead")
+    started = time.monotonic()
+    with pytest.raises(ObjectLostError) as lost:
+        tasuki.get(stale, timeout=30)
+    assert time.monotonic() - started < 5
+    assert stale.hex() in str(lost.value) and node in str(lost.value), str(lost.value)
+
+
+def test_get_timeout_bounds_a_fetch_from_a_hung_node(cli_cluster, driver):
+    node, pid = cli_cluster.add_node("127.0.0.3", "--num-cpus", "1", "--resources", '{"frozen": 1}')
+    try:
+        ref = stored_on("frozen")
+        os.kill(pid, signal.SIGSTOP)          # the node agent hangs: it serves no chunk, sends no heartbeat
+        started = time.monotonic()
+        with pytest.raises(GetTimeoutError, match=ref.hex()):
+            tasuki.get(ref, timeout=1)
+        elapsed = time.monotonic() - started
+        assert 0.9 < elapsed < 4, f"get(timeout=1) returned after {elapsed:.1f} s"
+    finally:
+        os.killpg(pid, signal.SIGKILL)
