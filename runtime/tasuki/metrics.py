@@ -330,6 +330,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 2 * MAX_CONNECTIONS    # listen() backlog: a burst is accepted and answered, not dropped
     head_context: zmq.Context
     token: str
     log: Callable[[str], None]
