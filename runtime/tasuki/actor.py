@@ -75,8 +75,10 @@ def _method_options(fn) -> dict:
 
 def method(num_returns: int = 1, **_ignored):
     """Decorate an actor method with options, as `@ray.method(num_returns=2)`."""
+    num_returns = api._check_options({"num_returns": num_returns}, {"num_returns": 1})["num_returns"]
+
     def wrap(fn):
-        fn.__tasuki_method_options__ = {"num_returns": num_returns}
+        fn.__tasuki_method_options__ = {"num_returns": num_returns}     # travels to the head: plain int
         return fn
     return wrap
 
@@ -127,7 +129,9 @@ class ActorMethod:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a named actor; ValueError when there is none."""
-    found = api._get_client().query("actor", {"name": name, "namespace": namespace or "default"})
+    checked = api._check_options({"name": name, "namespace": namespace}, {"name": None, "namespace": None})
+    found = api._get_client().query("actor", {"name": checked["name"],
+                                              "namespace": checked["namespace"] or "default"})
     if found is None:
         raise ValueError(f"no live actor named {name!r} in namespace {namespace or 'default'!r}")
     return ActorHandle(found["actor_id"], found["info"])
@@ -137,7 +141,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once; its pending and future calls raise ActorDiedError."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, got {type(actor).__name__}")
-    api._get_client().send_head((P.KILL_ACTOR, actor._actor_id, no_restart))
+    api._get_client().send_head((P.KILL_ACTOR, actor._actor_id, bool(no_restart)))
 
 
 def died_error(info: dict, actor_id: bytes, cause: str) -> ActorDiedError:

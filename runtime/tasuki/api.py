@@ -6,6 +6,7 @@ Calling `remote()`/`get()`/`put()` before `init()` starts an embedded cluster, a
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import os
 import sys
@@ -169,28 +170,59 @@ _RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "max_cal
 
 
 def _check_options(options: dict, allowed: dict) -> dict:
+    """The options checked, as plain values: what travels to the head must be builtin types only
+    (str, int, float, bool), since the head cannot load the user's classes, not even a subclass
+    of str. Exception classes in retry_exceptions stay here; `_retry_blob` makes them opaque."""
     unknown = set(options) - set(allowed) - _RAY_OPTIONS_IGNORED
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; valid options are {sorted(allowed)}")
+    out = {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED}
     for key in ("num_cpus", "num_gpus"):
         value = options.get(key)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
     resources = options.get("resources")
     if resources is not None:
-        resources = config.parse_resources(resources)
+        out["resources"] = resources = config.parse_resources(resources)
         for reserved in ("CPU", "GPU"):
             if reserved in resources:
                 raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
-    if "num_returns" in options and (not isinstance(options["num_returns"], int) or options["num_returns"] < 1):
-        raise ValueError(f"num_returns must be an integer of 1 or more, got {options['num_returns']!r}")
-    if "max_retries" in options and (not isinstance(options["max_retries"], int) or options["max_retries"] < -1):
-        raise ValueError(f"max_retries must be an integer of -1 (retry forever) or more, got {options['max_retries']!r}")
+    for key, low, meaning in (("num_returns", 1, "1 or more"), ("max_retries", -1, "-1 (retry forever) or more"),
+                              ("max_restarts", -1, "-1 (restart forever) or more"),
+                              ("max_task_retries", -1, "-1 (retry forever) or more")):
+        if key in options:
+            value = options[key]
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an integer of {meaning}, got {value!r}")
+            out[key] = int(value)
+    concurrency = options.get("max_concurrency")
+    if concurrency is not None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"max_concurrency must be an integer of 1 or more, got {concurrency!r}")
+        out["max_concurrency"] = int(concurrency)
+    for key in ("name", "namespace"):
+        if options.get(key) is not None:
+            if not isinstance(options[key], str):
+                raise TypeError(f"{key} must be a string, got {_type_name(options[key])}")
+            out[key] = str(options[key])
+    if "get_if_exists" in options and not isinstance(options["get_if_exists"], bool):
+        raise TypeError(f"get_if_exists must be True or False, got {_type_name(options['get_if_exists'])}")
     retry = options.get("retry_exceptions")
-    if retry is not None and not isinstance(retry, bool) and not (
-            isinstance(retry, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)):
-        raise ValueError(f"retry_exceptions must be True, False or a list of exception types, got {retry!r}")
-    return {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED}
+    if retry is not None and not isinstance(retry, bool):
+        if not (isinstance(retry, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException)
+                                                         for t in retry)):
+            raise ValueError(f"retry_exceptions must be True, False or a list of exception types, got {retry!r}")
+        out["retry_exceptions"] = tuple(retry)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _retry_blob(types: tuple) -> bytes:
+    """The exception types of retry_exceptions, cloudpickled: the head carries the blob to the
+    worker untouched (it could not load a class from the user's script) and the worker matches it."""
+    for t in types:
+        _pickle_by_value_if_local(t)
+    return serialization.dumps_inline(types)
 
 
 def _pickle_by_value_if_local(obj) -> None:
@@ -225,6 +257,8 @@ class RemoteFunction:
         o = self._options
         self._shape = shape_of({"CPU": float(o["num_cpus"] or 0), "GPU": float(o["num_gpus"] or 0),
                                 **(o["resources"] or {})})      # computed once, not per task
+        retry = o["retry_exceptions"]                           # as the head carries it: no classes
+        self._retry = _retry_blob(retry) if isinstance(retry, tuple) and retry else bool(retry)
         self.__name__ = getattr(function, "__name__", "task")
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -247,7 +281,7 @@ class RemoteFunction:
         o = self._options
         retries = o["max_retries"]
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"],
-                             10**9 if retries == -1 else retries, o["retry_exceptions"])
+                             10**9 if retries == -1 else retries, self._retry)
         return refs[0] if o["num_returns"] == 1 else refs
 
 
@@ -345,7 +379,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {_type_name(ref)}")
     from . import protocol as P
-    _get_client().send_head((P.CANCEL, ref.id, force))
+    _get_client().send_head((P.CANCEL, ref.id, bool(force)))
 
 
 def _type_name(value) -> str:

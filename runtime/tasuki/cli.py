@@ -1,6 +1,6 @@
 """The `tasuki` command: start a head or a node agent, show a cluster's status, stop it.
 
-    tasuki start --head [--port 6380] [--num-cpus N] [--metrics-port 8080] [--block] ...
+    tasuki start --head [--port 6380] [--num-cpus N] [--metrics-port 8080] [--metrics-host IP] [--block] ...
     tasuki start --address HOST:PORT [--num-cpus N] [--resources '{"ssd": 1}'] [--block] ...
     tasuki status [--address HOST:PORT]
     tasuki stop
@@ -50,6 +50,7 @@ ENV_FLAGS = {
     "port": "TASUKI_PORT", "num_cpus": "TASUKI_NUM_CPUS", "num_gpus": "TASUKI_NUM_GPUS",
     "resources": "TASUKI_RESOURCES", "node_ip_address": "TASUKI_NODE_IP_ADDRESS",
     "object_store_memory": "TASUKI_OBJECT_STORE_MEMORY", "metrics_port": "TASUKI_METRICS_PORT",
+    "metrics_host": "TASUKI_METRICS_HOST",
     "address": "TASUKI_ADDRESS", "token": "TASUKI_TOKEN",
 }
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--port", help=f"head port (default {config.DEFAULT_PORT}; 0 picks a free one)")
     start.add_argument("--metrics-port", help=f"head HTTP port for /metrics and /api/v1 "
                                               f"(default {config.DEFAULT_METRICS_PORT}; 0 picks a free one)")
+    start.add_argument("--metrics-host", help="address the head's HTTP port listens on (default: the node IP "
+                                              "address; 0.0.0.0 for all interfaces, as in a pod)")
     start.add_argument("--num-cpus", help="CPUs this node offers (default: all)")
     start.add_argument("--num-gpus", help="GPUs this node offers (default: those detected)")
     start.add_argument("--resources", help="custom resources as JSON, e.g. '{\"ssd\": 1}'")
@@ -452,20 +455,22 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
         if value is not None and value > 65535:
             raise CliError(f"{flag} {value} is not a port: give 1-65535, or 0 for a free one")
     check_port(ip, port, "head", "--port")
+    metrics_host = args.metrics_host or ip
     if metrics_port is None:
         metrics_port = config.DEFAULT_METRICS_PORT
-        if port_in_use("0.0.0.0", metrics_port):
+        if port_in_use(metrics_host, metrics_port):
             print(f"tasuki: port {metrics_port} is taken, so metrics go to a free port (shown below); "
                   f"choose one with --metrics-port", file=sys.stderr)
             metrics_port = 0
     else:
-        check_port("0.0.0.0", metrics_port, "metrics", "--metrics-port")
+        check_port(metrics_host, metrics_port, "metrics", "--metrics-port")
     token = args.token or secrets.token_hex(16)
 
     ready = os.path.join(config.session_dir(), f"head-ready-{secrets.token_hex(4)}.json")
     head_log = log_path("head.log")
     head = spawn([sys.executable, "-m", "tasuki.head", "--address", f"tcp://{ip}:{port}",
-                  "--metrics-port", str(metrics_port), "--ready-file", ready], token, head_log, lifeline)
+                  "--metrics-port", str(metrics_port), "--metrics-host", metrics_host, "--ready-file", ready],
+                 token, head_log, lifeline)
     started.append(head)
     deadline = time.time() + START_TIMEOUT_S
     while not os.path.exists(ready):
@@ -478,7 +483,8 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
     os.unlink(ready)
     address = ready_info["address"]
     metrics = ready_info.get("metrics")
-    metrics_url = f"http://{ip}:{metrics.rsplit(':', 1)[1]}" if metrics else None
+    url_host = ip if metrics_host in ("0.0.0.0", "::") else metrics_host      # a wildcard is no URL
+    metrics_url = f"http://{url_host}:{metrics.rsplit(':', 1)[1]}" if metrics else None
 
     node_log = log_path("node-head.log")
     node = spawn([sys.executable, "-m", "tasuki.node", "--head", address, "--head-node",

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -41,6 +42,27 @@ PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its owner is warned
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, float("inf"))
 FUNCTION_TRIM_BYTES = 1 << 20  # bytes of function code freed at once that are worth handing back to the OS
+LOG_INTERVAL_S = 5.0         # seconds between two lines about dropped messages or failed HTTP requests
+
+
+class LogLimiter:
+    """Writes a line to the head's log (stderr) at most once per `interval_s` and counts the
+    lines it held back, so that a peer sending garbage all day cannot fill the disk."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.next_at = 0.0
+        self.held = 0
+
+    def __call__(self, line: str) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.held += 1
+            return
+        if self.held:
+            line += f" ({self.held} more such line(s) held back in the last {self.interval_s:g} s)"
+        self.next_at, self.held = now + self.interval_s, 0
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
 
 @dataclass(eq=False)
@@ -118,10 +140,11 @@ class Head:
         self.latency_counts = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
         self.running = True
+        self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
             from .metrics import serve_http
-            self.metrics_address = serve_http(self.context, metrics_host, metrics_port, token)
+            self.metrics_address = serve_http(self.context, metrics_host, metrics_port, token, LogLimiter())
 
     # --- loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -135,11 +158,17 @@ class Head:
             events = dict(poller.poll(250))
             now = time.time()
             if self.sock in events:
-                for _ in range(256):        # drain what is queued, then schedule once
-                    if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
-                        break               # (cheaper than raising zmq.Again on an empty read)
-                    ident, messages, data = transport.recv_router_nowait(self.sock)
-                    self.handle(ident, messages, now)
+                ident = None
+                try:                        # free while nothing raises (handle guards each message)
+                    for _ in range(256):        # drain what is queued, then schedule once
+                        if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                            break               # (cheaper than raising zmq.Again on an empty read)
+                        ident, messages, data = transport.recv_router_nowait(self.sock)
+                        self.handle(ident, messages, now)
+                except transport.MalformedFrame as e:       # not a pickled batch: drop the frame
+                    self.drop_message(e.identity, e.__cause__)
+                except Exception as e:      # a first message that is no HELLO(role, info)
+                    self.drop_message(ident, e)
             if self.early_gets:
                 self.answer_early_gets(now)
             if self.control in events:
@@ -190,9 +219,25 @@ class Head:
             return self.on_hello(ident, first[1], first[2], now)
         peer.last_seen = now
         for message in messages:
-            handler = self.handlers.get(message[0])
-            if handler is not None:
-                handler(self, ident, peer, now, *message[1:])
+            try:
+                handler = self.handlers.get(message[0])
+                if handler is not None:
+                    handler(self, ident, peer, now, *message[1:])
+            except Exception as e:       # a malformed message: drop it, keep the rest of the batch
+                self.drop_message(ident, e)
+
+    def drop_message(self, ident: bytes | None, error: Exception) -> None:
+        """Log (rate-limited) a message the head could not decode or handle, and tell its sender."""
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        peer = self.peers.get(ident) if ident is not None else None
+        sender = f"{peer.role if peer else 'unknown peer'} {ident.hex()}" if ident is not None else "a peer"
+        text = f"{type(error).__name__}: {str(error)[:200]}"
+        self.log_dropped(f"tasuki head: dropped a malformed message from {sender}: {text} (in {where.name}, "
+                         f"{os.path.basename(where.filename)} line {where.lineno}). A peer running another "
+                         f"tasuki version, or a bug: please report it.")
+        if peer is not None:
+            self.send(ident, (P.WARN, f"the head dropped a message from this process ({text}); "
+                                      f"does it run tasuki {__version__}?"))
 
     def on_hello(self, ident: bytes, role: str, info: dict, now: float) -> None:
         mismatch = []
@@ -975,12 +1020,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tasuki.head")
     parser.add_argument("--address", required=True)
     parser.add_argument("--metrics-port", type=int, default=None)
-    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the HTTP port listens on (default: the IP of --address, or 127.0.0.1)")
     parser.add_argument("--ready-file", default=None)
     args = parser.parse_args(argv)
     lifeline = os.environ.pop("TASUKI_LIFELINE_FD", None)
     import signal
-    head = Head(args.address, os.environ["TASUKI_TOKEN"], args.metrics_port, args.metrics_host,
+    metrics_host = args.metrics_host
+    if metrics_host is None:
+        metrics_host = args.address.split("://", 1)[1].rsplit(":", 1)[0] if args.address.startswith("tcp://") \
+            else "127.0.0.1"
+    head = Head(args.address, os.environ["TASUKI_TOKEN"], args.metrics_port, metrics_host,
                 int(lifeline) if lifeline else None)
     signal.signal(signal.SIGTERM, lambda *_: setattr(head, "running", False))
     signal.signal(signal.SIGINT, lambda *_: setattr(head, "running", False))

@@ -19,16 +19,25 @@ Endpoints:
 
 Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
 Reading is open to whoever reaches the port (Prometheus scrapes it); changing anything needs the
-cluster token, which the operator's autoscaler holds.
+cluster token, which the operator's autoscaler holds. So whoever reaches the port must not be able
+to hurt the head: a request must arrive whole within REQUEST_TIMEOUT_S, at most MAX_CONNECTIONS
+are served at once (more get 503), a bad Content-Length gets 400 or 413, and a failing request
+writes one line to the head's log (rate-limited there), never a traceback. The head binds the
+port to its node IP address unless `tasuki start --metrics-host` says otherwise.
 """
 from __future__ import annotations
 
 import errno
 import hmac
+import io
 import json
 import re
+import socket
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import zmq
 from prometheus_client import CollectorRegistry, generate_latest
@@ -39,6 +48,11 @@ from prometheus_client.utils import floatToGoString
 CONTROL_ADDRESS = "inproc://head-control"
 QUERY_TIMEOUT_MS = 5_000          # how long a handler waits for the head's loop
 MAX_BODY = 64 * 1024              # bytes: the largest request body read
+REQUEST_TIMEOUT_S = 10.0          # seconds a client has to send one whole request (an idle connection too)
+MAX_CONNECTIONS = 64              # connections served at once, a thread each; more are answered 503
+_BUSY_BODY = b"too many open connections to the tasuki head; retry later\n"
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 NODE_STATES = ("alive", "draining", "dead")
 OUTCOMES = ("succeeded", "failed", "crashed", "cancelled")
 DRAIN_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/drain$")
@@ -171,6 +185,25 @@ def families(status: dict) -> list:
     return out
 
 
+class BadRequest(Exception):
+    """A request the handler refuses; `code` is the HTTP status to answer (400, 413)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _DeadlineReader(socket.SocketIO):
+    """A connection's raw reader: every read waits only until `deadline`, so a request trickled
+    in a byte at a time is cut off as surely as an idle connection (a plain socket timeout
+    restarts with each byte)."""
+    deadline = float("inf")
+
+    def readinto(self, buffer) -> int | None:
+        self._sock.settimeout(max(0.001, self.deadline - time.monotonic()))
+        return super().readinto(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "tasuki"
     sys_version = ""                     # no Python version in the Server header
@@ -183,8 +216,19 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:      # no access log on the head's stderr
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()               # replaced by a reader that keeps the request's deadline
+        self.reader = _DeadlineReader(self.connection, "rb")
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.deadline = time.monotonic() + REQUEST_TIMEOUT_S      # for this whole request
+        super().handle_one_request()     # a read past the deadline raises TimeoutError: it closes
+
     # --- responses ----------------------------------------------------------------------
     def reply(self, code: int, body: bytes, content_type: str) -> None:
+        self.connection.settimeout(REQUEST_TIMEOUT_S)    # the reader's deadline is for reading
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -222,17 +266,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        try:
+            length = self.body_length()
+        except BadRequest as e:
+            self.close_connection = True     # the body is not read: the connection cannot carry on
+            return self.reply_error(e.code, str(e))
         given = self.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode()):
-            self.read_body()
+            self.close_connection = True     # nothing of a stranger's body is read
             return self.reply_error(401, "POST needs the cluster token: send the header "
                                          "'Authorization: Bearer <token>' (the token `tasuki start --head` printed)")
+        try:
+            body = self.read_body(length)
+        except BadRequest as e:
+            self.close_connection = True
+            return self.reply_error(e.code, str(e))
         match = DRAIN_PATH.match(path)
         if match is None:
-            self.read_body()
             return self.reply_error(404, f"no such endpoint {path!r}; POST only /api/v1/nodes/ID/drain")
         try:
-            body = self.read_body()
             options = json.loads(body) if body.strip() else {}
             if not isinstance(options, dict):
                 raise ValueError("the body must be a JSON object")
@@ -257,26 +309,62 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply_json(409, answer)
         self.reply_json(200, answer)
 
-    def read_body(self) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise ValueError("Content-Length is not a number") from None
-        if length > MAX_BODY:
-            self.close_connection = True
-            raise ValueError(f"the body is {length} bytes; at most {MAX_BODY} are read")
-        return self.rfile.read(length) if length > 0 else b""
+    def body_length(self) -> int:
+        """The request's Content-Length (0 when absent); BadRequest 400 or 413 when it cannot be read."""
+        value = (self.headers.get("Content-Length") or "0").strip()
+        if not (value.isascii() and value.isdigit()):
+            raise BadRequest(400, f"Content-Length must be a number of bytes, got {value[:40]!r}")
+        if len(value) > 9 or int(value) > MAX_BODY:          # (len first: int() of 5000 digits raises)
+            raise BadRequest(413, f"the body is {value[:40]} bytes; at most {MAX_BODY} are read")
+        return int(value)
+
+    def read_body(self, length: int) -> bytes:
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise BadRequest(400, f"the body ended after {len(body)} of the {length} bytes its Content-Length gave")
+        return body
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them; one line in the log per failure."""
     daemon_threads = True
+    block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 2 * MAX_CONNECTIONS    # listen() backlog: a burst is accepted and answered, not dropped
     head_context: zmq.Context
     token: str
+    log: Callable[[str], None]
+
+    def __init__(self, address: tuple[str, int], handler) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        if self.slots.acquire(blocking=False):
+            return super().process_request(request, client_address)
+        try:                                  # full: say so (fits the empty send buffer) and close
+            request.setblocking(False)
+            request.send(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):    # resets and timeouts are the client's business
+            self.log(f"tasuki head: an HTTP request from {client_address[0]} failed: "
+                     f"{type(error).__name__}: {str(error)[:200]}")
 
 
-def serve_http(context: zmq.Context, host: str, port: int, token: str) -> str:
-    """Serve metrics and the JSON API in daemon threads; returns the "host:port" bound (port 0: any)."""
+def serve_http(context: zmq.Context, host: str, port: int, token: str, log: Callable[[str], None]) -> str:
+    """Serve metrics and the JSON API in daemon threads; returns the "host:port" bound (port 0: any).
+    `log` writes one line to the head's log (rate-limited by the caller)."""
     try:
         server = _Server((host, port), Handler)
     except OSError as e:
@@ -287,5 +375,6 @@ def serve_http(context: zmq.Context, host: str, port: int, token: str) -> str:
         raise SystemExit(f"tasuki head: cannot serve metrics on {host}:{port}: {e}") from None
     server.head_context = context
     server.token = token
+    server.log = log
     threading.Thread(target=server.serve_forever, name="tasuki-http", daemon=True).start()
     return f"{host}:{server.server_address[1]}"

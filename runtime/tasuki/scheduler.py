@@ -53,7 +53,7 @@ class Task:
     return_ids: list
     shape: Shape
     max_retries: int
-    retry_exceptions: object    # bool or a list of exception types
+    retry_exceptions: object    # bool, or the cloudpickled exception types: opaque here, the worker loads them
     owner: bytes = b""          # identity of the submitter
     job_id: str = ""
     gpu_ids: list = field(default_factory=list)

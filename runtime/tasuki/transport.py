@@ -105,7 +105,19 @@ def recv_dealer(sock: zmq.Socket) -> tuple[list, list]:
     return protocol.decode(frames[0].buffer), frames[1:]
 
 
+class MalformedFrame(Exception):
+    """A peer's frame that does not decode; `identity` names the peer, the cause says why."""
+
+    def __init__(self, identity: bytes, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.identity = identity
+
+
 def recv_router_nowait(sock: zmq.Socket) -> tuple[bytes, list, list]:
-    """(identity, messages, data frames) from a ROUTER; zmq.Again when nothing is queued."""
+    """(identity, messages, data frames) from a ROUTER; zmq.Again when nothing is queued,
+    MalformedFrame when the payload is not a pickled batch."""
     frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-    return frames[0].bytes, protocol.decode(frames[1].buffer), frames[2:]
+    try:
+        return frames[0].bytes, protocol.decode(frames[1].buffer), frames[2:]
+    except Exception as e:
+        raise MalformedFrame(frames[0].bytes, e) from e

@@ -13,6 +13,7 @@ thread and sent to the driver, each line prefixed with the task name, pid and no
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
@@ -323,11 +324,22 @@ class Worker:
 
 
 def _retryable(e: BaseException, retry_exceptions) -> bool:
+    """Whether the task's retry_exceptions (True, False, or the cloudpickled tuple of types the
+    driver made once per remote function: the head carries it unopened) ask to retry `e`."""
     if retry_exceptions is True:
         return isinstance(e, Exception)
-    if isinstance(retry_exceptions, (list, tuple)):
-        return isinstance(e, tuple(retry_exceptions))
+    if type(retry_exceptions) is bytes:
+        try:
+            return isinstance(e, _retry_types(retry_exceptions))
+        except Exception as load_error:        # its classes cannot be loaded here: say so, do not retry
+            print(f"tasuki: retry_exceptions cannot be loaded on this worker, so the task is not retried: "
+                  f"{type(load_error).__name__}: {load_error}", file=sys.stderr, flush=True)
     return False
+
+
+@functools.lru_cache(maxsize=64)
+def _retry_types(blob: bytes) -> tuple:
+    return serialization.loads(blob)
 
 
 def _pickle_error(error: BaseException) -> bytes:
