@@ -18,7 +18,7 @@ NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
 EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
 HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver gives up
-SHM_DIR = "/dev/shm"
+SHM_DIR = "/dev/shm"                      # the object store's directory unless TASUKI_STORE_DIR / --store-dir say otherwise
 STORE_FRACTION = 0.3                      # default store size: this share of physical memory
 TRANSFER_CHUNK = 8 * 1024 * 1024          # bytes per chunk when objects cross nodes
 
@@ -31,6 +31,11 @@ def env(name: str, default=None):
 def env_float(name: str, default: float) -> float:
     value = env(name)
     return float(value) if value not in (None, "") else default
+
+
+def store_dir() -> str:
+    """The directory of the nodes' object store files: TASUKI_STORE_DIR, else /dev/shm."""
+    return env("STORE_DIR") or SHM_DIR
 
 
 def session_dir() -> str:
