@@ -140,6 +140,7 @@ def test_dev_shm_filled_by_another_process_while_the_cluster_runs(tmp_path):
 def test_the_store_directory_is_settable(tmp_path, monkeypatch):
     store_dir = tmp_path / "store"
     store_dir.mkdir()
+    monkeypatch.setenv("TASUKI_TMPDIR", str(tmp_path))
     monkeypatch.setenv("TASUKI_STORE_DIR", str(store_dir))
     with embedded_cluster(num_cpus=1, object_store_memory=64 * MB):
         node = tasuki.api._get_client().nodes()[0]
@@ -151,3 +152,25 @@ def test_the_store_directory_is_settable(tmp_path, monkeypatch):
             assert (tasuki.get(ref) == array + i).all()
         del refs
     wait_until(lambda: not os.listdir(store_dir), what="the node to remove its store file")
+
+
+def test_tasuki_start_takes_a_store_dir(tmp_path, monkeypatch):
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    cluster = CliCluster(tmp_path / "session")
+    os.makedirs(cluster.tmpdir)
+    monkeypatch.setenv("TASUKI_TMPDIR", cluster.tmpdir)
+    try:
+        cluster.start_head("--num-cpus", "1", "--store-dir", str(store_dir))
+        tasuki.shutdown()
+        tasuki.init(address="auto")
+        path = tasuki.api._get_client().nodes()[0]["store_path"]
+        assert os.path.dirname(path) == str(store_dir) and os.path.exists(path)
+        array = np.arange(MB, dtype=np.float64)
+        assert (tasuki.get(tasuki.put(array)) == array).all()
+        tasuki.shutdown()
+        assert "Stopped the head" in cluster.cli("stop").stdout
+        assert not os.path.exists(path)
+    finally:
+        tasuki.shutdown()
+        cluster.stop()
