@@ -475,7 +475,7 @@ def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, 
     if gpus:
         total["GPU"] = float(gpus)
     memory = object_store_memory if object_store_memory is not None else config.env("OBJECT_STORE_MEMORY")
-    store_dir = store_dir or config.store_dir()
+    store_dir = os.path.abspath(store_dir or config.store_dir())     # every process on the node opens this path
     size = store_size(int(memory) if memory else None, store_dir)
     ip = ip or config.node_ip()
     session = config.session_dir()
@@ -524,7 +524,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     lifeline = os.environ.pop("TASUKI_LIFELINE_FD", None)
     token = os.environ["TASUKI_TOKEN"]
-    store_dir = args.store_dir or config.store_dir()
+    store_dir = os.path.abspath(args.store_dir or config.store_dir())
     sweep_stale_stores(store_dir)
     cfg = make_config(args.head, token, num_cpus=args.num_cpus, num_gpus=args.num_gpus, resources=args.resources,
                       object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,

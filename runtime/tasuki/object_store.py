@@ -41,7 +41,7 @@ ALIGN = 64
 PARALLEL_COPY_MIN = 16 << 20     # bytes: larger buffers are copied into the arena by several threads
 COPY_THREADS = 4                 # more than two cores' worth: page faults wait on the kernel, not only the CPU
 RESERVE_EXTENT = 64 << 20        # bytes reserved per posix_fallocate call
-RESERVE_MIN = 1 << 20            # bytes: on ENOSPC an extent is halved down to this before giving up
+RESERVE_MIN = 1 << 20            # bytes: the smallest extent worth reserving
 RESERVE_AT_START = 4 << 20       # bytes reserved before the node starts: proves the directory has room
 RESERVE_AHEAD = 256 << 20        # bytes the background thread keeps reserved beyond the highest block
 
@@ -275,26 +275,33 @@ class Store:
 
     def _reserve(self, end: int) -> bool:
         """Back [reserved, end) of the file with real pages, an extent at a time (so the node's loop
-        and the background thread take turns), halving an extent that hits ENOSPC down to
-        RESERVE_MIN; whether `end` was reached (if not, reserve_failed is set)."""
-        extent = RESERVE_EXTENT
+        and the background thread take turns); whether `end` was reached (if not, reserve_failed is
+        set). An extent is cut to the room statvfs reports: a fallocate that fails on tmpfs has
+        taken that room for a moment, and another process touching a page then would die."""
         while self.reserved < end and not self._closing:
             with self._reserve_lock:
                 at = self.reserved
-                n = min(extent, end - at)
-                if n <= 0:
+                if at >= end:
                     break
-                try:
-                    os.posix_fallocate(self._fd, at, n)
-                except OSError:       # ENOSPC (or a directory that cannot reserve): what we hold stays valid
-                    if n <= RESERVE_MIN:
-                        self.reserve_failed = True
-                        return False
-                    extent = max(RESERVE_MIN, n // 2)
-                    continue
-                self.reserved = at + n
+                n = min(RESERVE_EXTENT, end - at, self._room())
+                if n >= min(RESERVE_MIN, end - at):
+                    try:
+                        os.posix_fallocate(self._fd, at, n)
+                        self.reserved = at + n
+                        continue
+                    except OSError:   # ENOSPC: another process took the room since statvfs
+                        pass
+                self.reserve_failed = True          # what we hold stays valid
+                return False
         self.reserve_failed = False
         return True
+
+    def _room(self) -> int:
+        """Free bytes in the store's directory, in whole RESERVE_MIN (no limit for a tmpfs mounted without size)."""
+        stat = os.fstatvfs(self._fd)
+        if not stat.f_blocks:
+            return self.capacity
+        return stat.f_bavail * stat.f_frsize // RESERVE_MIN * RESERVE_MIN
 
     def _reserve_beyond(self, end: int) -> None:
         """Ask the background thread to keep RESERVE_AHEAD bytes reserved past `end`."""
