@@ -1,15 +1,20 @@
-"""object_store.py: the allocator, spilling and pins of the Store, and zero-copy reads from the Arena."""
+"""object_store.py: the allocator, spilling and pins of the Store, reserving its memory, and zero-copy
+reads from the Arena."""
 from __future__ import annotations
 
+import errno
 import gc
 import os
 
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from tasuki import serialization
 from tasuki.exceptions import ObjectStoreFullError
-from tasuki.object_store import ALIGN, Allocator, Arena, Store, align, block_size, layout_parts
+from tasuki.object_store import ALIGN, RESERVE_AT_START, Allocator, Arena, Store, align, block_size, layout_parts
+
+MIB = 1 << 20
 
 
 # --- layout ----------------------------------------------------------------------------------------
@@ -81,6 +86,18 @@ def test_allocator_full_store_returns_none():
     assert a.allocate(256) == 0
     assert a.allocate(1) is None
     assert a.used == 256
+
+
+def test_allocator_extends_into_a_free_tail():
+    a = Allocator(0)
+    assert a.allocate(64) is None and a.tail_free() == 0
+    a.extend(256)
+    assert a.allocate(192) == 0 and a.tail_free() == 64
+    a.extend(512)                                        # the new space joins the free tail
+    assert a.free_offsets == [192] and a.free_sizes == {192: 320} and a.used == 192
+    assert a.allocate(320) == 192 and a.tail_free() == 0
+    a.extend(576)
+    assert a.free_offsets == [512] and a.allocate(64) == 512 and a.used == 576
 
 
 def test_allocator_survives_random_churn():
@@ -225,6 +242,76 @@ def test_close_removes_the_arena_and_spill_files(tmp_path):
     spilled = s.entries[b"a"].spill_path
     s.close()
     assert not os.path.exists(tmp_path / "arena") and not os.path.exists(spilled)
+
+
+# --- reserving the store's memory ----------------------------------------------------------------
+def reserved_on_disk(store: Store) -> int:
+    return os.stat(store.path).st_blocks * 512
+
+
+@pytest.fixture
+def directory_with_room_for(monkeypatch):
+    """Make the store's directory hold only `limit` bytes: posix_fallocate past it fails with ENOSPC."""
+    real = os.posix_fallocate
+
+    def limit_to(limit: int) -> None:
+        def fallocate(fd: int, offset: int, length: int) -> None:
+            if offset + length > limit:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd, offset, length)
+        monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    return limit_to
+
+
+def test_the_store_hands_out_reserved_space_only(tmp_path):
+    s = Store(str(tmp_path / "arena"), 64 * MIB, str(tmp_path / "spill"), reserve_ahead=0)
+    try:
+        assert s.reserved == RESERVE_AT_START <= reserved_on_disk(s) and os.path.getsize(s.path) == 64 * MIB
+        blocks = [(s.allocate(oid, 3 * MIB + 100), 3 * MIB + 100) for oid in (b"a", b"b", b"c")]
+        assert all(offset + size <= s.reserved for offset, size in blocks)
+        assert s.reserved == 10 * MIB <= reserved_on_disk(s)      # grown as far as needed, in whole MiB
+    finally:
+        s.close()
+
+
+def test_a_full_directory_spills_then_says_what_to_do(tmp_path, directory_with_room_for):
+    directory_with_room_for(6 * MIB + 12345)
+    s = Store(str(tmp_path / "arena"), 16 * MIB, str(tmp_path / "spill"), reserve_ahead=0)
+    try:
+        for oid in (b"a", b"b", b"c"):
+            s.allocate(oid, 2 * MIB)
+            s.seal(oid, [(0, 2 * MIB)])
+        assert s.reserved == 6 * MIB and s.reserve_failed is False
+        s.allocate(b"d", 2 * MIB)                        # the directory is full: "a" spills instead
+        assert s.entries[b"a"].offset is None and s.reserve_failed and s.reserved == 6 * MIB
+        with pytest.raises(ObjectStoreFullError) as error:
+            s.allocate(b"big", 8 * MIB)
+    finally:
+        s.close()
+    message = str(error.value)
+    assert f"object of 8,388,608 bytes cannot be stored: {tmp_path} is full (" in message and "MiB free of" in message
+    assert "the store holds only 6 MiB of its 16 MiB" in message
+    assert "--shm-size=" in message and "--object-store-memory" in message and "TASUKI_STORE_DIR" in message
+
+
+def test_a_directory_without_room_for_the_first_extent_is_refused(tmp_path, directory_with_room_for):
+    directory_with_room_for(RESERVE_AT_START - 1)
+    with pytest.raises(ObjectStoreFullError, match=f"the object store's first 4 MiB cannot be stored: {tmp_path} is full"):
+        Store(str(tmp_path / "arena"), 64 * MIB, str(tmp_path / "spill"))
+    assert not os.path.exists(tmp_path / "arena")
+
+
+def test_a_thread_keeps_memory_reserved_ahead_of_the_highest_block(tmp_path):
+    s = Store(str(tmp_path / "arena"), 64 * MIB, str(tmp_path / "spill"), reserve_ahead=8 * MIB)
+    try:
+        wait_until(lambda: s.reserved == 8 * MIB, what="8 MiB reserved in the background")
+        offset = s.allocate(b"a", 10 * MIB)
+        assert offset == 0 and s.reserved >= 10 * MIB      # the allocation waited only for what it needed
+        wait_until(lambda: s.reserved == 18 * MIB, what="8 MiB reserved past the new block")
+        assert reserved_on_disk(s) >= 18 * MIB
+    finally:
+        s.close()
+    assert not s._reserver.is_alive()
 
 
 # --- arena reads -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ ENV_FLAGS = {
     "resources": "TASUKI_RESOURCES", "node_ip_address": "TASUKI_NODE_IP_ADDRESS",
     "object_store_memory": "TASUKI_OBJECT_STORE_MEMORY", "metrics_port": "TASUKI_METRICS_PORT",
     "metrics_host": "TASUKI_METRICS_HOST",
-    "address": "TASUKI_ADDRESS", "token": "TASUKI_TOKEN",
+    "address": "TASUKI_ADDRESS", "token": "TASUKI_TOKEN", "store_dir": "TASUKI_STORE_DIR",
 }
 
 
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--resources", help="custom resources as JSON, e.g. '{\"ssd\": 1}'")
     start.add_argument("--node-ip-address", help="the address other machines reach this node at")
     start.add_argument("--object-store-memory", help="object store size in bytes (or 512M, 2G)")
+    start.add_argument("--store-dir", help=f"directory of the object store file (default {config.SHM_DIR}); "
+                                           f"memory-backed is fastest, any directory with room works")
     start.add_argument("--token", help="cluster token (default: TASUKI_TOKEN, else a new one for --head)")
     start.add_argument("--block", action="store_true", help="stay in the foreground; stop everything on exit")
 
@@ -154,6 +156,8 @@ def node_flags(args) -> list[str]:
     if args.object_store_memory is not None:
         source = getattr(args, "from_env", {}).get("object_store_memory", "--object-store-memory")
         flags += ["--object-store-memory", str(parse_bytes(args.object_store_memory, source))]
+    if args.store_dir is not None:
+        flags += ["--store-dir", os.path.abspath(args.store_dir)]
     return flags
 
 
@@ -265,12 +269,15 @@ def remove_stores(node_pids: list[int]) -> int:
     removed = 0
     if not prefixes:
         return removed
+    directory = config.store_dir()
     with contextlib.suppress(OSError):
-        for name in os.listdir(config.SHM_DIR):
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
             if name.startswith(prefixes):
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(config.SHM_DIR, name))
-                    removed += 1
+                    if os.lstat(path).st_uid == os.getuid():     # never another user's file, even as root
+                        os.unlink(path)
+                        removed += 1
     return removed
 
 

@@ -20,7 +20,7 @@ NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
 EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
 HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver or node gives up
-SHM_DIR = "/dev/shm"
+SHM_DIR = "/dev/shm"                      # the object store's directory unless TASUKI_STORE_DIR / --store-dir say otherwise
 STORE_FRACTION = 0.3                      # default store size: this share of physical memory
 TRANSFER_CHUNK = 8 * 1024 * 1024          # bytes per chunk when objects cross nodes
 
@@ -117,6 +117,11 @@ def read_private_file(path: str) -> str | None:
         if problems:
             raise _refuse("file", path, problems, fix)
         return f.read()
+
+
+def store_dir() -> str:
+    """The directory of the nodes' object store files: TASUKI_STORE_DIR, else /dev/shm."""
+    return env("STORE_DIR") or SHM_DIR
 
 
 def session_dir() -> str:

@@ -66,18 +66,23 @@ def detect_gpus() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def store_size(requested: int | None) -> int:
-    """The object store's size; raises SystemExit with a fix when /dev/shm cannot hold it."""
-    stat = os.statvfs(config.SHM_DIR)
+def store_size(requested: int | None, directory: str) -> int:
+    """The object store's size; raises SystemExit with a fix when `directory` cannot hold it."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError as e:
+        raise SystemExit(f"tasuki node: cannot put the object store in {directory}: {e.strerror}. Name an existing "
+                         f"directory with room (memory-backed for speed) with TASUKI_STORE_DIR or --store-dir.") from None
     free = stat.f_bavail * stat.f_frsize
     if requested is None:
         return max(64 << 20, min(int(config.total_memory() * config.STORE_FRACTION), int(free * 0.9)))
     if requested > free:
         raise SystemExit(
             f"tasuki node: the object store needs {requested / 2**20:,.0f} MiB of shared memory but "
-            f"{config.SHM_DIR} has only {free / 2**20:,.0f} MiB free. In a container, mount a memory-backed "
+            f"{directory} has only {free / 2**20:,.0f} MiB free. In a container, mount a memory-backed "
             f"/dev/shm (Kubernetes: an emptyDir volume with medium: Memory at /dev/shm; Docker: "
-            f"--shm-size={requested // 2**20 + 64}m), or start the node with a smaller --object-store-memory.")
+            f"--shm-size={requested // 2**20 + 64}m), start the node with a smaller --object-store-memory, "
+            f"or put the store in a directory with room with TASUKI_STORE_DIR or --store-dir.")
     return requested
 
 
@@ -351,8 +356,9 @@ class NodeAgent:
         elif kind == P.WRITE:
             _, oid, offset = message
             entry = self.store.entries.get(oid)
-            if entry is not None:
-                chunk = data[0].buffer
+            chunk = data[0].buffer
+            # only inside the object's block: the store reserved it, the pages past it may have no memory
+            if entry is not None and entry.offset is not None and 0 <= offset <= entry.size - len(chunk):
                 self.store.arena.view[entry.offset + offset: entry.offset + offset + len(chunk)] = chunk
 
     def pin(self, sock, ident, req, oid, sources) -> None:
@@ -498,7 +504,8 @@ def actor_socket_path(cfg: NodeConfig, worker_id: bytes) -> str:
 
 
 def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, resources=None,
-                object_store_memory=None, ip=None, port: int = 0, is_head_node=False, local_only=False) -> NodeConfig:
+                object_store_memory=None, ip=None, port: int = 0, is_head_node=False, local_only=False,
+                store_dir: str | None = None) -> NodeConfig:
     node_id = os.urandom(6).hex()
     cpus = float(num_cpus if num_cpus is not None else config.env("NUM_CPUS", os.cpu_count() or 1))
     gpus = int(num_gpus if num_gpus is not None else config.env("NUM_GPUS", detect_gpus()))
@@ -506,32 +513,38 @@ def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, 
     if gpus:
         total["GPU"] = float(gpus)
     memory = object_store_memory if object_store_memory is not None else config.env("OBJECT_STORE_MEMORY")
-    size = store_size(int(memory) if memory else None)
+    store_dir = os.path.abspath(store_dir or config.store_dir())     # every process on the node opens this path
+    size = store_size(int(memory) if memory else None, store_dir)
     ip = ip or config.node_ip()
     session = config.session_dir()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpu_ids = [g.strip() for g in visible.split(",")][:gpus] if visible else [str(i) for i in range(gpus)]
     return NodeConfig(
         head_address=head_address, token=token, node_id=node_id, ip=ip, resources=total, gpu_ids=gpu_ids,
-        store_bytes=size, store_path=os.path.join(config.SHM_DIR, f"tasuki-{os.getpid()}-{node_id}"),
+        store_bytes=size, store_path=os.path.join(store_dir, f"tasuki-{os.getpid()}-{node_id}"),
         ipc_address=f"ipc://{session}/node-{node_id}.sock",
         tcp_address=f"ipc://{session}/node-{node_id}-tx.sock" if local_only else f"tcp://{ip}:{port}",
         spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node)
 
 
-def sweep_stale_stores() -> None:
-    """Remove store files left by node agents that were killed (their pid no longer runs)."""
-    for name in os.listdir(config.SHM_DIR):
+def sweep_stale_stores(directory: str) -> None:
+    """Remove store files left in `directory` by node agents that were killed (their pid no longer runs)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:           # a missing directory: store_size says so
+        return
+    for name in names:
         if name.startswith("tasuki-"):
             try:
                 pid = int(name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if not os.path.exists(f"/proc/{pid}"):
-                try:
-                    os.unlink(os.path.join(config.SHM_DIR, name))
-                except OSError:
-                    pass
+            path = os.path.join(directory, name)
+            try:
+                if not os.path.exists(f"/proc/{pid}") and os.lstat(path).st_uid == os.getuid():
+                    os.unlink(path)     # only our own files: root must not sweep another user's store
+            except OSError:
+                pass
 
 
 def main(argv=None) -> None:
@@ -545,18 +558,24 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--head-node", action="store_true")
     parser.add_argument("--local-only", action="store_true")
+    parser.add_argument("--store-dir", default=None, help="directory of the object store file (default: "
+                                                           "TASUKI_STORE_DIR, else /dev/shm)")
     args = parser.parse_args(argv)
     lifeline = os.environ.pop("TASUKI_LIFELINE_FD", None)
     token = os.environ["TASUKI_TOKEN"]
-    sweep_stale_stores()
+    store_dir = os.path.abspath(args.store_dir or config.store_dir())
+    sweep_stale_stores(store_dir)
     cfg = make_config(args.head, token, num_cpus=args.num_cpus, num_gpus=args.num_gpus, resources=args.resources,
                       object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,
-                      is_head_node=args.head_node, local_only=args.local_only)
+                      is_head_node=args.head_node, local_only=args.local_only, store_dir=store_dir)
     # Import what workers need, then fork the zygote before any zmq context or thread exists.
     # (api pulls in client, NumPy and cloudpickle: a worker forked without them imports them itself.)
     from . import api, worker, zygote  # noqa: F401
     zygote_sock, zygote_pid = zygote.start(lambda worker_id: worker.main(cfg, worker_id))
-    agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)
+    try:
+        agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)
+    except ObjectStoreFullError as e:         # its directory cannot hold even the store's first extent
+        raise SystemExit(f"tasuki node: {e}") from None
     signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "running", False))
     signal.signal(signal.SIGINT, lambda *_: setattr(agent, "running", False))
     agent.serve()
