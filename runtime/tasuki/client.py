@@ -598,7 +598,7 @@ class Client:
 
     def read_stored(self, oid: bytes, sources: list, timeout: float | None = None):
         if self.local_store():
-            pinned = self.pin_directly(oid)
+            pinned = self.pin_directly(oid, timeout)
             if pinned is not None:
                 offset, parts = pinned
             else:                     # not sealed here yet, or spilled, or on another node: ask over zmq
@@ -615,20 +615,30 @@ class Client:
             return serialization.loads(header, buffers)
         return self.read_remote(oid, sources, timeout)
 
-    def pin_directly(self, oid: bytes) -> tuple[int, list] | None:
+    def pin_directly(self, oid: bytes, timeout: float | None = None) -> tuple[int, list] | None:
         """Pin an object sealed in the local store over the node's pin channel, from this thread:
-        (offset, parts), or None when the node cannot answer at once (or there is no channel)."""
-        reply = self.ask_node_directly(P.encode_pin_request(oid, self.identity))
+        (offset, parts), or None when the node cannot answer at once (or there is no channel).
+        GetTimeoutError when the node says nothing for `timeout` seconds (it hangs)."""
+        reply = self.ask_node_directly(P.encode_pin_request(oid, self.identity), timeout)
         return None if reply is None else P.decode_pinned(reply)
 
-    def ask_node_directly(self, request: bytes) -> bytes | None:
+    def ask_node_directly(self, request: bytes, timeout: float | None = None) -> bytes | None:
         """A request on this thread's pin channel, and the node's reply; None without a channel."""
         conn = self.on_pin_channel(request)
         if conn is None:
             return None
+        if timeout is not None:
+            timeout = max(timeout, 0.01)      # 0 would make the socket non-blocking
         try:
+            if conn.gettimeout() != timeout:
+                conn.settimeout(timeout)
             size = int.from_bytes(_recv_exactly(conn, 4), "big")
             return _recv_exactly(conn, size)
+        except TimeoutError:                  # the reply may still come: this connection is out of step
+            self._close_pin_channel()
+            raise GetTimeoutError(f"get timed out after {timeout:g} s: the node agent on this machine "
+                                  f"({self.node.get('node_id')}) did not answer a request for an object in its "
+                                  f"store (is it stopped or overloaded? see `tasuki status`)") from None
         except OSError:
             self._close_pin_channel()
             return None
