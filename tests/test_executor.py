@@ -387,11 +387,12 @@ def test_lambdas_closures_notebook_and_local_module_functions(executor, local_mo
     assert list(executor.map(add_offset, range(7), chunksize=3)) == list(range(100, 107))
     assert executor.submit(cube, 3).result(TIMEOUT_S) == 27
     assert list(executor.map(cube, range(5), chunksize=2)) == [0, 1, 8, 27, 64]
-    # a function from a module only this process can import travels by value, in batches too
+    # a function from a module only this process can import travels by value, in a partial (whose
+    # own module is functools: this comes first, before the module is known), in batches too
+    assert executor.submit(functools.partial(local_module.triple), 7).result(TIMEOUT_S) == 21
     assert list(executor.map(local_module.triple, range(5), chunksize=2)) == [0, 3, 6, 9, 12]
     assert executor.submit(local_module.triple, 5).result(TIMEOUT_S) == 15
-    # so does a partial of one (its own module is functools), and a class defined in a function
-    assert executor.submit(functools.partial(local_module.triple), 7).result(TIMEOUT_S) == 21
+    # and a class defined in a function
 
     @dataclasses.dataclass
     class Local:
