@@ -20,6 +20,7 @@ of a cluster connection that has closed.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import threading
 import time
@@ -113,8 +114,8 @@ class Executor(concurrent.futures.Executor):
                 self._waiting.clear()
             while wait and (self._in_flight or self._waiting):
                 if not self._client.running:       # tasuki.shutdown(): these calls can never finish
-                    self._fail_all(ClusterError("the cluster connection closed (tasuki.shutdown() was called?) "
-                                                "before this call finished"))
+                    self._fail_all(ClusterError("the cluster connection closed before this call finished: was "
+                                                "tasuki.shutdown() called first? Shut the executor down before it"))
                     break
                 self._idle.wait(1.0)
         if wait:
@@ -153,7 +154,8 @@ class Executor(concurrent.futures.Executor):
     def _fail_all(self, error: BaseException) -> None:
         """Fail every call sent or waiting (called with the lock held)."""
         for future in self._in_flight:
-            future.set_exception(error)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):    # it finished meanwhile
+                future.set_exception(error)
         for future, *_ in self._waiting:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
