@@ -9,11 +9,17 @@ deadline of their own), never for a sleep. Also here: `tasuki.util.as_completed`
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import functools
 import itertools
 import multiprocessing
+import operator
 import os
 import re
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -22,7 +28,7 @@ import pandas as pd
 import pytest
 
 import tasuki
-from conftest import array_sum_after_release, column_total, embedded_cluster, user_module, wait_for_file, wait_until
+from conftest import RUNTIME, array_sum_after_release, column_total, embedded_cluster, user_module, wait_for_file, wait_until
 from tasuki.exceptions import SerializationError, TaskError, WorkerCrashedError
 
 TIMEOUT_S = 60
@@ -41,6 +47,64 @@ def divide(a, b):
 def power(base, exponent=2):
     return base ** exponent
 
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int = 0
+
+
+class Celsius:
+    """A user class, called to make an instance. (Its instances come back from workers with the class by
+    value, which sets the class's attributes anew here: so no case below takes a method of it.)"""
+
+    def __init__(self, degrees):
+        self.degrees = degrees
+
+    def __eq__(self, other):
+        return type(other) is Celsius and other.degrees == self.degrees
+
+
+class Adder:
+    """A callable object, with methods of each kind. Equal by value, so neither it nor its bound
+    methods hash: the executor cannot cache their tasks, and must not need to."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, x):
+        return x + self.n
+
+    def __eq__(self, other):
+        return type(other) is Adder and other.n == self.n
+
+    def add(self, x):
+        return x + self.n
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+    @classmethod
+    def describe(cls, x):
+        return f"{cls.__name__} {x}"
+
+
+class Counter:
+    """A callable object that hashes (by identity), so its task is made once and reused."""
+
+    def __call__(self, x):
+        return x + 1
+
+
+class Locked:
+    """A callable object that cannot be pickled."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, x):
+        return x
 
 
 
@@ -90,6 +154,14 @@ def raise_first_time(directory):
 
 
 
+def shut_down_within(executor, seconds: float = TIMEOUT_S) -> None:
+    """`executor.shutdown(wait=True)`, which must return: a regression that waits forever fails here."""
+    waiting = threading.Thread(target=executor.shutdown, daemon=True)
+    waiting.start()
+    waiting.join(seconds)
+    assert not waiting.is_alive(), f"shutdown(wait=True) still waiting after {seconds} s"
+
+
 # --- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stdlib():
@@ -110,8 +182,9 @@ def cluster(stdlib):
 
 @pytest.fixture
 def executor(cluster):
-    with tasuki.Executor() as ex:
-        yield ex
+    ex = tasuki.Executor()
+    yield ex
+    shut_down_within(ex)
 
 
 @pytest.fixture
@@ -186,6 +259,119 @@ def test_a_failing_item_in_map_raises_in_turn_like_the_standard_library(executor
     assert until_error(executor) == expected == ([1.0, 0.5, 0.25, 0.125] if chunksize == 1 else [1.0, 0.5, 0.25])
 
 
+# --- every kind of callable, as the standard library runs it -----------------------------------------------
+# name: (callable, the argument tuples of its calls); each call goes through submit, map and map in chunks
+CALLABLES = {
+    "builtin class int": (int, [("12",), ("7", 8)]),
+    "builtin class str": (str, [(5,), (b"ab", "ascii")]),
+    "dataclass": (Point, [(1,), (3, 4)]),
+    "user class": (Celsius, [(1,), (2,)]),
+    "builtin function len": (len, [([1, 2, 3],), ("ab",)]),
+    "builtin function max": (max, [(3, 9), (4, 1)]),
+    "partial": (functools.partial(power, exponent=3), [(2,), (5,)]),
+    "callable object": (Adder(5), [(1,), (2,)]),
+    "hashable callable object": (Counter(), [(1,), (2,)]),
+    "bound method": (Adder(3).add, [(4,), (5,)]),
+    "staticmethod": (Adder.double, [(4,), (5,)]),
+    "classmethod": (Adder.describe, [(4,), ("x",)]),
+    "operator.itemgetter": (operator.itemgetter(1), [("ab",), ([4, 5],)]),
+}
+# name: (callable, arguments) of a call that raises
+FAILING_CALLS = {
+    "int of a word": (int, ("x",)),
+    "dataclass with a field too many": (Point, (1, 2, 3)),
+    "len of an int": (len, (5,)),
+    "bound method of a bad argument": (Adder(3).add, ("x",)),
+    "partial": (functools.partial(divide, 1), (0,)),
+}
+
+
+def each_way(ex, fn, calls: list) -> list:
+    """The calls' values through submit, map and map in chunks of two."""
+    by_submit = [ex.submit(fn, *args).result(TIMEOUT_S) for args in calls]
+    if len({len(args) for args in calls}) > 1:         # map takes iterables of the same length only
+        return by_submit
+    columns = list(zip(*calls))
+    return by_submit + list(ex.map(fn, *columns, timeout=TIMEOUT_S)) + \
+        list(ex.map(fn, *columns, timeout=TIMEOUT_S, chunksize=2))
+
+
+@pytest.mark.parametrize("kind", CALLABLES)
+def test_every_kind_of_callable_gives_the_standard_librarys_results(cluster, stdlib, kind):
+    fn, calls = CALLABLES[kind]
+    ex = tasuki.Executor()          # its own: shutdown must return (classes once made actors and hung it)
+    try:
+        assert each_way(ex, fn, calls) == each_way(stdlib, fn, calls)
+    finally:
+        shut_down_within(ex)
+
+
+@pytest.mark.parametrize("kind", FAILING_CALLS)
+def test_every_kind_of_callable_raises_the_standard_librarys_error(cluster, stdlib, kind):
+    fn, args = FAILING_CALLS[kind]
+    ex = tasuki.Executor()
+    try:
+        expected = stdlib.submit(fn, *args).exception(TIMEOUT_S)
+        error = ex.submit(fn, *args).exception(TIMEOUT_S)
+        assert isinstance(error, type(expected)) and isinstance(error, TaskError)
+        assert str(expected) in str(error)
+        with pytest.raises(type(expected), match=re.escape(str(expected))):
+            list(ex.map(fn, *zip(args), timeout=TIMEOUT_S))
+    finally:
+        shut_down_within(ex)
+
+
+def test_calls_of_classes_wait_here_and_are_sent_as_others_finish(cluster, tmp_path):
+    release = tmp_path / "release"
+    ex = tasuki.Executor(max_workers=1)                      # two calls in the cluster, the rest wait
+    try:
+        blocked = [ex.submit(wait_for_file, str(release), i) for i in range(2)]
+        waiting = [ex.submit(Point, i, -i) for i in range(3)] + [ex.submit(int, "x")]
+        assert not any(f.running() for f in waiting)
+        release.touch()
+        assert [f.result(TIMEOUT_S) for f in blocked + waiting[:3]] == [0, 1] + [Point(i, -i) for i in range(3)]
+        assert isinstance(waiting[3].exception(TIMEOUT_S), ValueError)
+    finally:
+        shut_down_within(ex)
+
+
+def test_a_callable_that_cannot_be_pickled_raises_at_submit_naming_it(cluster, tmp_path):
+    release = tmp_path / "release"
+    ex = tasuki.Executor(max_workers=1)
+    try:
+        blocked = [ex.submit(wait_for_file, str(release), i) for i in range(2)]   # later calls would wait here
+        for call in (lambda: ex.submit(Locked(), 1), lambda: ex.map(Locked(), [1, 2])):
+            with pytest.raises(SerializationError) as info:
+                call()
+            text = str(info.value)
+            assert "Locked cannot be sent to a worker" in text and "_thread.lock" in text, text
+        release.touch()
+        assert [f.result(TIMEOUT_S) for f in blocked] == [0, 1]
+    finally:
+        shut_down_within(ex)
+
+
+def test_shutdown_returns_when_the_cluster_connection_has_closed(tmp_path):
+    """tasuki.shutdown() with calls in flight: their futures fail and shutdown(wait=True) returns
+    (in its own process, as it ends the cluster)."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {RUNTIME!r})
+        import tasuki
+        from tasuki.exceptions import ClusterError
+        tasuki.init(num_cpus=1)
+        ex = tasuki.Executor(max_workers=1)
+        futures = [ex.submit(time.sleep, 30) for _ in range(3)]     # two sent, one waiting here
+        tasuki.shutdown()
+        ex.shutdown(wait=True)
+        print([type(f.exception(0)).__name__ for f in futures])
+    """)
+    env = {**os.environ, "TASUKI_TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "['ClusterError', 'ClusterError', 'ClusterError']", done.stdout
+
+
 # --- what the standard library cannot do ---------------------------------------------------------------
 def test_lambdas_closures_notebook_and_local_module_functions(executor, local_module):
     offset = 100
@@ -201,9 +387,18 @@ def test_lambdas_closures_notebook_and_local_module_functions(executor, local_mo
     assert list(executor.map(add_offset, range(7), chunksize=3)) == list(range(100, 107))
     assert executor.submit(cube, 3).result(TIMEOUT_S) == 27
     assert list(executor.map(cube, range(5), chunksize=2)) == [0, 1, 8, 27, 64]
-    # a function from a module only this process can import travels by value, in batches too
+    # a function from a module only this process can import travels by value, in a partial (whose
+    # own module is functools: this comes first, before the module is known), in batches too
+    assert executor.submit(functools.partial(local_module.triple), 7).result(TIMEOUT_S) == 21
     assert list(executor.map(local_module.triple, range(5), chunksize=2)) == [0, 3, 6, 9, 12]
     assert executor.submit(local_module.triple, 5).result(TIMEOUT_S) == 15
+    # and a class defined in a function
+
+    @dataclasses.dataclass
+    class Local:
+        value: int
+    assert executor.submit(Local, 3).result(TIMEOUT_S) == Local(3)
+    assert list(executor.map(Local, range(3))) == [Local(0), Local(1), Local(2)]
 
 
 def test_an_unpicklable_argument_raises_at_submit_naming_it(cluster, tmp_path):

@@ -9,9 +9,11 @@ deadline of their own), never for a sleep.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import multiprocessing
+import operator
 import os
 import pickle
 import re
@@ -87,6 +89,42 @@ def read_initialized(x):
 
 def failing_initializer():
     raise ValueError("no database today")
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int = 0
+
+
+class Adder:
+    """A callable object, with methods of each kind. (Never returned from a worker: an instance
+    coming back with its class by value would set the class's attributes anew here.)"""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, x):
+        return x + self.n
+
+    def add(self, x):
+        return x + self.n
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+class SetInitialized:
+    """An initializer that is a class: constructing it sets the global read_initialized reads."""
+
+    def __init__(self, log_path, value):
+        set_initialized(log_path, value)
+
+
+class FailingInitializer:
+    def __init__(self):
+        raise ValueError("no database today")
 
 
 
@@ -221,6 +259,56 @@ def test_tiny_items_are_batched_without_a_chunksize(pool):
     assert runs(list(pool.imap(pid_of, range(4000), chunksize=1))) > 100    # (what the batching saves)
 
 
+# --- every kind of callable, as the standard library runs it -----------------------------------------------
+# name: (callable, the argument tuples of its calls, all of one length)
+CALLABLES = {
+    "builtin class int": (int, [("12",), ("-3",)]),
+    "builtin class str": (str, [(5,), (None,)]),
+    "dataclass": (Point, [(1, 2), (3, 4)]),
+    "builtin function len": (len, [([1, 2, 3],), ("ab",)]),
+    "builtin function max": (max, [(3, 9), (4, 1)]),
+    "partial": (functools.partial(power, exponent=3), [(2,), (5,)]),
+    "callable object": (Adder(5), [(1,), (2,)]),
+    "bound method": (Adder(3).add, [(4,), (5,)]),
+    "staticmethod": (Adder.double, [(4,), (5,)]),
+    "operator.itemgetter": (operator.itemgetter(1), [("ab",), ([4, 5],)]),
+}
+
+
+def each_way(p, fn, calls: list) -> list:
+    """The calls' values through apply_async, starmap, and map and imap when each call takes one argument."""
+    values = [p.apply_async(fn, args).get(TIMEOUT_S) for args in calls]
+    values += p.starmap_async(fn, calls).get(TIMEOUT_S)
+    if len(calls[0]) == 1:
+        items = [args[0] for args in calls]
+        values += p.map_async(fn, items).get(TIMEOUT_S)
+        it = p.imap(fn, items)
+        values += [it.next(TIMEOUT_S) for _ in items]
+    return values
+
+
+@pytest.mark.parametrize("kind", CALLABLES)
+def test_every_kind_of_callable_gives_the_standard_librarys_results(pool, stdlib, kind):
+    fn, calls = CALLABLES[kind]
+    assert each_way(pool, fn, calls) == each_way(stdlib, fn, calls)
+
+
+def test_a_class_and_a_partial_as_initializer_set_the_globals_the_function_reads(cluster, stdlib, tmp_path):
+    # under the standard library's fork the initializer and the function share one module; here the
+    # function must see what the initializer set, however either is wrapped
+    log = str(tmp_path / "init.log")
+    for initializer, initargs, fn in [(SetInitialized, (log, "ready"), read_initialized),
+                                      (functools.partial(set_initialized, log), ("ready",), read_initialized),
+                                      (set_initialized, (log, "ready"), functools.partial(read_initialized))]:
+        with tasuki.Pool(2, initializer=initializer, initargs=initargs) as pool:
+            results = pool.map_async(fn, range(6), chunksize=1).get(TIMEOUT_S)
+        assert [(value, x) for _, value, x in results] == [("ready", x) for x in range(6)], initializer
+    with tasuki.Pool(1, initializer=FailingInitializer) as pool:
+        with pytest.raises(ValueError, match="no database today") as info:
+            pool.apply_async(square, (2,)).get(TIMEOUT_S)
+        assert "initializer FailingInitializer" in str(info.value)
+
+
 # --- errors ------------------------------------------------------------------------------------------
 FAILING = {               # case: (the function named in the error, the call)
     "map": ("reciprocal", lambda p: p.map(reciprocal, [1, 2, 0, 4])),
@@ -229,6 +317,7 @@ FAILING = {               # case: (the function named in the error, the call)
     "starmap": ("divide", lambda p: p.starmap(divide, [(1, 1), (1, 0)])),
     "apply": ("divide", lambda p: p.apply(divide, (1, 0))),
     "apply_async": ("reciprocal", lambda p: p.apply_async(reciprocal, (0,)).get(TIMEOUT_S)),
+    "partial": ("divide", lambda p: p.map_async(functools.partial(divide, 1), [1, 0]).get(TIMEOUT_S)),
 }
 
 
@@ -372,6 +461,11 @@ def test_functions_and_initializer_from_a_module_the_workers_cannot_import(local
         results = pool.map(local_module.query, range(10), chunksize=1)
     assert [x for _, x in results] == [3 * x for x in range(10)]
     assert all(re.fullmatch(r"db@\d+", connection) for connection, _ in results), results
+
+
+def test_a_partial_of_a_function_the_workers_cannot_import(cluster, tmp_path):
+    with user_module(tmp_path, "def triple(x):\n    return 3 * x\n") as module, tasuki.Pool(1) as pool:
+        assert pool.map_async(functools.partial(module.triple), range(4)).get(TIMEOUT_S) == [0, 3, 6, 9]
 
 
 def test_maxtasksperchild_replaces_processes(cluster, tmp_path):

@@ -7,6 +7,7 @@ deadline is the window in which a broken limit would show, never a synchronisati
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -15,7 +16,7 @@ import time
 import pytest
 
 import tasuki
-from conftest import embedded_cluster
+from conftest import embedded_cluster, user_module
 from tasuki import tune
 from tasuki.exceptions import WorkerCrashedError
 from tasuki.tune import Result, _best, _format_table, _format_trial, _Progress, generate_variants
@@ -30,6 +31,24 @@ def cluster():
 # --- trainables (shipped by value to the workers) -------------------------------------------------
 def quadratic(config):
     return {"loss": (config["x"] - 3) ** 2, "x_seen": config["x"]}
+
+
+def shifted(config, shift):
+    return {"loss": (config["x"] - shift) ** 2}
+
+
+class Objective:
+    """A trainable that is a callable object, with a method that is one too. The class itself is
+    not a trainable (Ray's class trainables subclass tune.Trainable, which tasuki does not run)."""
+
+    def __init__(self, shift):
+        self.shift = shift
+
+    def __call__(self, config):
+        return shifted(config, self.shift)
+
+    def loss(self, config):
+        return self(config)
 
 
 def reports_then_returns(config):
@@ -132,6 +151,7 @@ def test_bad_search_spaces_are_refused(make, message):
     ({"config": [1, 2]}, TypeError, "must be a dict"),
     ({"run_or_experiment": 42}, TypeError, "function of the config"),
     ({"run_or_experiment": dict}, TypeError, "function of the config"),
+    ({"run_or_experiment": Objective}, TypeError, "function of the config"),
     ({"run_or_experiment": tasuki.remote(type("Model", (), {}))}, TypeError, "function of the config"),
 ])
 def test_bad_arguments_are_refused_before_any_trial_runs(kwargs, error, message):
@@ -219,6 +239,31 @@ def test_report_last_wins_and_returned_dict_is_merged(cluster):
 def test_a_remote_function_is_run_as_the_trainable(cluster):
     grid = tune.Tuner(tasuki.remote(quadratic), param_space={"x": 4}).fit()
     assert grid[0].metrics == {"loss": 1, "x_seen": 4} and grid[0].trial_id == "quadratic_00000"
+
+
+TRAINABLES = {          # kind: (trainable, the name its trials take)
+    "partial": (functools.partial(shifted, shift=3), "shifted"),
+    "callable object": (Objective(3), "Objective"),
+    "bound method": (Objective(3).loss, "loss"),
+    "lambda": (lambda config: shifted(config, 3), "<lambda>"),
+}
+
+
+@pytest.mark.parametrize("kind", TRAINABLES)
+def test_every_kind_of_callable_is_a_trainable(cluster, kind):
+    trainable, name = TRAINABLES[kind]
+    analysis = tune.run(trainable, config={"x": tune.grid_search([1, 3])}, verbose=0)
+    assert [(r["trial_id"], r["metrics"]) for r in analysis.results] == [(f"{name}_00000", {"loss": 4}),
+                                                                        (f"{name}_00001", {"loss": 0})]
+    grid = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"x": 5}).fit()
+    assert (grid[0].trial_id, grid[0].metrics) == (f"{name}_00000", {"loss": 4})
+
+
+def test_a_partial_of_a_function_the_workers_cannot_import(cluster, tmp_path):
+    source = "def shifted(config, shift):\n    return {'loss': (config['x'] - shift) ** 2}\n"
+    with user_module(tmp_path, source) as module:
+        grid = tune.Tuner(functools.partial(module.shifted, shift=1), param_space={"x": 4}).fit()
+    assert grid.num_errors == 0 and grid[0].metrics == {"loss": 9}
 
 
 def test_report_with_a_non_dict_errors_the_trial(cluster):

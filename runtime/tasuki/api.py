@@ -19,7 +19,7 @@ import cloudpickle
 
 from . import config, serialization
 from .client import Client
-from .exceptions import ClusterError
+from .exceptions import ClusterError, SerializationError
 from .object_ref import ObjectRef
 from .scheduler import shape_of
 
@@ -228,6 +228,8 @@ def _retry_blob(types: tuple) -> bytes:
 def _pickle_by_value_if_local(obj) -> None:
     """Functions from the user's own modules (not installed packages) travel by value, so workers
     need not import them: scripts, notebooks and test modules just work."""
+    if isinstance(obj, functools.partial):       # a partial's module is functools: look at its function
+        obj = obj.func
     name = getattr(obj, "__module__", None)
     module = sys.modules.get(name) if name else None
     path = getattr(module, "__file__", None)
@@ -259,7 +261,7 @@ class RemoteFunction:
                                 **(o["resources"] or {})})      # computed once, not per task
         retry = o["retry_exceptions"]                           # as the head carries it: no classes
         self._retry = _retry_blob(retry) if isinstance(retry, tuple) and retry else bool(retry)
-        self.__name__ = getattr(function, "__name__", "task")
+        self.__name__ = _callable_name(function)
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
 
@@ -292,6 +294,29 @@ def remote(*args, **options):
     if args:
         raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
     return lambda target: _make_remote(target, options)
+
+
+def _remote_call(fn: Callable, options: dict) -> RemoteFunction:
+    """A remote function whose task calls `fn`, whatever kind of callable it is: a class is called
+    in the task (`int`, a dataclass), where remote() would make it an actor; builtins, partials,
+    bound methods and callable objects too. For the drop-ins (Executor), which run "call this" as a
+    task. `fn` is pickled here, once: one that cannot be pickled fails now, naming it."""
+    task = RemoteFunction(fn, options)
+    try:
+        task._export_cache[0] = _export(fn)
+    except Exception as e:
+        raise SerializationError(
+            f"{task.__name__} cannot be sent to a worker: {_type_name(fn)} is not picklable "
+            f"({type(e).__name__}: {e}). A callable holding a lock, an open file, a socket or a database "
+            f"connection cannot travel between processes: create those inside the call instead.") from e
+    return task
+
+
+def _callable_name(fn: Callable) -> str:
+    """A task's name for any callable: its own, a partial's function's, or a callable object's type's."""
+    if isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def _make_remote(target, options: dict):

@@ -11,10 +11,16 @@ between calls); the rest wait here as pending futures, which is what `cancel()` 
 `shutdown(cancel_futures=True)` can still take back. Calls that take less than SHORT_CALL_S are
 sent further ahead (16 per worker): one round trip per call would leave the workers idle. A large argument (an array, a DataFrame) is
 stored once and shared by every call that passes the same object (see shared_args).
+
+Any callable runs as a task (api._remote_call): a class is called, not made an actor; the callable
+is pickled once, at its first submit, and kept for the next calls. A call that cannot be sent
+raises from `submit`, or, when it waited here, fails its future; `shutdown` never waits for calls
+of a cluster connection that has closed.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import threading
 import time
@@ -22,6 +28,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 from . import api, serialization
+from .exceptions import ClusterError
 from .shared_args import SharedArguments, check_items, resolve
 
 __all__ = ["Executor"]
@@ -53,7 +60,8 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._waiting: deque = deque()          # (future, remote function, args, kwargs) not yet sent
-        self._in_flight = 0
+        self._in_flight: set = set()            # the futures of calls sent and not yet finished
+        self._client = None                     # the cluster connection the calls were sent through
         self._shutdown = False
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -68,7 +76,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if self._in_flight < self._limit:
+            if len(self._in_flight) < self._limit:
                 self._send(future, task, args, kwargs)     # an unpicklable argument raises here
                 future.set_running_or_notify_cancel()
             else:
@@ -105,19 +113,25 @@ class Executor(concurrent.futures.Executor):
                     future.cancel()
                 self._waiting.clear()
             while wait and (self._in_flight or self._waiting):
+                if not self._client.running:       # tasuki.shutdown(): these calls can never finish
+                    self._fail_all(ClusterError("the cluster connection closed before this call finished: was "
+                                                "tasuki.shutdown() called first? Shut the executor down before it"))
+                    break
                 self._idle.wait(1.0)
         if wait:
             self._shared.clear()
 
     # --- internals -----------------------------------------------------------------------------------
     def _remote_function(self, fn: Callable):
-        return api.remote(fn).options(**self._options) if self._options else api.remote(fn)
+        return api._remote_call(fn, self._options)
 
     def _send(self, future, task, args: tuple, kwargs: dict) -> None:
-        """Submit the task of a running future (called with the lock held)."""
+        """Submit the task of a running future (called with the lock held); counted in flight only
+        once its completion callback is set, so a call that fails to go never holds up shutdown."""
         ref = task.remote(*args, **kwargs)
-        self._in_flight += 1
-        api._get_client().when_ready(ref.id, lambda: self._done(future, ref))
+        self._client = client = api._get_client()
+        client.when_ready(ref.id, lambda: self._done(future, ref))
+        self._in_flight.add(future)
 
     def _done(self, future: concurrent.futures.Future, ref) -> None:
         """Callback thread: a task finished; resolve its future and send the next waiting call."""
@@ -126,9 +140,9 @@ class Executor(concurrent.futures.Executor):
         except BaseException as e:
             future.set_exception(e)
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight.discard(future)
             self._measure(time.monotonic())
-            while self._waiting and self._in_flight < self._limit:
+            while self._waiting and len(self._in_flight) < self._limit:
                 waiting = self._waiting.popleft()
                 if waiting[0].set_running_or_notify_cancel():       # False: it was cancelled
                     try:
@@ -136,6 +150,17 @@ class Executor(concurrent.futures.Executor):
                     except Exception as e:
                         waiting[0].set_exception(e)
             self._idle.notify_all()
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Fail every call sent or waiting (called with the lock held)."""
+        for future in self._in_flight:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):    # it finished meanwhile
+                future.set_exception(error)
+        for future, *_ in self._waiting:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
+        self._in_flight.clear()
+        self._waiting.clear()
 
     def _measure(self, now: float) -> None:
         """Send short calls further ahead: the time a call takes is about max_workers × the time

@@ -16,6 +16,7 @@ object puts the values in place and wakes whoever waits.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -60,7 +61,7 @@ class PoolProcess:
     def __init__(self, initializer: Callable | None, initargs: tuple) -> None:
         self.init_error = None
         self.functions: dict = {}
-        self.init_globals = getattr(initializer, "__globals__", None)
+        self.init_globals = _globals_of(initializer)
         if initializer is not None:
             try:
                 initializer(*initargs)
@@ -104,11 +105,24 @@ def _adopt_globals(fn: Callable, init_globals: dict | None) -> None:
     Functions of a script, a notebook or a test module travel by value, each with its own copy of
     the module's globals, so the initializer's assignments would be invisible to the function;
     under the standard library's fork both see the one module."""
-    fn_globals = getattr(fn, "__globals__", None)
+    fn_globals = _globals_of(fn)
     if (init_globals is None or fn_globals is None or fn_globals is init_globals
             or fn_globals.get("__name__") != init_globals.get("__name__")):
         return
     fn_globals.update({k: v for k, v in init_globals.items() if not (k.startswith("__") and k.endswith("__"))})
+
+
+def _globals_of(fn: Callable | None) -> dict | None:
+    """The module globals `fn`'s code runs in, whatever kind of callable it is: a function's or a
+    method's own, a partial's function's, a class's __init__'s, a callable object's __call__'s;
+    None for builtins."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if isinstance(fn, type):
+        fn = fn.__init__
+    elif not hasattr(fn, "__globals__"):
+        fn = getattr(type(fn), "__call__", None)
+    return getattr(fn, "__globals__", None)
 
 
 def _resolve_shared(items: list, mode: int) -> list:
@@ -129,6 +143,7 @@ def _item_error(e: Exception, where: str) -> TaskError:
 
 
 def _name(fn) -> str:
+    fn = fn.func if isinstance(fn, functools.partial) else fn
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 

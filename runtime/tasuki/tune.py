@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cloudpickle
 
 from .actor import ActorClass
-from .api import RemoteFunction, _pickle_by_value_if_local, cancel, get, put, remote, wait
+from .api import RemoteFunction, _callable_name, _pickle_by_value_if_local, cancel, get, put, remote, wait
 from .exceptions import TasukiError
 
 __all__ = ["grid_search", "choice", "uniform", "loguniform", "randint", "report", "with_resources", "run",
@@ -254,7 +254,7 @@ def with_resources(trainable: Callable, resources: dict) -> Callable:
 
     def trainable_with_resources(config):
         return inner(config)
-    trainable_with_resources.__name__ = getattr(inner, "__name__", "trainable")
+    trainable_with_resources.__name__ = _callable_name(inner)
     trainable_with_resources._tune_resources = resources
     trainable_with_resources._tune_inner = inner
     return trainable_with_resources
@@ -288,7 +288,7 @@ def _check_trainable(trainable: Any) -> Callable:
 
 def _ship(trainable: Callable) -> None:
     """Functions from the user's modules travel by value, so workers need not import them."""
-    for fn in (trainable, getattr(trainable, "_tune_inner", None), getattr(trainable, "func", None)):
+    for fn in (trainable, getattr(trainable, "_tune_inner", None)):       # a partial's function too
         if fn is not None:
             _pickle_by_value_if_local(fn)
 
@@ -313,7 +313,7 @@ def _run_trials(trainable: Any, space: dict, *, num_samples: int, seed: int | No
     _check_settings(num_samples, mode, max_concurrent)
     trainable = _check_trainable(trainable)
     resources = getattr(trainable, "_tune_resources", None) if resources is None else resources
-    name = name or getattr(trainable, "__name__", "trainable")
+    name = name or _callable_name(trainable)
     task = _trial_task.options(name=f"tune:{name}", **_task_options(resources))
     trials = [Result(f"{name}_{i:05d}", config) for i, config in enumerate(generate_variants(space, num_samples, seed))]
     _ship(trainable)
