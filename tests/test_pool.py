@@ -628,3 +628,17 @@ def test_a_dataframe_argument(pool):
         [float(frame["a"].sum()), 100_000.0, 45.0]
     assert pool.map(lambda f: f.shape, [frame, small, frame]) == [(100_000, 2), (10, 2), (100_000, 2)]
     assert pool.apply(column_total, (), {"frame": frame, "column": "b"}) == 100_000.0
+
+
+def raise_with_source(x):
+    raise ValueError(f"bad item {x}")       # this line must show in the remote traceback
+
+
+def test_traceback_of_a_pool_function_shows_its_source(pool):
+    """Pool functions travel like tasks' (serialization.dumps_function): with the newest cloudpickle
+    their code would otherwise be named <dynamic-code>, with no source line."""
+    with pytest.raises(ValueError) as info:
+        pool.apply(raise_with_source, (3,))
+    message = str(info.value)
+    assert f'File "{__file__}"' in message, message
+    assert 'raise ValueError(f"bad item {x}")' in message, message

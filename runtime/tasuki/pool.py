@@ -95,7 +95,7 @@ class PoolProcess:
         if fn is None:
             if len(self.functions) >= 32:
                 self.functions.pop(next(iter(self.functions)))
-            fn = self.functions[ref.id] = api.get(ref)
+            fn = self.functions[ref.id] = serialization.loads(api.get(ref))
             _adopt_globals(fn, self.init_globals)
         return fn
 
@@ -681,10 +681,11 @@ class Pool:
 
 
 def _put_function(func: Callable):
-    """The function stored once for every chunk; from the user's own modules by value, as tasks are
-    (a pool process may not be able to import a script's or a notebook's neighbours)."""
+    """The function stored once for every chunk, pickled as a task's is: from the user's own modules
+    by value (a pool process may not be able to import a script's or a notebook's neighbours), with
+    its source lines for tracebacks (serialization.dumps_function)."""
     api._pickle_by_value_if_local(func)
-    return api.put(func)
+    return api.put(serialization.dumps_function(func))
 
 
 def _kill_quietly(actor) -> None:
