@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 import tasuki
-from conftest import NODE_TIMEOUT_S, wait_until
+from conftest import NODE_TIMEOUT_S, CliCluster, cluster_env, wait_until
 from tasuki.exceptions import GetTimeoutError, ObjectLostError
 
 MB = 1 << 20
@@ -67,3 +69,46 @@ def test_get_timeout_bounds_a_fetch_from_a_hung_node(cli_cluster, driver):
         assert 0.9 < elapsed < 4, f"get(timeout=1) returned after {elapsed:.1f} s"
     finally:
         os.killpg(pid, signal.SIGKILL)
+
+
+HUNG_LOCAL_NODE = r'''
+import os, signal, time
+import numpy as np
+import tasuki
+from tasuki import api
+from tasuki.exceptions import GetTimeoutError
+
+tasuki.init(num_cpus=1)
+ref = tasuki.remote(lambda: np.ones(10 * 2**20 // 8)).remote()
+assert tasuki.wait([ref], timeout=60)[0], "the task did not finish"
+node = api._cluster.node.pid
+os.kill(node, signal.SIGSTOP)            # the node agent on this machine hangs
+started = time.monotonic()
+try:
+    tasuki.get(ref, timeout=1)
+    print("GOT")
+except GetTimeoutError as e:
+    print(f"TIMEOUT {time.monotonic() - started:.2f} {e}")
+finally:
+    os.kill(node, signal.SIGCONT)
+print("SUM", float(tasuki.get(ref, timeout=60).sum()))   # the node answers again: the value is intact
+tasuki.shutdown()
+'''
+
+
+def test_get_timeout_bounds_a_pin_on_a_hung_local_node(tmp_path):
+    """The object lies in this machine's store, but its node agent hangs: the pin channel (a plain
+    unix socket) must honour get's timeout too, and the node must survive the caller giving up."""
+    leftovers = CliCluster(tmp_path)          # finds the driver's processes by their TASUKI_TMPDIR
+    try:
+        proc = subprocess.run([sys.executable, "-c", HUNG_LOCAL_NODE], env=cluster_env(str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        for process in leftovers.processes():          # a stopped node agent, if the driver hung
+            process.kill()
+    assert proc.returncode == 0, proc.stderr
+    outcome = proc.stdout.split()
+    assert outcome[0] == "TIMEOUT", proc.stdout
+    assert 0.9 < float(outcome[1]) < 4, proc.stdout
+    assert "node agent on this machine" in proc.stdout, proc.stdout
+    assert f"SUM {10 * 2**20 // 8:.1f}" in proc.stdout, proc.stdout

@@ -197,12 +197,10 @@ class NodeAgent:
             except OSError:
                 data = b""
             if not data:                  # the process closed it (its pins are counted by identity)
-                self.poller.unregister(fd)
-                del self.pin_conns[fd]
-                conn.close()
+                self.close_pin_conn(fd)
                 continue
             pending += data
-            replies = []
+            replies, pinned_now = [], []
             while len(pending) >= 2 and len(pending) >= 2 + int.from_bytes(pending[:2], "big"):
                 end = 2 + int.from_bytes(pending[:2], "big")
                 kind, oid, arg = P.decode_channel_request(pending[2:end])
@@ -214,18 +212,29 @@ class NodeAgent:
                     replies.append(P.encode_allocated(*self.allocate(oid, arg)))
                     continue
                 pinned, _ = self.pin_for(arg, oid)      # None: not sealed here, freed, no room to restore
+                if pinned:
+                    pinned_now.append((arg, oid))
                 replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
             self.pin_conns[fd][1] = pending
             if replies:
                 reply = b"".join(replies)
                 try:
-                    sent = conn.send(reply)       # a few bytes into an empty buffer: all at once
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(reply):
-                    conn.setblocking(True)
-                    conn.sendall(reply[sent:])
-                    conn.setblocking(False)
+                    try:
+                        sent = conn.send(reply)       # a few bytes into an empty buffer: all at once
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(reply):
+                        conn.setblocking(True)
+                        conn.sendall(reply[sent:])
+                        conn.setblocking(False)
+                except OSError:           # the process gave up waiting (get's timeout) or died: the
+                    for ident, oid in pinned_now:           # pins it never heard of are undone
+                        self.unpin_for(ident, [oid])
+                    self.close_pin_conn(fd)
+
+    def close_pin_conn(self, fd: int) -> None:
+        self.poller.unregister(fd)
+        self.pin_conns.pop(fd)[0].close()
 
     def drain(self, sock, handle) -> None:
         while True:
@@ -335,13 +344,7 @@ class NodeAgent:
             _, req, oid, sources = message
             self.pin(sock, ident, req, oid, sources)
         elif kind == P.UNPIN:
-            counts = self.pins.get(ident, {})
-            for oid in message[1]:
-                if counts.get(oid, 0) > 0:
-                    counts[oid] -= 1
-                    if not counts[oid]:
-                        del counts[oid]
-                    self.store.unpin(oid)
+            self.unpin_for(ident, message[1])
         elif kind == P.READ:
             _, req, oid, start, length = message
             entry = self.store.entries.get(oid)
@@ -403,6 +406,16 @@ class NodeAgent:
         counts = self.pins.setdefault(ident, {})
         counts[oid] = counts.get(oid, 0) + 1
         return entry, None
+
+    def unpin_for(self, ident: bytes, oids) -> None:
+        """Undo pins that the process `ident` holds (pin_for's counts)."""
+        counts = self.pins.get(ident, {})
+        for oid in oids:
+            if counts.get(oid, 0) > 0:
+                counts[oid] -= 1
+                if not counts[oid]:
+                    del counts[oid]
+                self.store.unpin(oid)
 
     # --- pulls from other nodes ------------------------------------------------------------
     def start_pull(self, sock, ident, req, oid, sources) -> None:
