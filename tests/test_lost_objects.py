@@ -112,3 +112,28 @@ def test_get_timeout_bounds_a_pin_on_a_hung_local_node(tmp_path):
     assert 0.9 < float(outcome[1]) < 4, proc.stdout
     assert "node agent on this machine" in proc.stdout, proc.stdout
     assert f"SUM {10 * 2**20 // 8:.1f}" in proc.stdout, proc.stdout
+
+
+def hold_refs_until(release: str, count: int) -> int:
+    """A task that puts `count` objects and holds their refs until `release` appears (at most 120 s)."""
+    refs = [tasuki.put(np.full(1000, float(i))) for i in range(count)]
+    deadline = time.monotonic() + 120
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(refs)
+
+
+def test_refs_held_by_the_workers_of_a_dead_node_are_released(cli_cluster, driver, tmp_path):
+    """The head forgets a dead node's workers like any process that left: the objects only they
+    held are freed (they stayed in the head's object table for good)."""
+    objects = lambda: tasuki.api._get_client().query("status")["objects"]     # noqa: E731
+    node, pid = cli_cluster.add_node("127.0.0.4", "--num-cpus", "1", "--resources", '{"holder": 1}')
+    before = objects()
+    release = str(tmp_path / "never")
+    try:
+        tasuki.remote(hold_refs_until).options(resources={"holder": 1}).remote(release, 20)
+        wait_until(lambda: objects() >= before + 21, 60, "the task's 20 puts to reach the head")
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: node_state(node) == "DEAD", 30, f"node {node} to be declared dead")
+    wait_until(lambda: objects() <= before + 1, 30, "the dead workers' objects to be freed")

@@ -524,7 +524,7 @@ class Head:
         self.tasks.pop(task.task_id, None)
         if actor is None or actor.state == P.DEAD_STATE or error is not None:
             self.sched.worker_gone(ident, now)       # this worker exits; it must not get new work
-            self.peers.pop(ident, None)
+            self.forget_peer(ident)
             self.send(ident, (P.EXIT,))
             if actor is not None and actor.state != P.DEAD_STATE:
                 actor.no_restart = True
@@ -870,9 +870,7 @@ class Head:
     def node_died(self, node: Node, now: float) -> None:
         self.peers.pop(b"N" + node.node_id.encode(), None)
         for worker in self.sched.remove_node(node.node_id):
-            peer = self.peers.pop(worker.worker_id, None)
-            if peer is not None:
-                self.release_functions(worker.worker_id, peer)
+            self.forget_peer(worker.worker_id)       # its refs and its functions
             actor = self.actor_by_worker.get(worker.worker_id)
             if actor is not None:
                 self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
