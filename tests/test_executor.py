@@ -372,6 +372,52 @@ def test_shutdown_returns_when_the_cluster_connection_has_closed(tmp_path):
     assert done.stdout.split("\n")[-2] == "['ClusterError', 'ClusterError', 'ClusterError']", done.stdout
 
 
+def test_results_still_awaited_at_shutdown_fail_at_once(tmp_path):
+    """tasuki.shutdown() while results are awaited (a ref's future, an Executor future without its
+    shutdown, a Pool result, a get in another thread): each fails with ClusterError right away,
+    none waits for ever (futures) or for the head's 30 s timeout (get)."""
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.path.insert(0, {RUNTIME!r})
+        import tasuki
+        from tasuki.exceptions import ClusterError
+        tasuki.init(num_cpus=2)
+        slow = tasuki.remote(time.sleep)
+        ref_future = slow.remote(30).future()
+        ex = tasuki.Executor(max_workers=1)
+        ex_future = ex.submit(time.sleep, 30)
+        pool = tasuki.Pool(1)
+        pool_result = pool.apply_async(time.sleep, (30,))
+        blocked_ref, outcome = slow.remote(30), {{}}
+        def blocked_get():
+            try:
+                tasuki.get(blocked_ref)
+            except ClusterError:
+                outcome["get"] = time.monotonic()
+        getter = threading.Thread(target=blocked_get)
+        getter.start()
+        client = tasuki.api._client
+        while blocked_ref.id not in client.requested:      # the getter waits in get
+            time.sleep(0.01)
+        closed = time.monotonic()
+        tasuki.shutdown()
+        print("future", type(ref_future.exception(20)).__name__)
+        print("executor", type(ex_future.exception(20)).__name__)
+        try:
+            pool_result.get(20)
+        except ClusterError as e:
+            print("pool ClusterError", "shutdown()" in str(e))
+        getter.join(20)
+        print("get", "ClusterError" if "get" in outcome and outcome["get"] - closed < 10 else "late")
+    """)
+    env = {**os.environ, "TASUKI_TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "future ClusterError" in lines and "executor ClusterError" in lines, done.stdout
+    assert "get ClusterError" in lines and "pool ClusterError True" in lines, done.stdout
+
+
 # --- what the standard library cannot do ---------------------------------------------------------------
 def test_lambdas_closures_notebook_and_local_module_functions(executor, local_module):
     offset = 100

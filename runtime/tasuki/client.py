@@ -111,6 +111,7 @@ class Client:
             object_ref._client = None
         self.send_head((P.BYE,))
         self.running = False
+        self._fail_waiting()
         if self.callbacks is not None:
             self.callbacks.put(None)
         self._wake()
@@ -118,6 +119,24 @@ class Client:
         self.context.destroy(linger=0)
         os.close(self.wake_r)
         os.close(self.wake_w)
+
+    @staticmethod
+    def closed_error() -> ClusterError:
+        """What a result still awaited when the connection closed fails with."""
+        return ClusterError("the connection to the tasuki cluster was closed (tasuki.shutdown()) before this "
+                            "result arrived: wait for results, or shut executors and pools down, before shutdown()")
+
+    def _fail_waiting(self) -> None:
+        """Closing: the objects that callbacks (futures, the drop-ins) or other threads' gets still
+        wait for will never come; they fail with a ClusterError instead of waiting for ever."""
+        blob = serialization.dumps_inline(self.closed_error())
+        with self.watch_lock:
+            waited = list(self.watchers)
+        with self.cond:
+            for oid in waited:
+                self.objects.setdefault(oid, (P.ERROR, blob))
+            self.cond.notify_all()
+        self._fire(waited)
 
     # --- sending ---------------------------------------------------------------------------
     def send_head(self, message: tuple) -> None:
@@ -546,6 +565,10 @@ class Client:
         self.ready([oid])
         self._fire([oid])           # it may have arrived before the callback was registered
 
+    def result(self, oid: bytes):
+        """The value of an object that is here (what a when_ready callback reads), or its error raised."""
+        return self.value(oid, *self.objects[oid])
+
     def _fire(self, oids: list) -> None:
         due = []
         with self.watch_lock:
@@ -576,6 +599,8 @@ class Client:
     def check_head(self) -> None:
         """Raise instead of waiting forever when the head has gone silent (drivers only: a
         worker's node watches the head for it)."""
+        if not self.running:
+            raise self.closed_error()
         if self.role != "driver":
             return
         silent = time.time() - self.last_heard

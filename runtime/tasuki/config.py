@@ -108,7 +108,7 @@ def read_private_file(path: str) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):           # O_NOFOLLOW on a symlink: ELOOP
             raise _refuse("file", path, [f"is a symbolic link (to {os.readlink(path)})"], fix) from None
         raise

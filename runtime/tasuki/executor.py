@@ -28,7 +28,6 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 from . import api, serialization
-from .exceptions import ClusterError
 from .shared_args import SharedArguments, check_items, resolve
 
 __all__ = ["Executor"]
@@ -114,8 +113,7 @@ class Executor(concurrent.futures.Executor):
                 self._waiting.clear()
             while wait and (self._in_flight or self._waiting):
                 if not self._client.running:       # tasuki.shutdown(): these calls can never finish
-                    self._fail_all(ClusterError("the cluster connection closed before this call finished: was "
-                                                "tasuki.shutdown() called first? Shut the executor down before it"))
+                    self._fail_all(self._client.closed_error())
                     break
                 self._idle.wait(1.0)
         if wait:
@@ -130,18 +128,21 @@ class Executor(concurrent.futures.Executor):
         once its completion callback is set, so a call that fails to go never holds up shutdown."""
         ref = task.remote(*args, **kwargs)
         self._client = client = api._get_client()
-        client.when_ready(ref.id, lambda: self._done(future, ref))
+        client.when_ready(ref.id, lambda: self._done(future, client, ref))
         self._in_flight.add(future)
 
-    def _done(self, future: concurrent.futures.Future, ref) -> None:
-        """Callback thread: a task finished; resolve its future and send the next waiting call."""
+    def _done(self, future: concurrent.futures.Future, client, ref) -> None:
+        """Callback thread: a task finished (or the connection closed); resolve its future and send
+        the next waiting call."""
         try:
-            future.set_result(api.get(ref))
+            future.set_result(client.result(ref.id))
         except BaseException as e:
             future.set_exception(e)
         with self._lock:
             self._in_flight.discard(future)
             self._measure(time.monotonic())
+            if not client.running:      # tasuki.shutdown(): sending the waiting calls would start a new cluster
+                self._fail_all(client.closed_error())
             while self._waiting and len(self._in_flight) < self._limit:
                 waiting = self._waiting.popleft()
                 if waiting[0].set_running_or_notify_cancel():       # False: it was cancelled
@@ -183,3 +184,4 @@ def _run_batch(fn: Callable, batch: list) -> list:
     """One task running `fn` over a batch of argument tuples (Executor.map with a chunksize)."""
     get = api.get
     return [fn(*[resolve(a, get) for a in args]) for args in batch]
+

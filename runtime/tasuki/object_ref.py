@@ -55,15 +55,17 @@ class ObjectRef:
     def future(self):
         """A concurrent.futures.Future that completes with the value (or its error)."""
         import concurrent.futures
-        from .api import _get_client, get
+        from .api import _get_client
         future = concurrent.futures.Future()
+
+        client = _get_client()
 
         def resolve():
             try:
-                future.set_result(get(self))
+                future.set_result(client.result(self.id))
             except BaseException as e:
                 future.set_exception(e)
-        _get_client().when_ready(self.id, resolve)
+        client.when_ready(self.id, resolve)
         return future
 
     def __await__(self):

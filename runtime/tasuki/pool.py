@@ -473,6 +473,10 @@ class Pool:
 
     def terminate(self) -> None:
         """Stop the processes at once; unfinished results fail with TaskCancelledError."""
+        self._end(TaskCancelledError("the pool was terminated before this result was computed"))
+
+    def _end(self, error: Exception, kill: bool = True) -> None:
+        """Send nothing more; unfinished results fail with `error`; the processes are killed if `kill`."""
         with self._lock:
             if self._state == "TERMINATE":
                 return
@@ -483,8 +487,8 @@ class Pool:
             self._changed.notify_all()
         for proc in procs:
             proc.dead = True
-            _kill_quietly(proc.actor)
-        error = TaskCancelledError("the pool was terminated before this result was computed")
+            if kill:
+                _kill_quietly(proc.actor)
         for result in results:
             result._finish(False, error)
         self._shared.clear()
@@ -633,9 +637,12 @@ class Pool:
         return self._maxtasks is not None and proc.calls >= self._maxtasks
 
     def _done(self, proc: _Process, job: _Job, ref) -> None:
-        """Callback thread: a chunk finished (or its process died)."""
+        """Callback thread: a chunk finished (or its process died, or the connection closed)."""
+        if not self._client.running:          # tasuki.shutdown(): nothing more can be sent or computed
+            self._end(self._client.closed_error(), kill=False)
+            return
         try:
-            values, error, seconds = api.get(ref)
+            values, error, seconds = self._client.result(ref.id)
         except ActorError as e:
             self._process_died(proc, e)
             return
