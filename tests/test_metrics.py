@@ -6,6 +6,7 @@ A CLI-started cluster: the head node {CPU: 1} on 127.0.0.1 and one extra node
 from __future__ import annotations
 
 import json
+import socket
 import re
 import time
 import urllib.error
@@ -27,7 +28,9 @@ EXPECTED = ["tasuki_pending_tasks", "tasuki_running_tasks", "tasuki_tasks_finish
 
 @pytest.fixture(scope="module")
 def cluster(cli_cluster):
-    cli_cluster.extra = cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"extra": 1}')[0]
+    cli_cluster.extra = cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"extra": 1}',
+                                             env={"TASUKI_NODE_NAME": "demo-worker-cpu-x7k2q",
+                                                  "TASUKI_NODE_GROUP": "cpu"})[0]
     cli_cluster.url = cli_cluster.info["metrics"]
     return cli_cluster
 
@@ -140,6 +143,14 @@ def test_infeasible_demand_is_reported(connected):
 def test_json_api_and_not_found(cluster):
     code, body = http(cluster.url + "/api/v1/nodes")
     assert code == 200 and {n["ip"] for n in json.loads(body)} == {"127.0.0.1", "127.0.0.2"}
+    # how the operator maps nodes to pods: the pod name and group each node agent was started with
+    for path in ("/api/v1/nodes", "/api/v1/demand"):
+        nodes = json.loads(http(cluster.url + path)[1])
+        nodes = nodes["nodes"] if isinstance(nodes, dict) else nodes
+        extra = next(n for n in nodes if n["node_id"] == cluster.extra)
+        assert (extra["node_name"], extra["group"]) == ("demo-worker-cpu-x7k2q", "cpu"), extra
+        head = next(n for n in nodes if n["node_id"] != cluster.extra)
+        assert head["node_name"] == socket.gethostname() and head["group"] == "", head
     code, body = http(cluster.url + "/api/v1/status")
     assert code == 200 and set(json.loads(body)["finished"]) >= {"succeeded", "failed", "crashed", "cancelled"}
     assert http(cluster.url + "/nope")[0] == 404

@@ -941,6 +941,7 @@ class Head:
                 "ipc": node.info.get("ipc"), "store_path": node.info.get("store_path"),
                 "pin_socket": node.info.get("pin_socket"),
                 "boot_id": node.info.get("boot_id"), "version": node.info.get("version"),
+                "node_name": node.info.get("node_name", ""), "group": node.info.get("group", ""),
                 "python": node.info.get("python"), "is_head_node": node.info.get("is_head_node", False),
                 "resources": node.total, "available": {k: max(0.0, v) for k, v in node.available.items()},
                 "workers": len(node.workers), "busy_workers": busy,

@@ -50,6 +50,8 @@ class NodeConfig:
     spill_dir: str
     is_head_node: bool = False
     labels: dict = field(default_factory=dict)
+    node_name: str = ""         # TASUKI_NODE_NAME: the pod's name on Kubernetes (else the host name)
+    group: str = ""             # TASUKI_NODE_GROUP: its worker group ("head" for the head's pod)
 
 
 def detect_gpus() -> int:
@@ -130,7 +132,7 @@ class NodeAgent:
                 "pin_socket": pin_socket_path(c),
                 "store_capacity": c.store_bytes, "boot_id": config.boot_id(), "version": __version__,
                 "python": PYTHON_VERSION, "is_head_node": c.is_head_node, "labels": c.labels,
-                "pid": os.getpid()}
+                "node_name": c.node_name, "group": c.group, "pid": os.getpid()}
 
     # --- loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -537,7 +539,8 @@ def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, 
         store_bytes=size, store_path=os.path.join(store_dir, f"tasuki-{os.getpid()}-{node_id}"),
         ipc_address=f"ipc://{session}/node-{node_id}.sock",
         tcp_address=f"ipc://{session}/node-{node_id}-tx.sock" if local_only else f"tcp://{ip}:{port}",
-        spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node)
+        spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node,
+        node_name=config.env("NODE_NAME") or socket.gethostname(), group=config.env("NODE_GROUP", ""))
 
 
 def sweep_stale_stores(directory: str) -> None:
