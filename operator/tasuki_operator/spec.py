@@ -194,8 +194,12 @@ class _Checker:
             self.fail(path, f"{path} must be a number of at least 0, got {value!r}")
 
     def choice(self, value: Any, path: str, choices: tuple) -> None:
-        if value is not None and value not in choices:
-            self.fail(path, f"{path} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if value is None or (value in choices and not isinstance(value, bool)):
+            return
+        hint = ""
+        if isinstance(value, bool):          # YAML 1.1 (kubectl's, PyYAML's) reads a bare Off/On/No as a boolean
+            hint = '; a bare Off, On, Yes or No is a boolean in YAML: quote it, e.g. mode: "Off"'
+        self.fail(path, f"{path} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
 
     def boolean(self, value: Any, path: str) -> None:
         if value is not None and not isinstance(value, bool):
