@@ -376,15 +376,26 @@ def _bins_of(entries, kind: str) -> list[_Bin]:
     return list(classes.values())
 
 
+_CHECK_ORDER = {"GPU": 0, "memory": 2, "CPU": 3}     # custom resources: 1
+
+
 def _fill(bins: list[_Bin], shape: Shape, count: int, taken: set | None) -> tuple[int, dict]:
     """Put up to `count` bundles of `shape` into `bins`, first fit; return (placed, per group)."""
     placed, per_group, i = 0, {}, 0
+    # the scan is the plan's hot loop (bins x shapes): a bin that cannot take one bundle is
+    # rejected on its first short resource, checking the rarest first (GPU, custom, memory, CPU)
+    checks = sorted(((k, v - EPSILON) for k, v in shape), key=lambda kv: _CHECK_ORDER.get(kv[0], 1))
     while i < len(bins) and placed < count:
         b = bins[i]
-        per = times_fits(b.avail, shape)
-        if per <= 0:
+        avail, short = b.avail, False
+        for k, least in checks:
+            if avail.get(k, 0.0) < least:
+                short = True
+                break
+        if short:
             i += 1
             continue
+        per = times_fits(avail, shape)
         left = count - placed
         if per == math.inf or per * b.n <= left:
             k = left if per == math.inf else per * b.n
