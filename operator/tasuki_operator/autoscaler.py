@@ -51,6 +51,11 @@ head lets the busy node finish its tasks and reports it drained). Demand is stil
 
 `DryRun` computes exactly the Auto plan, marked `dry_run`: the caller reports it, acts on nothing.
 
+One module (about 700 lines with this docstring) because the rules are read together: each
+interacts with the others (a node that took bundles is not drained, a group that grows keeps its
+idle nodes, a backed-off group sends its demand on). Sections: arithmetic, inputs and outputs,
+the plan, scale-up, scale-down, Off mode, Kubernetes JSON and replays.
+
 The resource arithmetic (`shape_of`, `fits`, `times_fits`) is the runtime scheduler's
 (runtime/tasuki/scheduler.py), copied with its tolerance so both pack by the same rules: the
 operator must not import the runtime package (its __init__ pulls zmq).
@@ -537,38 +542,6 @@ def _unplaceable(s: Shape, count: int, by_cost: list[GroupSpec]) -> dict:
                       "add a group with pods this large, or ask for less"}
 
 
-def pod_from_kubernetes(pod: dict, drained: bool = False, node_id: str | None = None) -> PodInfo:
-    """A PodInfo from a Kubernetes Pod as JSON (`kubectl get pod -o json`, or the API's dict).
-    The group is the `tasuki.dev/group` label; `unschedulable_since` is the PodScheduled=False
-    condition's lastTransitionTime when its reason is Unschedulable."""
-    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    since = None
-    for c in status.get("conditions") or ():
-        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
-            since = parse_time(c.get("lastTransitionTime")) if c.get("lastTransitionTime") else None
-    return PodInfo(name=meta.get("name", ""), group=(meta.get("labels") or {}).get("tasuki.dev/group", ""),
-                   phase=status.get("phase", "Pending"), created_at=parse_time(meta.get("creationTimestamp")),
-                   unschedulable_since=since, node_id=node_id, drained=drained,
-                   deleting=bool(meta.get("deletionTimestamp")))
-
-
-def parse_time(text: str | None) -> float:
-    """Seconds since the epoch from a Kubernetes timestamp ('2026-12-02T16:07:44Z')."""
-    if not text:
-        raise ValueError("metadata.creationTimestamp is missing: pass the Pod as the API returns it")
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def replay(snapshot: dict) -> Plan:
-    """The plan for a saved snapshot: {"now", "settings": Settings fields, "groups": [GroupSpec
-    fields], "demand": GET /api/v1/demand, "pods": [Pod JSON] (`kubectl get pods -l
-    tasuki.dev/cluster=NAME -o json`'s items), "drained": [pod names the head said drained]}."""
-    drained = set(snapshot.get("drained") or ())
-    pods = [pod_from_kubernetes(p, (p.get("metadata") or {}).get("name") in drained) for p in snapshot["pods"]]
-    groups = [GroupSpec(**g) for g in snapshot["groups"]]
-    return plan(snapshot["demand"], groups, pods, float(snapshot["now"]), Settings(**snapshot.get("settings", {})))
-
-
 def _stuck_text(st: _GroupState, settings: Settings) -> str:
     pod, secs = max(st.stuck, key=lambda x: x[1])
     return (f"{len(st.stuck)} pod(s) Unschedulable, {pod.name} for {secs:.0f} s "
@@ -689,3 +662,37 @@ def _summarise(groups, states, settings, result: Plan) -> None:
         elif st.backed_off:
             d.decision = "backoff"
         d.reason = "; ".join(reasons) or (f"hold at {d.live} pods (min {g.min_replicas}, max {g.max_replicas})")
+
+
+# --- inputs from Kubernetes JSON, and replays ---------------------------------------------------
+
+def pod_from_kubernetes(pod: dict, drained: bool = False, node_id: str | None = None) -> PodInfo:
+    """A PodInfo from a Kubernetes Pod as JSON (`kubectl get pod -o json`, or the API's dict).
+    The group is the `tasuki.dev/group` label; `unschedulable_since` is the PodScheduled=False
+    condition's lastTransitionTime when its reason is Unschedulable."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    since = None
+    for c in status.get("conditions") or ():
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            since = parse_time(c.get("lastTransitionTime")) if c.get("lastTransitionTime") else None
+    return PodInfo(name=meta.get("name", ""), group=(meta.get("labels") or {}).get("tasuki.dev/group", ""),
+                   phase=status.get("phase", "Pending"), created_at=parse_time(meta.get("creationTimestamp")),
+                   unschedulable_since=since, node_id=node_id, drained=drained,
+                   deleting=bool(meta.get("deletionTimestamp")))
+
+
+def parse_time(text: str | None) -> float:
+    """Seconds since the epoch from a Kubernetes timestamp ('2026-12-02T16:07:44Z')."""
+    if not text:
+        raise ValueError("metadata.creationTimestamp is missing: pass the Pod as the API returns it")
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def replay(snapshot: dict) -> Plan:
+    """The plan for a saved snapshot: {"now", "settings": Settings fields, "groups": [GroupSpec
+    fields], "demand": GET /api/v1/demand, "pods": [Pod JSON] (`kubectl get pods -l
+    tasuki.dev/cluster=NAME -o json`'s items), "drained": [pod names the head said drained]}."""
+    drained = set(snapshot.get("drained") or ())
+    pods = [pod_from_kubernetes(p, (p.get("metadata") or {}).get("name") in drained) for p in snapshot["pods"]]
+    groups = [GroupSpec(**g) for g in snapshot["groups"]]
+    return plan(snapshot["demand"], groups, pods, float(snapshot["now"]), Settings(**snapshot.get("settings", {})))
