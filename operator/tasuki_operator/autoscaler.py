@@ -192,7 +192,7 @@ class GroupDecision:
     starting: int = 0                    # not yet registered
     stuck: int = 0                       # Unschedulable past the grace period
     leaving: int = 0                     # draining or drained
-    desired: int = 0                     # live + create - leaving
+    desired: int = 0                     # live + create - leaving - new drains - pods deleted directly (Off)
     reason: str = ""
 
 
