@@ -193,8 +193,7 @@ def test_gpu_limits_are_kept(group, gpus):
     resources = pod["spec"]["containers"][0]["resources"]
     assert resources["limits"].get("nvidia.com/gpu") == gpus
     assert resources["requests"].get("nvidia.com/gpu") == gpus
-    assert resources == issue_cluster()["spec"]["workerGroups"][[g["name"] for g in
-                                                                issue_cluster()["spec"]["workerGroups"]].index(group)]["resources"]
+    assert resources == m.find_group(issue_cluster(), group)[1]["resources"]         # copied as given
 
 
 # --- /dev/shm --------------------------------------------------------------------------------------
