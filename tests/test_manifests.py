@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -21,32 +22,9 @@ from tasuki_operator.quantity import parse_quantity
 
 Mi, Gi = 1 << 20, 1 << 30
 
-# The manifest of issue 13, exactly as written, plus the uid the API server would add.
-ISSUE_MANIFEST = """
-apiVersion: tasuki.dev/v1alpha1
-kind: Cluster
-metadata: {name: demo, namespace: ml}
-spec:
-  image: tasuki/runtime:0.1.0
-  objectStoreMemory: 512Mi
-  head:
-    numCpus: 0
-    resources: {requests: {cpu: "1", memory: 2Gi}, limits: {cpu: "1", memory: 2Gi}}
-  autoscaler: {mode: Auto, pollIntervalSeconds: 1, idleTimeoutSeconds: 5}
-  workerGroups:
-    - name: cpu
-      replicas: 0
-      minReplicas: 0
-      maxReplicas: 3
-      resources: {requests: {cpu: "1", memory: 2Gi}, limits: {cpu: "1", memory: 2Gi}}
-    - name: gpu
-      replicas: 0
-      minReplicas: 0
-      maxReplicas: 2
-      resources:
-        requests: {cpu: "1", memory: 4Gi, nvidia.com/gpu: "1"}
-        limits: {cpu: "1", memory: 4Gi, nvidia.com/gpu: "1"}
-"""
+# The manifest of issue 13, exactly as written (test_crd checks that this example is that manifest),
+# plus the uid the API server would add.
+ISSUE_MANIFEST = (Path(__file__).resolve().parent.parent / "examples" / "k8s" / "cpu-gpu-cluster.yaml").read_text()
 UID = "6f1d2c3b-0000-4000-8000-1234567890ab"
 
 # Every pod-template override the CRD allows, on the head and on a group.
