@@ -159,6 +159,8 @@ def builtin_resources() -> list[Resource]:
 # ---------------------------------------------------------------------------------------------
 # Selectors.
 
+_KEY = r"[A-Za-z0-9][A-Za-z0-9_./-]*"
+_VALUE = r"[A-Za-z0-9_.-]*"
 _REQ_SPLIT = re.compile(r",(?![^()]*\))")
 
 
@@ -168,7 +170,7 @@ def parse_label_selector(text: str | None) -> Callable[[dict[str, str]], bool]:
         return lambda labels: True
     checks: list[Callable[[dict[str, str]], bool]] = []
     for req in (r.strip() for r in _REQ_SPLIT.split(text) if r.strip()):
-        m = re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^)]*)\)", req)
+        m = re.fullmatch(rf"({_KEY})\s+(in|notin)\s+\(([^)]*)\)", req)
         if m:
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
             if op == "in":
@@ -176,7 +178,7 @@ def parse_label_selector(text: str | None) -> Callable[[dict[str, str]], bool]:
             else:
                 checks.append(lambda l, k=key, vs=values: l.get(k) not in vs)
             continue
-        m = re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*([^=!\s]*)", req)
+        m = re.fullmatch(rf"({_KEY})\s*(==|=|!=)\s*({_VALUE})", req)
         if m:
             key, op, value = m.groups()
             if op == "!=":
@@ -184,7 +186,7 @@ def parse_label_selector(text: str | None) -> Callable[[dict[str, str]], bool]:
             else:
                 checks.append(lambda l, k=key, v=value: l.get(k) == v)
             continue
-        m = re.fullmatch(r"(!?)([^=!\s()]+)", req)
+        m = re.fullmatch(rf"(!?)({_KEY})", req)
         if m:
             neg, key = m.groups()
             checks.append((lambda l, k=key: k not in l) if neg else (lambda l, k=key: k in l))
