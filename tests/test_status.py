@@ -446,7 +446,8 @@ def test_an_invalid_cluster_name_does_not_raise():
     ({"phase": "Running", "version": "0.1.0"}, {"phase": "Running"}, {"version": None}),
     ({"autoscaler": {"mode": "Auto", "placed": [1]}}, {"autoscaler": {"mode": "Auto", "reason": "r"}},
      {"autoscaler": {"placed": None, "reason": "r"}}),
-    ({"groups": [{"name": "a"}]}, {"groups": [{"name": "a"}, {"name": "b"}]}, {"groups": [{"name": "a"}, {"name": "b"}]}),
+    ({"groups": [{"name": "a"}]}, {"groups": [{"name": "a"}, {"name": "b"}]},
+     {"groups": [{"name": "a"}, {"name": "b"}]}),
     (None, {"phase": "Pending"}, {"phase": "Pending"}),
 ])
 def test_status_patch(old, new, patch):

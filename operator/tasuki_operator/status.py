@@ -257,7 +257,8 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
 
     # the head's view: nodes by pod name, versions, pending tasks
     nodes = [n for n in (demand or {}).get("nodes") or () if isinstance(n, dict)]
-    by_pod = {n.get("node_name"): n for n in nodes if n.get("node_name") and n.get("state") in (NODE_ALIVE, NODE_DRAINING)}
+    by_pod = {n.get("node_name"): n for n in nodes
+              if n.get("node_name") and n.get("state") in (NODE_ALIVE, NODE_DRAINING)}
     previous_groups = {g.get("name"): g for g in previous.get("groups") or () if isinstance(g, dict)}
 
     def idle(pod: dict) -> bool:
@@ -304,7 +305,8 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
     status["workers"] = f"{ready}/{desired}"
     default = specs[0]["name"] if specs else None
     status["replicas"] = sum(1 for p in live_workers if _labels(p).get(LABEL_GROUP) == default) if default else 0
-    status["selector"] = f"{LABEL_CLUSTER}={name},{LABEL_ROLE}=worker" + (f",{LABEL_GROUP}={default}" if default else "")
+    status["selector"] = (f"{LABEL_CLUSTER}={name},{LABEL_ROLE}=worker"
+                          + (f",{LABEL_GROUP}={default}" if default else ""))
     if demand is not None:
         status["pendingTasks"] = sum(_count(e.get("count")) for e in demand.get("pending") or () if isinstance(e, dict))
     else:
@@ -347,7 +349,8 @@ def _head_condition(head: dict | None, heads: list[dict], expected: str, suspend
                     generation: int | None) -> dict:
     if head is None:
         if suspended:
-            return condition(HEAD_READY, False, "Suspended", "spec.suspend is true: the head pod is removed", generation)
+            return condition(HEAD_READY, False, "Suspended", "spec.suspend is true: the head pod is removed",
+                             generation)
         ended = [p for p in heads if _phase(p) in ENDED_PHASES]
         if ended:
             p = ended[0]
@@ -438,7 +441,8 @@ def _plan_summary(plan: dict) -> str:
     text = f"{plan.get('mode', '?')}{' (dry run)' if plan.get('dry_run') else ''}: "
     text += ", ".join(parts) if parts else "no pod to create"
     text += f"; {len(plan.get('drain') or ())} drains, {len(plan.get('delete') or ())} deletes"
-    return text + f"; {counts['placed']} bundles placed, {counts['waiting']} waiting, {counts['unplaceable']} unplaceable"
+    return text + (f"; {counts['placed']} bundles placed, {counts['waiting']} waiting, "
+                   f"{counts['unplaceable']} unplaceable")
 
 
 def _suspended_condition(suspended: bool, pods: list[dict], generation: int | None) -> dict:
