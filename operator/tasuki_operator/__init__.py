@@ -1,5 +1,19 @@
-"""The tasuki Kubernetes operator (kopf): Cluster resources to head and worker pods, autoscaled.
+"""The tasuki Kubernetes operator: `Cluster` resources (clusters.tasuki.dev) become a head pod and
+worker pods that scale with the head's pending queue.
 
-Not built yet: the runtime comes first. The runtime already serves what this package will read:
-GET /api/v1/demand and POST /api/v1/nodes/{id}/drain on the head's metrics port.
+Built so far, all pure (no kopf, no kubernetes client, no I/O, no clock; tests/test_isolation.py
+keeps them so), for the kopf handlers and the API module to call:
+- `crd.yaml`       the CustomResourceDefinition: the one source of the schema, defaults, CEL rules,
+                   subresources and printer columns (the tests, the Helm chart and kubectl use it)
+- `spec.py`        the spec's defaults (read from crd.yaml) and the checks the operator makes itself
+- `quantity.py`    Kubernetes quantities, exactly
+- `manifests.py`   Cluster → Secret, head Service, head Pod, worker Pods
+- `autoscaler.py`  plan(demand, groups, pods, now, settings): what to create, drain and delete, and why
+- `status.py`      the Cluster's status from its pods, the head's demand and the last plan
+- `rbac.yaml`, `rbac.py`   the operator's permissions, in one place
+
+Still to build (issue 13): `handlers.py` (thin kopf handlers), `kube.py` (the only module that calls
+the API), `head_api.py` (demand and drain over HTTP), the `tasuki-operator` command and its metrics.
+The runtime serves what they read: GET /api/v1/demand and POST /api/v1/nodes/{id}/drain on the
+head's metrics port, each node with the pod name and group it was started with.
 """
