@@ -31,7 +31,10 @@ What it implements (the parts an operator test needs):
   owner-reference garbage collection (an object whose owners are all gone is deleted, recursively;
   `propagationPolicy: Orphan` strips the references instead).
 
-What it does not do (yet): Table responses for kubectl, /openapi/v2|v3, admission (schema validation,
+- `Table` responses (Accept: ...;as=Table) for list, get and watch, with a CRD's
+  additionalPrinterColumns (priority 1 columns are kubectl's `-o wide`), so `kubectl get` prints them.
+
+What it does not do (yet): /openapi/v2|v3 (kubectl apply/create need `--validate=false`), admission (schema validation,
 defaults, CEL rules of a CRD), pod graceful termination (a deleted Pod goes at once unless it has
 finalizers), a scheduler or kubelet (tests set pod status themselves), namespace existence checks,
 bookmarks, pagination (`limit` is ignored: lists are complete), authentication.
@@ -625,6 +628,50 @@ def _out(res: Resource, obj: Obj) -> Obj:
     return o
 
 
+def _age(timestamp: str | None) -> str:
+    """A kubectl-style age ("5s", "3m", "2h", "4d") of an RFC 3339 timestamp."""
+    if not timestamp:
+        return "<unknown>"
+    then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    seconds = max(0, int((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table_columns(res: Resource, crd: Obj | None) -> list[Obj]:
+    """The Table columns: Name plus a CRD's additionalPrinterColumns (or Age), Name/Status/Age for pods."""
+    name = {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0,
+            "jsonPath": ".metadata.name"}
+    age = {"name": "Age", "type": "date", "format": "", "description": "Age", "priority": 0,
+           "jsonPath": ".metadata.creationTimestamp"}
+    if crd is not None:
+        version = next((v for v in crd["spec"]["versions"] if v["name"] == res.version), {})
+        extra = version.get("additionalPrinterColumns")
+        if extra is not None:
+            return [name] + [{"format": "", "description": "", "priority": 0, **c} for c in extra]
+    if res.group == "" and res.plural == "pods":
+        return [name, {"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0,
+                       "jsonPath": ".status.phase"}, age]
+    return [name, age]
+
+
+def table(res: Resource, columns: list[Obj], objects: list[Obj], rv: str) -> Obj:
+    """A meta.k8s.io/v1 Table, as kubectl get asks for."""
+    rows = []
+    for obj in objects:
+        cells = []
+        for c in columns:
+            value = get_path(obj, c["jsonPath"])
+            cells.append(_age(value) if c["type"] == "date" else ("<none>" if value is None else value))
+        meta = obj["metadata"]
+        rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                                "metadata": copy.deepcopy(meta)}})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "columnDefinitions": [{k: v for k, v in c.items() if k != "jsonPath"} for c in columns], "rows": rows}
+
+
 class Server:
     """The aiohttp application over a Store."""
 
@@ -642,6 +689,16 @@ class Server:
             return await handler(request)
         except ApiError as e:
             return _json(e.status(), e.code)
+
+    def _table_columns(self, request: web.Request, res: Resource) -> list[Obj] | None:
+        """The Table columns when the request asks for a Table (kubectl get), else None."""
+        if "as=Table" not in request.headers.get("Accept", ""):
+            return None
+        crd = None
+        if res.crd:
+            crd = self.store.bucket(self.store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+                                    ).get(("", res.crd))
+        return table_columns(res, crd)
 
     # --- discovery --------------------------------------------------------------------------
     def _resource_list(self, group: str, version: str) -> Obj:
@@ -735,6 +792,8 @@ class Server:
             if q.get("watch") in ("true", "1"):
                 return await self.watch(request, res, namespace)
             items = self.store.list(res, namespace, q.get("labelSelector"), q.get("fieldSelector"))
+            if (columns := self._table_columns(request, res)) is not None:
+                return _json(table(res, columns, items, str(self.store.rv)))
             return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                           "metadata": {"resourceVersion": str(self.store.rv)}, "items": [_out(res, o) for o in items]})
         if request.method == "POST":
@@ -758,7 +817,11 @@ class Server:
         m = request.method
         if m == "GET":
             obj = self.store.get(res, namespace, name)
-            return _json(self.store.scale_of(res, obj) if sub == "scale" else _out(res, obj))
+            if sub == "scale":
+                return _json(self.store.scale_of(res, obj))
+            if (columns := self._table_columns(request, res)) is not None:
+                return _json(table(res, columns, [obj], obj["metadata"]["resourceVersion"]))
+            return _json(_out(res, obj))
         if m == "PUT":
             body = await self._body(request)
             if not isinstance(body, dict):
@@ -810,6 +873,7 @@ class Server:
                 return "DELETED", ev.new
             return None
 
+        columns = self._table_columns(request, res)
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else self.server_timeout
         since = q.get("resourceVersion")
         backlog: list[tuple[str, Obj]] = []
@@ -835,7 +899,7 @@ class Server:
         try:
             await response.prepare(request)
             for type_, obj in backlog:
-                await response.write(self._line(res, type_, obj))
+                await response.write(self._line(res, type_, obj, columns))
                 if type_ == "ERROR":
                     return response
             loop = asyncio.get_running_loop()
@@ -850,7 +914,7 @@ class Server:
                         getter.cancel()
                         break
                     if t := translate(getter.result()):
-                        await response.write(self._line(res, *t))
+                        await response.write(self._line(res, *t, columns))
             finally:
                 closing.cancel()
             await response.write_eof()
@@ -861,8 +925,10 @@ class Server:
         return response
 
     @staticmethod
-    def _line(res: Resource, type_: str, obj: Obj) -> bytes:
-        return (json.dumps({"type": type_, "object": obj if type_ == "ERROR" else _out(res, obj)}) + "\n").encode()
+    def _line(res: Resource, type_: str, obj: Obj, columns: list[Obj] | None = None) -> bytes:
+        if type_ != "ERROR":
+            obj = table(res, columns, [obj], obj["metadata"]["resourceVersion"]) if columns else _out(res, obj)
+        return (json.dumps({"type": type_, "object": obj}) + "\n").encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -977,7 +1043,7 @@ class KubeEmulator:
         """The object, or None when there is none."""
         def get() -> Obj | None:
             res = self.store.find(ref)
-            return self.store.bucket(res).get((namespace or "" if res.namespaced else "", name))
+            return self.store.bucket(res).get(((namespace or "") if res.namespaced else "", name))
         return self.call(get)
 
     def list(self, ref: str, namespace: str | None = None, label_selector: str | None = None,

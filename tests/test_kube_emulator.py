@@ -5,6 +5,9 @@ never to the store directly, except to arrange or assert through the emulator's 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+for _needed in ("aiohttp", "jsonpatch", "kmock", "yaml"):    # the test extra; skip cleanly without them
+    pytest.importorskip(_needed)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube_emulator import KubeEmulator, parse_label_selector  # noqa: E402
 
@@ -367,6 +372,75 @@ def test_the_tasuki_crd_is_served_with_status_and_scale(kube):
     assert names["clusters"]["shortNames"] == ["tkc"] and names["clusters"]["namespaced"] is True
     _, core = http(kube, "GET", "/api/v1")
     assert core["groupVersion"] == "v1" and "pods/status" in {r["name"] for r in core["resources"]}
+
+
+# --- kubectl: Table responses and the everyday verbs ------------------------------------------------
+
+def test_table_responses_carry_the_printer_columns(kube):
+    http(kube, "POST", CLUSTERS, cluster("tabled"))
+    kube.set_status("clusters", "tabled", {"phase": "Running", "workers": "2/3", "head": {"address": "tasuki://h"}}, "ml")
+    req = urllib.request.Request(kube.url + CLUSTERS + "?" + urllib.parse.urlencode({"fieldSelector": "metadata.name=tabled"}),
+                                 headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        table = json.load(r)
+    assert table["kind"] == "Table"
+    columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
+    assert columns == [("Name", 0), ("Phase", 0), ("Ready", 0), ("Pending", 0), ("GPUs", 0), ("Version", 0),
+                       ("Age", 0), ("Head", 1), ("Idle", 1)]
+    [row] = table["rows"]
+    assert row["cells"][:3] == ["tabled", "Running", "2/3"] and row["cells"][7] == "tasuki://h"
+    assert row["object"]["metadata"]["name"] == "tabled"
+
+
+KUBECTL = os.environ.get("KUBECTL") or shutil.which("kubectl")
+
+
+@pytest.mark.skipif(not KUBECTL, reason="no kubectl (set KUBECTL to one)")
+def test_kubectl_apply_get_scale_delete(tmp_path):
+    with KubeEmulator() as kube:
+        def kubectl(*args: str) -> str:
+            done = subprocess.run([KUBECTL, *args], env={**os.environ, "KUBECONFIG": kube.kubeconfig_path},
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            return done.stdout
+        kubectl("create", "--validate=false", "-f", str(CRD))
+        manifest = tmp_path / "demo.yaml"
+        manifest.write_text("apiVersion: tasuki.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo, namespace: ml}\n"
+                            "spec: {image: tasuki/runtime:0.1.0, replicas: 1}\n")
+        assert "created" in kubectl("apply", "--validate=false", "-f", str(manifest))
+        kube.set_status("clusters", "demo", {"phase": "Running", "workers": "1/1", "head": {"address": "tasuki://h"}},
+                        "ml")
+        header, row = kubectl("get", "tkc", "-n", "ml", "-o", "wide").splitlines()
+        assert header.split() == ["NAME", "PHASE", "READY", "PENDING", "GPUS", "VERSION", "AGE", "HEAD", "IDLE"]
+        assert row.split()[:3] == ["demo", "Running", "1/1"] and "tasuki://h" in row
+        kubectl("scale", "tkc/demo", "-n", "ml", "--replicas", "3")
+        assert kube.get("clusters", "demo", "ml")["spec"]["replicas"] == 3
+        kubectl("patch", "tkc", "demo", "-n", "ml", "--subresource=status", "--type=merge",
+                "-p", '{"status": {"phase": "Scaling"}}')
+        assert kube.get("clusters", "demo", "ml")["status"]["phase"] == "Scaling"
+        kubectl("delete", "tkc", "demo", "-n", "ml")
+        assert kube.get("clusters", "demo", "ml") is None
+
+
+def test_stop_closes_open_watches_and_ends_the_server_thread():
+    kube = KubeEmulator().start()
+    ended = threading.Event()
+
+    def reader() -> None:
+        try:
+            watch(kube, "/api/v1/namespaces/x/configmaps", {}, timeout=30)   # no timeoutSeconds: open until stop
+        except OSError:
+            pass
+        ended.set()
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        wait_until(lambda: any("watch=true" in p for _, p in kube.requests), 10, "the watch request")
+    finally:
+        kube.stop()
+    assert ended.wait(10) and not kube._thread.is_alive()
+    thread.join(5)
+    assert not Path(kube.kubeconfig_path).exists()
 
 
 # --- end to end: a kopf operator ------------------------------------------------------------------
