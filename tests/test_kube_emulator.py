@@ -200,6 +200,9 @@ def test_list_filters_by_label_and_field_selectors(kube):
         assert [o["metadata"]["name"] for o in listed["items"]] == names, query
     code, status = http(kube, "GET", "/api/v1/namespaces/sel/configmaps", query={"labelSelector": "a=(b"})
     assert code == 400
+    code, deleted = http(kube, "DELETE", "/api/v1/namespaces/sel/configmaps", query={"labelSelector": "role=worker"})
+    assert code == 200 and [o["metadata"]["name"] for o in deleted["items"]] == ["sel-1", "sel-2"]
+    assert [o["metadata"]["name"] for o in kube.list("configmaps", "sel")] == ["sel-3"]
 
 
 def test_watch_from_a_resource_version_replays_and_honours_timeout_and_selectors(kube):
@@ -473,6 +476,7 @@ def test_a_kopf_operator_creates_owned_objects_patches_status_and_gc_follows(kub
         finally:
             client.close()
         patch.status["phase"] = "Running"
+        kopf.info(body, reason="Configured", message=f"ConfigMap {name}-config created")
 
     deleted: list[str] = []
 
@@ -495,6 +499,8 @@ def test_a_kopf_operator_creates_owned_objects_patches_status_and_gc_follows(kub
         wait_until(lambda: kube.get("clusters", "e2e", "e2e") is None, 30, "the Cluster to go (finalizer removed)")
         assert kube.get("configmaps", "e2e-config", "e2e") is None
         assert deleted == ["e2e"]
+        wait_until(lambda: [e for e in kube.list("events", "e2e", field_selector="involvedObject.name=e2e")
+                            if e["reason"] == "Configured"], 30, f"kopf's Event (requests: {kube.requests})")
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
     assert ".<locals>.create' succeeded" in runner.output and ".<locals>.delete' succeeded" in runner.output
