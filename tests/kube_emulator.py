@@ -67,7 +67,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jsonpatch
 import yaml
@@ -143,7 +143,7 @@ BUILTIN_STATUS = {"pods", "services", "namespaces", "nodes", "deployments", "rep
 
 def builtin_resources() -> list[Resource]:
     """The built-in resources from KMock's bundled discovery catalogue (taken from a real cluster)."""
-    from kmock._internal import fetching, loading  # noqa: F401  (the catalogue's own parser)
+    from kmock._internal import loading        # the catalogue's own parser (a private module of kmock 0.8)
     data = importlib.resources.files("kmock._internal").joinpath("resources.json.gz").read_bytes()
     out = []
     for doc in json.loads(gzip.decompress(data)):
@@ -853,7 +853,8 @@ class Server:
     # --- watch ------------------------------------------------------------------------------
     async def watch(self, request: web.Request, res: Resource, namespace: str | None) -> web.StreamResponse:
         q = request.query
-        labels_ok, fields_ok = parse_label_selector(q.get("labelSelector")), parse_field_selector(q.get("fieldSelector"))
+        labels_ok = parse_label_selector(q.get("labelSelector"))
+        fields_ok = parse_field_selector(q.get("fieldSelector"))
 
         def matches(obj: Obj | None) -> bool:
             return obj is not None and (namespace is None or obj["metadata"].get("namespace") == namespace) and \

@@ -262,7 +262,8 @@ def test_status_and_spec_are_split(kube):
     code, obj = http(kube, "PUT", CLUSTERS + "/split",
                      {**current, "spec": {"image": "v3"}, "status": {"phase": "Failed"}})
     assert code == 200 and obj["spec"] == {"image": "v3"} and obj["status"] == {"phase": "Running"}
-    code, obj = http(kube, "PUT", CLUSTERS + "/split/status", {**obj, "spec": {"image": "no"}, "status": {"phase": "X"}})
+    code, obj = http(kube, "PUT", CLUSTERS + "/split/status",
+                     {**obj, "spec": {"image": "no"}, "status": {"phase": "X"}})
     assert code == 200 and obj["spec"] == {"image": "v3"} and obj["status"] == {"phase": "X"}
     code, _ = http(kube, "PATCH", CONFIGMAPS + "/missing/status", {}, "application/merge-patch+json")
     assert code == 404                                            # configmaps have no status subresource
@@ -320,7 +321,8 @@ def test_deleting_an_owner_collects_its_dependents(kube, policy, survivors):
                 "uid": obj["metadata"]["uid"], "controller": True}
     child = kube.create(configmap("gc-child", namespace=ns, ownerReferences=[ref(owner, "Cluster")]))
     kube.create(configmap("gc-grandchild", namespace=ns, ownerReferences=[ref(child, "ConfigMap")]))
-    kube.create(configmap("gc-co-owned", namespace=ns, ownerReferences=[ref(owner, "Cluster"), ref(other, "ConfigMap")]))
+    kube.create(configmap("gc-co-owned", namespace=ns,
+                          ownerReferences=[ref(owner, "Cluster"), ref(other, "ConfigMap")]))
     kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gc-pod", "namespace": ns,
                                                                   "ownerReferences": [ref(owner, "Cluster")]}})
     query = {"propagationPolicy": policy} if policy else None
@@ -381,8 +383,10 @@ def test_the_tasuki_crd_is_served_with_status_and_scale(kube):
 
 def test_table_responses_carry_the_printer_columns(kube):
     http(kube, "POST", CLUSTERS, cluster("tabled"))
-    kube.set_status("clusters", "tabled", {"phase": "Running", "workers": "2/3", "head": {"address": "tasuki://h"}}, "ml")
-    req = urllib.request.Request(kube.url + CLUSTERS + "?" + urllib.parse.urlencode({"fieldSelector": "metadata.name=tabled"}),
+    kube.set_status("clusters", "tabled", {"phase": "Running", "workers": "2/3", "head": {"address": "tasuki://h"}},
+                    "ml")
+    query = urllib.parse.urlencode({"fieldSelector": "metadata.name=tabled"})
+    req = urllib.request.Request(kube.url + CLUSTERS + "?" + query,
                                  headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         table = json.load(r)
