@@ -326,6 +326,7 @@ class Store:
         self.history: list[WatchEvent] = []
         self.watchers: set[asyncio.Queue] = set()
         self.requests: list[tuple[str, str]] = []       # (method, path?query) of every HTTP request
+        self.audit: list[Obj] = []                      # the RBAC view of every resource request (see Server)
 
     # --- resources --------------------------------------------------------------------------
     def resource(self, group: str, version: str, plural: str) -> Resource:
@@ -768,12 +769,25 @@ class Server:
             raise ApiError(404, "NotFound", f"{res.qualified} is not namespaced")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
+        self.store.audit.append({"verb": self._verb(request, name), "apiGroup": group, "resource": res.plural,
+                                 "subresource": sub, "namespace": namespace, "name": name})
         if len(rest) > 3 or (sub and sub not in ("status", "scale")) or (sub == "status" and not res.status) or (
                 sub == "scale" and not res.scale):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({request.path})")
         if name is None:
             return await self.collection(request, res, namespace)
         return await self.item(request, res, namespace, name, sub)
+
+    @staticmethod
+    def _verb(request: web.Request, name: str | None) -> str:
+        """The RBAC verb of a request, as the API server's authorizer names it."""
+        if request.method == "GET":
+            if request.query.get("watch") in ("true", "1"):
+                return "watch"
+            return "get" if name else "list"
+        if request.method == "DELETE":
+            return "delete" if name else "deletecollection"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method, request.method.lower())
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
@@ -941,7 +955,9 @@ class KubeEmulator:
     Use as a context manager (or call start()/stop()). `.url` is the server, `.kubeconfig_path` a
     kubeconfig pointing at it (context `emulator`, namespace `default`). The helpers below read and
     write the store directly (in the server's loop, so watchers see the changes) for arrange and
-    assert steps; `.requests` lists every (method, path?query) the server answered."""
+    assert steps; `.requests` lists every (method, path?query) the server answered and `.audit` every
+    resource request as RBAC sees it (verb, apiGroup, resource, subresource, namespace, name), for a
+    test that checks the operator's Role covers what it did."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, server_timeout: float = 300.0,
                  kubeconfig_dir: str | os.PathLike | None = None):
@@ -1078,6 +1094,11 @@ class KubeEmulator:
     @property
     def requests(self) -> list[tuple[str, str]]:
         return self.call(lambda: list(self.store.requests))
+
+    @property
+    def audit(self) -> list[Obj]:
+        """Every resource request as RBAC sees it: {verb, apiGroup, resource, subresource, namespace, name}."""
+        return self.call(lambda: list(self.store.audit))
 
     @property
     def resource_version(self) -> int:

@@ -505,6 +505,10 @@ def test_a_kopf_operator_creates_owned_objects_patches_status_and_gc_follows(kub
         assert deleted == ["e2e"]
         wait_until(lambda: [e for e in kube.list("events", "e2e", field_selector="involvedObject.name=e2e")
                             if e["reason"] == "Configured"], 30, f"kopf's Event (requests: {kube.requests})")
+    used = {(a["verb"], a["apiGroup"], a["resource"] + (f"/{a['subresource']}" if a["subresource"] else ""))
+            for a in kube.audit if a["namespace"] == "e2e"}
+    assert {("watch", "tasuki.dev", "clusters"), ("patch", "tasuki.dev", "clusters"),
+            ("patch", "tasuki.dev", "clusters/status"), ("create", "", "configmaps"), ("create", "", "events")} <= used
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
     assert ".<locals>.create' succeeded" in runner.output and ".<locals>.delete' succeeded" in runner.output
