@@ -53,12 +53,11 @@ head lets the busy node finish its tasks and reports it drained). Demand is stil
 
 One module (about 700 lines with this docstring) because the rules are read together: each
 interacts with the others (a node that took bundles is not drained, a group that grows keeps its
-idle nodes, a backed-off group sends its demand on). Sections: arithmetic, inputs and outputs,
+idle nodes, a backed-off group sends its demand on). Sections: inputs and outputs,
 the plan, scale-up, scale-down, Off mode, Kubernetes JSON and replays.
 
-The resource arithmetic (`shape_of`, `fits`, `times_fits`) is the runtime scheduler's
-(runtime/tasuki/scheduler.py), copied with its tolerance so both pack by the same rules: the
-operator must not import the runtime package (its __init__ pulls zmq).
+The resource arithmetic (`shape_of`, `fits`, `times_fits`, EPSILON) is the runtime scheduler's own
+(tasuki.scheduler, pure; tasuki's __init__ loads nothing eagerly), so both pack by the same rules.
 """
 from __future__ import annotations
 
@@ -67,34 +66,17 @@ from datetime import datetime
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+from tasuki.scheduler import EPSILON, Shape, fits, shape_of, times_fits
+
 AUTO, DRY_RUN, OFF = "Auto", "DryRun", "Off"
 MODES = (AUTO, DRY_RUN, OFF)
 ENDED_PHASES = ("Failed", "Succeeded")
 ALIVE, DRAINING = "alive", "draining"      # node states in the head's JSON
-EPSILON = 1e-9                               # the scheduler's tolerance on resource amounts
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_PENDING_GRACE_S = 120.0              # a Kubernetes cluster autoscaler takes 1-2 min to add a node
 MEMORY_KEYS = ("memory", "object_store_memory")   # amounts in bytes: printed as Mi/Gi
 MAX_REASONS = 6                              # reasons kept in one group's decision (status stays short)
 
-Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0, as in the runtime's scheduler
-
-
-# --- resource arithmetic (the scheduler's rules) ---------------------------------------------------
-
-def shape_of(resources: dict[str, float]) -> Shape:
-    """The canonical shape of a resources dict: sorted (name, amount) pairs, zero amounts dropped."""
-    return tuple(sorted((k, float(v)) for k, v in resources.items() if v > 0))
-
-
-def fits(available: dict[str, float], shape: Shape) -> bool:
-    """Does one bundle of `shape` fit in `available`?"""
-    return all(available.get(k, 0.0) >= v - EPSILON for k, v in shape)
-
-
-def times_fits(available: dict[str, float], shape: Shape) -> float:
-    """How many bundles of `shape` fit in `available` (inf for a shape that asks for nothing)."""
-    return min((math.floor(available.get(k, 0.0) / v + EPSILON) for k, v in shape), default=math.inf)
 
 
 def format_shape(shape: Shape | dict) -> str:

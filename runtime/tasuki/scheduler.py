@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of a pending queue
+EPSILON = 1e-9  # tolerance on resource amounts (0.1 + 0.2 CPUs fit in 0.3); the operator's autoscaler packs by it too
 
 ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
 STARTING, IDLE, BUSY, BLOCKED, ACTOR = "starting", "idle", "busy", "blocked", "actor"
@@ -25,12 +26,12 @@ def shape_of(resources: dict[str, float]) -> Shape:
 
 
 def fits(available: dict[str, float], shape: Shape) -> bool:
-    return all(available.get(k, 0.0) >= v - 1e-9 for k, v in shape)
+    return all(available.get(k, 0.0) >= v - EPSILON for k, v in shape)
 
 
 def times_fits(available: dict[str, float], shape: Shape) -> float:
     """How many tasks of `shape` fit in `available` (inf for a shape that asks for nothing)."""
-    return min((math.floor(available.get(k, 0.0) / v + 1e-9) for k, v in shape), default=math.inf)
+    return min((math.floor(available.get(k, 0.0) / v + EPSILON) for k, v in shape), default=math.inf)
 
 
 def acquire(available: dict[str, float], shape: Shape, sign: int = 1) -> None:
