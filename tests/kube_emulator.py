@@ -224,31 +224,15 @@ def parse_field_selector(text: str | None) -> Callable[[Obj], bool]:
 # ---------------------------------------------------------------------------------------------
 # Patches.
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """A merge patch that merges lists of objects by their `name` (containers, ports, env, ...).
-
-    The subset of Kubernetes' strategic merge patch the operator and kubectl use; `$patch` directives
-    are not supported."""
-    if isinstance(patch, list) and isinstance(target, list) and patch and all(
+def merge_patch(target: Any, patch: Any, by_name: bool = False) -> Any:
+    """RFC 7386 JSON merge patch; with `by_name`, lists of objects merge item by item by their `name`."""
+    if by_name and isinstance(patch, list) and isinstance(target, list) and patch and all(
             isinstance(x, dict) and "name" in x for x in itertools.chain(target, patch)):
         result = [copy.deepcopy(x) for x in target]
         index = {x["name"]: i for i, x in enumerate(result)}
         for item in patch:
             if item["name"] in index:
-                result[index[item["name"]]] = strategic_merge_patch(result[index[item["name"]]], item)
+                result[index[item["name"]]] = merge_patch(result[index[item["name"]]], item, by_name)
             else:
                 result.append(copy.deepcopy(item))
         return result
@@ -259,8 +243,16 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = strategic_merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, by_name)
     return result
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A merge patch that merges lists of objects by their `name` (containers, ports, env, ...).
+
+    The subset of Kubernetes' strategic merge patch the operator and kubectl use; `$patch` directives
+    are not supported."""
+    return merge_patch(target, patch, by_name=True)
 
 
 def _path_parts(path: str) -> list[str | int]:
