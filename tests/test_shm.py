@@ -35,7 +35,7 @@ def run_on_small_shm(tmp_path, driver: str, *, shm_size: str = "64m", prefill_mb
     with `prefill_mb` MiB already taken by another file; no process or mount outlives it."""
     cluster = CliCluster(tmp_path / "session")          # only for its environment and its clean-up
     os.makedirs(cluster.tmpdir, exist_ok=True)
-    (tmp_path / "driver.py").write_text(textwrap.dedent(driver))
+    (tmp_path / "driver.py").write_text(PUT_READ_BACK_SPILL_OVERFLOW + textwrap.dedent(driver))
     shell = (f"mount -t tmpfs -o size={shm_size} tmpfs /dev/shm && "
              f"{'head -c %dM /dev/zero > /dev/shm/other-program && ' % prefill_mb if prefill_mb else ''}"
              f"exec {sys.executable} {tmp_path / 'driver.py'}")
@@ -46,6 +46,30 @@ def run_on_small_shm(tmp_path, driver: str, *, shm_size: str = "64m", prefill_mb
         cluster.stop()
 
 
+# What both full-directory scenarios do once /dev/shm is short: store `count` arrays (some must
+# spill), read each back intact, wait for the node to report the spill, then put `overflow` bytes,
+# which cannot fit at all. Prints READ BACK, SPILLED <bytes> and ERROR <message>.
+PUT_READ_BACK_SPILL_OVERFLOW = """
+def put_read_back_spill_overflow(count, size, overflow):
+    import time, numpy as np, tasuki
+    from tasuki.exceptions import ObjectStoreFullError
+    refs = [tasuki.put(np.full(size, i, dtype=np.uint8)) for i in range(count)]
+    for i, ref in enumerate(refs):
+        value = tasuki.get(ref)
+        assert value.nbytes == size and (value == i).all()
+        del value
+    print("READ BACK", flush=True)
+    deadline = time.time() + 30
+    while not tasuki.nodes()[0]["ObjectStore"]["spilled"] and time.time() < deadline:
+        time.sleep(0.02)                            # the node reports it with its next heartbeat
+    print("SPILLED", tasuki.nodes()[0]["ObjectStore"]["spilled"], flush=True)
+    try:
+        tasuki.put(np.zeros(overflow, dtype=np.uint8))
+    except ObjectStoreFullError as e:
+        print("ERROR", e, flush=True)
+"""
+
+
 def explain(out: subprocess.CompletedProcess) -> str:
     return f"returncode {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
 
@@ -53,23 +77,9 @@ def explain(out: subprocess.CompletedProcess) -> str:
 @needs_root_and_unshare
 def test_puts_beyond_a_full_dev_shm_spill_or_fail_clearly_instead_of_sigbus(tmp_path):
     out = run_on_small_shm(tmp_path, prefill_mb=50, driver="""
-        import time, numpy as np, tasuki
-        from tasuki.exceptions import ObjectStoreFullError
+        import numpy as np, tasuki
         tasuki.init(num_cpus=1)                         # the default store size: 64 MB, /dev/shm has 14 MB left
-        refs = [tasuki.put(np.full(6 << 20, i, dtype=np.uint8)) for i in range(5)]     # 30 MB
-        for i, ref in enumerate(refs):
-            value = tasuki.get(ref)
-            assert value.nbytes == 6 << 20 and (value == i).all()
-            del value
-        print("READ BACK", flush=True)
-        deadline = time.time() + 30
-        while not tasuki.nodes()[0]["ObjectStore"]["spilled"] and time.time() < deadline:
-            time.sleep(0.02)                            # the node reports it with its next heartbeat
-        print("SPILLED", tasuki.nodes()[0]["ObjectStore"]["spilled"], flush=True)
-        try:
-            tasuki.put(np.zeros(40 << 20, dtype=np.uint8))
-        except ObjectStoreFullError as e:
-            print("ERROR", e, flush=True)
+        put_read_back_spill_overflow(count=5, size=6 << 20, overflow=40 << 20)       # 30 MB, then 40 MB
         assert tasuki.get(tasuki.put(np.ones(MB := 1 << 20))).sum() == MB      # the store still works
         print("DONE", flush=True)
     """)
@@ -105,27 +115,13 @@ def test_dev_shm_filled_by_another_process_while_the_cluster_runs(tmp_path):
     # A 100 MB put makes the store hold 100 MB (and reserve up to 256 MB more in the background);
     # then another program takes the rest of /dev/shm, so the 900 MB store cannot grow much further.
     out = run_on_small_shm(tmp_path, shm_size="1g", driver="""
-        import subprocess, time, numpy as np, tasuki
-        from tasuki.exceptions import ObjectStoreFullError
+        import subprocess, numpy as np, tasuki
         tasuki.init(num_cpus=1, object_store_memory=900 << 20)
         ref = tasuki.put(np.zeros(100 << 20, dtype=np.uint8))
         del ref
         filler = subprocess.run(["sh", "-c", "cat /dev/zero > /dev/shm/other-program"], capture_output=True, text=True)
         print("FILLER", filler.returncode, filler.stderr.strip(), flush=True)
-        refs = [tasuki.put(np.full(100 << 20, i, dtype=np.uint8)) for i in range(4)]
-        for i, ref in enumerate(refs):
-            value = tasuki.get(ref)
-            assert (value[::4096] == i).all() and value[-1] == i
-            del value
-        print("READ BACK", flush=True)
-        deadline = time.time() + 30
-        while not tasuki.nodes()[0]["ObjectStore"]["spilled"] and time.time() < deadline:
-            time.sleep(0.02)                            # the node reports it with its next heartbeat
-        print("SPILLED", tasuki.nodes()[0]["ObjectStore"]["spilled"], flush=True)
-        try:
-            tasuki.put(np.zeros(600 << 20, dtype=np.uint8))
-        except ObjectStoreFullError as e:
-            print("ERROR", e, flush=True)
+        put_read_back_spill_overflow(count=4, size=100 << 20, overflow=600 << 20)
         print("DONE", flush=True)
     """)
     assert out.returncode != SIGBUS_EXIT, "the driver died of SIGBUS\n" + explain(out)
