@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ for _needed in ("aiohttp", "jsonpatch", "kmock", "yaml"):    # the test extra; s
     pytest.importorskip(_needed)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube_emulator import KubeEmulator, parse_label_selector  # noqa: E402
+from kubectl import MISSING, kubectl_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "operator" / "tasuki_operator" / "crd.yaml"
@@ -399,14 +399,12 @@ def test_table_responses_carry_the_printer_columns(kube):
     assert row["object"]["metadata"]["name"] == "tabled"
 
 
-KUBECTL = os.environ.get("KUBECTL") or shutil.which("kubectl")
-
-
-@pytest.mark.skipif(not KUBECTL, reason="no kubectl (set KUBECTL to one)")
 def test_kubectl_apply_get_scale_delete(tmp_path):
+    binary = kubectl_path()
+    assert binary, MISSING                # fails, not skips: the test setup installs kubectl
     with KubeEmulator() as kube:
         def kubectl(*args: str) -> str:
-            done = subprocess.run([KUBECTL, *args], env={**os.environ, "KUBECONFIG": kube.kubeconfig_path},
+            done = subprocess.run([binary, *args], env={**os.environ, "KUBECONFIG": kube.kubeconfig_path},
                                   capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, (args, done.stdout, done.stderr)
             return done.stdout
