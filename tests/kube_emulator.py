@@ -762,7 +762,8 @@ class Server:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         self.store.audit.append({"verb": self._verb(request, name), "apiGroup": group, "resource": res.plural,
-                                 "subresource": sub, "namespace": namespace, "name": name})
+                                 "subresource": sub, "namespace": namespace, "name": name,
+                                 "agent": request.headers.get("User-Agent", "")})
         if len(rest) > 3 or (sub and sub not in ("status", "scale")) or (sub == "status" and not res.status) or (
                 sub == "scale" and not res.scale):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({request.path})")
@@ -1089,7 +1090,8 @@ class KubeEmulator:
 
     @property
     def audit(self) -> list[Obj]:
-        """Every resource request as RBAC sees it: {verb, apiGroup, resource, subresource, namespace, name}."""
+        """Every resource request as RBAC sees it: {verb, apiGroup, resource, subresource, namespace, name},
+        and the client's User-Agent as `agent` (kubectl's starts with "kubectl")."""
         return self.call(lambda: list(self.store.audit))
 
     @property

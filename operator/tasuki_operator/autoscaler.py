@@ -175,6 +175,7 @@ class GroupDecision:
     stuck: int = 0                       # Unschedulable past the grace period
     leaving: int = 0                     # draining or drained
     desired: int = 0                     # live + create - leaving - new drains - pods deleted directly (Off)
+    for_demand: int = 0                  # of `create`, pods opened for pending bundles (the rest: min or Off replicas)
     reason: str = ""
 
 
@@ -623,7 +624,7 @@ def _report_demand_off(pending, groups, nodes, result: Plan) -> None:
 def _summarise(groups, states, settings, result: Plan) -> None:
     for g in groups:
         st, d = states[g.name], result.groups[g.name]
-        d.create = st.created
+        d.create, d.for_demand = st.created, st.for_demand
         d.desired = d.live + d.create - d.leaving - d.drain - st.dropped
         reasons = st.reasons[:MAX_REASONS] + ([f"and {len(st.reasons) - MAX_REASONS} more"]
                                               if len(st.reasons) > MAX_REASONS else [])

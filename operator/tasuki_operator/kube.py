@@ -28,7 +28,7 @@ Signatures (ns = namespace):
     patch_cluster_status(ns, name, patch) -> dict        # merge patch of .status (a dict of status fields)
     list_pods(ns, cluster_name) -> list[dict]            # label tasuki.dev/cluster=<cluster_name>
     create_pod(ns, pod) -> dict ; delete_pod(ns, name) -> bool
-    create_service(ns, svc) -> dict
+    get_service(ns, name) -> dict | None ; create_service(ns, svc) -> dict
     get_secret(ns, name) -> dict | None ; create_secret(ns, secret) -> dict ; delete_secret(ns, name) -> bool
     post_event(ns, involved_object, reason, message, type_="Normal") -> dict
 """
@@ -257,6 +257,10 @@ class Kube:
         return self._delete(self.core.delete_namespaced_pod, ns, name, resource="pods")
 
     # --- the head Service -----------------------------------------------------------------------
+    def get_service(self, ns: str, name: str) -> dict | None:
+        """The Service, or None when there is none."""
+        return self._get(self.core.read_namespaced_service, ns, name, api_group="", resource="services")
+
     def create_service(self, ns: str, svc: dict) -> dict:
         """Create `svc`; when one of that name exists already, return the existing one."""
         return self._create(self.core.create_namespaced_service, self.core.read_namespaced_service, ns, svc,

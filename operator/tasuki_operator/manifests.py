@@ -46,7 +46,7 @@ from .quantity import cpu_cores, format_bytes, format_number, gpu_count, memory_
 
 __all__ = [
     "ManifestError", "labels", "owner_reference", "token_secret", "secret_name", "head_service", "service_name",
-    "head_address", "pod_name", "head_pod_name", "head_pod", "worker_pod", "worker_probes", "find_group",
+    "head_address", "metrics_port", "pod_name", "head_pod_name", "head_pod", "worker_pod", "worker_probes", "find_group",
     "advertised_resources", "check_requests_within_limits", "object_store_bytes", "shm_size", "check_cluster",
 ]
 
@@ -242,6 +242,11 @@ def _metrics(cluster: Mapping) -> tuple[int, bool]:
         raise ManifestError("spec.metrics.port", f"{port!r} is not a usable port: give 1-65535, other than the "
                             f"runtime port {RUNTIME_PORT}")
     return port, bool(metrics.get("scrapeAnnotations", True))
+
+
+def metrics_port(cluster: Mapping) -> int:
+    """The head's HTTP port (spec.metrics.port): /metrics, /healthz and the /api/v1 the operator reads."""
+    return _metrics(cluster)[0]
 
 
 def head_service(cluster: Mapping) -> dict[str, Any]:
