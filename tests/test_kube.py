@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube_emulator import ApiError, KubeEmulator  # noqa: E402
 
 from tasuki_operator import manifests, rbac  # noqa: E402
-from tasuki_operator.kube import Kube, KubeError, KubeForbidden, KubeUnreachable, forbidden_message  # noqa: E402
+from tasuki_operator.kube import (Kube, KubeConflict, KubeError, KubeForbidden, KubeUnreachable,  # noqa: E402
+                                  forbidden_message)
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "operator" / "tasuki_operator" / "crd.yaml"
@@ -86,6 +87,15 @@ def exercise_every_call(k: Kube, cluster: dict) -> None:
     k.delete_pod(NS, pod["metadata"]["name"])                                # 404
     k.delete_secret(NS, manifests.secret_name(cluster))
     k.delete_secret(NS, manifests.secret_name(cluster))                      # 404
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": rbac.LEADER_LEASE},
+             "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
+    assert k.get_lease(NS, rbac.LEADER_LEASE) is None                        # 404
+    created = k.create_lease(NS, lease)
+    with pytest.raises(KubeConflict):
+        k.create_lease(NS, lease)                                            # 409: it exists
+    k.replace_lease(NS, rbac.LEADER_LEASE, {**created, "spec": {**created["spec"], "holderIdentity": "b"}})
+    with pytest.raises(KubeConflict):
+        k.replace_lease(NS, rbac.LEADER_LEASE, created)                      # 409: a stale resourceVersion
 
 
 # --- each call ------------------------------------------------------------------------------------
@@ -219,7 +229,9 @@ def test_every_request_the_kube_calls_make_is_allowed_by_rbac_yaml(emulator, clu
                     ("list", "", "pods", None), ("create", "", "pods", None), ("get", "", "pods", None),
                     ("delete", "", "pods", None), ("create", "", "services", None),
                     ("get", "", "secrets", None), ("create", "", "secrets", None), ("delete", "", "secrets", None),
-                    ("create", "", "events", None)}
+                    ("create", "", "events", None),
+                    ("get", "coordination.k8s.io", "leases", None), ("create", "coordination.k8s.io", "leases", None),
+                    ("update", "coordination.k8s.io", "leases", None)}
     rules = rbac.load_rules()
     refused = [a for a in audit if not rbac.allows(rules, a["verb"], a["apiGroup"], a["resource"],
                                                    a["subresource"], a["name"])]

@@ -17,8 +17,16 @@ handler at most `timeout` seconds per call. The errors are for people:
 - 403: `KubeForbidden`, naming the verb, the resource and the namespace, and saying what to fix:
   either rbac.yaml has no rule for the request (add one) or it has and the Role installed in
   that namespace is missing, out of date or not bound to the operator's ServiceAccount.
+- 409 on `create_lease` / `replace_lease`: `KubeConflict`. There the 409 is the answer leader
+  election needs (another replica created the Lease first, or wrote it since we read it), so it is
+  raised, not smoothed over; the elector reads the Lease again and decides anew.
 - anything else: `KubeError` with the status code and the server's message; a connection that
   fails or times out: `KubeUnreachable`, with the server's URL and the timeout.
+
+    KubeError               status, verb, resource, namespace, name of the request
+    ├── KubeForbidden       403: the message names the missing rbac.yaml rule or the stale Role
+    ├── KubeConflict        409 on a Lease write: another writer was first
+    └── KubeUnreachable     no answer within the timeout
 
 Signatures (ns = namespace):
     Kube(api_client, timeout=DEFAULT_TIMEOUT_S)
@@ -31,6 +39,8 @@ Signatures (ns = namespace):
     get_service(ns, name) -> dict | None ; create_service(ns, svc) -> dict
     get_secret(ns, name) -> dict | None ; create_secret(ns, secret) -> dict ; delete_secret(ns, name) -> bool
     post_event(ns, involved_object, reason, message, type_="Normal") -> dict
+    get_lease(ns, name) -> dict | None ; create_lease(ns, lease) -> dict      # leader.py's calls
+    replace_lease(ns, name, lease) -> dict      # PUT, conditional on the lease's metadata.resourceVersion
 """
 from __future__ import annotations
 
@@ -46,7 +56,8 @@ from kubernetes import client, config
 from . import rbac
 from .manifests import API_VERSION, LABEL_CLUSTER, MANAGED_BY
 
-__all__ = ["Kube", "KubeError", "KubeForbidden", "KubeUnreachable", "forbidden_message", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Kube", "KubeError", "KubeForbidden", "KubeConflict", "KubeUnreachable", "forbidden_message",
+           "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 10.0               # connect and read timeout of every request, seconds
 CONNECT_TIMEOUT_S = 5.0                # the connect part, at most this (or `timeout` when smaller)
@@ -57,6 +68,8 @@ EVENT_MESSAGE_LIMIT = 1024             # events.k8s.io refuses longer notes; cor
 EVENT_REASON_LIMIT = 128
 COMPONENT = MANAGED_BY                 # source.component / reportingComponent of our Events
 MERGE_PATCH = "application/merge-patch+json"
+COORDINATION = "coordination.k8s.io"   # the API group of Leases (leader election)
+LEASES = "leases"
 
 
 class KubeError(Exception):
@@ -72,6 +85,11 @@ class KubeError(Exception):
 
 class KubeForbidden(KubeError):
     """403: the operator's ServiceAccount may not do this. The message says which rule is missing."""
+
+
+class KubeConflict(KubeError):
+    """409 on a Lease write: the Lease was created by someone else first, or changed since it was
+    read (a stale metadata.resourceVersion). Read it again and decide anew."""
 
 
 class KubeUnreachable(KubeError):
@@ -314,6 +332,42 @@ class Kube:
                               resource="events", namespace=ns)
         except client.ApiException as e:
             raise self._unexpected(e, "create", "", "events", ns, None) from None
+
+    # --- the leader-election Lease (leader.py) --------------------------------------------------
+    def get_lease(self, ns: str, name: str) -> dict | None:
+        """The coordination.k8s.io/v1 Lease `name` in `ns`, or None when there is none."""
+        return self._get(client.CoordinationV1Api(self.api_client).read_namespaced_lease, ns, name,
+                         api_group=COORDINATION, resource=LEASES)
+
+    def create_lease(self, ns: str, lease: dict) -> dict:
+        """Create `lease`; KubeConflict when one of that name exists already (another replica was first)."""
+        name = (lease.get("metadata") or {}).get("name")
+        return self._write_lease(client.CoordinationV1Api(self.api_client).create_namespaced_lease, ns, lease,
+                                 verb="create", name=name, url_name=None)
+
+    def replace_lease(self, ns: str, name: str, lease: dict) -> dict:
+        """Replace the Lease with `lease` (PUT), only if it is still at `lease`'s metadata.resourceVersion
+        (the version that was read); KubeConflict when it changed since."""
+        if not (lease.get("metadata") or {}).get("resourceVersion"):
+            raise ValueError(f'replace_lease: the Lease "{name}" needs metadata.resourceVersion (the version it '
+                             "was read at), or the write would overwrite whatever another replica wrote since")
+        return self._write_lease(client.CoordinationV1Api(self.api_client).replace_namespaced_lease, ns, lease,
+                                 verb="update", name=name, url_name=name)
+
+    def _write_lease(self, fn: Callable[..., Any], ns: str, lease: dict, *, verb: str, name: str | None,
+                     url_name: str | None) -> dict:
+        args = (ns, lease) if url_name is None else (url_name, ns, lease)
+        try:
+            return self._call(fn, *args, verb=verb, api_group=COORDINATION, resource=LEASES, namespace=ns,
+                              name=url_name)
+        except client.ApiException as e:
+            if e.status == 409:
+                what = _qualified(COORDINATION, LEASES, None)
+                raise KubeConflict(f'{verb} {what} "{name}" in namespace {ns!r}: another writer was first '
+                                   f"(HTTP 409 {e.reason}: {_server_message(e)}); read the Lease again and "
+                                   "decide anew", status=409, verb=verb, resource=what, namespace=ns,
+                                   name=name) from None
+            raise self._unexpected(e, verb, COORDINATION, LEASES, ns, name) from None
 
 
 def _server_message(e: client.ApiException) -> str:
