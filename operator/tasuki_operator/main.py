@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import sys
-import threading
+import uuid
 
 from .head_api import DEFAULT_HEAD_URL, head_url
 
@@ -99,46 +99,36 @@ def main(argv: list[str] | None = None) -> int:
     log.info("tasuki-operator: watching Clusters in %s; /metrics and /healthz on http://%s:%s; heads at %s",
              where, host, port, args.head_url)
 
-    stop = threading.Event()
-    elector = None
-    if not args.standalone:
-        from .leader import LeaderElector
-        lease_ns = args.lease_namespace or (args.namespace[0] if args.namespace else "default")
-        elector = LeaderElector(kube, lease_ns, args.identity, on_lost=stop.set)
-        log.info("tasuki-operator: waiting to lead (Lease %s/%s, identity %s)", lease_ns, elector.name, args.identity)
-        elector.acquire()
-        log.info("tasuki-operator: leading as %s", args.identity)
+    lease_ns = args.lease_namespace or (args.namespace[0] if args.namespace else "default")
 
-    lost = {"leadership": False}
-
-    async def watch_stop(flag: asyncio.Event) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        lost["leadership"] = elector is not None and not elector.is_leader
-        flag.set()
-
-    async def run() -> None:
-        flag = asyncio.Event()
-        watcher = asyncio.create_task(watch_stop(flag))
+    async def run() -> int:
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+        elector = None
+        if not args.standalone:
+            from .leader import LeaderElector
+            identity = f"{args.identity}_{uuid.uuid4().hex[:8]}"      # a restarted container is a new candidate
+            elector = LeaderElector(kube, lease_ns, identity, on_lost=lambda reason: loop.call_soon_threadsafe(stop.set))
+            log.info("tasuki-operator: waiting to lead (Lease %s/%s, identity %s)", lease_ns, elector.name, identity)
+            if not await asyncio.to_thread(elector.acquire):
+                return EXIT_LOST_LEADERSHIP
+            log.info("tasuki-operator: leading as %s", identity)
         try:
             await kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
-                                memo=kopf.Memo(loops=loops), stop_flag=flag)
+                                memo=kopf.Memo(loops=loops), stop_flag=stop)
         finally:
-            stop.set()
-            await asyncio.gather(watcher, return_exceptions=True)
+            if elector is not None:
+                await asyncio.to_thread(elector.release)           # the next replica takes over at once
+        if elector is not None and elector.lost.is_set():
+            log.error("tasuki-operator: lost the Lease; exiting so that a fresh replica can take over")
+            return EXIT_LOST_LEADERSHIP
+        return 0
 
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
-        stop.set()
-        if elector is not None and not lost["leadership"]:
-            elector.release()
         server.shutdown()
-    if lost["leadership"]:
-        log.error("tasuki-operator: lost the Lease; exiting so that a fresh replica can take over")
-        return EXIT_LOST_LEADERSHIP
-    return 0
 
 
 if __name__ == "__main__":
