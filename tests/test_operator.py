@@ -389,7 +389,7 @@ def test_kubectl_get_tkc_columns(stack, tmp_path):
     ns = "kubectl"
     with FakeHead() as head:
         path = tmp_path / "demo.yaml"
-        path.write_text(yaml.safe_dump(demo(ns, head)))
+        path.write_text(yaml.safe_dump(demo(ns, head, mode="Off")))
         run = lambda *a: subprocess.run([binary, "--kubeconfig", str(stack.kube.kubeconfig_path), *a],  # noqa: E731
                                         capture_output=True, text=True, timeout=60, check=True).stdout
         run("apply", "--validate=false", "-f", str(path))
@@ -399,6 +399,10 @@ def test_kubectl_get_tkc_columns(stack, tmp_path):
         assert header.split()[:6] == ["NAME", "PHASE", "READY", "PENDING", "GPUS", "VERSION"], header
         assert row.split()[:6] == ["demo", "Running", "0/0", "0", "0", "0.0.0-fake"], row
         assert f"tasuki://demo-head.{ns}.svc:6380" in row
+        # autoscaling Off: kubectl scale drives the default group through the scale subresource
+        run("scale", "tkc/demo", "-n", ns, "--replicas", "2")
+        stack.wait("2 CPU pods", lambda: len(stack.workers(ns, "cpu")) == 2)
+        stack.wait("READY 0/2", lambda: run("get", "tkc", "demo", "-n", ns).splitlines()[1].split()[2] == "0/2")
         run("delete", "tkc", "demo", "-n", ns)
         stack.wait("everything gone with the Cluster", lambda: not stack.pods(ns) and not stack.kube.get(
             "services", "demo-head", ns) and not stack.kube.get("secrets", "demo-token", ns))
