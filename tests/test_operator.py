@@ -31,6 +31,7 @@ from tasuki_operator import rbac                                         # noqa:
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "operator" / "tasuki_operator" / "crd.yaml"
 WAIT_S = 30.0
+GRACE_S = 2.0            # --pending-grace-seconds: a pod Unschedulable this long backs its group off
 
 
 def wait_for(what: str, check, timeout: float = WAIT_S, logs=None):
@@ -118,7 +119,7 @@ def stack(tmp_path_factory):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
                  "--standalone", "--head-url", "http://127.0.0.1:{port}", "--metrics-host", "127.0.0.1",
-                 "--metrics-port", str(port), "--log-level", "DEBUG"],
+                 "--metrics-port", str(port), "--log-level", "DEBUG", "--pending-grace-seconds", str(GRACE_S)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         s = Stack(kube, proc, log_path, port)
 
@@ -317,6 +318,13 @@ def test_spec_edits_scale_and_roll_the_image(stack):
             stack.kubelet(ns, p)
             stack.register(head, p)
         stack.wait("scale status", lambda: stack.cluster(ns, "demo").get("status", {}).get("replicas") == 2)
+        # an edit of another group leaves these pods alone
+        groups = copy.deepcopy(stack.cluster(ns, "demo")["spec"]["workerGroups"])
+        groups[1]["maxReplicas"] = 4
+        stack.kube.patch("clusters.tasuki.dev", "demo", {"spec": {"workerGroups": groups}}, ns)
+        stack.wait("the edit seen", lambda: stack.cluster(ns, "demo").get("status", {}).get("observedGeneration")
+                   == stack.cluster(ns, "demo")["metadata"]["generation"])
+        assert {p["metadata"]["name"] for p in stack.workers(ns)} == {p["metadata"]["name"] for p in pods}
         # the image changes: workers drain (if_idle False) and are replaced with the new image, then the head
         stack.kube.patch("clusters.tasuki.dev", "demo", {"spec": {"image": "tasuki/runtime:0.2.0"}}, ns)
         old = {p["metadata"]["name"] for p in pods}
@@ -326,6 +334,36 @@ def test_spec_edits_scale_and_roll_the_image(stack):
         assert all({"node_id": f"n-{n}", "if_idle": False} in head.drains for n in old)
         stack.wait("the head rolled", lambda: (h := stack.kube.get("pods", "demo-head", ns)) and
                    h["spec"]["containers"][0]["image"] == "tasuki/runtime:0.2.0")
+
+
+def test_unschedulable_group_backs_off_and_demand_goes_elsewhere(stack):
+    ns = "backoff"
+    with FakeHead() as head:
+        cluster = demo(ns, head)
+        small, _ = cluster["spec"]["workerGroups"]
+        big = {**copy.deepcopy(small), "name": "big", "maxReplicas": 2}
+        big["resources"] = {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+        cluster["spec"]["workerGroups"] = [small, big]
+        stack.apply(cluster)
+        stack.head_ready(ns, "demo", head)
+        head.set_demand([{"shape": {"CPU": 1}, "count": 1}])
+        pod = stack.wait("a pod of the cheapest group", lambda: stack.workers(ns, "cpu"))[0]
+        assert stack.workers(ns, "big") == []
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stack.kube.set_status("pods", pod["metadata"]["name"], {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now,
+             "message": "0/3 nodes are available: 3 Insufficient cpu."}]}, ns)
+        stack.wait("the demand moved to the big group", lambda: stack.workers(ns, "big"), timeout=GRACE_S + WAIT_S)
+        event = stack.wait("a BackedOff Event", lambda: stack.events(ns, "BackedOff"))[0]
+        assert event["type"] == "Warning" and "group cpu" in event["message"]
+        c = stack.wait("the back-off in status", lambda: (c := stack.cluster(ns, "demo")).get("status", {}).get(
+            "autoscaler", {}).get("groups", {}).get("cpu", {}).get("decision") == "backoff" and c)
+        assert condition(c, "WorkersReady")["status"] == "False"
+        # the stuck pod is kept, not deleted and re-created (kuberay#859): a few polls later it is the same pod
+        polls = len(head.requests)
+        stack.wait("more polls", lambda: len(head.requests) >= polls + 4)
+        assert [p["metadata"]["name"] for p in stack.workers(ns, "cpu")] == [pod["metadata"]["name"]]
+        assert len(stack.workers(ns, "big")) == 1
 
 
 def test_invalid_spec_refused_with_field_path(stack):

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import status as status_mod
+from .autoscaler import DEFAULT_PENDING_GRACE_S
 from .head_api import DEFAULT_HEAD_URL, HeadAPI, HeadAPIError, head_url
 from .kube import Kube, KubeError
 from .manifests import (API_VERSION, KIND, LABEL_GROUP, LABEL_ROLE, TOKEN_KEY, ManifestError, head_pod_name,
@@ -78,15 +79,18 @@ def _ready(pod: dict) -> bool:
 
 class Controller:
     """Reconciles Clusters. `head_url_template` is the --head-url template (head_api.head_url);
-    `clock` is injected for tests."""
+    `pending_grace_s` how long a pod may stay Unschedulable before its group backs off
+    (--pending-grace-seconds); `clock` is injected for tests."""
 
     def __init__(self, kube: Kube, metrics: OperatorMetrics | None = None, head_url_template: str = DEFAULT_HEAD_URL,
-                 clock: Callable[[], float] = time.time, head_timeout_s: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.time, head_timeout_s: float = 5.0,
+                 pending_grace_s: float = DEFAULT_PENDING_GRACE_S) -> None:
         self.kube = kube
         self.metrics = metrics or OperatorMetrics()
         self.head_url_template = head_url_template
         self.clock = clock
         self.head_timeout_s = head_timeout_s
+        self.pending_grace_s = pending_grace_s
 
     # --- one reconcile ------------------------------------------------------------------------------
     def reconcile(self, ns: str, name: str, memory: ClusterMemory) -> float | None:
@@ -136,7 +140,8 @@ class Controller:
 
         started = time.perf_counter()
         decision = decide(Observed(cluster, pods, secret is not None, service is not None, demand,
-                                   frozenset(memory.drained)), now, secrets.token_urlsafe(TOKEN_BYTES), _suffixes())
+                                   frozenset(memory.drained)), now, secrets.token_urlsafe(TOKEN_BYTES), _suffixes(),
+                          self.pending_grace_s)
         self.metrics.plan_seconds.labels(ns, name).observe(time.perf_counter() - started)
 
         head = HeadAPI(self._head_url(cluster), token, self.head_timeout_s) if token else None

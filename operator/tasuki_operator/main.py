@@ -23,6 +23,7 @@ import socket
 import sys
 import uuid
 
+from .autoscaler import DEFAULT_PENDING_GRACE_S
 from .head_api import DEFAULT_HEAD_URL, head_url
 
 __all__ = ["main"]
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="this replica's name in the Lease (default: $POD_NAME or the host name)")
     p.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST, help="address of /metrics and /healthz")
     p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="port of /metrics and /healthz")
+    p.add_argument("--pending-grace-seconds", type=float, default=DEFAULT_PENDING_GRACE_S, metavar="S",
+                   help="a group whose pod stays Unschedulable this long backs off and its demand goes to another "
+                        f"group (default {DEFAULT_PENDING_GRACE_S:g}: a node autoscaler takes 1-2 minutes)")
     p.add_argument("--workers", type=int, default=32, help="threads for reconciles (one per busy Cluster)")
     p.add_argument("--log-level", default=os.environ.get("TASUKI_OPERATOR_LOG_LEVEL", "INFO"),
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--head-url: {e}")
     if not 0 <= args.metrics_port <= 65535:
         p.error(f"--metrics-port {args.metrics_port}: give a port in 0-65535 (0: any free port)")
+    if not args.pending_grace_seconds >= 0:
+        p.error(f"--pending-grace-seconds {args.pending_grace_seconds}: give 0 or more seconds")
     if args.workers < 1:
         p.error(f"--workers {args.workers}: give 1 or more")
     return args
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
               "or run inside a pod with a ServiceAccount.", file=sys.stderr)
         return 2
     metrics = OperatorMetrics()
-    loops = handlers.Loops(Controller(kube, metrics, args.head_url), workers=args.workers)
+    controller = Controller(kube, metrics, args.head_url, pending_grace_s=args.pending_grace_seconds)
+    loops = handlers.Loops(controller, workers=args.workers)
     try:
         server = serve(metrics, args.metrics_host, args.metrics_port, loops.healthy)
     except OSError as e:

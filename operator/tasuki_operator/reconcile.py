@@ -121,11 +121,13 @@ def group_specs(cluster: Mapping) -> list[GroupSpec]:
     return out
 
 
-def settings(cluster: Mapping) -> Settings:
-    """spec.autoscaler (a valid, defaulted Cluster) as autoscaler.Settings."""
+def settings(cluster: Mapping, pending_grace_s: float = autoscaler.DEFAULT_PENDING_GRACE_S) -> Settings:
+    """spec.autoscaler (a valid, defaulted Cluster) as autoscaler.Settings; `pending_grace_s` is the
+    operator's --pending-grace-seconds."""
     a = cluster["spec"].get("autoscaler") or {}
     return Settings(mode=a.get("mode", autoscaler.AUTO), idle_timeout_s=float(a.get("idleTimeoutSeconds", 60)),
-                    max_step_per_group=a.get("maxStepPerGroup"), conserve_gpus=a.get("conserveGpus", True))
+                    max_step_per_group=a.get("maxStepPerGroup"), conserve_gpus=a.get("conserveGpus", True),
+                    pending_grace_s=pending_grace_s)
 
 
 # --- pods ------------------------------------------------------------------------------------------
@@ -165,9 +167,11 @@ def _ended_why(pod: dict, role: str) -> str:
 
 
 # --- the decision ----------------------------------------------------------------------------------
-def decide(observed: Observed, now: float, token: str, suffixes: Iterator[str]) -> Decision:
+def decide(observed: Observed, now: float, token: str, suffixes: Iterator[str],
+           pending_grace_s: float = autoscaler.DEFAULT_PENDING_GRACE_S) -> Decision:
     """The actions of one reconcile (see the module docstring). `token` is used only when the Secret
-    is missing; `suffixes` yields a fresh pod-name suffix per pod created."""
+    is missing; `suffixes` yields a fresh pod-name suffix per pod created; `pending_grace_s` is how
+    long a pod may stay Unschedulable before its group backs off."""
     errors = spec_errors(observed.cluster)
     if errors:
         return Decision(spec_errors=errors)
@@ -216,7 +220,7 @@ def decide(observed: Observed, now: float, token: str, suffixes: Iterator[str]) 
                     for h in heads if _image(h) != image]
 
     forced = {a.pod for a in actions if isinstance(a, (Drain, Delete))}
-    the_plan = _plan(cluster, observed, now)
+    the_plan = _plan(cluster, observed, now, pending_grace_s)
     if not the_plan.dry_run:
         actions += _plan_actions(cluster, the_plan, observed, forced, suffixes)
     return Decision(actions=actions, plan=the_plan)
@@ -249,11 +253,11 @@ def _retire(pods: list[dict], nodes: dict[str, dict], observed: Observed, head_a
     return out
 
 
-def _plan(cluster: dict, observed: Observed, now: float) -> Plan:
+def _plan(cluster: dict, observed: Observed, now: float, pending_grace_s: float) -> Plan:
     infos = [autoscaler.pod_from_kubernetes(p, drained=_name(p) in observed.drained)
              for p in observed.pods if _labels(p).get(LABEL_ROLE) == "worker"]
     demand = observed.demand if observed.demand is not None else {"pending": [], "nodes": []}
-    return autoscaler.plan(demand, group_specs(cluster), infos, now, settings(cluster))
+    return autoscaler.plan(demand, group_specs(cluster), infos, now, settings(cluster, pending_grace_s))
 
 
 def _plan_actions(cluster: dict, the_plan: Plan, observed: Observed, forced: set[str],
