@@ -279,3 +279,15 @@ def test_a_403_names_verb_resource_namespace_and_the_fix(emulator, cluster):
     with pytest.raises(KubeForbidden, match="may not create pods"):
         k.create_pod(NS, manifests.head_pod(cluster))
     assert k.get_secret(NS, "absent") is None                  # what the rules allow still works
+
+
+def test_a_body_the_client_refuses_is_a_kube_error(emulator):
+    """kubernetes>=37 checks dict bodies against its models and raises a ValueError (pydantic's) before
+    sending: it must come out as a KubeError that names the request, like every other failure."""
+    k = Kube.from_kubeconfig(emulator.kubeconfig_path)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("1 validation error for V1Pod: spec.containers: Input should be a valid list")
+    with pytest.raises(KubeError, match=r"create pods in namespace 'ns': the Kubernetes client refused the "
+                                        r"request body .*spec.containers"):
+        k._call(refuse, verb="create", api_group="", resource="pods", namespace="ns")

@@ -191,6 +191,11 @@ class Kube:
                 f"{self.api_client.configuration.host} within {self.timeout[1]} s ({type(e).__name__}: {e}); "
                 "check the kubeconfig or the in-cluster network", verb=verb, resource=what, namespace=namespace,
                 name=name) from None
+        except ValueError as e:          # newer clients check a dict body against their models before sending
+            raise KubeError(f"{verb} {what} in namespace {namespace!r}: the Kubernetes client refused the request "
+                            f"body before sending it ({type(e).__name__}: {str(e)[:500]}); this is a bug in the "
+                            "operator's manifests, please report it", verb=verb, resource=what,
+                            namespace=namespace, name=name) from None
         return json.loads(response.data or b"null")
 
     def _get(self, fn: Callable[..., Any], ns: str, name: str, *, api_group: str, resource: str) -> dict | None:
