@@ -341,6 +341,8 @@ class Controller:
         for pod in list(memory.drain_started):
             if pod not in alive:
                 del memory.drain_started[pod]
+        for key in [k for k in memory.said if k.startswith("drain:") and k[len("drain:"):] not in alive]:
+            del memory.said[key]
 
     def _say(self, memory: ClusterMemory, cluster: dict, key: str, reason: str, message: str,
              type_: str = "Normal") -> None:
