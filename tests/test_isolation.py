@@ -1,5 +1,6 @@
 """Pure modules (decisions, data formats) import neither zmq nor kubernetes nor kopf: the
-runtime's, and the operator's (the Cluster spec, quantities, manifests, the autoscaler's plan).
+runtime's, and the operator's (the Cluster spec, quantities, manifests, the autoscaler's plan, the
+reconcile decision).
 
 Each module is imported in a fresh interpreter under a bare package object, so that the real
 package's `__init__.py` (tasuki's imports the API and with it zmq) does not run; then we look at
@@ -22,7 +23,7 @@ PACKAGE_DIR = os.path.dirname(tasuki.__file__)
 PURE_MODULES = [("tasuki", m) for m in ("scheduler", "object_store", "serialization", "protocol", "config",
                                         "exceptions")]
 PURE_MODULES += [("tasuki_operator", m) for m in ("spec", "quantity", "manifests", "autoscaler",
-                                                                  "status", "rbac")]
+                                                                  "status", "rbac", "reconcile")]
 PACKAGE_DIRS = {"tasuki": PACKAGE_DIR, "tasuki_operator": os.path.dirname(tasuki_operator.__file__)}
 FORBIDDEN = ["zmq", "kubernetes", "kopf"]
 
