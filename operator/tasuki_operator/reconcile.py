@@ -194,8 +194,9 @@ def decide(observed: Observed, now: float, token: str, suffixes: Iterator[str],
             actions.append(Delete(_name(pod), _labels(pod).get(LABEL_GROUP, ""), ENDED, _ended_why(pod, role)))
 
     nodes = _nodes_by_pod(observed.demand)
+    head_alive = observed.demand is not None or any((h.get("status") or {}).get("phase") == "Running" for h in heads)
     if spec.get("suspend"):
-        actions += _retire(workers, nodes, observed, bool(heads), SUSPEND, "spec.suspend is true")
+        actions += _retire(workers, nodes, observed, head_alive, SUSPEND, "spec.suspend is true")
         if not workers:
             actions += [Delete(_name(h), "head", SUSPEND, "spec.suspend is true and no worker is left: "
                                "the head goes last; the Secret and Service stay") for h in heads]
@@ -206,13 +207,13 @@ def decide(observed: Observed, now: float, token: str, suffixes: Iterator[str],
         actions.append(Create("Pod", head_pod(cluster), "head", SETUP, "the cluster has no head pod"))
     group_names = [g["name"] for g in spec.get("workerGroups") or []]
     removed = [p for p in workers if _labels(p).get(LABEL_GROUP) not in group_names]
-    actions += _retire(removed, nodes, observed, bool(heads), REMOVED,
+    actions += _retire(removed, nodes, observed, head_alive, REMOVED,
                        "its group is no longer in spec.workerGroups")
     image = spec["image"]
     outdated = [p for p in workers if p not in removed and _image(p) != image]
     rolling = [p for p in outdated if _labels(p).get(LABEL_GROUP) == next(
         (g for g in group_names if any(_labels(q).get(LABEL_GROUP) == g for q in outdated)), None)]
-    actions += _retire(rolling, nodes, observed, bool(heads), IMAGE,
+    actions += _retire(rolling, nodes, observed, head_alive, IMAGE,
                        f"spec.image changed to {image}; groups roll one at a time")
     if not outdated:
         actions += [Delete(_name(h), "head", IMAGE, f"spec.image changed to {image} and the workers have rolled: "
@@ -235,21 +236,24 @@ def _nodes_by_pod(demand: dict | None) -> dict[str, dict]:
 def _retire(pods: list[dict], nodes: dict[str, dict], observed: Observed, head_alive: bool, cause: str,
             because: str) -> list:
     """Drain-then-delete for pods that must go whether busy or not (suspend, image roll, removed group):
-    a pod the head said drained, or never saw (while its demand is readable), or whose head is gone
-    is deleted; one whose node is alive is drained (its tasks finish first); otherwise wait."""
+    a pod the head said drained (and does not report alive again: a restarted head forgot the drain),
+    or has no live node for (while its demand is readable), or whose head is gone is deleted; one
+    whose node is alive is drained (its tasks finish first); otherwise wait."""
     out: list = []
     for pod in pods:
         name, group = _name(pod), _labels(pod).get(LABEL_GROUP, "")
         node = nodes.get(name)
-        if name in observed.drained:
+        if name in observed.drained and (node is None or node.get("state") != autoscaler.ALIVE):
             out.append(Delete(name, group, cause, f"{because}; the head confirmed its node drained"))
         elif not head_alive:
-            out.append(Delete(name, group, cause, f"{because}; there is no head pod, so no work can be on it"))
+            out.append(Delete(name, group, cause, f"{because}; the head pod is gone or not running, so no work "
+                                                  "can be on it"))
         elif node is not None:
             out.append(Drain(name, node["node_id"], group, False, cause,
                              f"{because}; its running tasks finish first"))
         elif observed.demand is not None:
-            out.append(Delete(name, group, cause, f"{because}; the head never registered its node, no work is on it"))
+            out.append(Delete(name, group, cause, f"{because}; the head has no live node for it (never "
+                                                  "registered, or dead), so no work is on it"))
     return out
 
 
