@@ -25,6 +25,7 @@ import yaml
 from kubernetes_validate.utils import all_versions
 
 from tasuki_operator import spec as spec_module
+from tasuki_operator.spec import to_json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "operator" / "tasuki_operator" / "crd.yaml"
@@ -65,37 +66,6 @@ def load_crd() -> dict:
 def version_schema(crd: dict) -> dict:
     (version,) = crd["spec"]["versions"]
     return version
-
-
-def to_json_schema(node):
-    """A Kubernetes structural schema as a JSON Schema (2020-12) that jsonschema can check.
-
-    - x-kubernetes-int-or-string: an integer or a string (the anyOf Kubernetes asks to be spelled
-      out is kept, or added).
-    - x-kubernetes-preserve-unknown-fields: any extra fields are allowed. Without it, an object
-      with properties refuses unknown fields (additionalProperties: false): the API server prunes
-      them, and kubectl's default strict field validation reports them as errors.
-    - nullable: null is allowed too.
-    - Other x-kubernetes-* (list types, CEL rules) have no JSON Schema counterpart and are dropped;
-      `default` and `format` are annotations that jsonschema ignores.
-    """
-    if isinstance(node, list):
-        return [to_json_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: to_json_schema(v) for k, v in node.items()
-           if not k.startswith("x-kubernetes-") and k not in ("properties", "nullable")}
-    if "properties" in node:
-        out["properties"] = {name: to_json_schema(sub) for name, sub in node["properties"].items()}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-    if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
 
 
 @pytest.fixture(scope="module")

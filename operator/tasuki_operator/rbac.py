@@ -2,8 +2,9 @@
 turned into Role / ClusterRole objects.
 
 Pure: no kopf, no kubernetes client; the only I/O is reading the packaged rbac.yaml once. Callers:
-the Helm chart's generator and the tests (tests/test_rbac.py; the emulator tests ask `allows` about
-every API call the operator made). rbac.yaml says why each rule is there and what RBAC cannot narrow.
+the tests (tests/test_rbac.py; the emulator tests ask `allows` about every API call the operator made;
+tests/test_charts.py compares the chart's Roles with load_rules()). The Helm chart reads rbac.yaml
+itself. rbac.yaml says why each rule is there and what RBAC cannot narrow.
 
 `allows(rules, verb, api_group, resource, subresource, name)` answers as the Kubernetes RBAC
 authorizer does for one request: a rule matches when its apiGroups hold the group, its resources hold

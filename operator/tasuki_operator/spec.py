@@ -43,7 +43,7 @@ from tasuki_operator.quantity import parse_quantity
 
 __all__ = ["CRD_PATH", "QUANTITY_PATTERN", "GROUP_NAME_PATTERN", "GROUP_NAME_MAX_LENGTH", "CLUSTER_NAME_PATTERN",
            "CLUSTER_NAME_MAX_LENGTH", "RESOURCE_NAME_PATTERN", "SpecError", "InvalidSpec", "load_crd",
-           "cluster_schema", "with_defaults", "validate_spec", "checked_spec"]
+           "cluster_schema", "to_json_schema", "with_defaults", "validate_spec", "checked_spec"]
 
 CRD_PATH = Path(__file__).with_name("crd.yaml")
 CRD_VERSION = "v1alpha1"
@@ -102,6 +102,39 @@ def cluster_schema() -> dict:
         if version["name"] == CRD_VERSION:
             return version["schema"]["openAPIV3Schema"]
     raise LookupError(f"{CRD_PATH} has no version {CRD_VERSION}")
+
+
+def to_json_schema(node: Any) -> Any:
+    """A Kubernetes structural schema as a JSON Schema (2020-12, draft 7 alike) that jsonschema and Helm can check:
+    the tests validate Clusters with it, and charts/cluster_values_schema.py derives the tasuki-cluster chart's
+    values schema from it.
+
+    - x-kubernetes-int-or-string: an integer or a string (the anyOf Kubernetes asks to be spelled
+      out is kept, or added).
+    - x-kubernetes-preserve-unknown-fields: any extra fields are allowed. Without it, an object
+      with properties refuses unknown fields (additionalProperties: false): the API server prunes
+      them, and kubectl's default strict field validation reports them as errors.
+    - nullable: null is allowed too.
+    - Other x-kubernetes-* (list types, CEL rules) have no JSON Schema counterpart and are dropped;
+      `default` and `format` are annotations that jsonschema ignores.
+    """
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items()
+           if not k.startswith("x-kubernetes-") and k not in ("properties", "nullable")}
+    if "properties" in node:
+        out["properties"] = {name: to_json_schema(sub) for name, sub in node["properties"].items()}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
 
 
 # --- defaults -------------------------------------------------------------------------------------
