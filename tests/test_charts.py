@@ -171,7 +171,8 @@ def builtin_objects() -> list[dict]:
     for case in CLUSTER_CASES:
         cluster = served(rendered_cluster(case))
         objects += [manifests.head_pod(cluster), manifests.head_service(cluster)]
-        objects += [manifests.worker_pod(cluster, g["name"], f"demo-{g['name']}-x") for g in cluster["spec"]["workerGroups"]]
+        objects += [manifests.worker_pod(cluster, g["name"], f"demo-{g['name']}-x")
+                    for g in cluster["spec"]["workerGroups"]]
     return [o for o in objects if o["apiVersion"].split("/")[0] not in ("tasuki.dev", "monitoring.coreos.com")]
 
 
@@ -301,7 +302,8 @@ def test_restricted_security_context():
 
 def test_scrape_annotations_on_the_operator_and_the_heads():
     annotations = one(operator_case("default"), "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+                           "prometheus.io/path": "/metrics"}
     head = manifests.head_pod(served(rendered_cluster("default")))["metadata"]["annotations"]
     assert head["prometheus.io/scrape"] == "true" and head["prometheus.io/port"] == "8080"
     quiet = manifests.head_pod(served(rendered_cluster("default", "--set", "metrics.scrapeAnnotations=false")))
@@ -390,7 +392,8 @@ BAD_VALUES = [
     (OPERATOR, ["--set", "replica=2"], "additional properties 'replica' not allowed"),
     (OPERATOR, ["--set", "logLevel=LOUD"], "at '/logLevel'"),
     (OPERATOR, ["--set", "watchNamespaces={ML}"], "at '/watchNamespaces/0'"),
-    (OPERATOR, ["--set", "securityContext.allowPrivilegeEscalation=true"], "at '/securityContext/allowPrivilegeEscalation'"),
+    (OPERATOR, ["--set", "securityContext.allowPrivilegeEscalation=true"],
+     "at '/securityContext/allowPrivilegeEscalation'"),
     (OPERATOR, ["--set", "resources.limits.memory=lots"], "at '/resources/limits/memory'"),
     (OPERATOR, ["--set", "serviceMonitor.enabled=yes"], "at '/serviceMonitor/enabled': got string, want boolean"),
     (OPERATOR, ["--set", "watchAllNamespaces=true", "--set", "watchNamespaces={ml}"],
@@ -432,7 +435,7 @@ def test_a_bare_off_is_refused_not_read_as_false(tmp_path):
 def test_install_then_the_operator_runs_with_the_charts_arguments_and_roles(tmp_path):
     binary = kubectl_path()
     assert binary, MISSING
-    operator_args = ("--set", "watchNamespaces={ml}")
+    operator_args = ("--set", "watchNamespaces={ml}", "--set", "replicas=2")      # leader election, too
     with KubeEmulator() as kube:
         env = {**os.environ, "KUBECONFIG": kube.kubeconfig_path}
 
@@ -479,6 +482,7 @@ def test_install_then_the_operator_runs_with_the_charts_arguments_and_roles(tmp_
         ops = [a for a in kube.audit if not a["agent"].startswith("kubectl")]       # kubectl is the user
         assert {"verb": "create", "resource": "pods", "namespace": "ml"}.items() <= \
             next(a for a in ops if a["verb"] == "create" and a["resource"] == "pods").items()
+        assert {(a["verb"], a["namespace"]) for a in ops if a["resource"] == "leases"} >= {("create", NAMESPACE)}
         denied = sorted({(a["verb"], a["apiGroup"], a["resource"], a.get("subresource") or "", a.get("namespace") or "")
                          for a in ops if not rbac.allows(roles.get(a.get("namespace"), []), a["verb"], a["apiGroup"],
                                                          a["resource"], a.get("subresource"), a.get("name"))})
