@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def test_unreadable_kubeconfig_exits_2(tmp_path):
 def test_two_replicas_one_leader_and_a_handover(tmp_path):
     with KubeEmulator() as kube:
         kube.apply_crd(CRD)
-        procs, logs = [], []
+        procs, logs, ports = [], [], [free_port(), free_port()]
+        started = time.monotonic()
         for i in range(2):
             log = tmp_path / f"operator-{i}.log"
             logs.append(log)
@@ -57,7 +59,7 @@ def test_two_replicas_one_leader_and_a_handover(tmp_path):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
                      "--namespace", "lead", "--identity", f"replica-{i}", "--metrics-host", "127.0.0.1",
-                     "--metrics-port", str(free_port()), "--head-url", "http://127.0.0.1:{port}"],
+                     "--metrics-port", str(ports[i]), "--head-url", "http://127.0.0.1:{port}"],
                     stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
         try:
             def holder() -> str:
@@ -68,6 +70,11 @@ def test_two_replicas_one_leader_and_a_handover(tmp_path):
             other = 1 - leader
             assert "leading as" in logs[leader].read_text()
             assert "leading as" not in logs[other].read_text(), "both replicas lead"
+            # a standby waiting for the Lease stays healthy (its liveness probe must not restart it): past
+            # the 10 s a stuck event loop is allowed, /healthz still answers 200
+            wait_for("12 s since the start", lambda: time.monotonic() - started > 12, 30)
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[other]}/healthz", timeout=5) as r:
+                assert r.status == 200
             procs[leader].send_signal(signal.SIGTERM)
             assert procs[leader].wait(30) == 0, logs[leader].read_text()
             wait_for("the other replica to lead", lambda: holder().startswith(f"replica-{other}_"), 30)

@@ -80,6 +80,8 @@ class Loops:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def heartbeat(self) -> None:
+        """Beat while the process's event loop runs (main.py starts it before the leader election, so a
+        standby replica is healthy too)."""
         while True:
             self.beat = time.monotonic()
             await asyncio.sleep(HEARTBEAT_S)
@@ -127,12 +129,10 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.scanning.disabled = True          # no cluster-wide CRD or namespace watching (rbac.yaml)
     settings.posting.enabled = False           # the controller posts its own Events, with reasons
     settings.watching.server_timeout = 300     # re-list every 5 minutes: nothing missed for long
-    memo.heartbeat = asyncio.create_task(memo.loops.heartbeat())
 
 
 @kopf.on.cleanup()
 async def operator_cleanup(memo: kopf.Memo, **_) -> None:
-    memo.heartbeat.cancel()
     await memo.loops.stop_all()
 
 

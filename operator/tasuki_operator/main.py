@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> int:
         loop, stop = asyncio.get_running_loop(), asyncio.Event()
+        heartbeat = asyncio.create_task(loops.heartbeat())        # /healthz: a standby waiting to lead is healthy
         elector = None
         if not args.standalone:
             from .leader import LeaderElector
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             await kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
                                 memo=kopf.Memo(loops=loops), stop_flag=stop)
         finally:
+            heartbeat.cancel()
             if elector is not None:
                 await asyncio.to_thread(elector.release)           # the next replica takes over at once
         if elector is not None and elector.lost.is_set():
