@@ -77,6 +77,38 @@ def test_histogram_buckets_become_cumulative():
     assert metrics.shape_label({}) == "none"
 
 
+def test_per_node_series_carry_the_group_and_node_deaths_count_by_previous_state():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    node = {"ip": "10.0.0.5", "version": "0.1.0", "workers": 2, "busy_workers": 1, "seconds_idle": 0.0,
+            "resources": {"CPU": 2.0, "GPU": 1.0}, "available": {"CPU": 1.0, "GPU": 0.0},
+            "object_store": {"used": 5, "capacity": 10, "spilled": 3}}
+    status = {"nodes": [{**node, "node_id": "n1", "node_name": "demo-worker-gpu-x7k2q", "group": "gpu",
+                         "state": "alive"},
+                        {**node, "node_id": "n2", "node_name": "demo-worker-gpu-abcde", "group": "gpu",
+                         "state": "dead"}],
+              "node_deaths": {"alive": 1, "draining": 2}}
+
+    class Fixed:
+        def collect(self):
+            return metrics.families(status)
+
+    registry = CollectorRegistry()
+    registry.register(Fixed())
+    text = generate_latest(registry).decode()
+    assert sample(text, "tasuki_node_deaths_total", previous_state="alive") == 1
+    assert sample(text, "tasuki_node_deaths_total", previous_state="draining") == 2
+    assert sample(text, "tasuki_node_info", node="n1", node_name="demo-worker-gpu-x7k2q", group="gpu",
+                  state="alive") == 1
+    assert sample(text, "tasuki_node_info", node="n2", group="gpu", state="dead") == 1
+    for name, value in (("tasuki_workers", 2), ("tasuki_busy_workers", 1), ("tasuki_object_store_used_bytes", 5),
+                        ("tasuki_object_store_capacity_bytes", 10), ("tasuki_object_store_spilled_bytes", 3)):
+        assert sample(text, name, node="n1", group="gpu") == value, name
+        assert sample(text, name, node="n2") is None, f"{name} of a dead node"
+    assert sample(text, "tasuki_resource_total", node="n1", group="gpu", resource="GPU") == 1
+    assert sample(text, "tasuki_resource_available", node="n1", group="gpu", resource="GPU") == 0
+
+
 # --- the endpoint -----------------------------------------------------------------------------------
 def test_metrics_names_and_node_values(cluster):
     text = scrape(cluster)
@@ -87,7 +119,9 @@ def test_metrics_names_and_node_values(cluster):
     assert sample(text, "tasuki_nodes", state="dead") == 0
     assert sample(text, "tasuki_resource_total", node=cluster.extra, resource="extra") == 1
     assert sample(text, "tasuki_object_store_capacity_bytes", node=cluster.extra) == 256 << 20
-    assert sample(text, "tasuki_workers", node=cluster.extra) >= 1
+    assert sample(text, "tasuki_workers", node=cluster.extra, group="cpu") >= 1
+    assert sample(text, "tasuki_node_info", node=cluster.extra, node_name="demo-worker-cpu-x7k2q", group="cpu") == 1
+    assert sample(text, "tasuki_node_deaths_total", previous_state="alive") == 0
     code, body = http(cluster.url + "/healthz")
     assert (code, body) == (200, "ok\n")
 

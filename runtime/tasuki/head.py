@@ -137,6 +137,7 @@ class Head:
         self.next_job = 1
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
+        self.node_deaths = {ALIVE: 0, DRAINING: 0}   # by the state a node was in when it stopped heartbeating
         self.latency_counts = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
         self.running = True
@@ -868,6 +869,7 @@ class Head:
                 self.forget_peer(ident)
 
     def node_died(self, node: Node, now: float) -> None:
+        self.node_deaths[node.state] += 1
         self.peers.pop(b"N" + node.node_id.encode(), None)
         for worker in self.sched.remove_node(node.node_id):
             self.forget_peer(worker.worker_id)       # its refs and its functions
@@ -964,7 +966,7 @@ class Head:
         return {"version": __version__, "address": self.address, "uptime_s": round(now - self.started_at, 1),
                 "nodes": self.node_directory(now), "pending": self.sched.pending_count(),
                 "pending_by_shape": [{"shape": dict(s), "count": len(q)} for s, q in self.sched.queues.items() if q],
-                "running": running, "finished": dict(self.finished),
+                "running": running, "finished": dict(self.finished), "node_deaths": dict(self.node_deaths),
                 "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
                             "sum": self.latency_sum},
                 "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actor_table()}

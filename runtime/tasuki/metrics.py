@@ -9,13 +9,29 @@ reads it directly: it asks the loop over the inproc control socket, one DEALER p
                (inproc://head-control)       ◄──── JSON answer (or {"error": "..."}) ────┘
 
 Endpoints:
-  GET  /metrics                     Prometheus text (see `HeadCollector` for the names)
+  GET  /metrics                     Prometheus text (the names below)
   GET  /api/v1/status               counters, nodes, pending by shape (what `tasuki status` shows)
   GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
   GET  /api/v1/nodes                the node table
   POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy;
                                     needs "Authorization: Bearer <cluster token>" (401 without it)
   GET  /healthz                     200 while the head's loop answers, 503 otherwise
+
+Metrics (`families`; per-node series carry `node` and the node's worker `group`, "" outside Kubernetes;
+the namespace and cluster of a Kubernetes head come from the scrape's target labels):
+
+  tasuki_pending_tasks{shape}                  tasks queued for resources, by shape ('CPU=1,GPU=4')
+  tasuki_running_tasks, tasuki_objects, tasuki_drivers
+  tasuki_tasks_finished_total{outcome}         succeeded | failed | crashed | cancelled
+  tasuki_task_latency_seconds                  histogram: submission to end
+  tasuki_actors{state}                         pending | alive | restarting | dead
+  tasuki_nodes{state}                          alive | draining | dead
+  tasuki_node_deaths_total{previous_state}     nodes that stopped heartbeating, by the state they were
+                                               in: alive (lost) | draining (left after a drain)
+  tasuki_node_info{node,node_name,group,ip,state,version,head}   1 per node, dead ones too
+  tasuki_workers, tasuki_busy_workers, tasuki_node_idle_seconds{node,group}
+  tasuki_object_store_{used,capacity,spilled}_bytes{node,group}
+  tasuki_resource_{total,available}{node,group,resource}
 
 Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
 Reading is open to whoever reaches the port (Prometheus scrapes it); changing anything needs the
@@ -155,32 +171,39 @@ def families(status: dict) -> list:
     for state in NODE_STATES:
         by_state.add_metric([state], sum(1 for n in nodes if n["state"] == state))
     out.append(by_state)
-    info = GaugeMetricFamily("tasuki_node_info", "One per node: its ip, state and version",
-                             labels=["node", "ip", "state", "version", "head"])
-    workers = GaugeMetricFamily("tasuki_workers", "Worker processes per node", labels=["node"])
-    busy = GaugeMetricFamily("tasuki_busy_workers", "Workers running a task, per node", labels=["node"])
+    deaths = CounterMetricFamily("tasuki_node_deaths", "Nodes that stopped heartbeating, by the state they were "
+                                 "in: alive (lost) or draining (left after a drain)", labels=["previous_state"])
+    for state, count in sorted(status.get("node_deaths", {}).items()):
+        deaths.add_metric([state], count)
+    out.append(deaths)
+    info = GaugeMetricFamily("tasuki_node_info", "One per node: its name, group, ip, state and version",
+                             labels=["node", "node_name", "group", "ip", "state", "version", "head"])
+    per_node = ["node", "group"]
+    workers = GaugeMetricFamily("tasuki_workers", "Worker processes per node", labels=per_node)
+    busy = GaugeMetricFamily("tasuki_busy_workers", "Workers running a task, per node", labels=per_node)
     idle = GaugeMetricFamily("tasuki_node_idle_seconds", "Seconds since the node last ran a task "
-                             "or held objects (0 while busy)", labels=["node"])
-    used = GaugeMetricFamily("tasuki_object_store_used_bytes", "Object store bytes in use", labels=["node"])
-    capacity = GaugeMetricFamily("tasuki_object_store_capacity_bytes", "Object store size", labels=["node"])
-    spilled = GaugeMetricFamily("tasuki_object_store_spilled_bytes", "Object bytes spilled to disk", labels=["node"])
-    total = GaugeMetricFamily("tasuki_resource_total", "Resources a node offers", labels=["node", "resource"])
-    available = GaugeMetricFamily("tasuki_resource_available", "Resources free now", labels=["node", "resource"])
+                             "or held objects (0 while busy)", labels=per_node)
+    used = GaugeMetricFamily("tasuki_object_store_used_bytes", "Object store bytes in use", labels=per_node)
+    capacity = GaugeMetricFamily("tasuki_object_store_capacity_bytes", "Object store size", labels=per_node)
+    spilled = GaugeMetricFamily("tasuki_object_store_spilled_bytes", "Object bytes spilled to disk", labels=per_node)
+    total = GaugeMetricFamily("tasuki_resource_total", "Resources a node offers", labels=per_node + ["resource"])
+    available = GaugeMetricFamily("tasuki_resource_available", "Resources free now", labels=per_node + ["resource"])
     for n in nodes:
-        node = n["node_id"]
-        info.add_metric([node, n["ip"], n["state"], str(n.get("version")), str(bool(n.get("is_head_node"))).lower()], 1)
+        node, group = n["node_id"], n.get("group", "")
+        info.add_metric([node, n.get("node_name", ""), group, n["ip"], n["state"], str(n.get("version")),
+                         str(bool(n.get("is_head_node"))).lower()], 1)
         if n["state"] == "dead":          # its last figures are stale; only tasuki_nodes counts it
             continue
         store = n.get("object_store", {})
-        workers.add_metric([node], n.get("workers", 0))
-        busy.add_metric([node], n.get("busy_workers", 0))
-        idle.add_metric([node], n.get("seconds_idle", 0.0))
-        used.add_metric([node], store.get("used", 0))
-        capacity.add_metric([node], store.get("capacity", 0))
-        spilled.add_metric([node], store.get("spilled", 0))
+        workers.add_metric([node, group], n.get("workers", 0))
+        busy.add_metric([node, group], n.get("busy_workers", 0))
+        idle.add_metric([node, group], n.get("seconds_idle", 0.0))
+        used.add_metric([node, group], store.get("used", 0))
+        capacity.add_metric([node, group], store.get("capacity", 0))
+        spilled.add_metric([node, group], store.get("spilled", 0))
         for resource, amount in sorted(n.get("resources", {}).items()):
-            total.add_metric([node, resource], amount)
-            available.add_metric([node, resource], n.get("available", {}).get(resource, 0.0))
+            total.add_metric([node, group, resource], amount)
+            available.add_metric([node, group, resource], n.get("available", {}).get(resource, 0.0))
     out += [info, workers, busy, idle, used, capacity, spilled, total, available]
     return out
 
