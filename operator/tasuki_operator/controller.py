@@ -149,6 +149,7 @@ class Controller:
         self._explain(cluster, decision, demand, demand_error, memory)
         self._write_status(cluster, pods, demand, decision.plan, [], now, demand_error)
         self._record_pods(ns, name, pods)
+        self._record_groups(ns, name, decision)
         self._forget_gone(memory, pods, decision)
         return float(spec["autoscaler"]["pollIntervalSeconds"])
 
@@ -331,6 +332,11 @@ class Controller:
                 (p.get("status") or {}).get("phase", "Pending")
             counts[(group, phase)] += 1
         self.metrics.set_pods(ns, name, dict(counts))
+
+    def _record_groups(self, ns: str, name: str, decision: Decision) -> None:
+        """Desired and ready worker pods per group, from the plan (none while suspended: all drop to 0)."""
+        groups = decision.plan.groups if decision.plan is not None else {}
+        self.metrics.set_group_pods(ns, name, {g: (d.desired, d.ready) for g, d in groups.items()})
 
     @staticmethod
     def _forget_gone(memory: ClusterMemory, pods: list[dict], decision: Decision) -> None:

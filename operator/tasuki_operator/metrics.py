@@ -8,6 +8,8 @@ failing Cluster is told apart from the others.
     tasuki_operator_reconciles_total{namespace,cluster,result}            result: ok | error
     tasuki_operator_errors_total{namespace,cluster,stage}                  stage: kube | head | action
     tasuki_operator_pods{namespace,cluster,group,phase}                    pods by phase per group
+    tasuki_operator_group_pods{namespace,cluster,group,state}              state: desired | ready (the plan's
+                                                                           count, and pods whose node is alive)
     tasuki_operator_scale_decisions_total{namespace,cluster,group,direction,reason}
                                                                            direction: up | down
     tasuki_operator_drain_duration_seconds{namespace,cluster}              first drain request -> deleted
@@ -56,7 +58,11 @@ class OperatorMetrics:
         self.unplaceable = Gauge(f"{PREFIX}_unplaceable_bundles", "Pending bundles no worker group can ever fit",
                                  key, registry=r)
         self.pending_tasks = Gauge(f"{PREFIX}_pending_tasks", "Tasks pending at the head", key, registry=r)
+        self.group_pods = Gauge(f"{PREFIX}_group_pods", "Worker pods per group the autoscaler's plan wants (desired) "
+                                "and those whose node is alive at the head (ready)", key + ("group", "state"),
+                                registry=r)
         self._pod_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._group_series: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
 
     def set_pods(self, namespace: str, cluster: str, counts: dict[tuple[str, str], int]) -> None:
@@ -69,11 +75,26 @@ class OperatorMetrics:
                 self.pods.labels(namespace, cluster, group, phase).set(n)
             self._pod_series[(namespace, cluster)] = old | set(counts)
 
+    def set_group_pods(self, namespace: str, cluster: str, counts: dict[str, tuple[int, int]]) -> None:
+        """(desired, ready) worker pods by group for one Cluster; groups no longer planned drop to 0."""
+        with self._lock:
+            old = self._group_series.get((namespace, cluster), set())
+            for group in old - set(counts):
+                for state in ("desired", "ready"):
+                    self.group_pods.labels(namespace, cluster, group, state).set(0)
+            for group, (desired, ready) in counts.items():
+                self.group_pods.labels(namespace, cluster, group, "desired").set(desired)
+                self.group_pods.labels(namespace, cluster, group, "ready").set(ready)
+            self._group_series[(namespace, cluster)] = old | set(counts)
+
     def forget(self, namespace: str, cluster: str) -> None:
         """Drop the gauges of a deleted Cluster (counters and histograms stay, as Prometheus expects)."""
         with self._lock:
             for group, phase in self._pod_series.pop((namespace, cluster), set()):
                 self.pods.remove(namespace, cluster, group, phase)
+            for group in self._group_series.pop((namespace, cluster), set()):
+                for state in ("desired", "ready"):
+                    self.group_pods.remove(namespace, cluster, group, state)
             for gauge in (self.unplaceable, self.pending_tasks):
                 try:
                     gauge.remove(namespace, cluster)
