@@ -1,0 +1,466 @@
+"""Monitoring that is proven, not assumed: the dashboards and alert rules in charts/tasuki-operator.
+
+Dashboards (charts/tasuki-operator/dashboards/*.json): Grafana JSON with a ${datasource} variable and
+namespace/cluster filters. Every panel query, its variables filled in, must return series from a real
+Prometheus (Debian's prometheus 2.42) that scraped, at one-second intervals:
+  - a tasuki cluster started with the CLI (the head {CPU: 1}; a "cpu" group node {CPU: 1, GPU: 1,
+    extra: 1}; a third node killed while alive) and a driver that ran tasks that succeed and fail, a task
+    still running, one waiting for a shape no node has (CPU=1,GPU=4), a GPU actor and a 4 MiB put;
+  - the real tasuki-operator (test_operator's `stack`: the Kubernetes emulation and a fake head) taken
+    through a scale-up for demand, the pod Ready, a drain of the idle pod, unplaceable demand and a head
+    error.
+The head's target carries the labels namespace and cluster, as the chart's PodMonitor gives them; the
+operator is scraped with honor_labels, as its series carry them. A query naming a metric that no target
+exports fails, naming the dashboard, the panel and the metric.
+
+Alerts (charts/tasuki-operator/rules/tasuki-alerts.yaml): `promtool check rules`, `promtool test rules`
+on tests/data/alerts_test.yaml (every alert has a firing and a not-firing case there), and the live
+Prometheus loads them and evaluates each without error on the real series.
+
+prometheus and promtool come from .ci/setup-prometheus.sh; without them these tests fail, unless
+TASUKI_SKIP_PROMETHEUS=1 (then they skip).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import free_port, wait_for_file, wait_until
+from fake_head import FakeHead
+from test_operator import demo, stack  # noqa: F401  (stack: this module's own operator process)
+
+import tasuki
+from tasuki_operator.metrics import OperatorMetrics
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "tasuki-operator"
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+RULES = CHART / "rules" / "tasuki-alerts.yaml"
+ALERT_TESTS = ROOT / "tests" / "data" / "alerts_test.yaml"
+NAMESPACE, CLUSTER = "monitoring", "demo"       # the operator's Cluster, and the head target's labels
+# What Grafana fills in ($datasource is not part of a query). 1m: at least two 1 s scrapes in every window.
+GRAFANA = {"namespace": NAMESPACE, "cluster": CLUSTER, "__rate_interval": "1m", "__interval": "15s"}
+SCRAPE_INTERVAL = "1s"
+WAIT_S = 60.0
+FAILING_TASKS, OK_TASKS = 3, 8
+# PromQL words that are neither metrics nor functions (a function is a word followed by "(").
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                "offset", "inf", "nan"}
+
+
+def tool(name: str) -> str:
+    """The path of `name`; fails (skips under TASUKI_SKIP_PROMETHEUS=1) when it is not installed."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("TASUKI_SKIP_PROMETHEUS") == "1":
+        pytest.skip(f"{name} is not installed and TASUKI_SKIP_PROMETHEUS=1")
+    pytest.fail(f"{name} is not on PATH: run .ci/setup-prometheus.sh (Debian's prometheus package, with promtool), "
+                f"or set TASUKI_SKIP_PROMETHEUS=1 to skip the monitoring tests")
+
+
+# --- reading dashboards and PromQL (pure) -------------------------------------------------------------
+def load(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def panels(board: dict) -> list[dict]:
+    """Every panel, those inside collapsed rows too."""
+    out = []
+    for panel in board["panels"]:
+        out.append(panel)
+        out += panel.get("panels", [])
+    return out
+
+
+def queries(board: dict) -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query of the dashboard."""
+    return [(p["title"], t["refId"], t["expr"]) for p in panels(board) for t in p.get("targets", [])]
+
+
+def fill(expr: str, values: dict = GRAFANA) -> str:
+    """The query as Grafana sends it: $name and ${name} replaced; an unknown variable is an error."""
+    def value(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in values:
+            raise KeyError(f"the query {expr!r} uses ${name}, which is not a variable of the dashboards "
+                           f"(known: {', '.join(sorted(values))})")
+        return values[name]
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (not its functions, keywords or label names)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)              # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)                         # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)                        # ranges
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", text):
+        word = match.group(0)
+        if word.lower() not in PROMQL_WORDS and not text[match.end():].lstrip().startswith("("):
+            names.add(word)
+    return names
+
+
+def unknown_metrics(where: str, expr: str, known: set[str]) -> str | None:
+    """A message naming `where` and each metric of `expr` that no scraped target exports, or None."""
+    missing = sorted(metric_names(expr) - known)
+    if not missing:
+        return None
+    exported = sorted(n for n in known if n.startswith("tasuki_") and not n.endswith("_created"))
+    return (f"{where} names {', '.join(missing)}, which no scraped target exports (a typo, or a metric the "
+            f"runtime or operator does not have); the tasuki metrics scraped: {', '.join(exported)}")
+
+
+# --- the files themselves -----------------------------------------------------------------------------
+def test_dashboards_are_grafana_json_filtered_by_namespace_and_cluster():
+    assert [p.name for p in DASHBOARDS] == ["tasuki-autoscaler.json", "tasuki-cluster.json"]
+    uids = set()
+    for path in DASHBOARDS:
+        board = load(path)
+        assert board["uid"] not in uids and board["title"].startswith("tasuki / ") and board["id"] is None, path
+        uids.add(board["uid"])
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+        for name in ("namespace", "cluster"):
+            v = variables[name]
+            assert v["type"] == "query" and v["includeAll"] and v["allValue"] == ".*", (path.name, v)
+            assert v["datasource"]["uid"] == "${datasource}" and v["query"].startswith("label_values("), v
+        ids = [p["id"] for p in panels(board)]
+        assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
+        for panel in panels(board):
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, (path.name, panel["title"], grid)
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"]["uid"] == "${datasource}" and panel["description"], panel["title"]
+            refs = [t["refId"] for t in panel["targets"]]
+            assert refs and len(refs) == len(set(refs)), panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}", (panel["title"], target)
+                for selector in re.findall(r"\{([^}]*)\}", target["expr"]):
+                    assert 'namespace=~"$namespace"' in selector and 'cluster=~"$cluster"' in selector, \
+                        f"{path.name}: panel {panel['title']!r} selects {{{selector}}} without both the namespace " \
+                        f"and cluster filters: it would mix clusters"
+
+
+def test_dashboards_cover_what_the_issue_asks():
+    """The issue's list, as the metrics each view must read."""
+    wanted = {
+        "tasuki-cluster.json": {  # nodes/workers per group, pending by shape, running/finished/failed, latency,
+            # object store use and spilling per node, CPU/GPU use, actors by state
+            "tasuki_node_info", "tasuki_workers", "tasuki_pending_tasks", "tasuki_running_tasks",
+            "tasuki_tasks_finished_total", "tasuki_task_latency_seconds_bucket", "tasuki_object_store_used_bytes",
+            "tasuki_object_store_spilled_bytes", "tasuki_resource_total", "tasuki_resource_available",
+            "tasuki_actors"},
+        "tasuki-autoscaler.json": {  # decisions by reason, desired vs ready, demand to ready, unplaceable, drains
+            "tasuki_operator_scale_decisions_total", "tasuki_operator_group_pods",
+            "tasuki_operator_pending_to_ready_seconds_bucket", "tasuki_operator_unplaceable_bundles",
+            "tasuki_operator_drain_duration_seconds_count", "tasuki_pending_tasks"},
+    }
+    for path in DASHBOARDS:
+        used = set().union(*(metric_names(expr) for _, _, expr in queries(load(path))))
+        assert wanted[path.name] <= used, f"{path.name} lacks {sorted(wanted[path.name] - used)}"
+    exprs = " ".join(expr for _, _, expr in queries(load(CHART / "dashboards" / "tasuki-cluster.json")))
+    assert 'resource="CPU"' in exprs and 'resource="GPU"' in exprs
+
+
+@pytest.mark.parametrize("expr, names", [
+    ('sum by (group) (tasuki_workers{namespace=~"$namespace"})', {"tasuki_workers"}),
+    ("histogram_quantile(0.9, sum by (le) (rate(tasuki_task_latency_seconds_bucket[1m])))",
+     {"tasuki_task_latency_seconds_bucket"}),
+    ("tasuki_object_store_used_bytes / (tasuki_object_store_capacity_bytes > 0) > 0.9",
+     {"tasuki_object_store_used_bytes", "tasuki_object_store_capacity_bytes"}),
+    ('up{job=~"(.*/)?tasuki-head"} == 0 or on (namespace, cluster) sum by (namespace, cluster) '
+     '(tasuki_operator_pods{group="head", phase!="Running"}) > 0', {"up", "tasuki_operator_pods"}),
+    ("a * on (node) group_left (node_name) b offset 5m + 1e3", {"a", "b"}),
+])
+def test_metric_names_are_read_from_promql(expr, names):
+    assert metric_names(expr) == names
+
+
+def test_a_query_naming_an_unexported_metric_fails_naming_panel_and_metric():
+    known = {"tasuki_nodes", "tasuki_workers"}
+    message = unknown_metrics("tasuki-cluster.json: panel 'Workers' (A)", "sum(tasuki_workerz) + sum(tasuki_nodes)",
+                              known)
+    assert message.startswith("tasuki-cluster.json: panel 'Workers' (A) names tasuki_workerz, which no scraped "
+                              "target exports"), message
+    assert "tasuki_nodes, tasuki_workers" in message
+    assert unknown_metrics("x", "sum(tasuki_nodes)", known) is None
+    with pytest.raises(KeyError, match=r"\$nope"):
+        fill("rate(tasuki_nodes[$nope])")
+    assert fill('x{cluster=~"${cluster}"}[$__rate_interval]') == f'x{{cluster=~"{CLUSTER}"}}[1m]'
+
+
+def test_group_pods_gauge_desired_and_ready_per_group():
+    m = OperatorMetrics()
+    m.set_group_pods("ml", "demo", {"cpu": (3, 1), "gpu": (1, 0)})
+    m.set_group_pods("ml", "demo", {"cpu": (2, 2)})                 # gpu left the plan: its series drop to 0
+    text = m.render().decode()
+    for group, state, value in (("cpu", "desired", 2), ("cpu", "ready", 2), ("gpu", "desired", 0), ("gpu", "ready", 0)):
+        assert (f'tasuki_operator_group_pods{{cluster="demo",group="{group}",namespace="ml",state="{state}"}} '
+                f'{value:.1f}') in text, text
+    m.forget("ml", "demo")
+    assert "tasuki_operator_group_pods{" not in m.render().decode()
+
+
+def test_alert_rules_pass_promtool_check_and_unit_tests():
+    promtool = tool("promtool")
+    check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run([promtool, "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=60)
+    assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts == {"TasukiHeadDown", "TasukiPodsStuckPending", "TasukiAutoscalerFlapping",
+                      "TasukiUnplaceableDemand", "TasukiObjectStoreNearlyFull", "TasukiNodeLost"}
+    cases = [c for t in yaml.safe_load(ALERT_TESTS.read_text())["tests"] for c in t["alert_rule_test"]]
+    for alert in alerts:
+        assert any(c["alertname"] == alert and c["exp_alerts"] for c in cases), f"{alert} is never tested firing"
+        assert any(c["alertname"] == alert and not c["exp_alerts"] for c in cases), \
+            f"{alert} is never tested not firing"
+
+
+# --- a real Prometheus scraping a real cluster and operator -------------------------------------------
+class Prometheus:
+    """A prometheus process of our own (started here; wait for `ready`, then `stop` it): a temporary config
+    and data directory, a free port on 127.0.0.1, the alert rules loaded."""
+
+    def __init__(self, directory: Path, targets: dict[str, dict]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {"global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
+                             "evaluation_interval": SCRAPE_INTERVAL},
+                  "rule_files": [str(RULES)],
+                  "scrape_configs": [{"job_name": job, **scrape} for job, scrape in targets.items()]}
+        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log_path = directory / "prometheus.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [tool("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                 "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, f"prometheus exited with {self.proc.returncode}:\n{self.logs()}"
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def api(self, path: str, **params) -> object:
+        url = f"{self.url}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params, doseq=True)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"prometheus refused {urllib.parse.unquote(url)}: {e.read().decode()}") from None
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        return self.api("query", query=expr)["result"]
+
+    def value(self, expr: str) -> float | None:
+        """The one value of `expr` now (None when it has no series)."""
+        result = self.query(expr)
+        assert len(result) <= 1, f"{expr} has {len(result)} series: {result}"
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for(self, expected: dict[str, float], timeout: float = WAIT_S) -> None:
+        """Wait until each query's one value is the one expected; on a timeout, say what each one was."""
+        deadline = time.monotonic() + timeout
+        while (found := {expr: self.value(expr) for expr in expected}) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for prometheus to scrape "
+                                     f"{expected}; it has {found}")
+            time.sleep(0.2)
+
+    def names(self) -> set[str]:
+        return set(self.api("label/__name__/values"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@tasuki.remote
+def square(x):
+    return x * x
+
+
+@tasuki.remote
+def fail(x):
+    raise ValueError(f"task {x} fails on purpose")
+
+
+@tasuki.remote
+class Holder:
+    def ping(self):
+        return "pong"
+
+
+def run_workload(cluster, release: str) -> dict:
+    """Tasks that succeed and fail, one running, one waiting for a shape no node has, a GPU actor, a put.
+    Returns what must stay alive while Prometheus scrapes."""
+    tasuki.init(address=cluster.host_port)
+    assert tasuki.get([square.remote(i) for i in range(OK_TASKS)], timeout=60) == [i * i for i in range(OK_TASKS)]
+    for i in range(FAILING_TASKS):
+        with pytest.raises(ValueError, match="on purpose"):
+            tasuki.get(fail.remote(i), timeout=60)
+    actor = Holder.options(num_gpus=1).remote()                # holds the cpu group's GPU
+    assert tasuki.get(actor.ping.remote(), timeout=60) == "pong"
+    put = tasuki.put(np.ones(4 << 20, dtype=np.uint8))
+    running = tasuki.remote(wait_for_file).options(resources={"extra": 1}).remote(release, "released", 300)
+    stuck = square.options(num_gpus=4).remote(0)               # no node has 4 GPUs: pending as CPU=1,GPU=4
+    return {"actor": actor, "put": put, "running": running, "stuck": stuck}
+
+
+def drive_operator(operator, head: FakeHead, prometheus: Prometheus) -> None:
+    """Scale up for demand, the pod Ready, unplaceable demand, a drain of the idle pod, a head error."""
+    operator.apply(demo(NAMESPACE, head, name=CLUSTER, idleTimeoutSeconds=1))
+    operator.head_ready(NAMESPACE, CLUSTER, head)
+    unplaceable = {"shape": {"CPU": 1, "GPU": 8}, "count": 2, "feasible": False}   # gpu pods have 1 GPU
+    head.set_demand([{"shape": {"CPU": 1}, "count": 1}, unplaceable])
+    pod = operator.wait("a cpu pod for the demand", lambda: (w := operator.workers(NAMESPACE, "cpu")) and w[0])
+    operator.kubelet(NAMESPACE, pod)
+    node = operator.register(head, pod, resources={"CPU": 1.0}, available={"CPU": 0.0}, busy_workers=1)
+    head.set_demand([unplaceable])
+    operator.wait("desired 1 and ready 1 in group cpu, as Prometheus scraped them", lambda: prometheus.value(
+        'sum(tasuki_operator_group_pods{group="cpu", state="ready"}) '
+        '+ sum(tasuki_operator_group_pods{group="cpu", state="desired"})') == 2)
+    head.set_busy(node, 0)
+    head.set_idle(node, 30.0)
+    operator.wait("the idle pod drained and deleted",
+                  lambda: not operator.kube.get("pods", pod["metadata"]["name"], NAMESPACE))
+    head.fail(500)
+    operator.wait("a head error counted", lambda: 'stage="head"' in operator.metrics())
+    head.fail(None)
+
+
+@pytest.fixture(scope="module")
+def observed(cli_cluster, stack, tmp_path_factory):  # noqa: F811
+    """Prometheus after it scraped the cluster's head and the operator through the workload and scenario."""
+    tool("prometheus")
+    cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--num-gpus", "1", "--resources", '{"extra": 1}',
+                         env={"TASUKI_NODE_NAME": "demo-worker-cpu-abcde", "TASUKI_NODE_GROUP": "cpu"})
+    _, doomed_pid = cli_cluster.add_node("127.0.0.3", "--num-cpus", "1",
+                                         env={"TASUKI_NODE_NAME": "demo-worker-cpu-fghij", "TASUKI_NODE_GROUP": "cpu"})
+    directory = tmp_path_factory.mktemp("prometheus")
+    release = str(directory / "release")
+    head_target = urllib.parse.urlsplit(cli_cluster.info["metrics"]).netloc
+    prometheus = Prometheus(directory, {
+        "tasuki-head": {"static_configs": [{"targets": [head_target],
+                                            "labels": {"namespace": NAMESPACE, "cluster": CLUSTER}}]},
+        "tasuki-operator": {"honor_labels": True,
+                            "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]}})
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(prometheus.stop)
+        wait_until(prometheus.ready, WAIT_S, "prometheus to answer /-/ready")
+        head = cleanup.enter_context(FakeHead())
+        # (its service discovery hands over the static targets only ~5 s after the start)
+        wait_until(lambda: [t["health"] for t in prometheus.api("targets")["activeTargets"]] == ["up", "up"], WAIT_S,
+                   "prometheus to scrape the head and the operator")
+        cleanup.callback(tasuki.shutdown)
+        cleanup.callback(Path(release).touch)                  # (first) the running task ends
+        kept = run_workload(cli_cluster, release)              # noqa: F841  (alive while Prometheus scrapes)
+        os.kill(doomed_pid, signal.SIGKILL)                    # a node lost while alive
+        drive_operator(stack, head, prometheus)
+        prometheus.wait_for({'tasuki_node_deaths_total{previous_state="alive"}': 1,
+                             'tasuki_pending_tasks{shape="CPU=1,GPU=4"}': 1, "tasuki_running_tasks": 1,
+                             "sum(tasuki_operator_unplaceable_bundles)": 2})
+        yield prometheus
+
+
+def test_every_dashboard_query_returns_series(observed):
+    def failures() -> list[str]:
+        known, out = observed.names(), []
+        for path in DASHBOARDS:
+            for title, ref, expr in queries(load(path)):
+                where, query = f"{path.name}: panel {title!r} ({ref})", fill(expr)
+                problem = unknown_metrics(where, query, known)
+                if problem:
+                    out.append(problem)
+                elif not observed.query(query):
+                    out.append(f"{where} returned no series: {query}")
+        return out
+
+    # rates need two scrapes of a series that appeared last (the head error): wait, then say what is empty
+    deadline = time.monotonic() + WAIT_S
+    while (found := failures()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not found, "\n".join(found)
+
+
+def test_dashboard_variables_list_the_cluster(observed):
+    for path in DASHBOARDS:
+        for variable in load(path)["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"])
+            assert match, f"{path.name}: variable {variable['name']} is not label_values(selector, label)"
+            selector, label = fill(match.group(1)), match.group(2)
+            values = observed.api(f"label/{label}/values", **{"match[]": selector})
+            assert GRAFANA[label] in values, f"{path.name}: ${variable['name']} lists {values} for {selector}"
+
+
+def test_scraped_values_match_what_happened(observed):
+    v = observed.value
+    assert v('tasuki_tasks_finished_total{outcome="failed"}') == FAILING_TASKS
+    assert v('tasuki_tasks_finished_total{outcome="succeeded"}') >= OK_TASKS
+    assert v('tasuki_actors{state="alive"}') == 1
+    assert v('count(tasuki_node_info{state="alive", group="cpu", node_name="demo-worker-cpu-abcde"})') == 1
+    assert v('count(tasuki_node_info{state="dead", node_name="demo-worker-cpu-fghij"})') == 1
+    assert v('sum(tasuki_workers{group="cpu"})') >= 1
+    assert v('sum(tasuki_busy_workers{group="cpu"})') == 1
+    assert v('sum by (group) (tasuki_resource_total{resource="GPU"} - tasuki_resource_available{resource="GPU"})') == 1
+    assert v('sum(tasuki_object_store_used_bytes{group=""})') >= 4 << 20           # the put, on the head's node
+    assert v('sum(tasuki_operator_scale_decisions_total{group="cpu", direction="up", reason="demand"})') == 1
+    assert v('sum(tasuki_operator_scale_decisions_total{group="cpu", direction="down", reason="idle"})') == 1
+    assert v("sum(tasuki_operator_pending_to_ready_seconds_count)") == 1
+    assert v("sum(tasuki_operator_drain_duration_seconds_count)") == 1
+    assert v('sum(tasuki_operator_group_pods{group="cpu", state="desired"})') == 0        # after the drain
+
+
+def test_alert_rules_load_and_evaluate_on_the_real_series(observed):
+    rules = [r for g in observed.api("rules")["groups"] for r in g["rules"]]
+    assert {r["name"] for r in rules} >= {"TasukiHeadDown", "TasukiNodeLost", "TasukiUnplaceableDemand"}
+    wait_until(lambda: all(r.get("lastEvaluation", "").startswith("2") and r["health"] != "unknown"
+                           for r in observed.api("rules")["groups"][0]["rules"]), WAIT_S, "every rule evaluated")
+    known = observed.names()
+    for rule in observed.api("rules")["groups"][0]["rules"]:
+        assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+        problem = unknown_metrics(f"alert {rule['name']}", rule["query"], known)
+        assert problem is None, problem
+    # the lost node is seen at once (no `for`); the unplaceable bundles wait their 10 minutes; nothing else
+    expected = {"TasukiNodeLost": "firing", "TasukiUnplaceableDemand": "pending"}
+    deadline = time.monotonic() + WAIT_S
+    while (alerts := {a["labels"]["alertname"]: a["state"] for a in observed.api("alerts")["alerts"]}) != expected:
+        assert time.monotonic() < deadline, f"the alerts are {alerts}, not {expected}"
+        time.sleep(0.2)
+
