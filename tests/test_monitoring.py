@@ -55,6 +55,7 @@ NAMESPACE, CLUSTER = "monitoring", "demo"       # the operator's Cluster, and th
 # What Grafana fills in ($datasource is not part of a query). 1m: at least two 1 s scrapes in every window.
 GRAFANA = {"namespace": NAMESPACE, "cluster": CLUSTER, "__rate_interval": "1m", "__interval": "15s"}
 SCRAPE_INTERVAL = "1s"
+SKIP_PROMETHEUS = os.environ.get("TASUKI_SKIP_PROMETHEUS") == "1"     # read now: cli_cluster clears TASUKI_*
 WAIT_S = 60.0
 FAILING_TASKS, OK_TASKS = 3, 8
 # PromQL words that are neither metrics nor functions (a function is a word followed by "(").
@@ -67,7 +68,7 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    if os.environ.get("TASUKI_SKIP_PROMETHEUS") == "1":
+    if SKIP_PROMETHEUS:
         pytest.skip(f"{name} is not installed and TASUKI_SKIP_PROMETHEUS=1")
     pytest.fail(f"{name} is not on PATH: run .ci/setup-prometheus.sh (Debian's prometheus package, with promtool), "
                 f"or set TASUKI_SKIP_PROMETHEUS=1 to skip the monitoring tests")
@@ -241,7 +242,7 @@ class Prometheus:
     """A prometheus process of our own (started here; wait for `ready`, then `stop` it): a temporary config
     and data directory, a free port on 127.0.0.1, the alert rules loaded."""
 
-    def __init__(self, directory: Path, targets: dict[str, dict]) -> None:
+    def __init__(self, command: str, directory: Path, targets: dict[str, dict]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {"global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
@@ -252,7 +253,7 @@ class Prometheus:
         self.log_path = directory / "prometheus.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [tool("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
+                [command, f"--config.file={directory / 'prometheus.yml'}",
                  f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
                  "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -364,9 +365,13 @@ def drive_operator(operator, head: FakeHead, prometheus: Prometheus) -> None:
 
 
 @pytest.fixture(scope="module")
-def observed(cli_cluster, stack, tmp_path_factory):  # noqa: F811
+def prometheus_command() -> str:
+    return tool("prometheus")
+
+
+@pytest.fixture(scope="module")
+def observed(prometheus_command, cli_cluster, stack, tmp_path_factory):  # noqa: F811
     """Prometheus after it scraped the cluster's head and the operator through the workload and scenario."""
-    tool("prometheus")
     cli_cluster.add_node("127.0.0.2", "--num-cpus", "1", "--num-gpus", "1", "--resources", '{"extra": 1}',
                          env={"TASUKI_NODE_NAME": "demo-worker-cpu-abcde", "TASUKI_NODE_GROUP": "cpu"})
     _, doomed_pid = cli_cluster.add_node("127.0.0.3", "--num-cpus", "1",
@@ -374,7 +379,7 @@ def observed(cli_cluster, stack, tmp_path_factory):  # noqa: F811
     directory = tmp_path_factory.mktemp("prometheus")
     release = str(directory / "release")
     head_target = urllib.parse.urlsplit(cli_cluster.info["metrics"]).netloc
-    prometheus = Prometheus(directory, {
+    prometheus = Prometheus(prometheus_command, directory, {
         "tasuki-head": {"static_configs": [{"targets": [head_target],
                                             "labels": {"namespace": NAMESPACE, "cluster": CLUSTER}}]},
         "tasuki-operator": {"honor_labels": True,
