@@ -9,9 +9,9 @@ Prometheus (Debian's prometheus 2.42) that scraped, at one-second intervals:
   - the real tasuki-operator (test_operator's `stack`: the Kubernetes emulation and a fake head) taken
     through a scale-up for demand, the pod Ready, a drain of the idle pod, unplaceable demand and a head
     error.
-The head's target carries the labels namespace and cluster, as the chart's PodMonitor gives them; the
-operator is scraped with honor_labels, as its series carry them. A query naming a metric that no target
-exports fails, naming the dashboard, the panel and the metric.
+The head's target carries the labels namespace and cluster, as the chart's PodMonitor gives them (a test
+renders the chart and checks that it does); the operator is scraped with honor_labels, as its series carry
+them. A query naming a metric that no target exports fails, naming the dashboard, the panel and the metric.
 
 Alerts (charts/tasuki-operator/rules/tasuki-alerts.yaml): `promtool check rules`, `promtool test rules`
 on tests/data/alerts_test.yaml (every alert has a firing and a not-firing case there), and the live
@@ -41,6 +41,7 @@ import yaml
 
 from conftest import free_port, wait_for_file, wait_until
 from fake_head import FakeHead
+from test_charts import one, operator_case
 from test_operator import demo, stack  # noqa: F401  (stack: this module's own operator process)
 
 import tasuki
@@ -235,6 +236,29 @@ def test_alert_rules_pass_promtool_check_and_unit_tests():
         assert any(c["alertname"] == alert and c["exp_alerts"] for c in cases), f"{alert} is never tested firing"
         assert any(c["alertname"] == alert and not c["exp_alerts"] for c in cases), \
             f"{alert} is never tested not firing"
+
+
+def test_the_chart_scrapes_with_the_labels_the_dashboards_and_alerts_use():
+    """The chart's PodMonitor gives the heads' series the target labels the queries filter on: namespace
+    (the Prometheus Operator sets it) and cluster (the pod label tasuki.dev/cluster, as on the operator's own
+    series), and a job that TasukiHeadDown matches; its ServiceMonitor keeps the operator's own labels."""
+    objects = operator_case("namespaced")
+    monitor = one(objects, "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    relabelings = endpoint.get("relabelings") or []
+    by_target = {r.get("targetLabel"): r for r in relabelings}
+    assert by_target.get("cluster", {}).get("sourceLabels") == ["__meta_kubernetes_pod_label_tasuki_dev_cluster"], \
+        f"the chart's PodMonitor must copy the pod label tasuki.dev/cluster into the target label `cluster`: the " \
+        f"dashboards' $cluster and the alerts filter on it, as on the operator's series. Its relabelings: {relabelings}"
+    job = by_target["job"]["replacement"] if "job" in by_target else \
+        f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"     # the Prometheus Operator's default
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    head_down = next(r["expr"] for r in rules if r.get("alert") == "TasukiHeadDown")
+    pattern = re.search(r'up\{job=~"([^"]+)"\}', head_down).group(1)
+    assert re.fullmatch(pattern, job), f"TasukiHeadDown selects up{{job=~{pattern!r}}}, but the chart's heads " \
+                                       f"are scraped as job {job!r}"
+    (operator_endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert operator_endpoint["honorLabels"] is True
 
 
 # --- a real Prometheus scraping a real cluster and operator -------------------------------------------
