@@ -27,7 +27,7 @@
 # dependency wheels for the base's Python and glibc (binary wheels only, so nothing is compiled); both
 # go into a build context of their own with docker/healthcheck.py, and `docker build` installs them
 # with --no-index. Only pip reaches a registry (PyPI), on this machine; the build itself needs nothing
-# but the base image. At the end each image's size is printed.
+# but the base image. Each build prints its time and the image's size.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +46,7 @@ STAND_IN=""
 TAG=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n 1)
 PREFIX="tasuki/"
 GLIBC="2.35"
-ARCH=$(uname -m)
+ARCH=$(uname -m | sed 's/^arm64$/aarch64/')      # macOS says arm64; wheels say aarch64
 PYTHON_BIN=python3
 LINT_ONLY=0
 IMAGES=()

@@ -124,6 +124,52 @@ def _commands(run: str) -> list[list[str]]:
     return commands
 
 
+def _program(command: list[str]) -> str:
+    return command[0].rsplit("/", 1)[-1] if command else ""
+
+
+def _apt_packages(command: list[str]) -> list[str] | None:
+    """The packages of an `apt-get install` (or `apt install`) command; None for any other command."""
+    if _program(command) not in ("apt-get", "apt") or "install" not in command:
+        return None
+    return [w for w in command[command.index("install") + 1:] if not w.startswith("-")]
+
+
+def _run_problems(ins: Instruction) -> list[tuple[int, str]]:
+    """The fetch, pip-index and apt rules for one RUN."""
+    problems = []
+    for command in _commands(ins.args):
+        program = _program(command)
+        if program in ("curl", "wget"):
+            problems.append((ins.line, "fetch"))
+        pip = program.startswith("pip") or (program.startswith("python") and command[1:3] == ["-m", "pip"])
+        if pip and "install" in command and "--no-index" not in command:
+            problems.append((ins.line, "pip-index"))
+        if _apt_packages(command) is not None and ("--no-install-recommends" not in command
+                                                   or "/var/lib/apt/lists" not in ins.args):
+            problems.append((ins.line, "apt"))
+    return problems
+
+
+def _final_problems(final: Stage) -> list[tuple[int, str]]:
+    """The user, healthcheck and entrypoint rules for the final stage (the last of each instruction counts)."""
+    problems = []
+    last = {ins.keyword: ins for ins in final.instructions}
+    user = last.get("USER")
+    uid = user.args.split(":")[0] if user else ""
+    if not uid.isdigit() or int(uid) == 0:
+        problems.append((user.line if user else final.line, "user"))
+    health = last.get("HEALTHCHECK")
+    command = re.search(r"(?:^|\s)CMD\s+(.*)$", health.args) if health else None
+    if not command or _exec_form(command.group(1)) is None:
+        problems.append((health.line if health else final.line, "healthcheck"))
+    entry = last.get("ENTRYPOINT")
+    argv = _exec_form(entry.args) if entry else None
+    if not argv or argv[0].rsplit("/", 1)[-1] != INIT:
+        problems.append((entry.line if entry else final.line, "entrypoint"))
+    return problems
+
+
 def check(text: str) -> list[tuple[int, str]]:
     """(line, rule) for each broken rule of the Dockerfile `text`; [] when it passes."""
     problems: list[tuple[int, str]] = []
@@ -132,57 +178,29 @@ def check(text: str) -> list[tuple[int, str]]:
         problems.append((1, "base-arg"))
     if not found:
         return problems + [(1, "from")]
-    names: list[str] = []
+    names: list[str] = []                  # the stages so far; "" for an unnamed one
     for stage in found:
         if stage.parent not in ("${BASE}", "$BASE") and stage.parent not in names:
             problems.append((stage.line, "from"))
         for ins in stage.instructions:
+            source = re.search(r"--from=(\S+)", ins.args) if ins.keyword == "COPY" else None
             if ins.keyword == "ADD":
                 problems.append((ins.line, "add"))
-            if ins.keyword == "COPY":
-                source = re.search(r"--from=(\S+)", ins.args)
-                if source and source.group(1) not in names:
-                    problems.append((ins.line, "copy-from"))
-            if ins.keyword != "RUN":
-                continue
-            for command in _commands(ins.args):
-                program = command[0].rsplit("/", 1)[-1] if command else ""
-                if program in ("curl", "wget"):
-                    problems.append((ins.line, "fetch"))
-                if program.startswith("pip") or command[:3] == ["python3", "-m", "pip"]:
-                    if "install" in command and "--no-index" not in command:
-                        problems.append((ins.line, "pip-index"))
-                if program in ("apt-get", "apt") and "install" in command:
-                    if "--no-install-recommends" not in command or "/var/lib/apt/lists" not in ins.args:
-                        problems.append((ins.line, "apt"))
+            elif source and source.group(1) not in names:
+                problems.append((ins.line, "copy-from"))
+            elif ins.keyword == "RUN":
+                problems += _run_problems(ins)
         names.append(stage.name or "")
-    final = found[-1]
-    lineage, stage = [final], final
-    while stage.parent in names:
-        stage = found[names.index(stage.parent)]
-        lineage.append(stage)
-    for stage in lineage:
+    stage = found[-1]                      # the final stage and the stages it is built FROM
+    while True:
         for ins in stage.instructions:
-            if ins.keyword == "RUN":
-                for command in _commands(ins.args):
-                    if "install" in command and command[0].rsplit("/", 1)[-1] in ("apt-get", "apt"):
-                        if any(COMPILERS.match(w) for w in command[command.index("install") + 1:]
-                               if not w.startswith("-")):
-                            problems.append((ins.line, "compiler"))
-    last = {ins.keyword: ins for ins in final.instructions}
-    user = last.get("USER")
-    uid = user.args.split(":")[0] if user else ""
-    if not uid.isdigit() or int(uid) == 0:
-        problems.append((user.line if user else 0, "user"))
-    health = last.get("HEALTHCHECK")
-    command = re.search(r"(?:^|\s)CMD\s+(.*)$", health.args) if health else None
-    if not command or _exec_form(command.group(1)) is None:
-        problems.append((health.line if health else 0, "healthcheck"))
-    entry = last.get("ENTRYPOINT")
-    argv = _exec_form(entry.args) if entry else None
-    if not argv or argv[0].rsplit("/", 1)[-1] != INIT:
-        problems.append((entry.line if entry else 0, "entrypoint"))
-    return problems
+            if ins.keyword == "RUN" and any(COMPILERS.match(package) for command in _commands(ins.args)
+                                            for package in _apt_packages(command) or ()):
+                problems.append((ins.line, "compiler"))
+        if stage.parent not in names:
+            break
+        stage = found[names.index(stage.parent)]
+    return problems + _final_problems(found[-1])
 
 
 def main(paths: list[str]) -> int:

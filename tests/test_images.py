@@ -75,7 +75,7 @@ def require_docker() -> None:
     if shutil.which("docker") is None:
         problem = "there is no `docker` command"
     elif (info := docker("info", "--format", "{{.ServerVersion}}", check=False)).returncode != 0:
-        problem = f"`docker info` failed: {(info.stderr or info.stdout).strip()[:300]}"
+        problem = f"`docker info` failed: {(info.stderr or info.stdout).strip()[:300].rstrip('.')}"
     elif docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
         problem = f"the base image {BASE_IMAGE} is missing"
     else:
