@@ -127,6 +127,8 @@ build() {             # build NAME DOCKERFILE IMAGE BASE PYTHON EXTRA
         [ $LINT_ONLY = 1 ] && return 0
     fi
     echo "build.sh: building $3 from docker/$2 on $4 (Python $5)"
+    docker image inspect "$4" >/dev/null 2>&1 || echo "build.sh: $4 is not a local image, so docker will pull it" \
+        "(offline: \`docker load\` it first, or give a local image with --base or --gpu-stand-in)"
     start=$SECONDS
     if ! docker build -f "$DOCKER_DIR/$2" --build-arg "BASE=$4" --build-arg "PYTHON=$5" -t "$3" "$dir" \
             >"$dir.log" 2>&1; then

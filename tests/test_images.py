@@ -8,7 +8,9 @@ the operator's pods run them.
 - every image: a numeric non-root user, no compiler and no pip, dumb-init as PID 1, its HEALTHCHECK.
 - a lone head container: healthy by its HEALTHCHECK, then `docker stop` (SIGTERM) ends it cleanly:
   exit code 0, because `tasuki start --block` handles SIGTERM, stops the head and the node agent
-  and returns 0, and dumb-init exits with its child's code (143 would mean the signal killed it).
+  and returns 0, and dumb-init exits with its child's code (143 would mean the signal killed it);
+  the same with `tasuki` itself as PID 1, as in the operator's pods, whose `command` replaces the
+  image's ENTRYPOINT.
 - THE proof: the head pod and two worker pods that the operator's own builders
   (tasuki_operator.manifests) make for a Cluster are run as containers with `--network host`, each
   on its own loopback address as its pod IP, with the pod's /dev/shm size and memory limit; a driver
@@ -53,10 +55,14 @@ SIZE_BUDGET_MB = {"runtime": 110, "operator": 220, "gpu": 450}
 LABEL = f"tasuki-test-images={os.getpid()}"
 NET = f"127.14.{os.getpid() % 250 + 1}"    # this run's pod IPs: .1 head, .2 .3 workers, .4 lone head, .5/.6 operator
 TOKEN = "images-test-token"
-BUILD_TIMEOUT_S = 900          # a first build downloads ~190 MB of wheels (cupy-cuda12x is 137 MB)
+BUILD_TIMEOUT_S = 480          # a first build downloads ~190 MB of wheels (cupy-cuda12x is 137 MB): ~1 min here
 DOCKER_TIMEOUT_S = 120         # one docker command (run, stop, exec) on a loaded machine
 HEALTH_INTERVAL = "1s"         # --health-interval for the tests: the images' own 10 s would only slow them
 ARRAY_BYTES = 100 << 20
+
+
+# pytest-timeout counts a fixture's setup in the first test that uses it: the build comes on top of a test
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 120)
 
 
 # --- Docker --------------------------------------------------------------------------------------
@@ -211,15 +217,21 @@ def test_health_check_without_a_started_tasuki_says_so(images):
     assert "unhealthy: no cluster file /tmp/tasuki-1000/cluster.json yet" in proc.stdout
 
 
-def test_head_is_healthy_then_stops_cleanly_on_sigterm(images, containers):
+@pytest.mark.parametrize("entrypoint, pid_1", [
+    ([], ["/opt/tasuki/bin/dumb-init", "--", "tasuki"]),                  # docker run: the image's init
+    (["--entrypoint", "tasuki"], ["/opt/tasuki/bin/python3", "/opt/tasuki/bin/tasuki"]),   # a pod's `command`
+], ids=["under-dumb-init", "as-pid-1-like-a-pod"])
+def test_head_is_healthy_then_stops_cleanly_on_sigterm(images, containers, entrypoint, pid_1):
+    """A pod's `command` replaces the image's ENTRYPOINT (the operator's pods set it), so `tasuki start
+    --block` must also stop cleanly as PID 1 itself: it handles SIGTERM, which PID 1 needs."""
     ip = f"{NET}.4"
-    metrics_port = free_port(ip)
-    name = containers.run("lone-head", IMAGES["runtime"], "--network", "host", "--shm-size", "256m",
+    name = containers.run("lone-head", IMAGES["runtime"], *entrypoint, "--network", "host", "--shm-size", "256m",
                           "-e", f"TASUKI_NODE_IP_ADDRESS={ip}", "-e", f"TASUKI_PORT={free_port(ip)}",
-                          "-e", f"TASUKI_METRICS_PORT={metrics_port}", "-e", "TASUKI_NUM_CPUS=1",
-                          "-e", "TASUKI_OBJECT_STORE_MEMORY=64M")
+                          "-e", f"TASUKI_METRICS_PORT={free_port(ip)}", "-e", "TASUKI_NUM_CPUS=1",
+                          "-e", "TASUKI_OBJECT_STORE_MEMORY=64M",
+                          command=["start", "--head", "--block"] if entrypoint else [])
     wait_healthy(name)
-    assert docker("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")[:2] == ["/opt/tasuki/bin/dumb-init", "--"]
+    assert docker("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")[:len(pid_1)] == pid_1
     unreachable = docker("exec", name, "/opt/tasuki/bin/python", "/opt/tasuki/healthcheck.py",
                          f"http://{ip}:1/healthz", check=False)
     assert unreachable.returncode == 1 and "did not answer" in unreachable.stdout
