@@ -20,8 +20,8 @@ the operator's pods run them.
   Cluster on the Kubernetes emulation (tests/kube_emulator.py), healthy by its /healthz.
 
 Without Docker these tests FAIL, saying to run .ci/setup-docker.sh, unless TASUKI_SKIP_DOCKER=1 is
-set: a skip would hide a CI that lost its Docker. Containers carry a label with this process's pid
-and are removed at the end, failed or not.
+set: a skip would hide a CI that lost its Docker. Containers are removed at the end, failed or not;
+they carry a label with this process's pid, so a later run removes those of a run that was killed.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ IMAGES = {"runtime": f"{PREFIX}runtime:{TAG}", "operator": f"{PREFIX}operator:{T
 # what each image may add to its base, MB: the runtime's venv is ~77 MB (NumPy is most of it), the
 # operator's ~170 MB (the kubernetes client ~60), the GPU one's ~375 MB (cupy-cuda12x ~300)
 SIZE_BUDGET_MB = {"runtime": 110, "operator": 220, "gpu": 450}
-LABEL = f"tasuki-test-images={os.getpid()}"
+LABEL_KEY = "tasuki-test-images"           # on every container, with this process's pid as its value
 NET = f"127.14.{os.getpid() % 250 + 1}"    # this run's pod IPs: .1 head, .2 .3 workers, .4 lone head, .5/.6 operator
 TOKEN = "images-test-token"
 BUILD_TIMEOUT_S = 480          # a first build downloads ~190 MB of wheels (cupy-cuda12x is 137 MB): ~1 min here
@@ -108,7 +108,8 @@ class Containers:
     def run(self, name: str, image: str, *args: str, command: list[str] = ()) -> str:
         name = f"tasuki-test-{os.getpid()}-{name}"
         self.names.append(name)
-        docker("run", "--detach", "--name", name, "--label", LABEL, "--health-interval", HEALTH_INTERVAL,
+        docker("run", "--detach", "--name", name, "--label", f"{LABEL_KEY}={os.getpid()}",
+               "--health-interval", HEALTH_INTERVAL,
                *args, image, *command)
         return name
 
@@ -116,6 +117,15 @@ class Containers:
         if self.names:
             docker("rm", "--force", "--volumes", *self.names, check=False)
             self.names.clear()
+
+
+def remove_leftovers() -> None:
+    """Remove the containers of an earlier run of this module that was killed before it removed them."""
+    listed = docker("ps", "--all", "--filter", f"label={LABEL_KEY}",
+                    "--format", f'{{{{.ID}}}} {{{{.Label "{LABEL_KEY}"}}}}').stdout.split()
+    stale = [cid for cid, pid in zip(listed[::2], listed[1::2]) if not Path(f"/proc/{pid}").exists()]
+    if stale:
+        docker("rm", "--force", "--volumes", *stale, check=False)
 
 
 def logs(name: str) -> str:
@@ -150,6 +160,7 @@ def exec_ok(name: str, *command: str) -> bool:
 def images(request):
     """The three images, built once for the module by docker/build.sh; removed afterwards."""
     require_docker()
+    remove_leftovers()
     started = time.monotonic()
     proc = subprocess.run(["bash", str(BUILD), "--base", BASE_IMAGE, "--gpu-stand-in", BASE_IMAGE, "--prefix", PREFIX,
                            "--tag", TAG, "--python-bin", sys.executable, "runtime", "operator", "gpu"],
