@@ -9,7 +9,7 @@
 #
 # BASE: any Debian-like image with python3 and its venv module at the wheels' Python (PYTHON; the
 # operator extra needs 3.11 or newer, as kopf does). The final stage holds the virtual environment
-# only: no pip, no wheels, no compilers. PID 1 is dumb-init; the user is uid 1000. The HEALTHCHECK asks
+# only: no pip, no wheels, no compilers. PID 1 is dumb-init; the user is uid 10001. The HEALTHCHECK asks
 # the operator's /healthz on its default metrics port, 8080: give `docker run --health-cmd` another URL
 # if you pass --metrics-port. Arguments go after the image name: `docker run IMAGE --namespace team-a`.
 ARG BASE=python:3.11-slim-bookworm
@@ -30,11 +30,11 @@ RUN /opt/tasuki/bin/pip install --no-index --no-cache-dir --disable-pip-version-
 FROM ${BASE}
 COPY --from=builder /opt/tasuki /opt/tasuki
 COPY healthcheck.py /opt/tasuki/healthcheck.py
-RUN useradd --uid 1000 --user-group --create-home --shell /bin/sh tasuki
+RUN useradd --uid 10001 --user-group --create-home --shell /bin/sh tasuki
 ENV PATH=/opt/tasuki/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-USER 1000:1000
+USER 10001:10001
 WORKDIR /home/tasuki
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -9,7 +9,7 @@
 # mirror; everything else comes from the build context. With a stand-in base that has python3 (see
 # build.sh --gpu-stand-in) every step runs here too, the CUDA libraries aside.
 #
-# Run as the CPU image (dumb-init as PID 1, uid 1000, the same HEALTHCHECK), with the GPUs given to the
+# Run as the CPU image (dumb-init as PID 1, uid 10001, the same HEALTHCHECK), with the GPUs given to the
 # container (`docker run --gpus`, nvidia.com/gpu limits in a pod); the node agent counts them with
 # nvidia-smi, which the container toolkit mounts.
 ARG BASE=nvidia/cuda:12.6.3-runtime-ubuntu22.04
@@ -35,11 +35,11 @@ RUN /opt/tasuki/bin/pip install --no-index --no-cache-dir --disable-pip-version-
 FROM python
 COPY --from=builder /opt/tasuki /opt/tasuki
 COPY healthcheck.py /opt/tasuki/healthcheck.py
-RUN useradd --uid 1000 --user-group --create-home --shell /bin/sh tasuki
+RUN useradd --uid 10001 --user-group --create-home --shell /bin/sh tasuki
 ENV PATH=/opt/tasuki/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-USER 1000:1000
+USER 10001:10001
 WORKDIR /home/tasuki
 EXPOSE 6380 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=90s --retries=3 \

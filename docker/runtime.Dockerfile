@@ -13,7 +13,7 @@
 # the final stage copies it onto a fresh BASE: no pip, no wheels, no compilers there.
 #
 # Run: PID 1 is dumb-init (a static binary from its PyPI wheel), which passes SIGTERM to
-# `tasuki start --block`; that stops the head and node agents and exits 0. The user is uid 1000,
+# `tasuki start --block`; that stops the head and node agents and exits 0. The user is uid 10001,
 # numeric so that Kubernetes' runAsNonRoot can check it. The object store lives in /dev/shm: give
 # the container room there (`docker run --shm-size`, an emptyDir with medium Memory in a pod).
 ARG BASE=python:3.11-slim-bookworm
@@ -33,11 +33,11 @@ RUN /opt/tasuki/bin/pip install --no-index --no-cache-dir --disable-pip-version-
 FROM ${BASE}
 COPY --from=builder /opt/tasuki /opt/tasuki
 COPY healthcheck.py /opt/tasuki/healthcheck.py
-RUN useradd --uid 1000 --user-group --create-home --shell /bin/sh tasuki
+RUN useradd --uid 10001 --user-group --create-home --shell /bin/sh tasuki
 ENV PATH=/opt/tasuki/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-USER 1000:1000
+USER 10001:10001
 WORKDIR /home/tasuki
 # TASUKI_* variables configure `tasuki start` (see its --help): TASUKI_TOKEN, TASUKI_NODE_IP_ADDRESS...
 EXPOSE 6380 8080

@@ -197,13 +197,13 @@ def test_image_is_small_runs_as_non_root_without_compilers_under_an_init(images,
     assert added < SIZE_BUDGET_MB[kind], (f"{image} adds {added:.0f} MB to its base, over its budget of "
                                           f"{SIZE_BUDGET_MB[kind]} MB: what grew?")
     config = image_config(image)
-    assert config["User"] == "1000:1000"
+    assert config["User"] == "10001:10001"
     assert config["Entrypoint"][:2] == ["/opt/tasuki/bin/dumb-init", "--"]
     assert config["Healthcheck"]["Test"][:3] == ["CMD", "/opt/tasuki/bin/python", "/opt/tasuki/healthcheck.py"]
     uid, on_path, venv = docker("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
                                 "id -u; echo '|'; for c in gcc cc c++ g++ clang tcc make pip pip3; do command -v $c; "
                                 "done; echo '|'; ls /opt/tasuki/bin").stdout.split("|")
-    assert uid.split() == ["1000"]
+    assert uid.split() == ["10001"]
     assert not on_path.split(), f"{image} has compilers or pip on its PATH: {on_path.split()}"
     assert not [b for b in venv.split() if b.startswith("pip")], f"pip is left in {image}'s venv: {venv.split()}"
     assert ("tasuki-operator" if kind == "operator" else "tasuki") in venv.split()
@@ -225,7 +225,7 @@ def test_health_check_without_a_started_tasuki_says_so(images):
     proc = docker("run", "--rm", "--network", "none", IMAGES["runtime"],
                   "/opt/tasuki/bin/python", "/opt/tasuki/healthcheck.py", check=False)
     assert proc.returncode == 1
-    assert "unhealthy: no cluster file /tmp/tasuki-1000/cluster.json yet" in proc.stdout
+    assert "unhealthy: no cluster file /tmp/tasuki-10001/cluster.json yet" in proc.stdout
 
 
 @pytest.mark.parametrize("entrypoint, pid_1", [
@@ -407,10 +407,11 @@ def test_operator_image_runs_the_operator(images, containers, tmp_path):
     ns, ip = "images", f"{NET}.6"
     with KubeEmulator(host=f"{NET}.5", kubeconfig_dir=tmp_path) as kube:
         kube.apply_crd(CRD)
-        os.chmod(kube.kubeconfig_path, 0o644)                       # the container runs as uid 1000
+        os.chmod(kube.kubeconfig_path, 0o644)                       # the container runs as uid 10001
         port = free_port(ip)                                        # not 8080: other things here may hold it
-        name = containers.run(
-            "operator", IMAGES["operator"], "--network", "host",
+        name = containers.run(                                     # as the chart's restricted securityContext
+            "operator", IMAGES["operator"], "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--volume", f"{kube.kubeconfig_path}:/home/tasuki/kubeconfig:ro",
             command=["--kubeconfig", "/home/tasuki/kubeconfig", "--standalone", "--namespace", ns,
                      "--metrics-host", ip, "--metrics-port", str(port)])
