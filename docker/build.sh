@@ -102,7 +102,9 @@ PLATFORMS+=(--platform "manylinux2014_${ARCH}" --platform "manylinux2010_${ARCH}
 mkdir -p "$WORK/src" "$WORK/dist"
 # the package's inputs only: a build/ left in the repository by an earlier build could add stale modules
 tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md runtime operator | tar -C "$WORK/src" -xf -
-"$PYTHON_BIN" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$WORK/src" \
+# a fixed SOURCE_DATE_EPOCH makes the wheel's bytes depend on the sources only, so an unchanged tree hits
+# docker's layer cache instead of leaving a new builder image behind at every build
+SOURCE_DATE_EPOCH=315532800 "$PYTHON_BIN" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$WORK/src" \
     || fail "pip wheel could not build tasuki from $ROOT"
 WHEEL=$(ls "$WORK"/dist/tasuki-*.whl)
 
