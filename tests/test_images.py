@@ -270,7 +270,7 @@ def docker_run_args(pod: dict, ip: str, overrides: dict[str, str]) -> tuple[list
         env[item["name"]] = (item["value"] if "value" in item else TOKEN if "secretKeyRef" in source
                              else fields[source["fieldRef"]["fieldPath"]])
     env |= overrides
-    command = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], word) for word in container["command"]]
+    command = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], word) for word in container["args"]]
     (shm,) = [v["emptyDir"]["sizeLimit"] for v in pod["spec"]["volumes"] if v["name"] == manifests.SHM_VOLUME]
     options = ["--network", "host", "--shm-size", str(memory_bytes(shm)),
                "--memory", str(memory_bytes(container["resources"]["limits"]["memory"]))]

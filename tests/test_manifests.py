@@ -290,7 +290,7 @@ def test_the_group_env_reads_the_group_label(build, group):
 def test_head_env_and_command():
     pod = m.head_pod(make_cluster(metrics={"port": 9100}))
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["tasuki", "start", "--head", "--block"]
+    assert container["args"] == ["tasuki", "start", "--head", "--block"]
     assert env_value(pod, "TASUKI_PORT") == "6380"
     assert env_value(pod, "TASUKI_METRICS_PORT") == "9100"
     assert env_value(pod, "TASUKI_METRICS_HOST") == "0.0.0.0"
@@ -303,11 +303,11 @@ def test_workers_join_through_the_head_service():
     cluster = issue_cluster()
     pod = m.worker_pod(cluster, "cpu", "demo-worker-cpu-abcde")
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["tasuki", "start", "--address", "$(TASUKI_ADDRESS)", "--block"]
+    assert container["args"] == ["tasuki", "start", "--address", "$(TASUKI_ADDRESS)", "--block"]
     service = m.head_service(cluster)
     assert env_value(pod, "TASUKI_ADDRESS") == f"{service['metadata']['name']}.ml.svc:6380"
     # every $(VAR) the kubelet expands in the command is defined before it is used
-    referenced = re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", " ".join(container["command"]))
+    referenced = re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", " ".join(container["args"]))
     assert referenced and set(referenced) <= set(env_of(pod))
     assert env_value(pod, "TASUKI_DRAIN_TIMEOUT_S") == str(m.DRAIN_TIMEOUT_S)
 

@@ -19,7 +19,9 @@ What each pod gets, and why:
   (the head reports both per node; that is how the operator maps nodes to pods), the advertised CPUs,
   GPUs and custom resources, the object store size, the pod IP. The head runs
   `tasuki start --head --block`, a worker `tasuki start --address $(TASUKI_ADDRESS) --block`, where
-  TASUKI_ADDRESS is the head Service's DNS name: a recreated head is found at the same address.
+  TASUKI_ADDRESS is the head Service's DNS name: a recreated head is found at the same address. These
+  are the container's `args`, not its `command`, so the image's ENTRYPOINT stays PID 1 (dumb-init in
+  docker/'s images: signals forwarded, orphans reaped); an image of your own must exec its arguments.
 - /dev/shm is a memory-backed emptyDir of the object store plus SHM_HEADROOM_BYTES. Its pages count
   against the container's memory limit, so a store that cannot fit the limit (with room for the
   processes too) is refused here, naming both fields and numbers, instead of dying at start
@@ -414,7 +416,7 @@ def head_pod(cluster: Mapping, pod_name: str | None = None) -> dict[str, Any]:
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": PROBE_PERIOD_S,
              "timeoutSeconds": PROBE_TIMEOUT_S}
     container_extra = {
-        "command": ["tasuki", "start", "--head", "--block"],
+        "args": ["tasuki", "start", "--head", "--block"],
         "ports": [{"name": "tasuki", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {**probe, "failureThreshold": READY_FAILURES},
@@ -435,7 +437,7 @@ def worker_pod(cluster: Mapping, group_name: str, pod_name: str) -> dict[str, An
     if group_name == HEAD_GROUP:
         raise ManifestError(f"{path}.name", f"{HEAD_GROUP!r} is the head's group label; name the group otherwise")
     container_extra = {
-        "command": ["tasuki", "start", "--address", "$(TASUKI_ADDRESS)", "--block"],
+        "args": ["tasuki", "start", "--address", "$(TASUKI_ADDRESS)", "--block"],
         **worker_probes(),
     }
     return _pod(cluster, group, path, pod_name, "worker", group_name,
@@ -529,12 +531,12 @@ def _pod(cluster: Mapping, part: Mapping, path: str, name: str, role: str, group
     container: dict[str, Any] = {"name": CONTAINER, "image": image}
     if spec.get("imagePullPolicy"):
         container["imagePullPolicy"] = spec["imagePullPolicy"]
-    container["command"] = container_extra["command"]
+    container["args"] = container_extra["args"]
     container["env"] = _runtime_env(cluster, shape, store) + role_env + user_env
     if resources:
         container["resources"] = resources                 # as given: nvidia.com/gpu and all
     container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": SHM_DIR}, *user_mounts]
-    container |= {k: v for k, v in container_extra.items() if k != "command"}
+    container |= {k: v for k, v in container_extra.items() if k != "args"}
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
