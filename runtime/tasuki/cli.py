@@ -516,8 +516,10 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
           f"Connect from Python on this machine:\n"
           f"    tasuki.init(address=\"auto\")\n"
           f"From another machine:\n"
-          f"    export TASUKI_TOKEN={token}\n"
-          f"    python -c 'import tasuki; tasuki.init(address=\"{hp}\")'\n"
+          + (f"    export TASUKI_TOKEN={token}\n" if not args.token else
+             "    export TASUKI_TOKEN=...   (the token this head was given; not printed: logs are often more widely "
+             "readable than secrets)\n")
+          + f"    python -c 'import tasuki; tasuki.init(address=\"{hp}\")'\n"
           f"Add a machine to the cluster (with TASUKI_TOKEN exported there too):\n"
           f"    tasuki start --address {hp}\n"
           + (f"Metrics: {metrics_url}/metrics   state: {metrics_url}/api/v1/status\n" if metrics_url else "")
