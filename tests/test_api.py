@@ -167,10 +167,13 @@ def test_the_name_option_names_the_task():
 @pytest.mark.parametrize("options, error, match", [
     ({"bogus": 1}, TypeError, "unknown option"),
     ({"num_cpus": -1}, ValueError, "num_cpus"),
-    ({"num_gpus": "one"}, ValueError, "num_gpus"),
+    ({"num_gpus": "one"}, TypeError, "num_gpus"),              # a wrong type is a TypeError, as in Ray
     ({"num_returns": 0}, ValueError, "num_returns"),
     ({"max_retries": -2}, ValueError, "max_retries"),
-    ({"retry_exceptions": "yes"}, ValueError, "retry_exceptions"),
+    ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions"),
+    ({"retry_exceptions": [int]}, ValueError, "retry_exceptions"),
+    ({"bogus": 1}, ValueError, "unknown option"),                # Ray's type for it: OptionError is both
+    ({"concurrency_groups": {"io": 2}}, ValueError, "does not support concurrency_groups"),
     ({"resources": {"CPU": 1}}, ValueError, "num_cpus"),
     ({"resources": {"ssd": -1}}, ValueError, "non-negative"),
 ])

@@ -186,7 +186,7 @@ CRASH_CASES = [
     ("os._exit(3)", exit_3, (), (WorkerCrashedError,), ["exit_3", "exited with code 3"]),
     ("SIGKILL", sigkill_self, (), (WorkerCrashedError,), ["SIGKILL(-9)"]),
     ("segfault", segfault, (), (WorkerCrashedError,), ["SIGSEGV(-11)"]),
-    ("sys.exit(5)", sys_exit, (), (TaskError,), ["sys_exit", "SystemExit: 5"]),      # the worker stays up
+    ("sys.exit(5)", sys_exit, (), (WorkerCrashedError,), ["task sys_exit called sys.exit(5)", "SystemExit: 5"]),
     ("unpicklable result", return_unpicklable, (), (TaskError, SerializationError),
      ["result of task return_unpicklable cannot be sent back", "Unpicklable refuses"]),
     ("unpicklable lock result", return_lock, (), (TaskError, SerializationError), ["_thread.lock"]),

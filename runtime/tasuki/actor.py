@@ -145,4 +145,5 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 
 
 def died_error(info: dict, actor_id: bytes, cause: str) -> ActorDiedError:
-    return ActorDiedError(f"actor {info.get('class_name', '?')} ({actor_id.hex()}) is dead: {cause}")
+    return ActorDiedError(f"actor {info.get('class_name', '?')} ({actor_id.hex()}) is dead: {cause}",
+                          actor_id=actor_id.hex())

@@ -19,7 +19,7 @@ import cloudpickle
 
 from . import config, serialization
 from .client import Client
-from .exceptions import ClusterError, SerializationError
+from .exceptions import ClusterError, OptionError, SerializationError
 from .object_ref import ObjectRef
 from .scheduler import shape_of
 
@@ -28,25 +28,55 @@ _client: Client | None = None
 _cluster = None           # launcher.EmbeddedCluster when init() started one
 _worker = None            # worker.Worker inside a worker process
 _job_id = ""
+_namespace = "default"
+_stale_ids: set = set()    # ids of refs alive when shutdown() ran: their values went with that session
 _RAY_INIT_KWARGS_IGNORED = {"include_dashboard", "dashboard_host", "dashboard_port", "logging_level",
-                            "configure_logging", "log_to_driver", "runtime_env", "_temp_dir", "local_mode",
+                            "configure_logging", "runtime_env", "_temp_dir", "local_mode",
                             "num_redis_shards", "_system_config", "logging_format", "_node_ip_address"}
+
+
+class Context(dict):
+    """What init() returns, as Ray's RayContext: `.address_info` (also readable as this dict, which
+    is what init() returned before), and a context manager: `with tasuki.init(): ...` shuts down
+    at the end of the block."""
+
+    def __init__(self, info: dict) -> None:
+        super().__init__(info)
+        self.address_info = info
+        self.dashboard_url = None
+        self.python_version = "%d.%d.%d" % sys.version_info[:3]
+        from . import __version__
+        self.tasuki_version = __version__
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
 
 
 def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: int | None = None,
          resources: dict | None = None, object_store_memory: int | None = None, token: str | None = None,
-         ignore_reinit_error: bool = False, namespace: str | None = None, **kwargs) -> dict:
+         ignore_reinit_error: bool = False, namespace: str | None = None, log_to_driver: bool = True,
+         **kwargs) -> Context:
     """Connect this process to a cluster, or start an embedded one.
 
     address: None or "local" starts a head and one node on this machine (None uses TASUKI_ADDRESS
     when set); "auto" joins the cluster named by TASUKI_ADDRESS or started here by `tasuki start`;
     "HOST:PORT" or "tasuki://HOST:PORT" joins that head (token from `token`, TASUKI_TOKEN, or the
-    cluster file when it is the cluster started on this machine).
+    cluster file when it is the cluster started on this machine); the "ipc://..." address another
+    driver's init() reported joins that embedded cluster. log_to_driver=False: the tasks' output
+    is not printed here. Returns a Context (Ray's RayContext): `.address_info`, `with init(): ...`.
     """
-    global _client, _cluster, _job_id
+    global _client, _cluster, _job_id, _namespace
     unknown = set(kwargs) - _RAY_INIT_KWARGS_IGNORED
     if unknown:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string, got {_type_name(namespace)}")
     with _lock:
         if _client is not None:
             if ignore_reinit_error:
@@ -76,8 +106,10 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 _cluster.stop()
                 _cluster = None
             raise
+        client.log_to_driver = bool(log_to_driver)
         _client = client
         _job_id = welcome["job_id"]
+        _namespace = namespace or "default"
         client.activate()
         client.started = started
         atexit.register(shutdown)
@@ -107,6 +139,12 @@ def _wait_welcome(client: Client) -> dict:
 
 
 def _resolve_address(address: str, token: str | None) -> tuple[str, str]:
+    if address.startswith("ipc://"):       # an embedded cluster on this machine (another driver's init())
+        token = token or config.env("TOKEN") or config.read_private_file(address[len("ipc://"):] + ".token")
+        if token is None:
+            raise ClusterError(f"no token for the cluster at {address}: it is not running any more, or it is "
+                               f"not an embedded cluster started by this user; pass init(token=...)")
+        return address, token.strip()
     cluster = config.read_cluster_file()
     if address == "auto":
         address = config.env("ADDRESS") or (cluster or {}).get("address")
@@ -135,6 +173,8 @@ def shutdown() -> None:
         client, cluster = _client, _cluster
         _client = _cluster = None
         if client is not None:
+            with client.ref_lock:
+                _stale_ids.update(client.refcounts)
             client.close()
         if cluster is not None:
             cluster.stop()
@@ -157,29 +197,64 @@ def _attach_worker(client: Client, worker) -> None:
     _client, _worker = client, worker
 
 
-def _context_info() -> dict:
-    return {"address": _client.head_address, "job_id": _job_id,
-            "node_id": (_client.node or {}).get("node_id")}
+def _context_info() -> Context:
+    node = _client.node or {}
+    ip = "127.0.0.1" if _client.head_address.startswith("ipc://") else _client.head_address.split("://")[-1].rsplit(":", 1)[0]
+    return Context({"address": _client.head_address, "job_id": _job_id, "node_id": node.get("node_id"),
+                    "node_ip_address": ip, "raylet_ip_address": ip, "gcs_address": _client.head_address,
+                    "object_store_address": node.get("store_path"), "session_dir": config.session_dir(),
+                    "webui_url": None, "dashboard_url": None, "namespace": _namespace})
+
+
+def _check_fresh(ids) -> None:
+    """Refs made before shutdown() point into a cluster that is gone: say so, not wait forever."""
+    for oid in ids:
+        if oid in _stale_ids:
+            from .exceptions import ObjectLostError
+            raise ObjectLostError(f"object {oid.hex()} belonged to a tasuki session that was shut down "
+                                  f"(tasuki.shutdown()): its value went with it. get() values before shutdown(), "
+                                  f"or put() them again after init().")
 
 
 # --- remote functions ---------------------------------------------------------------------------
 _OPTIONS = {"num_cpus": 1, "num_gpus": 0, "resources": None, "max_retries": 3, "retry_exceptions": False,
             "num_returns": 1, "name": None}
 _RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "max_calls", "placement_group",
-                        "placement_group_bundle_index", "_metadata", "accelerator_type"}
+                        "placement_group_bundle_index", "_metadata", "accelerator_type", "enable_task_events"}
+# Ray options of features tasuki does not have: accepted at their default value (code that spells
+# the defaults out keeps working), refused otherwise, since ignoring them would change what runs.
+_RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (-1,), "object_store_memory": (None,),
+                           "placement_group_capture_child_tasks": (None, False)}
+_NUMBER, _INT, _STR = (int, float), (int,), (str,)
+_OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": _INT, "max_retries": _INT,
+    "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
+    "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
+}
 
 
 def _check_options(options: dict, allowed: dict) -> dict:
     """The options checked, as plain values: what travels to the head must be builtin types only
     (str, int, float, bool), since the head cannot load the user's classes, not even a subclass
-    of str. Exception classes in retry_exceptions stay here; `_retry_blob` makes them opaque."""
-    unknown = set(options) - set(allowed) - _RAY_OPTIONS_IGNORED
+    of str. Exception classes in retry_exceptions stay here; `_retry_blob` makes them opaque.
+    As in Ray: an unknown option or a bad value is a ValueError (an unknown one is a TypeError too,
+    see OptionError), a value of the wrong type a TypeError; None stands for the default."""
+    unknown = set(options) - set(allowed) - _RAY_OPTIONS_IGNORED - set(_RAY_OPTIONS_AT_DEFAULT)
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; valid options are {sorted(allowed)}")
-    out = {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED}
+        raise OptionError(f"unknown option(s) {sorted(unknown)}; valid options are {sorted(allowed)}")
+    for key, defaults in _RAY_OPTIONS_AT_DEFAULT.items():
+        if key in options and not any(options[key] is d or options[key] == d for d in defaults):
+            raise ValueError(f"{key}={options[key]!r}: tasuki does not support {key} (only its default "
+                             f"{defaults[0]!r} is accepted); remove it")
+    for key, value in options.items():
+        types = _OPTION_TYPES.get(key)
+        if types is not None and value is not None and (not isinstance(value, types) or
+                                                         (bool not in types and type(value) is bool)):
+            raise TypeError(f"option {key} must be {' or '.join(t.__name__ for t in types)}, got {_type_name(value)}")
+    out = {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED and k not in _RAY_OPTIONS_AT_DEFAULT}
     for key in ("num_cpus", "num_gpus"):
         value = options.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+        if value is not None and value < 0:
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
     resources = options.get("resources")
     if resources is not None:
@@ -190,30 +265,25 @@ def _check_options(options: dict, allowed: dict) -> dict:
     for key, low, meaning in (("num_returns", 1, "1 or more"), ("max_retries", -1, "-1 (retry forever) or more"),
                               ("max_restarts", -1, "-1 (restart forever) or more"),
                               ("max_task_retries", -1, "-1 (retry forever) or more")):
-        if key in options:
+        if options.get(key) is not None:
             value = options[key]
-            if not isinstance(value, int) or value < low:
+            if value < low:
                 raise ValueError(f"{key} must be an integer of {meaning}, got {value!r}")
             out[key] = int(value)
     concurrency = options.get("max_concurrency")
     if concurrency is not None:
-        if not isinstance(concurrency, int) or concurrency < 1:
+        if concurrency < 1:
             raise ValueError(f"max_concurrency must be an integer of 1 or more, got {concurrency!r}")
         out["max_concurrency"] = int(concurrency)
     for key in ("name", "namespace"):
         if options.get(key) is not None:
-            if not isinstance(options[key], str):
-                raise TypeError(f"{key} must be a string, got {_type_name(options[key])}")
             out[key] = str(options[key])
-    if "get_if_exists" in options and not isinstance(options["get_if_exists"], bool):
-        raise TypeError(f"get_if_exists must be True or False, got {_type_name(options['get_if_exists'])}")
     retry = options.get("retry_exceptions")
     if retry is not None and not isinstance(retry, bool):
-        if not (isinstance(retry, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException)
-                                                         for t in retry)):
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry):
             raise ValueError(f"retry_exceptions must be True, False or a list of exception types, got {retry!r}")
         out["retry_exceptions"] = tuple(retry)
-    return out
+    return {k: allowed.get(k) if v is None else v for k, v in out.items()}      # None: the default, as in Ray
 
 
 @functools.lru_cache(maxsize=256)
@@ -342,7 +412,6 @@ def get(refs, *, timeout: float | None = None, progress: bool = False):
     A task's exception is re-raised here (as TaskError and its original type); GetTimeoutError
     when `timeout` seconds pass first. `progress=True` draws a progress bar on a terminal.
     """
-    client = _get_client()
     single = isinstance(refs, ObjectRef)
     items = [refs] if single else refs
     if not isinstance(items, (list, tuple)) or not all(isinstance(r, ObjectRef) for r in items):
@@ -350,6 +419,9 @@ def get(refs, *, timeout: float | None = None, progress: bool = False):
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None or >= 0, got {timeout}")
     ids = [r.id for r in items]
+    if _stale_ids:
+        _check_fresh(ids)
+    client = _get_client()
     bar = None
     if progress:
         from .progress import ProgressBar
@@ -375,11 +447,15 @@ def _on_block(blocked: bool) -> None:
 
 def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
     """Wait until `num_returns` of `refs` are ready or `timeout` passes: returns (ready, not_ready)."""
-    client = _get_client()
     if isinstance(refs, ObjectRef) or not all(isinstance(r, ObjectRef) for r in refs):
         raise TypeError(f"wait() takes a list of ObjectRefs, got {_type_name(refs)}")
     refs = list(refs)
+    if not refs:
+        return [], []                        # as Ray, whatever num_returns
     ids = [r.id for r in refs]               # sets of ids, not of refs: no Python __hash__ per ref
+    if _stale_ids:
+        _check_fresh(ids)
+    client = _get_client()
     if len(set(ids)) != len(ids):
         raise ValueError("wait() got the same ObjectRef twice")
     if not 0 <= num_returns <= len(refs):

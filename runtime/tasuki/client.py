@@ -55,6 +55,8 @@ class Client:
         self.wake_pending = False
         self.cond = threading.Condition()
         self.objects: dict[bytes, tuple] = {}          # object id -> (kind, data)
+        self.log_to_driver = True            # init(log_to_driver=False): the tasks' output is not printed
+        self.errors_arrived = 0              # errors among them so far: a get of a list fails at the first
         self.requested: set = set()          # ids asked for with GET, or pushed to us as their owner
         self.refcounts: dict[bytes, int] = {}
         self.ref_lock = threading.Lock()
@@ -265,6 +267,8 @@ class Client:
                 if kind == P.OBJECT:
                     self.objects[message[1]] = (message[2], message[3])
                     arrived = True
+                    if message[2] == P.ERROR:
+                        self.errors_arrived += 1
                     if self.watchers:
                         watched.append(message[1])
                     link = self.actor_socks.get(sock)
@@ -280,7 +284,8 @@ class Client:
                     elif kind == P.PINNED and message[3] is not None:
                         self.to_node.append((P.UNPIN, [message[2]]))    # its get timed out: let it go
                 elif kind == P.LOG:
-                    self._print_logs(message[1])
+                    if self.log_to_driver:
+                        self._print_logs(message[1])
                 elif kind == P.WARN:
                     if message[1] not in self.warned:
                         self.warned.add(message[1])
@@ -455,6 +460,7 @@ class Client:
                       if oid in self.requested and oid not in self.objects]
             for oid in failed:
                 self.objects[oid] = (P.ERROR, blob)
+            self.errors_arrived += len(failed)
             self._fire(failed)
             link.inflight.clear()
             if state == P.DEAD_STATE:
@@ -527,6 +533,7 @@ class Client:
             deadline = None if timeout is None else time.time() + timeout
             blocked = False
             pending = deque(missing)     # results arrive mostly in order: drop the ready prefix
+            errors_seen = self.errors_arrived
             try:
                 with self.cond:
                     while True:
@@ -534,6 +541,12 @@ class Client:
                             pending.popleft()
                         if not pending:
                             break
+                        if self.errors_arrived != errors_seen:      # one failed: raise it now (as Ray),
+                            errors_seen = self.errors_arrived       # not after the others finish
+                            for oid in pending:
+                                entry = self.objects.get(oid)
+                                if entry is not None and entry[0] == P.ERROR:
+                                    self.value(oid, *entry)
                         if not blocked and on_block is not None:
                             on_block(True)
                             blocked = True

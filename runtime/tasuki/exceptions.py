@@ -12,9 +12,12 @@
      ├── ObjectStoreFullError
      ├── NodeDiedError
      ├── SerializationError (also TypeError)  an argument or result could not be pickled
+     ├── OptionError (also TypeError and ValueError)  remote() or .options() got an unknown option
      └── VersionMismatchError              a peer runs another tasuki or Python version
 """
 from __future__ import annotations
+
+import builtins
 
 
 class TasukiError(Exception):
@@ -52,12 +55,13 @@ class TaskError(TasukiError):
     def as_instanceof_cause(self) -> "TaskError":
         """This error as a subclass of both TaskError and the cause's type (so `except ValueError` works)."""
         cause_cls = type(self.cause)
-        if self.cause is None or isinstance(self, cause_cls) or not issubclass(cause_cls, Exception):
-            return self
+        if self.cause is None or isinstance(self, cause_cls) or issubclass(cause_cls, (TasukiError, _EXCEPTION_GROUPS)):
+            return self       # a BaseException subclass is mixed in too (Ray's rule); an exception group is not
         try:
             cls = _dual_classes.get(cause_cls)
             if cls is None:
-                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {"__module__": __name__})
+                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
+                           {"__module__": __name__, "__getattr__": _cause_attribute})
                 _dual_classes[cause_cls] = cls
             return cls(str(self), self.cause, self.traceback_str, task_name=self.task_name,
                        node_id=self.node_id, cause_type_name=self.cause_type_name)
@@ -66,6 +70,15 @@ class TaskError(TasukiError):
 
 
 _dual_classes: dict[type, type] = {}
+_EXCEPTION_GROUPS = getattr(builtins, "BaseExceptionGroup", ())      # Python 3.11+; issubclass takes nested tuples
+
+
+def _cause_attribute(self, name: str):
+    """A dual class's attributes missing from the error are the cause's (`except MyError as e: e.code`)."""
+    cause = self.__dict__.get("cause")
+    if cause is None or name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(cause, name)
 
 
 def _qualified_name(cls: type) -> str:
@@ -122,7 +135,11 @@ class WorkerCrashedError(TasukiError):
 
 
 class ActorError(TasukiError):
-    """An actor could not run a method."""
+    """An actor could not run a method. actor_id: the actor's id in hex (None when unknown), as Ray's."""
+
+    def __init__(self, message: str = "", actor_id: str | None = None):
+        super().__init__(message)
+        self.actor_id = actor_id
 
 
 class ActorDiedError(ActorError):
@@ -159,6 +176,12 @@ class VersionMismatchError(TasukiError):
 
 class ClusterError(TasukiError, ConnectionError):
     """The cluster cannot be reached or refused us."""
+
+
+class OptionError(TasukiError, TypeError, ValueError):
+    """An option name that `remote()` or `.options()` does not know. Both TypeError (what Python
+    raises for an unexpected keyword) and ValueError (what Ray raises), so code written for either
+    catches it. An option of the wrong type is a plain TypeError, a bad value a ValueError, as in Ray."""
 
 
 # Ray's names, so `import tasuki as ray` code catches what it expects.

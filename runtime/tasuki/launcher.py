@@ -34,6 +34,12 @@ class EmbeddedCluster:
         self.token = secrets.token_hex(16)
         session = config.session_dir()
         self.address = f"ipc://{session}/head-{os.getpid()}-{secrets.token_hex(4)}.sock"
+        # a second driver on this machine may join with init(address=<this address>): it reads the
+        # token beside the socket, in the user's private session directory
+        self.token_file = self.address[len("ipc://"):] + ".token"
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token)
         read_end, self.lifeline = os.pipe()
         os.set_inheritable(read_end, True)
         env = python_env(self.token, read_end)
@@ -62,10 +68,11 @@ class EmbeddedCluster:
                                    f"(its error is printed above)")
 
     def stop(self, timeout: float = 5.0) -> None:
-        try:
-            os.close(self.lifeline)
-        except OSError:
-            pass
+        for close in (lambda: os.close(self.lifeline), lambda: os.unlink(self.token_file)):
+            try:
+                close()
+            except OSError:
+                pass
         deadline = time.time() + timeout
         for proc in (self.node, self.head):
             try:

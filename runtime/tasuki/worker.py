@@ -21,7 +21,7 @@ import threading
 import traceback
 
 from . import object_ref, protocol as P, serialization
-from .exceptions import SerializationError, TaskCancelledError, TaskError
+from .exceptions import SerializationError, TaskCancelledError, TaskError, WorkerCrashedError
 
 _current = threading.local()     # the running task, for get_runtime_context()
 
@@ -136,11 +136,16 @@ class Worker:
                 args, kwargs = self.arguments(args_blob, deps)
                 result = fn(*args, **kwargs)
                 results = self.pack(result, return_ids, name)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:         # cancel() interrupts the main thread; Ray reads it so too
                 raise TaskCancelledError(f"task {name} was cancelled while running")
         except BaseException as e:
             if isinstance(e, TaskCancelledError):
                 error = e
+            elif isinstance(e, SystemExit):     # Ray: the worker exits, so a WorkerCrashedError; ours stays up
+                error = WorkerCrashedError(
+                    f"task {name} called sys.exit({e.code!r}) on node {self.cfg.node_id} ({self.cfg.ip}), worker "
+                    f"pid {os.getpid()} (SystemExit: {e}): a task ends by returning or raising; to end an "
+                    f"actor use tasuki.actor.exit_actor()")
             else:
                 retryable = can_retry and _retryable(e, retry_exceptions)
                 error = self.task_error(e, name)
@@ -314,13 +319,33 @@ class Worker:
         return out
 
     def task_error(self, e: BaseException, name: str) -> TaskError:
-        frames = e.__traceback__.tb_next if e.__traceback__ is not None else None   # skip this module's frame
-        tb = "".join(traceback.format_exception(type(e), e, frames))
+        """The error a failed task sends back: the remote traceback under a header naming the task and
+        where it ran. A nested task's error (this task called get() on a task that raised) keeps its
+        original cause, so the driver catches the ZeroDivisionError raised two tasks down, and its
+        traceback shows both tasks' frames, the inner one as the exception's message (as Ray does)."""
+        tb = format_remote_traceback(e)
         message = (f"task {name} failed on node {self.cfg.node_id} ({self.cfg.ip}), worker pid {os.getpid()}:\n"
                    f"{tb.rstrip()}")
         if isinstance(e, TaskError):
-            message = f"task {name} failed: {e}"
+            return TaskError(message, e.cause, tb, task_name=name, node_id=self.cfg.node_id,
+                             cause_type_name=e.cause_type_name).as_instanceof_cause()
         return TaskError(message, e, tb, task_name=name, node_id=self.cfg.node_id).as_instanceof_cause()
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def format_remote_traceback(e: BaseException) -> str:
+    """`e`'s traceback without tasuki's own frames (the worker's call of the task, get() inside a
+    nested task), as Ray hides its internals: what is left is the user's code. Exceptions raised
+    inside tasuki itself (an unpicklable result) keep their frames, which are then all there is."""
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    user = [f for f in te.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    if user and len(user) < len(te.stack):
+        te.stack = traceback.StackSummary.from_list(user)
+    elif te.stack and te.stack[0].filename.startswith(_PACKAGE_DIR):
+        te.stack = traceback.StackSummary.from_list(te.stack[1:])     # the worker's own call frame
+    return "".join(te.format())
 
 
 def _retryable(e: BaseException, retry_exceptions) -> bool:
