@@ -43,6 +43,9 @@ class ActorClass:
         return ActorClass(self._cls, {**self._options, **options}, self._export_cache)
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
+        check = api._call_check(self._cls.__init__, self.__name__, skip_self=True)   # Ray checks it here too
+        if check is not None:
+            check(args, kwargs)
         client = api._get_client()
         if self._export_cache[0] is None:
             self._export_cache[0] = api._export(self._cls)
@@ -57,7 +60,7 @@ class ActorClass:
             if o["resources"]:
                 shape.update(o["resources"])
         concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
-        info = {"class_name": self.__name__, "name": o["name"], "namespace": o["namespace"] or "default",
+        info = {"class_name": self.__name__, "name": o["name"], "namespace": o["namespace"] or api._namespace,
                 "detached": o["lifetime"] == "detached", "max_restarts": o["max_restarts"],
                 "max_task_retries": o["max_task_retries"], "max_concurrency": concurrency,
                 "is_async": self._is_async, "methods": self._methods, "held": held,
@@ -131,9 +134,17 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a named actor; ValueError when there is none."""
     checked = api._check_options({"name": name, "namespace": namespace}, {"name": None, "namespace": None})
     found = api._get_client().query("actor", {"name": checked["name"],
-                                              "namespace": checked["namespace"] or "default"})
+                                              "namespace": checked["namespace"] or api._namespace})
     if found is None:
-        raise ValueError(f"no live actor named {name!r} in namespace {namespace or 'default'!r}")
+        raise ValueError(f"no live actor named {name!r} in namespace {namespace or api._namespace!r}")
+    return ActorHandle(found["actor_id"], found["info"])
+
+
+def get_actor_handle(actor_id: bytes) -> ActorHandle:
+    """The handle of a live actor by its id (get_runtime_context().current_actor)."""
+    found = api._get_client().query("actor", {"actor_id": actor_id})
+    if found is None:
+        raise ValueError(f"no live actor with id {actor_id.hex()}")
     return ActorHandle(found["actor_id"], found["info"])
 
 

@@ -188,3 +188,20 @@ def parse_resources(value) -> dict[str, float]:
             raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")
         out[str(name)] = float(amount)
     return out
+
+
+# The thread-pool sizes of OpenMP and the BLAS libraries. Unless the user set them, a node's workers
+# start with 1 (set before the zygote imports NumPy, whose BLAS reads them once when it loads) and
+# each task gets its num_cpus (Ray's rule: floor(num_cpus), at least 1), so 16 one-CPU tasks running
+# NumPy on a 16-core machine use 16 threads, not 256.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+def default_thread_variables(environ) -> None:
+    """Set the thread variables the user left unset to 1, and record which ones (the workers change
+    only those, per task, in TASUKI_THREAD_VARIABLES)."""
+    ours = [name for name in THREAD_VARIABLES if name not in environ]
+    for name in ours:
+        environ[name] = "1"
+    environ["TASUKI_THREAD_VARIABLES"] = ",".join(ours)

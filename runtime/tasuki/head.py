@@ -513,7 +513,8 @@ class Head:
                     args, deps, contained, [], shape_of(placement), 0, False, owner=actor.owner,
                     job_id=self.peers[actor.owner].job_id if actor.owner in self.peers else "", submitted_at=now,
                     actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
-                           "is_async": info["is_async"], "class_name": class_name})
+                           "is_async": info["is_async"], "class_name": class_name, "name": info["name"],
+                           "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts})
         self.admit(task, now, pin=False)
 
     def on_actor_ready(self, ident, peer, now, actor_id, address, error) -> None:
@@ -670,7 +671,7 @@ class Head:
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
-                                                 task.job_id, task.actor)))
+                                                 task.job_id, task.shape, task.actor)))
         for node_id, count in spawns.items():
             self.spawn_workers(node_id, count)
         for shape in [s for s, q in self.sched.queues.items() if not q]:
@@ -925,7 +926,7 @@ class Head:
         if what == "drain":
             return self.drain(arg, now)
         if what == "actor":
-            actor = self.actors.get(self.actor_names.get((arg["namespace"], arg["name"]), b""))
+            actor = self.actors.get(arg.get("actor_id") or self.actor_names.get((arg["namespace"], arg["name"]), b""))
             if actor is None or actor.state == P.DEAD_STATE:
                 return None
             return {"actor_id": actor.actor_id, "info": actor.info}

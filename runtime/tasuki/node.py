@@ -584,6 +584,8 @@ def main(argv=None) -> None:
     cfg = make_config(args.head, token, num_cpus=args.num_cpus, num_gpus=args.num_gpus, resources=args.resources,
                       object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,
                       is_head_node=args.head_node, local_only=args.local_only, store_dir=store_dir)
+    if "TASUKI_THREAD_VARIABLES" not in os.environ:     # before NumPy loads its BLAS (see config)
+        config.default_thread_variables(os.environ)
     # Import what workers need, then fork the zygote before any zmq context or thread exists.
     # (api pulls in client, NumPy and cloudpickle: a worker forked without them imports them itself.)
     from . import api, worker, zygote  # noqa: F401

@@ -68,5 +68,7 @@ class ObjectRef:
         client.when_ready(self.id, resolve)
         return future
 
+    as_future = future       # Ray's name
+
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()

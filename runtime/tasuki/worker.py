@@ -42,8 +42,12 @@ class Worker:
         self.task_name = ""
         self.actor_id: bytes | None = None
         self.instance = None
+        self.actor_info: dict | None = None  # the actor this worker holds: name, namespace, held, restarts
         self.gpu_ids: list = []
         self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.shape: tuple | None = None      # the running task's resources, as the scheduler's shape
+        self.threads = 1                     # the thread variables' value now (see config.THREAD_VARIABLES)
+        self.thread_variables = [v for v in os.environ.get("TASUKI_THREAD_VARIABLES", "").split(",") if v]
         from .node import pin_socket_path
         node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path,
                 "pin_socket": pin_socket_path(cfg)}
@@ -121,15 +125,20 @@ class Worker:
 
     def run(self, task: tuple) -> None:
         (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
-         can_retry, gpu_ids, job_id, _actor) = task
+         can_retry, gpu_ids, job_id, shape, _actor) = task
         self.task_id, self.task_name, self.job_id = task_id, name, job_id
         retryable = False
         try:
             if gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
-            elif self.original_cuda is not None:
-                os.environ["CUDA_VISIBLE_DEVICES"] = self.original_cuda
+            elif self.gpu_ids:              # a GPU task ran here before: back to the worker's own setting
+                if self.original_cuda is not None:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = self.original_cuda
+                else:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             self.gpu_ids = gpu_ids
+            if shape != self.shape:
+                self.take_shape(shape)
             try:
                 fn = self.function(fn_id, fn_blob)
                 self.client.objects.update(deps)
@@ -163,10 +172,12 @@ class Worker:
     def serve_actor(self, task: tuple) -> None:
         """Construct the actor, listen for its callers, and run calls until told to exit."""
         from . import transport
-        (task_id, fn_id, fn_blob, name, args_blob, deps, _, _, _, gpu_ids, job_id, actor) = task
+        (task_id, fn_id, fn_blob, name, args_blob, deps, _, _, _, gpu_ids, job_id, _, actor) = task
         self.actor_id, self.task_name, self.job_id, self.gpu_ids = actor["actor_id"], name, job_id, gpu_ids
+        self.actor_info = actor
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        self.take_shape(tuple(sorted((k, v) for k, v in actor.get("held", {}).items() if v > 0)))
         try:
             cls = self.function(fn_id, fn_blob)
             self.client.objects.update(deps)
@@ -258,6 +269,27 @@ class Worker:
         if direct:
             self.client.reply(ident, direct)
         self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
+
+    def take_shape(self, shape: tuple) -> None:
+        """A task with other resources than the last one: set the thread variables tasuki set (not
+        the user's) to its CPUs, as Ray does, and resize the thread pools of the BLAS libraries
+        already loaded (threadpoolctl, when installed). Costs nothing while the shape stays."""
+        self.shape = shape
+        cpus = dict(shape).get("CPU", 0.0)
+        threads = max(int(cpus), 1)
+        if threads == self.threads or not self.thread_variables:
+            return
+        self.threads = threads
+        for name in self.thread_variables:
+            os.environ[name] = str(threads)
+        try:
+            import threadpoolctl
+        except ImportError:
+            return
+        try:
+            threadpoolctl.threadpool_limits(threads)
+        except Exception:                 # a library it cannot resize: the variables still hold
+            pass
 
     def keep_function(self, task: tuple) -> None:
         """The head sends a function's code once per worker, with the first task that needs it:
