@@ -357,3 +357,49 @@ def test_nested_tasks_on_one_cpu_finish_as_a_blocked_task_lends_its_cpu():
         print("SUM", tasuki.get(top.remote(), timeout=240))
     """, timeout=300)
     assert f"SUM {sum(range(1000))}" in done.stdout, done.stdout + done.stderr
+
+
+# --- 12. ray.util ----------------------------------------------------------------------------------------
+@tasuki.remote
+class Doubler:
+    def double(self, v):
+        return 2 * v
+
+    def pair(self, v):
+        return v, -v
+
+    pair = tasuki.method(num_returns=2)(pair)
+
+
+def test_actor_pool_map_submits_eagerly_and_push_of_a_member_raises():
+    from tasuki.util import ActorPool
+    actors = [Doubler.remote() for _ in range(2)]
+    pool = ActorPool(actors)
+    results = pool.map(lambda a, v: a.double.remote(v), range(4))
+    assert pool.has_next()                         # submitted at the call, before any iteration
+    assert list(results) == [0, 2, 4, 6]
+    pool.submit(lambda a, v: a.pair.remote(v), 5)  # a method with num_returns=2: a list of refs
+    assert pool.get_next(timeout=GET_TIMEOUT_S) == [5, -5]
+    with pytest.raises(ValueError, match="already belongs"):
+        pool.push(actors[0])
+    for actor in actors:
+        tasuki.kill(actor)
+
+
+def test_queue_async_methods_and_util_helpers():
+    import asyncio
+    from tasuki.util import Queue, get_node_ip_address, list_named_actors
+    queue = Queue()
+
+    async def roundtrip():
+        await queue.put_async(1)
+        await queue.put_async(2, block=False)
+        return [await queue.get_async(), await queue.get_async(timeout=GET_TIMEOUT_S)]
+    assert asyncio.run(roundtrip()) == [1, 2]
+    queue.shutdown()
+    named = Doubler.options(name="util-named").remote()
+    tasuki.get(named.double.remote(1), timeout=GET_TIMEOUT_S)
+    assert "util-named" in list_named_actors()
+    assert {"name": "util-named", "namespace": "default"} in list_named_actors(all_namespaces=True)
+    tasuki.kill(named)
+    assert get_node_ip_address() == "127.0.0.1"

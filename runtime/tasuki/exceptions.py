@@ -55,7 +55,7 @@ class TaskError(TasukiError):
     def as_instanceof_cause(self) -> "TaskError":
         """This error as a subclass of both TaskError and the cause's type (so `except ValueError` works)."""
         cause_cls = type(self.cause)
-        if self.cause is None or isinstance(self, cause_cls) or issubclass(cause_cls, (TasukiError, _EXCEPTION_GROUPS)):
+        if self.cause is None or isinstance(self, cause_cls) or issubclass(cause_cls, _EXCEPTION_GROUPS):
             return self       # a BaseException subclass is mixed in too (Ray's rule); an exception group is not
         try:
             cls = _dual_classes.get(cause_cls)

@@ -3,6 +3,7 @@
 - `ActorPool`: spread calls over a fixed set of actors.
 - `Queue` (with `Empty`, `Full`): a queue shared by tasks and actors.
 - `as_completed(refs)`: values in the order their tasks finish.
+- `list_named_actors()`, `get_node_ip_address()`, as Ray's.
 - `tasuki.util.multiprocessing.Pool` and `tasuki.util.joblib.register_tasuki()` (loaded on use).
 """
 from __future__ import annotations
@@ -16,7 +17,30 @@ from ..object_ref import ObjectRef
 from .actor_pool import ActorPool
 from .queue import Empty, Full, Queue
 
-__all__ = ["ActorPool", "Empty", "Full", "Queue", "as_completed"]
+__all__ = ["ActorPool", "Empty", "Full", "Queue", "as_completed", "get_node_ip_address", "list_named_actors"]
+
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    """The names of the live named actors in this job's namespace, as Ray's; with all_namespaces=True,
+    [{"name": ..., "namespace": ...}] of every namespace."""
+    from .. import api
+    actors = [a for a in api._get_client().query("actors") if a["name"] and a["state"] != "DEAD"]
+    if all_namespaces:
+        return [{"name": a["name"], "namespace": a["namespace"]} for a in actors]
+    namespace = api.get_runtime_context().namespace
+    return [a["name"] for a in actors if a["namespace"] == namespace]
+
+
+def get_node_ip_address() -> str:
+    """The IP address of the node this process runs on, as other nodes reach it."""
+    from .. import api, config
+    worker = api._worker
+    if worker is not None:
+        return worker.cfg.ip
+    client = api._client
+    if client is not None and client.head_address.startswith("ipc://"):
+        return "127.0.0.1"            # an embedded cluster: its node listens on loopback
+    return config.node_ip()
 
 
 def as_completed(refs: Iterable[ObjectRef], *, timeout: float | None = None,

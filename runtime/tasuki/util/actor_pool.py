@@ -1,11 +1,12 @@
 """ActorPool: spread calls over a fixed set of actors, as ray.util.ActorPool does."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 from ..actor import ActorHandle
 from ..api import get, wait
+from ..exceptions import ActorDiedError
 
 __all__ = ["ActorPool"]
 
@@ -22,11 +23,12 @@ class ActorPool:
         self._pending: list = []
 
     def submit(self, fn: Callable, value: Any) -> None:
-        """Call `fn(actor, value)` on an idle actor, or queue it until one is free."""
+        """Call `fn(actor, value)` on an idle actor, or queue it until one is free. `fn` may return
+        a list of refs (a method with num_returns > 1): get_next() then returns the list of values."""
         if self._idle:
             actor = self._idle.pop()
             future = fn(actor, value)
-            self._future_to_actor[future] = (self._next_task_index, actor)
+            self._future_to_actor[_key(future)] = (self._next_task_index, actor)
             self._index_to_future[self._next_task_index] = future
             self._next_task_index += 1
         else:
@@ -42,54 +44,92 @@ class ActorPool:
         """The next result in submission order."""
         if not self.has_next():
             raise StopIteration("no more results to get")
+        if self._next_return_index >= self._next_task_index:
+            raise ValueError("get_next() cannot follow get_next_unordered() on the same pool: use one or the other")
         future = self._index_to_future[self._next_return_index]
         if timeout is not None:
-            ready, _ = wait([future], timeout=timeout)
-            if not ready:
+            ready, _ = wait(_refs(future), num_returns=len(_refs(future)), timeout=timeout)
+            if len(ready) < len(_refs(future)):
                 if ignore_if_timedout:
                     return None
                 raise TimeoutError("timed out waiting for the next result")
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
-        _, actor = self._future_to_actor.pop(future)
-        self._return_actor(actor)
-        return get(future)
+        _, actor = self._future_to_actor.pop(_key(future))
+        return self._result(future, actor)
 
     def get_next_unordered(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """The next result to finish, whatever its submission order."""
         if not self.has_next():
             raise StopIteration("no more results to get")
-        ready, _ = wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
+        firsts = {_refs(future)[0]: future for future in self._index_to_future.values()}
+        ready, _ = wait(list(firsts), num_returns=1, timeout=timeout)
         if not ready:
             if ignore_if_timedout:
                 return None
             raise TimeoutError("timed out waiting for a result")
-        future = ready[0]
-        index, actor = self._future_to_actor.pop(future)
+        future = firsts[ready[0]]
+        index, actor = self._future_to_actor.pop(_key(future))
         del self._index_to_future[index]
-        self._return_actor(actor)
-        return get(future)
+        self._next_return_index = max(self._next_return_index, index + 1)
+        return self._result(future, actor)
 
-    def map(self, fn: Callable, values: Iterable) -> Iterable:
-        """Results of `fn(actor, v)` for each value, in order."""
+    def _result(self, future, actor: ActorHandle) -> Any:
+        """The value(s) of a finished call; its actor goes back to the idle set unless it died."""
+        alive = True
+        try:
+            return get(future)
+        except ActorDiedError:
+            alive = False          # a dead actor picked again would fail every call sent to it
+            raise
+        finally:
+            self._return_actor(actor, alive)
+
+    def map(self, fn: Callable, values: Iterable) -> Iterator:
+        """Results of `fn(actor, v)` for each value, in order. Every value is submitted now (as Ray's
+        map), not when the iteration starts; results of earlier submits not yet read are dropped."""
+        self._drop_unread()
         for value in values:
             self.submit(fn, value)
-        while self.has_next():
-            yield self.get_next()
+        return self._results(self.get_next)
 
-    def map_unordered(self, fn: Callable, values: Iterable) -> Iterable:
+    def map_unordered(self, fn: Callable, values: Iterable) -> Iterator:
+        """As map(), in the order the results finish."""
+        self._drop_unread()
         for value in values:
             self.submit(fn, value)
+        return self._results(self.get_next_unordered)
+
+    def _results(self, next_result: Callable) -> Iterator:
         while self.has_next():
-            yield self.get_next_unordered()
+            yield next_result()
+
+    def _drop_unread(self) -> None:
+        while self.has_next():
+            try:
+                self.get_next_unordered()
+            except Exception:       # its error is not this map's to raise
+                pass
 
     def push(self, actor: ActorHandle) -> None:
+        """Add an actor to the pool; ValueError if it is in it already (idle or busy), as in Ray."""
+        if actor in self._idle or any(a == actor for _, a in self._future_to_actor.values()):
+            raise ValueError(f"{actor} already belongs to this ActorPool")
         self._return_actor(actor)
 
     def pop_idle(self) -> ActorHandle | None:
         return self._idle.pop() if self.has_free() else None
 
-    def _return_actor(self, actor: ActorHandle) -> None:
-        self._idle.append(actor)
-        if self._pending:
+    def _return_actor(self, actor: ActorHandle, alive: bool = True) -> None:
+        if alive:
+            self._idle.append(actor)
+        if self._pending and self._idle:
             self.submit(*self._pending.pop(0))
+
+
+def _key(future):
+    return tuple(future) if isinstance(future, list) else future
+
+
+def _refs(future) -> list:
+    return list(future) if isinstance(future, (list, tuple)) else [future]

@@ -92,6 +92,20 @@ class Queue:
         except Empty:
             raise Empty from None
 
+    async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """put() for asyncio code: awaits the queue's actor instead of blocking the event loop."""
+        try:
+            await (self.actor.put.remote(item, timeout) if block else self.actor.put_nowait.remote(item))
+        except Full:
+            raise Full from None
+
+    async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
+        """get() for asyncio code: awaits the queue's actor instead of blocking the event loop."""
+        try:
+            return await (self.actor.get.remote(timeout) if block else self.actor.get_nowait.remote())
+        except Empty:
+            raise Empty from None
+
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
 
