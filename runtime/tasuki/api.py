@@ -415,7 +415,7 @@ def _remote_call(fn: Callable, options: dict) -> RemoteFunction:
     in the task (`int`, a dataclass), where remote() would make it an actor; builtins, partials,
     bound methods and callable objects too. For the drop-ins (Executor), which run "call this" as a
     task. `fn` is pickled here, once: one that cannot be pickled fails now, naming it."""
-    task = RemoteFunction(fn, options)
+    task = RemoteFunction(fn, options, _check=None)     # the standard library raises a bad call's error at result()
     try:
         task._export_cache[0] = _export(fn)
     except Exception as e:
