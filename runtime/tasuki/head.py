@@ -137,6 +137,9 @@ class Head:
         # call, on another connection. Such GETs wait here; an id freed lately fails at once.
         self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
         self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
+        # likewise a call can beat its actor's creation: an actor returns a handle to an actor it
+        # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
+        self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
@@ -175,6 +178,8 @@ class Head:
                     self.drop_message(ident, e)
             if self.early_gets:
                 self.answer_early_gets(now)
+            if self.early_actor_messages:
+                self.answer_early_actor_messages(now)
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
@@ -526,6 +531,8 @@ class Head:
             self.actor_owners[ident] = self.actor_owners.get(ident, 0) + 1
         self.pin_all(contained)            # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
+        if actor_id in self.early_actor_messages:
+            self.replay_actor_messages(actor_id, now)
         if req is not None:
             self.send(ident, (P.ANSWER, req, actor_id))
 
@@ -562,7 +569,7 @@ class Head:
     def on_actor_locate(self, ident, peer, now, actor_id) -> None:
         actor = self.actors.get(actor_id)
         if actor is None:
-            self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
+            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append((P.ACTOR_LOCATE, ident, None))
             return
         actor.subscribers.add(ident)
         if actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
@@ -579,14 +586,40 @@ class Head:
             for oid in return_ids:
                 self.objects[oid] = Obj(owner=ident, holders={ident})
             self.pin_all(contained)
-            first = return_ids[0]
-            if actor is None or actor.state == P.DEAD_STATE:
-                self.fail_call(actor, actor_id, return_ids, contained, now)
-                continue
-            actor.pending[first] = (return_ids, contained)
-            early = self.early_results.pop(first, None)
-            if early is not None:
-                self.on_actor_result(*early)
+            self.register_call(actor, actor_id, ident, return_ids, contained, now)
+
+    def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
+                      now: float, park: bool = True) -> None:
+        """A call is pending until its result comes; it fails at once if its actor is dead, and
+        waits in early_actor_messages if its actor is not known yet (`park` False: no longer)."""
+        if actor is None and park:
+            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append(
+                (P.ACTOR_CALLS, ident, (return_ids, contained)))
+            return
+        if actor is None or actor.state == P.DEAD_STATE:
+            self.fail_call(actor, actor_id, return_ids, contained, now)
+            return
+        first = return_ids[0]
+        actor.pending[first] = (return_ids, contained)
+        early = self.early_results.pop(first, None)
+        if early is not None:
+            self.on_actor_result(*early)
+
+    def answer_early_actor_messages(self, now: float) -> None:
+        for actor_id, (since, _) in list(self.early_actor_messages.items()):
+            if now - since > config.EARLY_GET_WAIT_S:      # no such actor after all: say so
+                self.replay_actor_messages(actor_id, now)
+
+    def replay_actor_messages(self, actor_id: bytes, now: float) -> None:
+        """The locates and calls that came before the actor's creation, now that it exists (or never will)."""
+        actor = self.actors.get(actor_id)
+        for kind, ident, arg in self.early_actor_messages.pop(actor_id, (0, []))[1]:
+            if kind == P.ACTOR_CALLS:
+                self.register_call(actor, actor_id, ident, *arg, now, park=False)
+            elif actor is not None:
+                self.on_actor_locate(ident, None, now, actor_id)
+            else:
+                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
         actor = self.actors.get(actor_id)
@@ -621,10 +654,14 @@ class Head:
 
     def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
         actor = self.actors.get(actor_id)
-        if actor is None or actor.state == P.DEAD_STATE:
+        if actor is not None:
+            self.kill_actor(actor, no_restart, "it was killed with tasuki.kill()", now)
+
+    def kill_actor(self, actor: Actor, no_restart: bool, cause: str, now: float) -> None:
+        if actor.state == P.DEAD_STATE:
             return
         actor.no_restart = actor.no_restart or no_restart
-        actor.cause = "it was killed with tasuki.kill()"
+        actor.cause = cause
         if actor.no_restart:
             self.free_name(actor)           # a new actor may take the name at once
         if actor.worker_id is not None and actor.worker_id in self.sched.workers:
@@ -916,9 +953,8 @@ class Head:
             cause = (f"its owner died: the worker (pid {peer.info.get('pid')}) of the task or actor that created "
                      f"it exited. Create it with lifetime='detached' to let it outlive its creator")
         for actor in list(self.actors.values()):
-            if actor.owner == ident and not actor.info["detached"] and actor.state != P.DEAD_STATE:
-                self.on_kill_actor(ident, peer, time.time(), actor.actor_id, True)
-                actor.cause = cause
+            if actor.owner == ident and not actor.info["detached"]:
+                self.kill_actor(actor, True, cause, time.time())
 
     def release_functions(self, ident: bytes, peer: Peer) -> None:
         """A peer left: the functions no connected peer registered any more are freed once no task
