@@ -19,7 +19,6 @@ output lines are flushed. Or at once: kill() and crashes, where none of that run
 """
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import os
@@ -31,8 +30,7 @@ import traceback
 from . import object_ref, protocol as P, serialization
 from .exceptions import SerializationError, TaskCancelledError, TaskError
 
-_current = threading.local()     # the running task, for get_runtime_context()
-_call = contextvars.ContextVar("tasuki_actor_call", default=None)   # the running actor call's first return id
+_current = threading.local()     # .call: the first return id of the actor call this thread runs (is_canceled)
 
 
 def _ray_ready(worker) -> bool:
@@ -260,21 +258,16 @@ class Worker:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def execute_call(self, ident: bytes, message: tuple) -> None:
-        return_ids, method, blob, deps, name = message[1:6]
-        first = return_ids[0]
+        return_ids = message[1]
         if self.exit_cause is not None:
             return              # the actor is ending: the head fails this call with ActorDiedError
-        if first in self.cancelled_calls:
-            results = None
-        else:
-            token = _call.set(first)
-            try:
-                results = self.call_method(method, blob, deps, name, return_ids, message)
-            finally:
-                _call.reset(token)
-        if first in self.cancelled_calls:      # cancelled while queued, or while it ran (not interrupted)
-            self.cancelled_calls.discard(first)
-            results = self.cancelled_results(name, return_ids)
+        cancelled = self.cancelled_calls
+        first = _current.call = return_ids[0]
+        results = None if cancelled and first in cancelled else \
+            self.call_method(message[2], message[3], message[4], message[5], return_ids, message)
+        if cancelled and first in cancelled:      # cancelled while queued, or while it ran (not interrupted)
+            cancelled.discard(first)
+            results = self.cancelled_results(message[5], return_ids)
         self.reply_call(ident, return_ids, results)
         if self.exit_cause is not None:
             self.inbox.put(None)            # wake the main loop (a threaded actor ran this call)
@@ -286,7 +279,6 @@ class Worker:
             fn = self.method(method)
         except BaseException as e:
             return self.error_results(e, name, return_ids)
-        policy = self.retry_policy(method, fn, message)
         attempt = 0
         while True:
             try:
@@ -294,7 +286,7 @@ class Worker:
             except SystemExit as e:
                 self.request_exit(_exit_cause(e))
             except BaseException as e:
-                if self.retries_left(e, policy, attempt, return_ids[0]):
+                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
                     attempt += 1
                     continue
                 if self.exit_cause is None:
@@ -376,7 +368,7 @@ class Worker:
         if self.loop is not None:
             raise RuntimeError("This method is not supported in an async actor: a cancelled async actor call "
                                "gets asyncio.CancelledError at its next await instead")
-        return _call.get() in self.cancelled_calls
+        return getattr(_current, "call", None) in self.cancelled_calls
 
     def call_arguments(self, blob, deps: list) -> tuple[tuple, dict]:
         values = dict(zip(deps, self.client.get_objects(deps, None))) if deps else {}
@@ -428,7 +420,6 @@ class Worker:
             raise
         except BaseException as e:
             return self.error_results(e, name, return_ids)
-        policy = self.retry_policy(method, fn, message)
         attempt = 0
         while True:
             try:
@@ -440,7 +431,7 @@ class Worker:
             except SystemExit as e:
                 self.request_exit(_exit_cause(e))
             except BaseException as e:
-                if self.retries_left(e, policy, attempt, return_ids[0]):
+                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
                     attempt += 1
                     continue
                 if self.exit_cause is None:
