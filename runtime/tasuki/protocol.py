@@ -35,7 +35,8 @@ Actors (see actor.py)
     ACTOR_LOCATE(actor_id)               caller → head; answered (now or later) by
     ACTOR_INFO(actor_id, state, address, cause)   head → callers, again on restart and death
     ACTOR_CALLS(actor_id, [(return_ids, contained)])  caller → head: register calls (refcounting)
-    CALL(return_ids, method, args, deps, name)        caller → actor worker, directly
+    CALL(return_ids, method, args, deps, name[, (max_task_retries, retry_exceptions)])
+                                         caller → actor worker, directly (the last item only from options())
     ACTOR_RESULT(results)                actor worker → head, after answering the caller
     KILL_ACTOR(actor_id, no_restart)     caller → head
     ACTOR_EXIT(actor_id, cause)          actor worker → head: it ends on purpose (exit_actor(), sys.exit(),
