@@ -6,6 +6,15 @@ Calls go straight from the caller to the actor's worker (its own socket), not th
   actor worker: ACTOR_RESULT ──► head (batched; the head keeps the value for other readers)
 The caller learns where the actor lives once (ACTOR_LOCATE → ACTOR_INFO) and is told again when
 the actor restarts or dies; calls made before that are queued in the caller's IO thread.
+
+Lifetime: an actor lives as long as a handle to it does, as in Ray. Each ActorHandle holds an
+ObjectRef to the actor id, so handles are counted exactly as refs are, off the per-call path:
+each process tells the head when it starts and stops holding one (HOLD/RELEASE), and a handle
+inside a task's arguments, a call's arguments or a stored object is pinned while those live.
+When the head forgets the actor id's entry and the calls registered so far have their results,
+it ends the actor gracefully (EXIT: `__ray_shutdown__`, `__del__` and atexit run there). Named
+and detached actors are kept until killed; every actor but a detached one dies with the process
+that created it (its driver, or the worker of the task or actor that created it).
 """
 from __future__ import annotations
 
@@ -13,14 +22,29 @@ import inspect
 
 from . import api, protocol as P
 from .exceptions import ActorDiedError
+from .object_ref import ObjectRef
+from .serialization import note_ref as _note_ref
 
 _ACTOR_OPTIONS = {"num_cpus": None, "num_gpus": 0, "resources": None, "name": None, "namespace": None,
                   "get_if_exists": False, "lifetime": None, "max_concurrency": None, "max_restarts": 0,
                   "max_task_retries": 0}
 
 
+class ActorClassInheritanceException(TypeError):
+    """`class B(RemoteA)`: an actor class cannot be subclassed; subclass RemoteA.__ray_actor_class__."""
+
+
+# methods every actor has (Ray's names): answered by the worker itself, see worker.BUILTIN_METHODS
+BUILTIN_METHODS = ("__ray_ready__", "__ray_terminate__", "__ray_call__")
+
+
 class ActorClass:
-    """A class whose instances live in their own worker process: `Cls.remote(*args)` → ActorHandle."""
+    """A class whose instances live in their own worker process: `Cls.remote(*args)` → ActorHandle.
+
+    It still behaves like the class where that makes sense: class attributes, static and class
+    methods are read from the class (`Cls.VERSION`, `Cls.from_config(...)` builds a local
+    instance), `dir()` lists them, and `Cls.__ray_actor_class__` is the plain class to subclass.
+    """
 
     def __init__(self, cls: type, options: dict, _export_cache: list | None = None) -> None:
         self._cls = cls
@@ -34,6 +58,31 @@ class ActorClass:
                          if not name.startswith("__") or name == "__call__"}
         self._is_async = any(inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
                              for _, fn in inspect.getmembers(cls, callable))
+
+    @property
+    def __ray_actor_class__(self) -> type:
+        return self._cls
+
+    def __getattr__(self, name: str):
+        """Class attributes, static and class methods: those of the class. Dunder names are not
+        looked up there (pickle asks this object for __setstate__ and the like)."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class {cls.__name__} has no attribute {name!r}") from None
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(dir(self._cls)))
+
+    def __mro_entries__(self, bases):
+        name = self._cls.__name__
+        raise ActorClassInheritanceException(
+            f"Inheriting from actor classes is not currently supported: {name} is an actor class "
+            f"(made by tasuki.remote). Subclass the plain class instead, class Derived("
+            f"{name}.__ray_actor_class__), and make the subclass an actor with tasuki.remote(Derived).")
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor class {self.__name__} cannot be instantiated directly: use "
@@ -65,43 +114,66 @@ class ActorClass:
                 "max_task_retries": o["max_task_retries"], "max_concurrency": concurrency,
                 "is_async": self._is_async, "methods": self._methods, "held": held,
                 "get_if_exists": o["get_if_exists"]}
-        actor_id = client.create_actor(fn_id, self.__name__, args, kwargs, placement, info)
-        return ActorHandle(actor_id, info)
+        actor_id, ours = client.create_actor(fn_id, self.__name__, args, kwargs, placement, info)
+        return ActorHandle(actor_id, info, _registered=ours)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("Ray DAG bind() is not supported; call .remote()")
 
 
+_METHOD_OPTIONS = {"num_returns": 1, "max_task_retries": None, "retry_exceptions": None}
+
+
 def _method_options(fn) -> dict:
-    return dict(getattr(fn, "__tasuki_method_options__", {}))
+    """What callers need of a method's options (they travel to the head: plain ints only)."""
+    options = getattr(fn, "__tasuki_method_options__", {})
+    return {k: v for k, v in options.items() if k in ("num_returns", "max_task_retries")}
 
 
-def method(num_returns: int = 1, **_ignored):
-    """Decorate an actor method with options, as `@ray.method(num_returns=2)`."""
-    num_returns = api._check_options({"num_returns": num_returns}, {"num_returns": 1})["num_returns"]
+def method(*args, **options):
+    """Decorate an actor method with options, as `@ray.method(num_returns=2)`, `@ray.method(
+    max_task_retries=3, retry_exceptions=[ConnectionError])`. The retry options apply to exceptions
+    the method raises (the actor retries it in place) and, with max_task_retries, to the actor's
+    death (the call is sent again after the restart)."""
+    if args:
+        raise TypeError("method() takes only keyword options: @tasuki.method(num_returns=2)")
+    checked = _check_method_options(options)
 
     def wrap(fn):
-        fn.__tasuki_method_options__ = {"num_returns": num_returns}     # travels to the head: plain int
+        fn.__tasuki_method_options__ = checked      # read by callers (num_returns) and by the actor
         return fn
     return wrap
 
 
-class ActorHandle:
-    """A handle to a live actor: `handle.method.remote(...)` returns ObjectRef(s). Picklable."""
+def _check_method_options(options: dict) -> dict:
+    checked = api._check_options({k: v for k, v in options.items() if v is not None}, _METHOD_OPTIONS)
+    if isinstance(checked.get("retry_exceptions"), tuple):      # the actor loads it: classes are fine there
+        checked["retry_exceptions"] = checked["retry_exceptions"] or False
+    return checked
 
-    def __init__(self, actor_id: bytes, info: dict) -> None:
+
+class ActorHandle:
+    """A handle to a live actor: `handle.method.remote(...)` returns ObjectRef(s). Picklable: a copy
+    sent to a task or another actor keeps the actor alive as this one does (see the module docstring)."""
+
+    def __init__(self, actor_id: bytes, info: dict, _registered: bool = False) -> None:
         self._actor_id = actor_id
         self._info = info
+        self._ref = ObjectRef(actor_id, _registered)      # counts this handle
 
     def __getattr__(self, name: str) -> "ActorMethod":
-        if name.startswith("_"):
+        if name.startswith("_") and name not in BUILTIN_METHODS:
             raise AttributeError(name)
         methods = self._info["methods"]
-        if name not in methods:
+        if name not in methods and name not in BUILTIN_METHODS:
             raise AttributeError(f"actor {self._info['class_name']} has no method {name!r}")
-        return ActorMethod(self, name, methods[name].get("num_returns", 1))
+        return ActorMethod(self, name, methods.get(name, {}).get("num_returns", 1))
+
+    def __dir__(self):
+        return sorted({*self._info["methods"], "__init__", "__ray_ready__", "__ray_terminate__"})
 
     def __reduce__(self):
+        _note_ref(self._actor_id)      # pinned while the message or object carrying this copy lives
         return (ActorHandle, (self._actor_id, self._info))
 
     def __repr__(self) -> str:
@@ -115,15 +187,29 @@ class ActorHandle:
 
 
 class ActorMethod:
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
-        self._handle, self._name, self._num_returns = handle, name, num_returns
+    """`handle.method`: `.remote(...)` calls it; `.options(num_returns=..., max_task_retries=...,
+    retry_exceptions=...)` for one call or more."""
 
-    def options(self, num_returns: int | None = None, **_ignored) -> "ActorMethod":
-        return ActorMethod(self._handle, self._name, num_returns or self._num_returns)
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, retry: tuple | None = None) -> None:
+        self._handle, self._name, self._num_returns = handle, name, num_returns
+        self._retry = retry        # (max_task_retries, retry_exceptions) set by options(), else None
+
+    def options(self, **options) -> "ActorMethod":
+        checked = _check_method_options({k: v for k, v in options.items() if k != "name"})
+        num_returns = checked.get("num_returns", self._num_returns)
+        retry = self._retry
+        if "max_task_retries" in checked or "retry_exceptions" in checked:
+            old = retry or (None, None)
+            exceptions = checked.get("retry_exceptions", old[1])
+            if isinstance(exceptions, tuple):          # as tasks carry them: cloudpickled once, opaque
+                exceptions = api._retry_blob(exceptions)
+            retry = (checked.get("max_task_retries", old[0]), exceptions)
+        return ActorMethod(self._handle, self._name, num_returns, retry)
 
     def remote(self, *args, **kwargs):
-        refs = api._get_client().call_actor(self._handle._actor_id, self._handle._info, self._name,
-                                            args, kwargs, self._num_returns)
+        handle = self._handle
+        refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
+                                            self._num_returns, self._retry)
         return refs[0] if self._num_returns == 1 else refs
 
     def __call__(self, *args, **kwargs):
@@ -148,8 +234,21 @@ def get_actor_handle(actor_id: bytes) -> ActorHandle:
     return ActorHandle(found["actor_id"], found["info"])
 
 
+def exit_actor() -> None:
+    """End the actor whose method calls this, gracefully: the call fails with ActorDiedError, calls
+    still queued fail the same way, the actor is not restarted, and its atexit handlers run."""
+    worker = api._worker
+    if worker is None or getattr(worker, "actor_id", None) is None:
+        raise TypeError("exit_actor API is called on a non-actor worker: exit_actor() ends the actor whose "
+                        "method calls it. To end an actor from a driver or a task, use tasuki.kill(handle), "
+                        "or drop every handle to it.")
+    worker.request_exit("it called exit_actor()")
+    raise SystemExit(0)
+
+
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    """Kill an actor's process at once; its pending and future calls raise ActorDiedError."""
+    """Kill an actor's process at once; its pending and future calls raise ActorDiedError. With
+    no_restart (the default) its name is free again at once."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, got {type(actor).__name__}")
     api._get_client().send_head((P.KILL_ACTOR, actor._actor_id, bool(no_restart)))

@@ -524,6 +524,10 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {_type_name(ref)}")
     from . import protocol as P
+    if force and P.is_actor_call(ref.id):
+        raise ValueError(f"force=True is not supported for actor tasks: {ref} is the result of an actor call, "
+                         f"and killing its worker would end the actor. Cancel it without force (a queued call "
+                         f"never runs, a running async one is cancelled), or end the actor with tasuki.kill().")
     _get_client().send_head((P.CANCEL, ref.id, bool(force)))
 
 
@@ -581,7 +585,7 @@ class RuntimeContext:
         self.worker_id = client.identity.hex()
         actor_id = getattr(_worker, "actor_id", None)
         self.actor_id = actor_id.hex() if actor_id else None
-        actor = getattr(_worker, "actor_info", None) or {}
+        actor = (getattr(_worker, "actor", None) or {}) if actor_id else {}
         self.namespace = actor.get("namespace") or _namespace
         self._actor = actor
 
@@ -637,6 +641,13 @@ class RuntimeContext:
     @property
     def gcs_address(self) -> str:
         return _get_client().head_address
+
+    def is_canceled(self) -> bool:
+        """Whether cancel() was called on the running task or actor call: a running sync actor call is
+        not interrupted (as in Ray), so it can check this and stop early."""
+        if _worker is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor method, not in a driver")
+        return _worker.is_canceled()
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -32,6 +32,7 @@ from .object_store import Arena, block_size
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 HEARTBEAT_S = 2.0
+_CALL_COUNTER_BIT = P.ACTOR_CALL_BIT << 48     # in an id's 15th byte: protocol.is_actor_call
 
 
 class Client:
@@ -106,7 +107,9 @@ class Client:
     def activate(self) -> None:
         object_ref._client = self
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Disconnect. `linger_ms`: how long messages already queued may still take to leave (an
+        exiting actor's last replies); 0 drops them."""
         if not self.running:
             return
         if object_ref._client is self:
@@ -118,7 +121,7 @@ class Client:
             self.callbacks.put(None)
         self._wake()
         self.thread.join(timeout=2)
-        self.context.destroy(linger=0)
+        self.context.destroy(linger=linger_ms)
         os.close(self.wake_r)
         os.close(self.wake_w)
 
@@ -276,6 +279,10 @@ class Client:
                         link.inflight.pop(message[1], None)
                 elif kind == P.ACTOR_INFO:
                     self._on_actor_info(*message[1:])
+                elif kind == P.CANCEL_CALL:
+                    self._cancel_queued_call(message[1])
+                    if self.on_message is not None:     # an actor's worker: the call may be its own
+                        self.on_message(message)
                 elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER):
                     slot = self.replies.get(message[1])
                     if slot is not None:
@@ -385,31 +392,62 @@ class Client:
 
     # --- actors ------------------------------------------------------------------------------
     def create_actor(self, fn_id: bytes, class_name: str, args: tuple, kwargs: dict, placement: dict,
-                     info: dict) -> bytes:
+                     info: dict) -> tuple[bytes, bool]:
+        """(actor id, whether it is the new actor's): get_if_exists may answer with an existing one.
+        The head holds the new actor's id for this process (its handle's ref is registered)."""
         blob, deps, contained, _holder = self.serialize_arguments(f"{class_name}.__init__", args, kwargs)
         actor_id = self.new_id()
         spec = (fn_id, class_name, blob, deps, contained, placement, info)
         if info["name"] is None:
             self.send_head((P.CREATE_ACTOR, actor_id, spec, None))
-            return actor_id
+            return actor_id, True
         answer = self.request_head(lambda req: (P.CREATE_ACTOR, actor_id, spec, req))
         if isinstance(answer, str):
             raise ValueError(answer)
-        return answer
+        return answer, answer == actor_id
 
     def call_actor(self, actor_id: bytes, info: dict, method: str, args: tuple, kwargs: dict,
-                   num_returns: int) -> list[ObjectRef]:
+                   num_returns: int, retry: tuple | None = None) -> list[ObjectRef]:
         name = f"{info['class_name']}.{method}"
         blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
-        first = self.new_id()
+        first = self.id_prefix + (next(self.counter) | _CALL_COUNTER_BIT).to_bytes(7, "little")
         return_ids = [first + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the actor answers us directly
         self.to_head.append((P.ACTOR_CALLS, actor_id, [(return_ids, contained)]))
-        self.to_actors.append((actor_id, info, (P.CALL, return_ids, method, blob, deps, name)))
+        call = (P.CALL, return_ids, method, blob, deps, name) if retry is None else \
+            (P.CALL, return_ids, method, blob, deps, name, retry)
+        self.to_actors.append((actor_id, info, call))
         if not self.wake_pending:
             self._wake()
         return refs
+
+    def _cancel_queued_call(self, first: bytes) -> None:
+        """IO thread: the head forwards a cancel of an actor call this process made. One still
+        queued here (its actor not located yet, or restarting) is dropped: it fails with
+        TaskCancelledError here and at the head (for other readers). One already sent is the
+        actor's to cancel (the head told it too)."""
+        for actor_id, link in self.actor_links.items():
+            for message in link.queue:
+                if message[1][0] == first:
+                    link.queue.remove(message)
+                    from .exceptions import TaskCancelledError
+                    error = TaskCancelledError(f"actor call {message[5]} (task {first[:-1].hex()}) was cancelled "
+                                               f"before it was sent to the actor")
+                    results = P.error_results(serialization.dumps_inline(error), message[1])
+                    self._fail_locally(message[1], results[0][2])
+                    self.to_head.append((P.ACTOR_RESULT, actor_id, first, results))
+                    return
+
+    def _fail_locally(self, return_ids: list, blob: bytes) -> None:
+        """IO thread: results of calls this process made that will not come from their actor."""
+        failed = [oid for oid in return_ids if oid in self.requested and oid not in self.objects]
+        for oid in failed:
+            self.objects[oid] = (P.ERROR, blob)
+        self.errors_arrived += len(failed)
+        self._fire(failed)
+        with self.cond:
+            self.cond.notify_all()
 
     def _flush_actors(self) -> None:
         """IO thread: route queued calls to actors whose address is known; locate the others."""
@@ -456,17 +494,10 @@ class Client:
             if link.sock is not None:
                 self._drain(link.sock)     # results the actor sent before it died come first
             blob = serialization.dumps_inline(died_error(link.info, actor_id, cause))
-            failed = [oid for message in link.inflight.values() for oid in message[1]
-                      if oid in self.requested and oid not in self.objects]
-            for oid in failed:
-                self.objects[oid] = (P.ERROR, blob)
-            self.errors_arrived += len(failed)
-            self._fire(failed)
+            self._fail_locally([oid for message in link.inflight.values() for oid in message[1]], blob)
             link.inflight.clear()
             if state == P.DEAD_STATE:
                 link.queue.clear()
-            with self.cond:
-                self.cond.notify_all()
 
         # --- objects -------------------------------------------------------------------------------
     def put(self, value) -> ObjectRef:

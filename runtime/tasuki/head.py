@@ -43,6 +43,7 @@ INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its own
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, float("inf"))
 FUNCTION_TRIM_BYTES = 1 << 20  # bytes of function code freed at once that are worth handing back to the OS
 LOG_INTERVAL_S = 5.0         # seconds between two lines about dropped messages or failed HTTP requests
+HANDLE_KIND = "h"            # the object kind of an actor id: its handles' refcount (see actor.py)
 
 
 class LogLimiter:
@@ -91,6 +92,7 @@ class Actor:
     restarts: int = 0
     cause: str = ""
     no_restart: bool = False
+    unreferenced: bool = False       # every handle is gone: it ends once its pending calls have results
     subscribers: set = field(default_factory=set)
     pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
 
@@ -129,11 +131,15 @@ class Head:
         self.actors: dict[bytes, Actor] = {}
         self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
         self.actor_by_worker: dict[bytes, Actor] = {}
+        self.actor_owners: dict[bytes, int] = {}      # process -> how many live non-detached actors it created
         self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
         # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
         # call, on another connection. Such GETs wait here; an id freed lately fails at once.
         self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
         self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
+        # likewise a call can beat its actor's creation: an actor returns a handle to an actor it
+        # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
+        self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
@@ -172,6 +178,8 @@ class Head:
                     self.drop_message(ident, e)
             if self.early_gets:
                 self.answer_early_gets(now)
+            if self.early_actor_messages:
+                self.answer_early_actor_messages(now)
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
@@ -417,6 +425,8 @@ class Head:
             self.sched.worker_unblocked(worker)
 
     def on_cancel(self, ident, peer, now, oid, force) -> None:
+        if P.is_actor_call(oid):
+            return self.cancel_actor_call(oid)
         task = self.producer.get(oid)
         if task is None or task.cancelled:
             return
@@ -438,6 +448,19 @@ class Head:
             self.send(b"N" + node.node_id.encode(), (P.KILL, task.worker.worker_id))
         else:
             self.send(task.worker.worker_id, (P.INTERRUPT, task.task_id))
+
+    def cancel_actor_call(self, oid: bytes) -> None:
+        """cancel() of an actor call not finished yet: its caller drops it if it still holds it
+        (the actor not located yet, or restarting); the actor skips it if queued there, cancels it
+        if it is a running async call, else marks it (see worker.cancel_call)."""
+        first = oid[:-1] + b"\0"
+        actor = next((a for a in self.actors.values() if first in a.pending), None)   # rare: a scan is fine
+        if actor is None:
+            return                    # finished already (no error, as in Ray), or unknown
+        owner = next((self.objects[o].owner for o in actor.pending[first][0] if o in self.objects), None)
+        for target in {owner, actor.worker_id}:
+            if target is not None and target in self.peers:
+                self.send(target, (P.CANCEL_CALL, first))
 
     def on_log(self, ident, peer, now, lines) -> None:
         worker = self.sched.workers.get(ident)
@@ -502,8 +525,14 @@ class Head:
             self.actor_names[key] = actor_id
         actor = Actor(actor_id, info, ident, spec)
         self.actors[actor_id] = actor
+        # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
+        self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
+        if not info["detached"]:
+            self.actor_owners[ident] = self.actor_owners.get(ident, 0) + 1
         self.pin_all(contained)            # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
+        if actor_id in self.early_actor_messages:
+            self.replay_actor_messages(actor_id, now)
         if req is not None:
             self.send(ident, (P.ANSWER, req, actor_id))
 
@@ -514,7 +543,8 @@ class Head:
                     job_id=self.peers[actor.owner].job_id if actor.owner in self.peers else "", submitted_at=now,
                     actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
                            "is_async": info["is_async"], "class_name": class_name, "name": info["name"],
-                           "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts})
+                           "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts,
+                           "max_task_retries": info["max_task_retries"]})
         self.admit(task, now, pin=False)
 
     def on_actor_ready(self, ident, peer, now, actor_id, address, error) -> None:
@@ -540,7 +570,7 @@ class Head:
     def on_actor_locate(self, ident, peer, now, actor_id) -> None:
         actor = self.actors.get(actor_id)
         if actor is None:
-            self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
+            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append((P.ACTOR_LOCATE, ident, None))
             return
         actor.subscribers.add(ident)
         if actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
@@ -557,14 +587,40 @@ class Head:
             for oid in return_ids:
                 self.objects[oid] = Obj(owner=ident, holders={ident})
             self.pin_all(contained)
-            first = return_ids[0]
-            if actor is None or actor.state == P.DEAD_STATE:
-                self.fail_call(actor, actor_id, return_ids, contained, now)
-                continue
-            actor.pending[first] = (return_ids, contained)
-            early = self.early_results.pop(first, None)
-            if early is not None:
-                self.on_actor_result(*early)
+            self.register_call(actor, actor_id, ident, return_ids, contained, now)
+
+    def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
+                      now: float, park: bool = True) -> None:
+        """A call is pending until its result comes; it fails at once if its actor is dead, and
+        waits in early_actor_messages if its actor is not known yet (`park` False: no longer)."""
+        if actor is None and park:
+            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append(
+                (P.ACTOR_CALLS, ident, (return_ids, contained)))
+            return
+        if actor is None or actor.state == P.DEAD_STATE:
+            self.fail_call(actor, actor_id, return_ids, contained, now)
+            return
+        first = return_ids[0]
+        actor.pending[first] = (return_ids, contained)
+        early = self.early_results.pop(first, None)
+        if early is not None:
+            self.on_actor_result(*early)
+
+    def answer_early_actor_messages(self, now: float) -> None:
+        for actor_id, (since, _) in list(self.early_actor_messages.items()):
+            if now - since > config.EARLY_GET_WAIT_S:      # no such actor after all: say so
+                self.replay_actor_messages(actor_id, now)
+
+    def replay_actor_messages(self, actor_id: bytes, now: float) -> None:
+        """The locates and calls that came before the actor's creation, now that it exists (or never will)."""
+        actor = self.actors.get(actor_id)
+        for kind, ident, arg in self.early_actor_messages.pop(actor_id, (0, []))[1]:
+            if kind == P.ACTOR_CALLS:
+                self.register_call(actor, actor_id, ident, *arg, now, park=False)
+            elif actor is not None:
+                self.on_actor_locate(ident, None, now, actor_id)
+            else:
+                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
         actor = self.actors.get(actor_id)
@@ -583,6 +639,8 @@ class Head:
         for oid in call[1]:
             self.unpin(oid)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
+        if actor.unreferenced and not actor.pending:
+            self.end_actor(actor, now)
 
     def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
         from .actor import died_error
@@ -597,24 +655,78 @@ class Head:
 
     def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
         actor = self.actors.get(actor_id)
-        if actor is None or actor.state == P.DEAD_STATE:
+        if actor is not None:
+            self.kill_actor(actor, no_restart, "it was killed with tasuki.kill()", now)
+
+    def kill_actor(self, actor: Actor, no_restart: bool, cause: str, now: float) -> None:
+        if actor.state == P.DEAD_STATE:
             return
         actor.no_restart = actor.no_restart or no_restart
-        actor.cause = "it was killed with tasuki.kill()"
+        actor.cause = cause
+        if actor.no_restart:
+            self.free_name(actor)           # a new actor may take the name at once
         if actor.worker_id is not None and actor.worker_id in self.sched.workers:
             self.send(b"N" + actor.node_id.encode(), (P.KILL, actor.worker_id))
         else:
-            creation = self.producer_of_actor(actor)
-            if creation is not None:
-                self.sched.remove_pending(creation)
-                self.tasks.pop(creation.task_id, None)
+            self.drop_creation(actor)
             self.actor_died(actor, actor.cause, now)
+
+    def on_actor_exit(self, ident, peer, now, actor_id, cause) -> None:
+        """The actor ends itself on purpose (its worker exits next): no restart; pending calls fail saying why."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.state != P.DEAD_STATE:
+            actor.no_restart = True
+            actor.cause = f"it ended itself on purpose: {cause}"
+            self.free_name(actor)
+
+    def handles_gone(self, actor_id: bytes, now: float) -> None:
+        """No process holds a handle to the actor, and no message or object carries one."""
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == P.DEAD_STATE or actor.info["detached"] or actor.info["name"] is not None:
+            return
+        actor.unreferenced = True
+        if not actor.pending:
+            self.end_actor(actor, now)
+
+    def end_actor(self, actor: Actor, now: float) -> None:
+        """End an actor no one can call any more, gracefully: an alive one exits (its __del__ and atexit
+        handlers run); one still being placed or restarted is dropped."""
+        actor.no_restart = True
+        actor.cause = actor.cause or ("all its handles went out of scope (an actor lives as long as a handle to it "
+                                      "does; name it or make it lifetime='detached' to keep it)")
+        if actor.state == P.ALIVE_STATE and actor.worker_id in self.sched.workers:
+            self.send(actor.worker_id, (P.EXIT,))
+        elif actor.worker_id is None:
+            if self.drop_creation(actor):
+                self.actor_died(actor, actor.cause, now)
+
+    def drop_creation(self, actor: Actor) -> bool:
+        """Take the actor's creation task back if it has not started; False if it is running."""
+        task = self.producer_of_actor(actor)
+        if task is None:
+            return True
+        if task.worker is not None:
+            return False                 # its constructor runs: on_actor_ready sees the actor dead
+        self.sched.remove_pending(task)
+        for dep in task.deps:
+            obj = self.objects.get(dep)
+            if obj is not None and task in obj.dependents:
+                obj.dependents.remove(task)
+        self.tasks.pop(task.task_id, None)
+        return True
+
+    def free_name(self, actor: Actor) -> None:
+        key = (actor.info["namespace"], actor.info["name"])
+        if self.actor_names.get(key) == actor.actor_id:
+            del self.actor_names[key]
 
     def producer_of_actor(self, actor: Actor) -> Task | None:
         return next((t for t in self.tasks.values() if t.actor and t.actor["actor_id"] == actor.actor_id), None)
 
     def actor_died(self, actor: Actor, cause: str, now: float) -> None:
         """Restart the actor if it may, else mark it dead and fail its pending calls."""
+        if actor.state == P.DEAD_STATE:
+            return
         self.actor_by_worker.pop(actor.worker_id, None)
         actor.worker_id = actor.address = None
         actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
@@ -632,6 +744,10 @@ class Head:
             return
         actor.state = P.DEAD_STATE
         self.tell_subscribers(actor)
+        if not actor.info["detached"] and self.actor_owners.get(actor.owner):
+            self.actor_owners[actor.owner] -= 1
+            if not self.actor_owners[actor.owner]:
+                del self.actor_owners[actor.owner]
         fn_id = actor.spec[0]
         if fn_id in self.function_peers and not self.function_peers[fn_id]:    # its drivers have gone
             self.unused_functions.add(fn_id)
@@ -640,9 +756,7 @@ class Head:
         actor.pending.clear()
         for oid in actor.spec[4]:
             self.unpin(oid)
-        key = (actor.info["namespace"], actor.info["name"])
-        if self.actor_names.get(key) == actor.actor_id:
-            del self.actor_names[key]
+        self.free_name(actor)
 
     handlers = {
         P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
@@ -651,6 +765,7 @@ class Head:
         P.WORKER_EXITED: on_worker_exited, P.STORED: on_stored, P.BYE: on_bye, P.QUERY: on_query,
         P.CREATE_ACTOR: on_create_actor, P.ACTOR_READY: on_actor_ready, P.ACTOR_LOCATE: on_actor_locate,
         P.ACTOR_CALLS: on_actor_calls, P.ACTOR_RESULT: on_actor_result, P.KILL_ACTOR: on_kill_actor,
+        P.ACTOR_EXIT: on_actor_exit,
     }
 
     # --- scheduling and results ----------------------------------------------------------
@@ -693,6 +808,8 @@ class Head:
         if node is None or self.sched.pending_count():
             return
         for worker in self.sched.surplus_idle_workers(node):
+            if worker.worker_id in self.actor_owners:      # its actors share its fate: keep it
+                continue
             self.sched.worker_gone(worker.worker_id, time.time())
             self.send(worker.worker_id, (P.EXIT,))
 
@@ -801,6 +918,8 @@ class Head:
             self.forgotten.popitem(last=False)
         if obj.kind == P.STORED_KIND:
             self.free_on_nodes(oid, obj.data)
+        elif obj.kind == HANDLE_KIND:
+            self.handles_gone(oid, time.time())
         for inner in obj.contained:
             self.unpin(inner)
 
@@ -813,12 +932,10 @@ class Head:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
+        if self.actor_owners.pop(ident, 0):
+            self.end_owned_actors(ident, peer)
         if peer.role == "driver":
             self.drivers_by_job.pop(peer.job_id, None)
-            for actor in list(self.actors.values()):
-                if actor.owner == ident and not actor.info["detached"] and actor.state != P.DEAD_STATE:
-                    self.on_kill_actor(ident, peer, time.time(), actor.actor_id, True)
-                    actor.cause = "its driver exited (use lifetime='detached' to keep it)"
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
                     self.task_ended(task, "cancelled", time.time())
@@ -828,6 +945,17 @@ class Head:
                 if not obj.holders and obj.pins <= 0:
                     self.forget(oid, obj)
         self.release_functions(ident, peer)
+
+    def end_owned_actors(self, ident: bytes, peer: Peer) -> None:
+        """Fate sharing: the process that created these actors is gone, so are they (not the detached)."""
+        if peer.role == "driver":
+            cause = "its driver exited: the driver that created it owns it (use lifetime='detached' to keep it)"
+        else:
+            cause = (f"its owner died: the worker (pid {peer.info.get('pid')}) of the task or actor that created "
+                     f"it exited. Create it with lifetime='detached' to let it outlive its creator")
+        for actor in list(self.actors.values()):
+            if actor.owner == ident and not actor.info["detached"]:
+                self.kill_actor(actor, True, cause, time.time())
 
     def release_functions(self, ident: bytes, peer: Peer) -> None:
         """A peer left: the functions no connected peer registered any more are freed once no task

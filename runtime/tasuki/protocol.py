@@ -36,9 +36,14 @@ Actors (see actor.py)
     ACTOR_LOCATE(actor_id)               caller → head; answered (now or later) by
     ACTOR_INFO(actor_id, state, address, cause)   head → callers, again on restart and death
     ACTOR_CALLS(actor_id, [(return_ids, contained)])  caller → head: register calls (refcounting)
-    CALL(return_ids, method, args, deps, name)        caller → actor worker, directly
+    CALL(return_ids, method, args, deps, name[, (max_task_retries, retry_exceptions)])
+                                         caller → actor worker, directly (the last item only from options())
     ACTOR_RESULT(results)                actor worker → head, after answering the caller
     KILL_ACTOR(actor_id, no_restart)     caller → head
+    ACTOR_EXIT(actor_id, cause)          actor worker → head: it ends on purpose (exit_actor(), sys.exit(),
+                                         out of scope): no restart; then the process exits
+    CANCEL_CALL(first_return_id)         head → the call's caller (drops it if still queued there) and
+                                         → the actor's worker (skips it, or marks the running call)
 Node agent → head
     HELLO("node", info), HEARTBEAT(stats), WORKER_EXITED(worker_id, pid, code), STORED(id, size)
 Head → node agent
@@ -71,12 +76,22 @@ ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
 
 CREATE_ACTOR, ACTOR_READY, ACTOR_LOCATE, ACTOR_INFO, ACTOR_CALLS, ACTOR_RESULT, KILL_ACTOR, CALL = (
     "create_actor", "actor_ready", "actor_locate", "actor_info", "actor_calls", "actor_result", "kill_actor", "call")
+ACTOR_EXIT, CANCEL_CALL = "actor_exit", "cancel_call"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"
 
 # object kinds in PUT, DONE and OBJECT
 VALUE, STORED_KIND, ERROR = "v", "s", "e"
+
+
+# An actor call's return ids carry this bit in their 15th byte (the top of the 7-byte counter, which
+# never reaches it): any process can tell an actor call's ref from a task's without asking the head.
+ACTOR_CALL_BIT = 0x80
+
+
+def is_actor_call(oid: bytes) -> bool:
+    return len(oid) == 16 and bool(oid[14] & ACTOR_CALL_BIT)
 
 
 def error_results(blob: bytes, return_ids: list) -> list:

@@ -10,10 +10,17 @@ sends its exception with the remote traceback; the head decides about retries.
 While a task waits in `get` the worker sends BLOCKED so the head lends its CPU to other tasks.
 Its stdout and stderr (file descriptors 1 and 2, so C extensions are caught too) are read by a
 thread and sent to the driver, each line prefixed with the task name, pid and node.
+
+An actor's worker ends in one of two ways. Gracefully: EXIT from the head (every handle is gone,
+or it was a surplus task worker), or the actor ended itself (exit_actor(), sys.exit(),
+__ray_terminate__: ACTOR_EXIT tells the head not to restart it); then `__ray_shutdown__`,
+`__del__` and the atexit handlers registered in this process run, and the last replies and
+output lines are flushed. Or at once: kill() and crashes, where none of that runs (as in Ray).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import queue
 import sys
@@ -23,7 +30,22 @@ import traceback
 from . import object_ref, protocol as P, serialization
 from .exceptions import SerializationError, TaskCancelledError, TaskError, WorkerCrashedError
 
-_current = threading.local()     # the running task, for get_runtime_context()
+_current = threading.local()     # .call: the first return id of the actor call this thread runs (is_canceled)
+
+
+def _ray_ready(worker) -> bool:
+    return True
+
+
+def _ray_terminate(worker) -> None:
+    worker.request_exit("it was terminated with __ray_terminate__()")
+
+
+def _ray_call(worker, fn, *args, **kwargs):
+    return fn(worker.instance, *args, **kwargs)
+
+
+BUILTIN_METHODS = {"__ray_ready__": _ray_ready, "__ray_terminate__": _ray_terminate, "__ray_call__": _ray_call}
 
 
 class Worker:
@@ -41,8 +63,15 @@ class Worker:
         self.task_id: bytes | None = None
         self.task_name = ""
         self.actor_id: bytes | None = None
+        self.actor: dict = {}                # the actor: class name, concurrency, max_task_retries, name, namespace, held, restarts
         self.instance = None
-        self.actor_info: dict | None = None  # the actor this worker holds: name, namespace, held, restarts
+        self.bound: dict = {}                # method name -> the method bound to the instance
+        self.policies: dict = {}             # method name -> (max_task_retries, retry_exceptions)
+        self.exit_cause: str | None = None   # set when the actor ends itself: calls after it do not run
+        self.cancelled_calls: set = set()    # first return ids of calls cancel() was called on
+        self.running_async: dict = {}        # first return id -> its asyncio task (async actors)
+        self.loop = None
+        self.cancelled_task: bytes | None = None
         self.gpu_ids: list = []
         self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.shape: tuple | None = None      # the running task's resources, as the scheduler's shape
@@ -67,6 +96,7 @@ class Worker:
         elif kind == P.INTERRUPT:
             if self.task_id == message[1]:
                 import _thread
+                self.cancelled_task = message[1]
                 _thread.interrupt_main()
             else:
                 self.skip.add(message[1])
@@ -78,6 +108,8 @@ class Worker:
                     self.client.send_head((P.RETURNED, [message[1]]))
         elif kind == P.EXIT:
             self.inbox.put(None)
+        elif kind == P.CANCEL_CALL:
+            self.cancel_call(message[1])
 
     def serve(self) -> None:
         from . import api
@@ -174,7 +206,7 @@ class Worker:
         from . import transport
         (task_id, fn_id, fn_blob, name, args_blob, deps, _, _, _, gpu_ids, job_id, _, actor) = task
         self.actor_id, self.task_name, self.job_id, self.gpu_ids = actor["actor_id"], name, job_id, gpu_ids
-        self.actor_info = actor
+        self.actor = actor
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
         self.take_shape(tuple(sorted((k, v) for k, v in actor.get("held", {}).items() if v > 0)))
@@ -183,9 +215,16 @@ class Worker:
             self.client.objects.update(deps)
             args, kwargs = self.arguments(args_blob, deps)
             self.instance = cls(*args, **kwargs)
+            if self.exit_cause is not None:         # exit_actor() was called, and the SystemExit caught
+                raise SystemExit(0)
         except BaseException as e:
-            frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
-            tb = "".join(traceback.format_exception(type(e), e, frames)).rstrip()
+            if isinstance(e, SystemExit) or self.exit_cause is not None:
+                self.request_exit(_exit_cause(e))
+                tb = f"{self.exit_cause} in its constructor"
+            else:
+                frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
+                tb = "".join(traceback.format_exception(type(e), e, frames)).rstrip()
+            self.instance = None
             self.client.send_head((P.ACTOR_READY, self.actor_id, None, tb))
             while self.inbox.get() is not None:     # the head answers with EXIT once it has the error
                 pass
@@ -212,24 +251,138 @@ class Worker:
         if concurrency > 1:
             from concurrent.futures import ThreadPoolExecutor
             pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tasuki-actor")
-            self.client.serve_calls(sock, lambda ident, message: pool.submit(self.execute_call, ident, message))
+
+            def on_call(ident: bytes, message: tuple) -> None:      # on the IO thread
+                if self.exit_cause is None:
+                    try:
+                        pool.submit(self.execute_call, ident, message)
+                    except RuntimeError:            # the pool shut down: the actor is ending
+                        pass
+            self.client.serve_calls(sock, on_call)
         else:
+            pool = None
             self.client.serve_calls(sock, lambda ident, message: self.inbox.put((ident, message)))
         self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
-        while True:
+        while self.exit_cause is None:
             item = self.inbox.get()
             if item is None:
-                return
+                break
             self.execute_call(*item)
+        if pool is not None:        # calls running on other threads finish and reply; queued ones do not run
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def execute_call(self, ident: bytes, message: tuple) -> None:
-        _, return_ids, method, blob, deps, name = message
+        return_ids = message[1]
+        if self.exit_cause is not None:
+            return              # the actor is ending: the head fails this call with ActorDiedError
+        cancelled = self.cancelled_calls
+        first = _current.call = return_ids[0]
+        results = None if cancelled and first in cancelled else \
+            self.call_method(message[2], message[3], message[4], message[5], return_ids, message)
+        if cancelled and first in cancelled:      # cancelled while queued, or while it ran (not interrupted)
+            cancelled.discard(first)
+            results = self.cancelled_results(message[5], return_ids)
+        self.reply_call(ident, return_ids, results)
+        if self.exit_cause is not None:
+            self.inbox.put(None)            # wake the main loop (a threaded actor ran this call)
+
+    def call_method(self, method: str, blob, deps: list, name: str, return_ids: list, message: tuple) -> list:
+        """Run one call of a sync actor method, with its retries on exceptions; its results."""
         try:
             args, kwargs = self.call_arguments(blob, deps)
-            results = self.pack(getattr(self.instance, method)(*args, **kwargs), return_ids, name)
+            fn = self.method(method)
         except BaseException as e:
-            results = self.error_results(e, name, return_ids)
-        self.reply_call(ident, return_ids, results)
+            return self.error_results(e, name, return_ids)
+        attempt = 0
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except SystemExit as e:
+                self.request_exit(_exit_cause(e))
+            except BaseException as e:
+                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
+                    attempt += 1
+                    continue
+                if self.exit_cause is None:
+                    return self.error_results(e, name, return_ids)
+            if self.exit_cause is not None:       # exit_actor() was called (its SystemExit perhaps caught)
+                return self.exit_results(name, return_ids)
+            try:
+                return self.pack(result, return_ids, name)
+            except BaseException as e:
+                return self.error_results(e, name, return_ids)
+
+    def method(self, name: str):
+        """The method `name` bound to the instance, looked up on its class (as Ray does), so an
+        instance attribute of the same name does not hide it; Ray's built-in methods too."""
+        bound = self.bound.get(name)
+        if bound is None:
+            builtin = BUILTIN_METHODS.get(name)
+            if builtin is not None:
+                bound = functools.partial(builtin, self)
+            else:
+                cls = type(self.instance)
+                try:
+                    attr = inspect.getattr_static(cls, name)
+                except AttributeError:               # provided by __getattr__ or set on the instance only
+                    bound = getattr(self.instance, name)
+                else:
+                    bound = attr.__get__(self.instance, cls) if hasattr(type(attr), "__get__") else attr
+            self.bound[name] = bound
+        return bound
+
+    def retry_policy(self, method: str, fn, message: tuple) -> tuple:
+        """(max_task_retries, retry_exceptions) of a call: its options(), else the method's
+        @method(...), else the actor's max_task_retries (retry_exceptions: False)."""
+        policy = self.policies.get(method)
+        if policy is None:
+            options = getattr(getattr(fn, "__func__", fn), "__tasuki_method_options__", {})
+            retries = options.get("max_task_retries")
+            policy = self.policies[method] = (self.actor.get("max_task_retries", 0) if retries is None else retries,
+                                              options.get("retry_exceptions") or False)
+        if len(message) > 6:                 # CALL(..., (max_task_retries, retry_exceptions)) from options()
+            retries, exceptions = message[6]
+            policy = (policy[0] if retries is None else retries, policy[1] if exceptions is None else exceptions)
+        return policy
+
+    def retries_left(self, e: BaseException, policy: tuple, attempt: int, first: bytes) -> bool:
+        retries, exceptions = policy
+        return (bool(exceptions) and (retries == -1 or attempt < retries) and self.exit_cause is None
+                and first not in self.cancelled_calls and _retryable(e, exceptions))
+
+    def request_exit(self, cause: str) -> None:
+        """The actor ends itself (exit_actor(), sys.exit(), __ray_terminate__): no call starts after
+        the one running, and the head learns it is on purpose (no restart; pending calls fail, saying why)."""
+        if self.exit_cause is None:
+            self.exit_cause = cause
+            self.client.send_head((P.ACTOR_EXIT, self.actor_id, cause))
+
+    def exit_results(self, name: str, return_ids: list) -> list:
+        from .actor import died_error
+        error = died_error(self.actor, self.actor_id, f"{self.exit_cause} in {name}")
+        return P.error_results(_pickle_error(error), return_ids)
+
+    def cancelled_results(self, name: str, return_ids: list) -> list:
+        error = TaskCancelledError(f"actor call {name} (task {return_ids[0][:-1].hex()}) was cancelled")
+        return P.error_results(_pickle_error(error), return_ids)
+
+    def cancel_call(self, first: bytes) -> None:      # on the IO thread
+        """cancel() of a call to this actor: a queued one will not run; a running async one gets
+        CancelledError; a running sync one runs on (is_canceled() says so) and its result is dropped."""
+        if self.actor_id is None:
+            return
+        self.cancelled_calls.add(first)
+        task = self.running_async.get(first)
+        if task is not None:
+            self.loop.call_soon_threadsafe(task.cancel)
+
+    def is_canceled(self) -> bool:
+        if self.actor_id is None:
+            return self.task_id is not None and self.task_id == self.cancelled_task
+        if self.loop is not None:
+            raise RuntimeError("This method is not supported in an async actor: a cancelled async actor call "
+                               "gets asyncio.CancelledError at its next await instead")
+        return getattr(_current, "call", None) in self.cancelled_calls
 
     def call_arguments(self, blob, deps: list) -> tuple[tuple, dict]:
         values = dict(zip(deps, self.client.get_objects(deps, None))) if deps else {}
@@ -245,21 +398,64 @@ class Worker:
         await self.stopped.wait()
 
     async def run_async_call(self, ident: bytes, message: tuple) -> None:
-        import inspect
-        _, return_ids, method, blob, deps, name = message
-        async with self.semaphore:
+        import asyncio
+        return_ids, method, blob, deps, name = message[1:6]
+        first = return_ids[0]
+        if self.exit_cause is not None:
+            return              # the actor is ending: the head fails this call with ActorDiedError
+        self.running_async[first] = asyncio.current_task()
+        results = None
+        try:
+            async with self.semaphore:
+                if first not in self.cancelled_calls:
+                    results = await self.call_async_method(method, blob, deps, name, return_ids, message)
+        except asyncio.CancelledError:       # cancel() while it waited for its turn or ran
+            pass
+        finally:
+            del self.running_async[first]
+        if first in self.cancelled_calls or results is None:
+            self.cancelled_calls.discard(first)
+            results = self.cancelled_results(name, return_ids)
+        self.reply_call(ident, return_ids, results)
+        if self.exit_cause is not None:
+            self.stopped.set()
+
+    async def call_async_method(self, method: str, blob, deps: list, name: str, return_ids: list,
+                                message: tuple) -> list:
+        """call_method for an async actor: awaits the method, and lets asyncio.CancelledError through."""
+        import asyncio
+        try:
+            if deps:
+                args, kwargs = await self.loop.run_in_executor(None, self.call_arguments, blob, deps)
+            else:
+                args, kwargs = self.arguments(blob, {})
+            fn = self.method(method)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            return self.error_results(e, name, return_ids)
+        attempt = 0
+        while True:
             try:
-                if deps:
-                    args, kwargs = await self.loop.run_in_executor(None, self.call_arguments, blob, deps)
-                else:
-                    args, kwargs = self.arguments(blob, {})
-                result = getattr(self.instance, method)(*args, **kwargs)
+                result = fn(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-                results = self.pack(result, return_ids, name)
+            except asyncio.CancelledError:
+                raise
+            except SystemExit as e:
+                self.request_exit(_exit_cause(e))
             except BaseException as e:
-                results = self.error_results(e, name, return_ids)
-        self.reply_call(ident, return_ids, results)
+                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
+                    attempt += 1
+                    continue
+                if self.exit_cause is None:
+                    return self.error_results(e, name, return_ids)
+            if self.exit_cause is not None:
+                return self.exit_results(name, return_ids)
+            try:
+                return self.pack(result, return_ids, name)
+            except BaseException as e:
+                return self.error_results(e, name, return_ids)
 
     def error_results(self, e: BaseException, name: str, return_ids: list) -> list:
         return P.error_results(_pickle_error(self.task_error(e, name)), return_ids)
@@ -380,11 +576,20 @@ def format_remote_traceback(e: BaseException) -> str:
     return "".join(te.format())
 
 
+def _exit_cause(e: BaseException) -> str:
+    """Why an actor ends itself, for ActorDiedError: SystemExit from exit_actor() or sys.exit()."""
+    code = e.code if isinstance(e, SystemExit) else None
+    return "it called sys.exit()" if code in (None, 0) else f"it called sys.exit({code!r})"
+
+
 def _retryable(e: BaseException, retry_exceptions) -> bool:
     """Whether the task's retry_exceptions (True, False, or the cloudpickled tuple of types the
-    driver made once per remote function: the head carries it unopened) ask to retry `e`."""
+    driver made once per remote function: the head carries it unopened; an actor method's
+    @method(retry_exceptions=...) is a tuple of the types themselves) ask to retry `e`."""
     if retry_exceptions is True:
         return isinstance(e, Exception)
+    if type(retry_exceptions) is tuple:
+        return isinstance(e, retry_exceptions)
     if type(retry_exceptions) is bytes:
         try:
             return isinstance(e, _retry_types(retry_exceptions))
@@ -460,7 +665,34 @@ def _sync_output(worker: Worker, timeout: float = 2.0) -> None:
 
 
 def main(cfg, worker_id: bytes) -> None:
-    """Entry point in a process forked by the zygote."""
+    """Entry point in a process forked by the zygote (which ends it with os._exit when this returns)."""
+    import atexit
+    atexit._clear()          # handlers inherited from the node agent's process are not this worker's
     worker = Worker(cfg, worker_id)
     _capture_output(worker)
     worker.serve()
+    _exit_gracefully(worker)
+
+
+def _exit_gracefully(worker: Worker) -> None:
+    """The worker was told to exit (EXIT), or its actor ended itself: run what a Python process
+    runs when it exits (the actor's __ray_shutdown__ and __del__, then this process's atexit
+    handlers), send the output they print, and let the last messages reach the head."""
+    import atexit
+    import gc
+    instance, worker.instance = worker.instance, None
+    if instance is not None:
+        hook = getattr(instance, "__ray_shutdown__", None)
+        if hook is not None:
+            try:
+                hook()
+            except BaseException:
+                traceback.print_exc()
+        worker.bound.clear()
+        del instance, hook
+        gc.collect()
+    atexit._run_exitfuncs()          # prints what a handler raises, as at interpreter exit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _sync_output(worker)
+    worker.client.close(linger_ms=2000)
