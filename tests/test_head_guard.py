@@ -123,9 +123,9 @@ def test_options_of_user_types_reach_the_head_as_plain_values(cli_cluster):
 
 
 @pytest.mark.parametrize("options, error, match", [
-    ({"name": 3}, TypeError, "name must be a string"),
-    ({"namespace": b"ns"}, TypeError, "namespace must be a string"),
-    ({"max_restarts": "2"}, ValueError, "max_restarts"),
+    ({"name": 3}, TypeError, "option name must be str"),
+    ({"namespace": b"ns"}, TypeError, "option namespace must be str"),
+    ({"max_restarts": "2"}, TypeError, "max_restarts must be int"),
     ({"max_task_retries": -2}, ValueError, "max_task_retries"),
     ({"max_concurrency": 0}, ValueError, "max_concurrency"),
     ({"get_if_exists": "yes"}, TypeError, "get_if_exists"),
@@ -139,7 +139,7 @@ def test_actor_options_are_checked(options, error, match):
 
 
 def test_task_name_is_checked():
-    with pytest.raises(TypeError, match="name must be a string"):
+    with pytest.raises(TypeError, match="option name must be str"):
         tasuki.remote(name=object())(len)
 
 
