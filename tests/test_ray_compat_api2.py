@@ -1,0 +1,73 @@
+"""Ray compatibility, issue 15, second round: a put larger than the object store goes to disk
+(item 7); the driver script's directory on the workers' sys.path and GPU workers' environment
+(item 8); `tasuki.util.multiprocessing.Pool` as Ray's (item 12)."""
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tasuki
+from conftest import RUNTIME, CliCluster, embedded_cluster, wait_until
+
+MB = 1 << 20
+
+
+# --- item 7: a put larger than the store spills -------------------------------------------------
+def spilled() -> int:
+    return tasuki.nodes()[0]["ObjectStore"]["spilled"]
+
+
+def test_objects_larger_than_the_store_are_readable_everywhere_on_the_node():
+    with embedded_cluster(num_cpus=1, object_store_memory=32 * MB):
+        big = np.arange(48 * MB, dtype=np.uint8)
+        ref = tasuki.put(big)                             # before: ObjectStoreFullError
+        wait_until(lambda: spilled() >= 48 * MB, what="the object in a spill file")
+        assert (tasuki.get(ref) == big).all()
+
+        @tasuki.remote
+        def checksum(a):
+            return int(a[::4096].sum()), a.nbytes
+
+        @tasuki.remote
+        def make(n):
+            return np.full(n, 3, dtype=np.uint8)
+
+        assert tasuki.get(checksum.remote(ref)) == (int(big[::4096].sum()), 48 * MB)   # a worker maps it
+        out = make.remote(40 * MB)                        # a task's result larger than the store
+        value = tasuki.get(out)
+        assert value.nbytes == 40 * MB and value[0] == 3 and value[-1] == 3
+        assert tasuki.get(checksum.remote(out)) == (3 * (40 * MB // 4096), 40 * MB)
+        del value, out, ref
+        gc.collect()
+        wait_until(lambda: spilled() == 0, what="the spill files removed once the refs are gone")
+
+
+def test_objects_larger_than_the_store_travel_between_nodes(tmp_path):
+    cluster = CliCluster(tmp_path)
+    saved = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("TASUKI_")]}
+    os.environ["TASUKI_TMPDIR"] = cluster.tmpdir
+    try:
+        cluster.start_head("--num-cpus", "1", "--object-store-memory", "32M")
+        cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"far": 1}', "--object-store-memory", "32M")
+        tasuki.shutdown()
+        tasuki.init(address=cluster.host_port)
+
+        @tasuki.remote(resources={"far": 1})
+        def far(a):                                       # pulls 40 MB into its node's spill file
+            return int(a[::4096].sum()), np.full(36 * MB, 5, dtype=np.uint8)
+
+        big = np.arange(40 * MB, dtype=np.uint8)
+        total, back = tasuki.get(far.remote(tasuki.put(big)))   # and its result comes back the same way
+        assert total == int(big[::4096].sum())
+        assert back.nbytes == 36 * MB and back[0] == 5 and back[-1] == 5
+    finally:
+        tasuki.shutdown()
+        cluster.stop()
+        os.environ.pop("TASUKI_TMPDIR", None)
+        os.environ.update(saved)
