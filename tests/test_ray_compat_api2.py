@@ -71,3 +71,35 @@ def test_objects_larger_than_the_store_travel_between_nodes(tmp_path):
         cluster.stop()
         os.environ.pop("TASUKI_TMPDIR", None)
         os.environ.update(saved)
+
+
+# --- item 8: the driver script's directory on the workers' sys.path ------------------------------
+def test_a_module_beside_the_driver_script_imports_inside_tasks(tmp_path):
+    app, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+    app.mkdir(), elsewhere.mkdir()
+    (app / "beside_helper.py").write_text("def answer():\n    return 'from beside the script'\n")
+    (elsewhere / "cwd_helper.py").write_text("VALUE = 'from the working directory'\n")
+    (app / "main.py").write_text(textwrap.dedent("""
+        import tasuki
+
+        @tasuki.remote
+        def use_helpers():
+            import beside_helper, cwd_helper          # by name, inside the task: as under Ray
+            return beside_helper.answer(), cwd_helper.VALUE
+
+        @tasuki.remote
+        def nested():
+            return tasuki.get(use_helpers.remote())
+
+        tasuki.init(num_cpus=1)
+        print(tasuki.get(use_helpers.remote()), tasuki.get(nested.remote()))
+        tasuki.shutdown()
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+    env["PYTHONPATH"] = RUNTIME
+    env["TASUKI_TMPDIR"] = str(tmp_path / "session")
+    out = subprocess.run([sys.executable, str(app / "main.py")], cwd=elsewhere, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = "('from beside the script', 'from the working directory')"
+    assert out.stdout.strip() == f"{expected} {expected}", out.stdout
