@@ -103,3 +103,25 @@ def test_a_module_beside_the_driver_script_imports_inside_tasks(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     expected = "('from beside the script', 'from the working directory')"
     assert out.stdout.strip() == f"{expected} {expected}", out.stdout
+
+
+# --- item 8: GPU tasks in workers of their own --------------------------------------------------
+def test_gpu_tasks_run_in_workers_whose_cuda_devices_never_change():
+    @tasuki.remote
+    def where():
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), tasuki.get_gpu_ids()
+
+    on_gpu = where.options(num_gpus=1)
+    original = os.environ.get("CUDA_VISIBLE_DEVICES")       # what the node (and so a CPU worker) starts with
+    with embedded_cluster(num_cpus=2, num_gpus=2):
+        cpu = tasuki.get([where.remote() for _ in range(4)])             # before: these workers are reused...
+        gpu = tasuki.get([on_gpu.remote() for _ in range(8)])            # ...for GPU tasks, after CPU work
+        cpu += tasuki.get([where.remote() for _ in range(4)])
+        gpu += tasuki.get([on_gpu.remote() for _ in range(4)])
+    assert all(env == original and ids == [] for _, env, ids in cpu)
+    assert all(env == ",".join(map(str, ids)) and len(ids) == 1 for _, env, ids in gpu)
+    assert {ids[0] for _, _, ids in gpu} <= {0, 1}
+    assert not {pid for pid, _, _ in cpu} & {pid for pid, _, _ in gpu}  # no worker runs both
+    gpus_of = {}
+    for pid, env, _ in gpu:
+        assert gpus_of.setdefault(pid, env) == env                     # a GPU worker keeps its GPU
