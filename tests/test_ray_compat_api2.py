@@ -125,3 +125,75 @@ def test_gpu_tasks_run_in_workers_whose_cuda_devices_never_change():
     gpus_of = {}
     for pid, env, _ in gpu:
         assert gpus_of.setdefault(pid, env) == env                     # a GPU worker keeps its GPU
+
+
+# --- item 12: tasuki.util.multiprocessing.Pool follows Ray's, tasuki.Pool the standard library ------
+def getpid(_=None):
+    return os.getpid()
+
+
+def fails_on_odd(x):
+    if x % 2:
+        raise ValueError(f"odd item {x}")
+    return x
+
+
+def test_ray_pool_connects_when_needed_and_checks_the_cpus():
+    from tasuki.util.multiprocessing import Pool
+    tasuki.shutdown()
+    try:
+        pool = Pool(processes=2)                              # starts a cluster of that many CPUs, as Ray's
+        assert tasuki.is_initialized() and tasuki.cluster_resources()["CPU"] == 2
+        assert len(set(pool.map(getpid, range(8), chunksize=1))) <= 2
+        pool.terminate()
+        pool.join()
+        with pytest.raises(ValueError, match="pool with 3 processes on a cluster with only 2 CPUs"):
+            Pool(processes=3)
+        with pytest.raises(ValueError, match="must be >0"):
+            Pool(processes=0)
+    finally:
+        tasuki.shutdown()
+
+
+def test_ray_pool_differs_from_the_standard_librarys_where_ray_does(tmp_path):
+    from tasuki.util.multiprocessing import Pool
+
+    def init(directory):
+        (directory / str(os.getpid())).write_text("up")
+
+    def nested(x):                                            # a pool inside a pool's task, on 1 CPU
+        with Pool(ray_address="auto") as inner:
+            return inner.map(abs, [-x, x])
+
+    with embedded_cluster(num_cpus=1):
+        with Pool(initializer=init, initargs=(tmp_path,)) as pool:
+            assert len(os.listdir(tmp_path)) == 1             # the constructor waited for the initializer
+            with pytest.raises(ValueError, match="odd item 1") as error:
+                pool.map(fails_on_odd, range(6), chunksize=6)
+            assert isinstance(error.value, tasuki.exceptions.TaskError)
+            values = list(pool.imap(fails_on_odd, range(4), chunksize=4))    # errors come as values
+            assert values[0] == 0 and values[2] == 2
+            assert isinstance(values[1], ValueError) and isinstance(values[3], ValueError)
+            assert "odd item 3" in str(values[3])
+            assert sorted(map(str, pool.imap_unordered(fails_on_odd, [0, 2]))) == ["0", "2"]
+            assert pool.apply(divmod, (7, 2)) == (3, 1) and pool.apply(dict, kwargs={"a": 1}) == {"a": 1}
+            got = []
+            pool.starmap_async(divmod, [(7, 2)], got.append).wait(30)      # Ray's order: the callback third
+            wait_until(lambda: got == [[(3, 1)]], what="the starmap_async callback")
+            with pytest.warns(DeprecationWarning, match="non-iterable"):
+                assert list(pool.imap(abs, -3)) == [3]
+            assert pool.map(nested, [1, 2]) == [[1, 1], [2, 2]]
+
+        def broken(_):
+            raise RuntimeError("no database")
+
+        with pytest.raises(RuntimeError, match="no database"):
+            Pool(processes=1, initializer=broken, initargs=(1,))
+        pool = Pool(processes=1, ray_remote_args={"num_cpus": 1})        # reaches the actors: the CPU is held
+        wait_until(lambda: tasuki.available_resources().get("CPU", 0) == 0, what="the pool process holding 1 CPU")
+        pool.terminate()
+
+        stdlib = tasuki.Pool(1)                                # the standard library's: the chunk stops at the error
+        with pytest.raises(ValueError, match="odd item 1"):
+            list(stdlib.imap(fails_on_odd, range(4)))
+        stdlib.terminate()
