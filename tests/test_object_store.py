@@ -200,6 +200,20 @@ def test_an_object_larger_than_the_store_goes_to_a_spill_file_and_stays_there(st
     assert not os.path.exists(entry.spill_path) and store.spilled_bytes == 0
 
 
+def test_a_spilled_object_read_from_its_file_stays_there_while_pinned(store):
+    for oid in (b"a", b"b", b"c", b"d"):
+        store.add(oid, payload(1), [])
+        store.pin(oid)
+    entry = store.add(b"e", payload(5), [])              # no room: a spill file
+    path = entry.spill_path
+    assert store.pin(b"e").offset is None                # read from the file
+    store.unpin(b"a")                                    # room now, but a reader may be opening the file
+    assert store.pin(b"e").offset is None and os.path.exists(path)
+    store.unpin(b"e")
+    store.unpin(b"e")
+    assert store.pin(b"e").offset is not None and not os.path.exists(path)     # back in memory
+
+
 def test_an_object_neither_memory_nor_disk_can_hold_fails_clearly(store, monkeypatch):
     def no_room(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -395,7 +395,7 @@ class Store:
         entry = self.entries.get(object_id)
         if entry is None or not entry.sealed or entry.freed:
             return None
-        if entry.offset is None:
+        if entry.offset is None and entry.pins <= 0:    # (a reader of the file may not have opened it yet)
             with contextlib.suppress(ObjectStoreFullError):      # no room: readers map the spill file
                 self._restore(entry)
         entry.pins += 1
