@@ -171,13 +171,12 @@ def test_pinned_objects_are_never_spilled(store):
     for oid in (b"a", b"b", b"c", b"d"):
         store.add(oid, payload(1), [])
         store.pin(oid)
-    with pytest.raises(ObjectStoreFullError, match="does not fit"):
-        store.allocate(b"e", 1000)
-    assert store.spilled_bytes == 0
+    path = store.allocate(b"e", 1000)                    # no room in memory: a spill file of its own
+    assert isinstance(path, str) and os.path.getsize(path) == 1000 and store.spilled_bytes == 1000
     assert all(store.entries[o].offset is not None for o in (b"a", b"b", b"c", b"d"))
 
     store.unpin(b"c")                                    # now c is the only candidate
-    store.allocate(b"e", 1000)
+    store.allocate(b"f", 1000)
     assert store.entries[b"c"].offset is None
     assert [store.entries[o].offset is not None for o in (b"a", b"b", b"d")] == [True] * 3
 
@@ -185,13 +184,46 @@ def test_pinned_objects_are_never_spilled(store):
 def test_unsealed_objects_are_not_spilled(store):
     for oid in (b"a", b"b", b"c", b"d"):
         store.allocate(oid, 1000)                        # being written, not sealed
-    with pytest.raises(ObjectStoreFullError):
-        store.allocate(b"e", 1000)
+    assert isinstance(store.allocate(b"e", 1000), str)   # so the new one goes to disk
+    assert all(isinstance(store.entries[o].offset, int) for o in (b"a", b"b", b"c", b"d"))
 
 
-def test_an_object_larger_than_the_store_fails_clearly(store):
-    with pytest.raises(ObjectStoreFullError, match="--object-store-memory"):
+def test_an_object_larger_than_the_store_goes_to_a_spill_file_and_stays_there(store):
+    store.add(b"a", payload(1), [])
+    entry = store.add(b"big", payload(7, 10_000), [])
+    assert entry.offset is None and store.spilled_bytes == 10_048 and store.entries[b"a"].offset is not None
+    assert store.pin(b"big") is entry and entry.offset is None      # readers map the file
+    assert store.entries[b"a"].offset is not None                  # nothing was spilled to try
+    assert bytes(store.read_range(entry, 9_990, 10)) == payload(7, 10)
+    store.unpin(b"big")
+    store.free(b"big")
+    assert not os.path.exists(entry.spill_path) and store.spilled_bytes == 0
+
+
+def test_a_spilled_object_read_from_its_file_stays_there_while_pinned(store):
+    for oid in (b"a", b"b", b"c", b"d"):
+        store.add(oid, payload(1), [])
+        store.pin(oid)
+    entry = store.add(b"e", payload(5), [])              # no room: a spill file
+    path = entry.spill_path
+    assert store.pin(b"e").offset is None                # read from the file
+    store.unpin(b"a")                                    # room now, but a reader may be opening the file
+    assert store.pin(b"e").offset is None and os.path.exists(path)
+    store.unpin(b"e")
+    store.unpin(b"e")
+    assert store.pin(b"e").offset is not None and not os.path.exists(path)     # back in memory
+
+
+def test_an_object_neither_memory_nor_disk_can_hold_fails_clearly(store, monkeypatch):
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    with pytest.raises(ObjectStoreFullError) as error:
         store.allocate(b"big", 10_000)
+    message = str(error.value)
+    assert "object of 10,000 bytes does not fit" in message and "--object-store-memory" in message
+    assert f"could not be spilled to disk either: {store.spill_dir} has" in message
+    assert not os.listdir(store.spill_dir) and b"big" not in store.entries
 
 
 def test_freed_while_pinned_is_freed_on_the_last_unpin(store):

@@ -140,6 +140,42 @@ def test_gpu_ids_are_assigned_and_returned():
     assert [t.gpu_ids for t, _ in assignments] == [[freed]]
 
 
+def test_a_worker_that_ran_cpu_work_never_gets_a_gpu_task():
+    sched = cluster(make_node("g", cpus=2, gpus=1), workers=1)
+    (cpu_worker,) = sched.workers.values()
+    sched.enqueue(make_task("cpu"))
+    sched.schedule(NOW)
+    sched.task_done(cpu_worker, NOW)                     # it may have initialised CUDA seeing no GPU
+    sched.enqueue(make_task("gpu", GPU=1))
+    assignments, spawns = sched.schedule(NOW)
+    assert assignments == [] and spawns == {"g": 1}      # a fresh worker, though one is idle
+    (fresh,) = add_workers(sched, "g", 1)
+    (task, worker), = sched.schedule(NOW)[0]
+    assert worker is fresh and task.gpu_ids == ["0"] and fresh.cuda == ("0",)
+
+
+def test_a_gpu_worker_keeps_its_gpus_and_runs_no_cpu_task():
+    sched = cluster(make_node("g", cpus=4, gpus=2), workers=2)
+    for i in range(2):
+        sched.enqueue(make_task(f"gpu-{i}", GPU=1))
+    assignments = sched.schedule(NOW)[0]
+    by_gpu = {t.gpu_ids[0]: w for t, w in assignments}
+    for _, worker in assignments:
+        sched.task_done(worker, NOW)
+    sched.enqueue(make_task("cpu"))
+    assignments, spawns = sched.schedule(NOW)
+    assert assignments == [] and spawns == {"g": 1}      # the idle GPU workers do not take it
+    sched.enqueue(make_task("busy-0", GPU=1))            # GPU 1 taken first: by its own worker...
+    sched.nodes["g"].gpu_ids.remove("0")                 # (as if GPU 0 were held elsewhere)
+    (task, worker), = sched.schedule(NOW)[0]
+    assert task.gpu_ids == ["1"] and worker is by_gpu["1"]
+    sched.task_done(worker, NOW)
+    sched.nodes["g"].gpu_ids = ["0", "1"]
+    sched.enqueue(make_task("again", GPU=1))
+    (task, worker), = sched.schedule(NOW)[0]
+    assert worker.cuda == tuple(task.gpu_ids)           # whichever worker: the GPU it always had
+
+
 def test_gpu_ids_come_back_sorted():
     sched = cluster(make_node("g", cpus=4, gpus=3), workers=3)
     for i in range(3):

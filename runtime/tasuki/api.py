@@ -108,6 +108,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 _cluster = None
             raise
         client.log_to_driver = bool(log_to_driver)
+        serialization.code_paths[:] = _driver_code_paths()
         _client = client
         _job_id = welcome["job_id"]
         _namespace = namespace or "default"
@@ -115,6 +116,22 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         client.started = started
         atexit.register(shutdown)
         return _context_info()
+
+
+def _driver_code_paths() -> list[str]:
+    """The directories a worker needs on sys.path to import what this driver imports from beside
+    it, as Ray's: the script's directory (when Python put it on sys.path: not under `python -m`)
+    and the working directory."""
+    paths = []
+    script = sys.argv[0] if sys.argv else ""
+    if script and script != "-c" and os.path.isfile(script):
+        directory = os.path.dirname(os.path.realpath(script))
+        if directory in {os.path.realpath(p or os.curdir) for p in sys.path}:
+            paths.append(directory)
+    cwd = os.path.abspath(os.curdir)
+    if cwd not in paths:
+        paths.append(cwd)
+    return paths
 
 
 def _wait_welcome(client: Client) -> dict:

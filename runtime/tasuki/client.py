@@ -534,7 +534,12 @@ class Client:
         if offset is None:
             from .exceptions import ObjectStoreFullError
             raise ObjectStoreFullError(error)
-        parts = self.arena.write(offset, s.header, s.buffers)
+        if isinstance(offset, str):      # the arena cannot hold it: the node gave it a spill file
+            spill = Arena(offset)
+            parts = spill.write(0, s.header, s.buffers)
+            spill.close()
+        else:
+            parts = self.arena.write(offset, s.header, s.buffers)
         if not self.on_pin_channel(P.encode_seal_request(oid, parts)):     # so this thread's get of it is quick
             self.send_node((P.SEAL, oid, parts))
         return self.node["node_id"]
@@ -680,7 +685,8 @@ class Client:
                 if error is not None:
                     raise ObjectLostError(error)
             unpin = _Unpinner(self, oid)
-            header, buffers = self.arena.read(offset, parts, unpin)
+            arena = self.arena if not isinstance(offset, str) else Arena(offset, readonly=True)   # a spill file
+            header, buffers = arena.read(offset if arena is self.arena else 0, parts, unpin)
             return serialization.loads(header, buffers)
         return self.read_remote(oid, sources, timeout)
 

@@ -214,6 +214,9 @@ class NodeAgent:
                     replies.append(P.encode_allocated(*self.allocate(oid, arg)))
                     continue
                 pinned, _ = self.pin_for(arg, oid)      # None: not sealed here, freed, no room to restore
+                if pinned and pinned.offset is None:    # in its spill file: the reply over zmq names it
+                    self.unpin_for(arg, [oid])
+                    pinned = None
                 if pinned:
                     pinned_now.append((arg, oid))
                 replies.append(P.encode_pinned(*((pinned.offset, pinned.parts) if pinned else (None, None))))
@@ -354,17 +357,16 @@ class NodeAgent:
                 transport.send(sock, [(P.CHUNK, req, oid, start, None, None, "not stored on this node")], to=ident)
                 return
             if entry.offset is None:
-                self.store.pin(oid)      # restores from spill
+                self.store.pin(oid)      # restores from spill when the arena has room
                 self.store.unpin(oid)
-            view = memoryview(self.store.arena.view[entry.offset + start: entry.offset + min(entry.size, start + length)])
+            view = self.store.read_range(entry, start, length)
             transport.send(sock, [(P.CHUNK, req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
         elif kind == P.WRITE:
             _, oid, offset = message
             entry = self.store.entries.get(oid)
             chunk = data[0].buffer
-            # only inside the object's block: the store reserved it, the pages past it may have no memory
-            if entry is not None and entry.offset is not None and 0 <= offset <= entry.size - len(chunk):
-                self.store.arena.view[entry.offset + offset: entry.offset + offset + len(chunk)] = chunk
+            if entry is not None:
+                self.store.write_range(entry, offset, chunk)
 
     def pin(self, sock, ident, req, oid, sources) -> None:
         entry = self.store.entries.get(oid)
@@ -379,7 +381,8 @@ class NodeAgent:
             self.start_pull(sock, ident, req, oid, [s for s in sources if s[0] != self.cfg.node_id])
 
     def allocate(self, oid: bytes, size: int) -> tuple[int | None, str | None]:
-        """(offset, None) of a new block for `oid` (spilling others to make room), or (None, why not)."""
+        """(offset, None) of a new block for `oid` (spilling others to make room), (path, None) of the
+        spill file it goes to when the arena cannot hold it, or (None, why not)."""
         try:
             return self.store.allocate(oid, size), None
         except ObjectStoreFullError as e:
@@ -395,7 +398,8 @@ class NodeAgent:
         if entry is None:
             transport.send(sock, [(P.PINNED, req, oid, None, None, error)], to=ident)
         else:
-            transport.send(sock, [(P.PINNED, req, oid, entry.offset, entry.parts, None)], to=ident)
+            where = entry.offset if entry.offset is not None else entry.spill_path     # offset, or its spill file
+            transport.send(sock, [(P.PINNED, req, oid, where, entry.parts, None)], to=ident)
 
     def pin_for(self, ident: bytes, oid: bytes):
         """Pin an object for the process `ident` (restoring it if spilled): (entry, None) or (None, why)."""
@@ -466,8 +470,7 @@ class NodeAgent:
             while pull["next"] < size and pull["next"] < config.TRANSFER_CHUNK * PULL_WINDOW:
                 self.request_chunk(oid, pull["next"])
         chunk = data[0].buffer
-        at = pull["offset"] + start
-        self.store.arena.view[at: at + len(chunk)] = chunk
+        self.store.write_range(self.store.entries[oid], start, chunk)
         pull["received"] += len(chunk)
         if pull["next"] < size:
             self.request_chunk(oid, pull["next"])

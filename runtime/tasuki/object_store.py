@@ -11,6 +11,10 @@ An object's block holds the pickle header and then each out-of-band buffer, 64-b
 pinned while any such view lives (a weakref finalizer on the `_Pinned` view sends UNPIN), so a
 freed object's memory is never reused under a reader. When an allocation does not fit, sealed
 objects that nobody has mapped are spilled to disk, oldest first, and restored on the next pin.
+An object the arena cannot hold even then (larger than the whole store, or the rest is mapped)
+goes straight to a file of its own in the spill directory, as Ray's puts do: `allocate` answers
+that file's path instead of an offset, the writer maps the file, readers map it read-only (a pin
+that cannot restore a spilled object answers its path too), and transfers read and write it.
 
 The file is sparse, and a process that touches a tmpfs page when tmpfs has none left dies with
 SIGBUS. So the store reserves its memory for real (posix_fallocate) and the allocator hands out
@@ -126,13 +130,13 @@ class _Pinned(np.ndarray):
 
 
 class Arena:
-    """The store's file mapped into this process."""
+    """The store's file (or one object's spill file) mapped into this process."""
 
-    def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDWR)
+    def __init__(self, path: str, readonly: bool = False) -> None:
+        fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
         try:
             self.size = os.fstat(fd).st_size
-            self.mm = mmap.mmap(fd, self.size)
+            self.mm = mmap.mmap(fd, self.size, prot=mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
         self.view = np.frombuffer(self.mm, dtype=np.uint8)
@@ -232,12 +236,56 @@ class Store:
             self._reserver.start()
             self._reserve_beyond(0)
 
-    def allocate(self, object_id: bytes, size: int) -> int:
+    def allocate(self, object_id: bytes, size: int) -> int | str:
+        """The offset of a new block of `size` bytes in the arena, spilling others to make room; when
+        the arena cannot hold it, the path of a file of that size in the spill directory, reserved
+        on disk, to be written there instead. ObjectStoreFullError when the disk has no room either."""
         offset = self._place(size)
         if offset is None:
-            raise ObjectStoreFullError(self._full_message(f"object of {size:,} bytes", size))
+            path = self._spill_file(object_id, size)
+            self.entries[object_id] = Entry(object_id, size, None, spill_path=path)
+            self.spilled_bytes += size
+            self.spilled_total += size
+            return path
         self.entries[object_id] = Entry(object_id, size, offset)
         return offset
+
+    def _spill_file(self, object_id: bytes, size: int) -> str:
+        """A file of `size` bytes reserved on disk in the spill directory, for an object the arena cannot hold."""
+        os.makedirs(self.spill_dir, exist_ok=True)
+        path = os.path.join(self.spill_dir, object_id.hex())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(size, 1))     # disk full: fail now, not with SIGBUS in the writer
+        except OSError as e:
+            _unlink(path)
+            stat = os.statvfs(self.spill_dir)
+            raise ObjectStoreFullError(
+                f"{self._full_message(f'object of {size:,} bytes', size)} It could not be spilled to disk either: "
+                f"{self.spill_dir} has {stat.f_bavail * stat.f_frsize / 2**20:,.0f} MiB free ({e.strerror}). Free "
+                f"space there, or drop references to large objects you no longer need.") from None
+        finally:
+            os.close(fd)
+        return path
+
+    def read_range(self, entry: Entry, start: int, length: int):
+        """Bytes [start, start + length) of a sealed object, from the arena or from its spill file."""
+        end = min(entry.size, start + length)
+        if entry.offset is not None:
+            return memoryview(self.arena.view[entry.offset + start: entry.offset + end])
+        with open(entry.spill_path, "rb") as f:
+            return os.pread(f.fileno(), max(0, end - start), start)
+
+    def write_range(self, entry: Entry, start: int, chunk) -> bool:
+        """Write `chunk` at `start` inside the object's block or file; False if it would fall outside."""
+        if not 0 <= start <= entry.size - len(chunk):
+            return False               # only inside the object: the store reserved it, the pages past it may have no memory
+        if entry.offset is not None:
+            self.arena.view[entry.offset + start: entry.offset + start + len(chunk)] = chunk
+        elif entry.spill_path is not None:
+            with open(entry.spill_path, "r+b") as f:
+                os.pwrite(f.fileno(), chunk, start)
+        return True
 
     def directory_full(self, what: str) -> str:
         """Why `what` cannot be stored when the store's directory has no room, and the fixes."""
@@ -260,6 +308,8 @@ class Store:
 
     def _place(self, size: int) -> int | None:
         """Offset of a reserved block of `size` bytes: reserving more of the file, then spilling; None if neither helps."""
+        if align(size) > self.capacity:
+            return None                 # spilling everything else would not make room
         self.allocator.extend(self.reserved & ~(ALIGN - 1))        # what the background thread reserved
         offset = self.allocator.allocate(size)
         if offset is None and self.reserved < self.capacity:
@@ -332,15 +382,22 @@ class Store:
         """Allocate, write and seal an object in one go (used by the node itself)."""
         size = block_size(len(header), [b.nbytes for b in buffers])
         offset = self.allocate(object_id, size)
-        self.seal(object_id, self.arena.write(offset, header, buffers))
+        if isinstance(offset, str):            # a spill file: the arena cannot hold it
+            spill = Arena(offset)
+            self.seal(object_id, spill.write(0, header, buffers))
+            spill.close()
+        else:
+            self.seal(object_id, self.arena.write(offset, header, buffers))
         return self.entries[object_id]
 
     def pin(self, object_id: bytes) -> Entry | None:
+        """The sealed object, pinned; in the arena when it has room for it, else (offset None) in its spill file."""
         entry = self.entries.get(object_id)
         if entry is None or not entry.sealed or entry.freed:
             return None
-        if entry.offset is None:
-            self._restore(entry)
+        if entry.offset is None and entry.pins <= 0:    # (a reader of the file may not have opened it yet)
+            with contextlib.suppress(ObjectStoreFullError):      # no room: readers map the spill file
+                self._restore(entry)
         entry.pins += 1
         self.entries.move_to_end(object_id)
         return entry

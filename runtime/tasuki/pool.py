@@ -68,15 +68,16 @@ class PoolProcess:
             except Exception as e:        # every chunk reports it, instead of a process dying in a loop
                 self.init_error = _item_error(e, f"initializer {_name(initializer)}")
 
+    def ping(self) -> BaseException | None:
+        """The initializer's error, if it raised (Ray's pool waits for its processes this way)."""
+        return self.init_error
+
     def run(self, fn_box: list, payload, mode: int) -> tuple[list, BaseException | None, float]:
         """(values, error, seconds): the values of the chunk's calls up to the first that raised."""
         if self.init_error is not None:
             return [], self.init_error, 0.0
         fn = self._function(fn_box[0])
-        if isinstance(payload, bytes):        # pickled in the caller: no large values inside
-            items = serialization.loads(payload)
-        else:
-            items = _resolve_shared(payload, mode)
+        items = _items(payload, mode)
         values: list = []
         started = time.perf_counter()
         try:                                  # extend() keeps the values made before an error
@@ -88,6 +89,26 @@ class PoolProcess:
                 values.extend(fn(*args, **kwds) for args, kwds in items)
         except Exception as e:
             return values, _item_error(e, _name(fn)), time.perf_counter() - started
+        return values, None, time.perf_counter() - started
+
+    def run_each(self, fn_box: list, payload, mode: int) -> tuple[list, BaseException | None, float]:
+        """Like run, but every call runs: one that raises leaves an ItemError in its place (Ray's pool)."""
+        if self.init_error is not None:
+            return [], self.init_error, 0.0
+        fn = self._function(fn_box[0])
+        values: list = []
+        started = time.perf_counter()
+        for item in _items(payload, mode):
+            try:
+                if mode == MAP:
+                    value = fn(item)
+                elif mode == STAR:
+                    value = fn(*item)
+                else:
+                    value = fn(*item[0], **item[1])
+            except Exception as e:
+                value = ItemError(_item_error(e, _name(fn)))
+            values.append(value)
         return values, None, time.perf_counter() - started
 
     def _function(self, ref) -> Callable:
@@ -123,6 +144,23 @@ def _globals_of(fn: Callable | None) -> dict | None:
     elif not hasattr(fn, "__globals__"):
         fn = getattr(type(fn), "__call__", None)
     return getattr(fn, "__globals__", None)
+
+
+class ItemError:
+    """In place of the value of a call that raised, in run_each's values."""
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self):
+        return ItemError, (self.error,)
+
+
+def _items(payload, mode: int) -> list:
+    if isinstance(payload, bytes):        # pickled in the caller: no large values inside
+        return serialization.loads(payload)
+    return _resolve_shared(payload, mode)
 
 
 def _resolve_shared(items: list, mode: int) -> list:
@@ -391,6 +429,8 @@ class Pool:
     runs once in each process; `maxtasksperchild` replaces a process after that many chunks.
     """
 
+    _run_method = "run"               # the process actor's method for a chunk (Ray's pool: run_each)
+
     def __init__(self, processes: int | None = None, initializer: Callable | None = None, initargs: Iterable = (),
                  maxtasksperchild: int | None = None, context: Any = None) -> None:
         cpus = api.cluster_resources().get("CPU", 0)
@@ -407,7 +447,7 @@ class Pool:
         api._pickle_by_value_if_local(initializer)     # from a script's neighbour: by value, as tasks are
         self._maxtasks = maxtasksperchild
         share = min(1.0, cpus / processes) if cpus else 0
-        self._actor_class = api.remote(PoolProcess).options(num_cpus=share, max_concurrency=1)
+        self._actor_class = api.remote(PoolProcess).options(**self._actor_options(share))
         self._shared = SharedArguments(api.put)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -416,6 +456,11 @@ class Pool:
         self._state = "RUN"
         self._client = api._get_client()        # the cluster connection the processes belong to
         self._procs = [self._start() for _ in range(processes)]
+
+    def _actor_options(self, share: float) -> dict:
+        return {"num_cpus": share, "max_concurrency": 1}
+
+    _AsyncResult, _MapResult, _IMapIterator = AsyncResult, MapResult, IMapIterator   # Ray's pool has its own
 
     # --- the standard library's API ---------------------------------------------------------------
     def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
@@ -433,7 +478,7 @@ class Pool:
         except serialization.SerializationError:
             serialization.check_arguments(_name(func), tuple(args), kwds)
             raise
-        result = AsyncResult(callback, error_callback)
+        result = self._AsyncResult(callback, error_callback)
         self._submit(result, _Jobs.of([_Job(result, 0, fn_ref, payload, APPLY, 1)]))
         return result
 
@@ -565,7 +610,7 @@ class Pool:
             raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
         fn_ref, name = self._function_ref(func), _name(func)
         bar = ProgressBar(len(items), name) if progress else None
-        result = MapResult(len(items), chunksize, callback, error_callback, bar)
+        result = self._MapResult(len(items), chunksize, callback, error_callback, bar)
         if not items:
             return result
         jobs = _Jobs()                   # the first chunks run while the next ones are pickled
@@ -595,7 +640,7 @@ class Pool:
         total = len(iterable) if hasattr(iterable, "__len__") else None
         cap = default_chunksize(total, self._processes) if total else 10_000
         bar = ProgressBar(total, _name(func)) if progress else None
-        result = IMapIterator(ordered, bar)
+        result = self._IMapIterator(ordered, bar)
         self._submit(result, _Lazy(self, result, self._function_ref(func), _name(func), iter(iterable), MAP,
                                    chunksize, cap))
         return result
@@ -630,7 +675,7 @@ class Pool:
                 return
             proc.sent.append(job)
             proc.calls += 1
-            ref = proc.actor.run.remote([job.fn_ref], job.payload, job.mode)
+            ref = getattr(proc.actor, self._run_method).remote([job.fn_ref], job.payload, job.mode)
             self._client.when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
 
     def _retiring(self, proc: _Process) -> bool:

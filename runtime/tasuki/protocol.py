@@ -50,14 +50,14 @@ Head → node agent
     SPAWN(worker_id, count), KILL(worker_id), FREE(ids), SHUTDOWN
     NODE_DIED(node_id, address)  a node was declared dead: its pulls go to another copy, or fail
 Anyone → node agent (object store and transfers)
-    ALLOC(req, id, size) → ALLOCATED(req, offset | error)
+    ALLOC(req, id, size) → ALLOCATED(req, offset | spill file path | error)
     SEAL(id, layout)
-    PIN(req, id, sources) → PINNED(req, id, layout | error)
+    PIN(req, id, sources) → PINNED(req, id, offset | spill file path, layout | error)
     UNPIN(ids)
     READ(req, id, start, length) → CHUNK(req, start) + a raw data frame
     WRITE(id, offset) + a raw data frame   (a driver with no shared memory on this machine)
 A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
-    ALLOC(id, size) → ALLOCATED(offset | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
+    ALLOC(id, size) → ALLOCATED(offset | spill file path | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def decode(frame) -> list:
 # A zero-copy get needs the node to pin the object and say where it lies. Over zmq that round trip
 # wakes eight threads in a row (ours, zmq's, the node's, and back: ~0.7 ms from idle); over a unix
 # socket the caller's thread wakes the node's and back (~0.1 ms). Fixed binary frames, never pickle.
-PIN_OK, PIN_ELSEWHERE = 0, 1        # ELSEWHERE: not sealed here yet, spilled out of reach... use zmq
+PIN_OK, PIN_ELSEWHERE, PIN_FILE = 0, 1, 2   # ELSEWHERE: not sealed here yet, spilled out of reach... use zmq
+                                            # FILE: ALLOCATED in a spill file (the arena cannot hold it)
 PIN_REQUEST, SEAL_REQUEST, ALLOC_REQUEST = 0, 1, 2   # a thread's SEAL comes before its own PINs
 
 
@@ -158,13 +159,18 @@ def decode_pinned(body: bytes) -> tuple[int, list] | None:
     return offset, [struct.unpack_from("!QQ", body, 11 + 16 * i) for i in range(count)]
 
 
-def encode_allocated(offset: int | None, error: str | None) -> bytes:
-    body = struct.pack("!BQ", PIN_OK, offset) if offset is not None else bytes([PIN_ELSEWHERE]) + error.encode()
+def encode_allocated(offset: int | str | None, error: str | None) -> bytes:
+    if isinstance(offset, str):
+        body = bytes([PIN_FILE]) + offset.encode()
+    else:
+        body = struct.pack("!BQ", PIN_OK, offset) if offset is not None else bytes([PIN_ELSEWHERE]) + error.encode()
     return struct.pack("!I", len(body)) + body
 
 
-def decode_allocated(body: bytes) -> tuple[int | None, str | None]:
-    """(offset, None), or (None, why the store could not make room)."""
+def decode_allocated(body: bytes) -> tuple[int | str | None, str | None]:
+    """(offset, None), (the spill file's path, None), or (None, why the store could not make room)."""
     if body[0] == PIN_OK:
         return struct.unpack_from("!Q", body, 1)[0], None
+    if body[0] == PIN_FILE:
+        return body[1:].decode(), None
     return None, body[1:].decode()

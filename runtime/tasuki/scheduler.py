@@ -5,6 +5,12 @@ autoscaler reads). `schedule()` matches queued tasks with idle workers on nodes 
 resources fit, and says how many workers each node should start for the tasks that fit but find
 no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
 nested task trees cannot deadlock a full pool. Time comes in as `now` arguments.
+
+A worker keeps the GPUs it first ran with (`Worker.cuda`: () for CPU work): CUDA reads
+CUDA_VISIBLE_DEVICES once, when a process first initialises it, so a worker that ran a CPU task
+(which may have imported torch) never runs a GPU task, and a GPU worker runs only tasks given the
+same GPU ids. A task that finds no idle worker of its kind gets a new one (idle workers of other
+kinds do not count against the node's cap; they are retired as surplus once nothing is pending).
 """
 from __future__ import annotations
 
@@ -80,6 +86,7 @@ class Worker:
     backlog: deque = field(default_factory=deque)   # tasks sent to it that wait behind the current one
     actor_id: bytes | None = None                   # set while the worker holds an actor
     held: Shape = ()                                # resources the actor holds while it lives
+    cuda: tuple | None = None                       # the GPU ids of every task it ran (() CPU only); None: fresh
 
 
 @dataclass(eq=False)
@@ -220,11 +227,14 @@ class Scheduler:
         for shape, queue in self.queues.items():
             if not queue:
                 continue
+            gpus = int(dict(shape).get("GPU", 0))
             for node in nodes:
                 while queue and node.idle_workers and fits(node.available, shape):
+                    worker = self._idle_worker_for(node, gpus)
+                    if worker is None:
+                        break
                     task = queue.popleft()
                     self.queued_actors -= task.actor is not None
-                    worker = node.idle_workers.pop()
                     self._start(task, worker, node, now)
                     assignments.append((task, worker))
                 if not queue:
@@ -254,7 +264,10 @@ class Scheduler:
                     # blocked workers wait in get: they do not count against the cap, or a chain of
                     # nested tasks deeper than the cap would deadlock
                     blocked = sum(1 for w in node.workers if w in self.workers and self.workers[w].state == BLOCKED)
-                    room = node.max_workers() - (len(node.workers) - node.actors - blocked) - spawns.get(node.node_id, 0)
+                    # idle workers of another kind (CPU for a GPU task, other GPUs) cannot take these
+                    other = sum(1 for w in node.idle_workers if not _may_run(w, gpus))
+                    room = (node.max_workers() - (len(node.workers) - node.actors - blocked - other)
+                            - spawns.get(node.node_id, 0))
                     if self.queued_actors:
                         room = max(room, self.queued_actors)   # every actor needs a worker of its own
                     extra = min(want - node.starting - spawns.get(node.node_id, 0), room)
@@ -341,10 +354,33 @@ class Scheduler:
         return node.idle_workers[:max(0, min(extra, len(node.idle_workers)))]
 
     # --- helpers -----------------------------------------------------------------------
+    def _idle_worker_for(self, node: Node, gpus: int) -> Worker | None:
+        """An idle worker that may run a task of `gpus` GPUs on this node, taken off the idle list:
+        one that ran such tasks before (a GPU worker whose GPUs are free now), else a fresh one."""
+        idle = node.idle_workers
+        last = idle[-1]
+        if not gpus and (last.cuda == () or last.cuda is None):     # the common case: a CPU worker
+            return idle.pop()
+        free = set(node.gpu_ids)
+        fresh = None
+        for i in range(len(idle) - 1, -1, -1):
+            cuda = idle[i].cuda
+            if cuda is None:
+                fresh = i if fresh is None else fresh
+            elif (len(cuda) == gpus and free.issuperset(cuda)) if gpus else cuda == ():
+                return idle.pop(i)
+        return idle.pop(fresh) if fresh is not None else None
+
     def _start(self, task: Task, worker: Worker, node: Node, now: float) -> None:
         acquire(node.available, task.shape)
-        gpus = int(dict(task.shape).get("GPU", 0))
-        task.gpu_ids = [node.gpu_ids.pop(0) for _ in range(min(gpus, len(node.gpu_ids)))]
+        if worker.cuda:                       # a GPU worker: the GPUs it has always had
+            task.gpu_ids = list(worker.cuda)
+            for g in task.gpu_ids:
+                node.gpu_ids.remove(g)
+        else:
+            gpus = int(dict(task.shape).get("GPU", 0))
+            task.gpu_ids = [node.gpu_ids.pop(0) for _ in range(min(gpus, len(node.gpu_ids)))]
+            worker.cuda = tuple(task.gpu_ids)
         worker.state = BUSY
         worker.task = task
         task.worker = worker
@@ -372,6 +408,11 @@ class Scheduler:
             node.idle_since = None
         elif node.idle_since is None:
             node.idle_since = now
+
+
+def _may_run(worker: Worker, gpus: int) -> bool:
+    """Whether an idle worker could be given a task of `gpus` GPUs (its GPUs aside)."""
+    return worker.cuda is None or (len(worker.cuda) == gpus if gpus else worker.cuda == ())
 
 
 def _cpu_part(shape: Shape) -> Shape:

@@ -11,7 +11,11 @@ defined in `__main__` or a notebook pickle by value (cloudpickle).
 `dumps_function` pickles a task's function or an actor's class (once each: they are then referred
 to by id) with each code object's real file name and source lines, which the worker restores, so a
 remote traceback shows the source as a local one would, notebook cells included (cloudpickle 3.1
-names every code object it pickles "<dynamic-code>").
+names every code object it pickles "<dynamic-code>"). It also carries `code_paths`, the driver
+script's directory and working directory (Ray's driver sys.path): unpickling it appends them to the
+worker's sys.path before the function's own references are resolved, so `import helper` of a module
+beside the script works in tasks. Appended, not put first, as Ray does: a file in the driver's
+directory never shadows an installed module or the standard library in a worker other drivers share.
 """
 from __future__ import annotations
 
@@ -149,17 +153,52 @@ class _SourcePickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, *cloudpickle.Pickler.dispatch_table.maps)
 
 
+code_paths: list[str] = []      # a driver's: set by init(); a worker's: learnt from the functions it loads
+
+
 def dumps_function(function: Any) -> bytes:
-    """Pickle a function or class to run remotely, its code under its real file name with its source."""
+    """Pickle a function or class to run remotely, its code under its real file name with its
+    source, and `code_paths` for the worker's sys.path."""
     file = io.BytesIO()
     try:
-        _SourcePickler(file, protocol=5).dump(function)
+        _SourcePickler(file, protocol=5).dump(_OnPath(tuple(code_paths), function) if code_paths else function)
     except Exception as e:
         raise SerializationError(
             f"cannot pickle {_describe(function)}: {type(e).__name__}: {e}. It travels with what it "
             f"refers to (globals, closure, defaults): create objects such as locks, files and "
             f"connections inside it instead.") from e
     return file.getvalue()
+
+
+class _OnPath:
+    """Pickles as `obj` that first extends sys.path with `paths` (before obj's references are loaded)."""
+
+    def __init__(self, paths: tuple, obj: Any) -> None:
+        self.paths, self.obj = paths, obj
+
+    def __reduce__(self):
+        return _second, (_Paths(self.paths), self.obj)
+
+
+class _Paths:
+    def __init__(self, paths: tuple) -> None:
+        self.paths = paths
+
+    def __reduce__(self):
+        return _extend_sys_path, (self.paths,)
+
+
+def _extend_sys_path(paths: tuple) -> None:
+    import sys
+    for path in paths:
+        if path not in code_paths:
+            code_paths.append(path)          # a task this worker submits carries them on
+        if path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
+
+
+def _second(_, obj: Any) -> Any:
+    return obj
 
 
 def dumps_arguments(function_name: str, args: tuple, kwargs: dict) -> Serialized:
