@@ -73,7 +73,6 @@ class Worker:
         self.loop = None
         self.cancelled_task: bytes | None = None
         self.gpu_ids: list = []
-        self.original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.shape: tuple | None = None      # the running task's resources, as the scheduler's shape
         self.threads = 1                     # the thread variables' value now (see config.THREAD_VARIABLES)
         self.thread_variables = [v for v in os.environ.get("TASUKI_THREAD_VARIABLES", "").split(",") if v]
@@ -161,13 +160,8 @@ class Worker:
         self.task_id, self.task_name, self.job_id = task_id, name, job_id
         retryable = False
         try:
-            if gpu_ids:
+            if gpu_ids:                     # the scheduler gives a GPU worker only tasks of its own GPUs
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
-            elif self.gpu_ids:              # a GPU task ran here before: back to the worker's own setting
-                if self.original_cuda is not None:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = self.original_cuda
-                else:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             self.gpu_ids = gpu_ids
             if shape != self.shape:
                 self.take_shape(shape)
