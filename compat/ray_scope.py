@@ -30,6 +30,12 @@ _CLUSTER_FIXTURE = re.compile(r"^(ray_start_cluster\w*|ray_start_combination|ray
                               r"call_ray_start\w*|call_ray_stop_only|ray_start_chaos_cluster|"
                               r"ray_start_head_with_\w*|start_cluster|ray_cluster\w*|monkeypatch_start_node)$")
 
+# Fixtures of Ray's conftest that reach into Ray's processes: error pubsub of the GCS, an HTTP proxy
+# for gRPC, external Redis, the dashboard.
+_INTERNAL_FIXTURES = frozenset({"error_pubsub", "log_pubsub", "start_http_proxy", "external_redis",
+                                "maybe_external_redis_with_ports", "ray_start_with_dashboard",
+                                "enable_pickle_debug", "set_enable_auto_connect", "fast_health_check"})
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -74,6 +80,8 @@ def _internal(f: _Facts):
     for s in f.strings:
         if "_private" in s and "ray." in s:
             return f"string {s[:60]!r}"
+    for x in sorted(f.fixtures & _INTERNAL_FIXTURES):
+        return f"fixture {x}"
     for k in ("include_dashboard", "dashboard_port", "dashboard_host"):
         if k in f.keywords:
             return f"{k}="
@@ -131,7 +139,8 @@ RULES = [
      or next((f"string {s[:40]!r}" for s in sorted(f.strings) if re.match(r"^ray (start|stop)\b", s)), None)),
     ("internals", "Ray internals: ray._private / ray._raylet / ray._common (beyond the stand-ins "
                   + ", ".join(sorted(STAND_INS)) + "), ray.core, ray.experimental, the worker, GCS, "
-                  "internal KV, the dashboard and its addresses, ray.util.metrics / debug / collective, DAGs",
+                  "internal KV, the dashboard and its addresses, Ray conftest fixtures that reach into Ray's processes "
+                  "(" + ", ".join(sorted(_INTERNAL_FIXTURES)) + "), ray.util.metrics / debug / collective, DAGs",
      _internal),
 ]
 

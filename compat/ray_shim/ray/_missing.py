@@ -24,7 +24,7 @@ _logged: set[str] = set()
 
 def record(qualname: str) -> None:
     """Note that a Ray name tasuki lacks was touched (once per process)."""
-    if qualname in _logged:
+    if qualname in _logged or qualname.rsplit(".", 1)[-1].startswith("_mock"):   # unittest.mock probes
         return
     _logged.add(qualname)
     path = os.environ.get("RAY_COMPAT_MISSING_LOG")
@@ -45,7 +45,7 @@ class Placeholder:
     def __getattr__(self, name: str):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return placeholder(f"{self._qualname}.{name}")
+        return Placeholder(f"{self._qualname}.{name}")     # the parent was recorded already
 
     def __call__(self, *args, **kwargs):
         record(self._qualname)
@@ -61,6 +61,7 @@ class Placeholder:
 
 
 def placeholder(qualname: str) -> Placeholder:
+    record(qualname)
     return Placeholder(qualname)
 
 
