@@ -176,3 +176,37 @@ def test_queue_shared_by_a_producer_task_and_the_driver(spawned):
     q.put("from the driver")
     assert tasuki.get(waiting, timeout=GET_TIMEOUT_S) == "from the driver"
     assert q.empty()
+
+
+def test_queue_batches_are_all_or_nothing_and_arguments_are_checked(spawned):
+    q = Queue(maxsize=3)
+    spawned.append(q.actor)
+    q.put_nowait_batch([1, 2])
+    with pytest.raises(Full, match="2 items do not fit"):
+        q.put_nowait_batch([3, 4])                       # only one would fit: none goes in
+    assert q.qsize() == 2
+    with pytest.raises(Empty, match="3 items asked for"):
+        q.get_nowait_batch(3)                            # two are there: none comes out
+    assert q.get_nowait_batch(2) == [1, 2]
+    with pytest.raises(TypeError, match="maxsize must be an int"):
+        Queue(maxsize="3")
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(timeout=-1)
+    with pytest.raises(ValueError, match="num_items must be 0 or more"):
+        q.get_nowait_batch(-1)
+    with pytest.raises(TypeError, match="num_items must be an int"):
+        q.get_nowait_batch(1.5)
+
+
+def test_queues_hold_no_cpu_and_shutdown_ends_the_actor(spawned):
+    queues = [Queue() for _ in range(3)]              # on 2 CPUs: were each to hold one, the third never starts
+    spawned.extend(q.actor for q in queues)
+    for i, q in enumerate(queues):
+        q.put(i)
+    assert [q.get(timeout=GET_TIMEOUT_S) for q in queues] == [0, 1, 2]
+    both = [tasuki.remote(num_cpus=1)(lambda: "runs").remote() for _ in range(2)]   # both CPUs are free
+    assert tasuki.get(both, timeout=GET_TIMEOUT_S) == ["runs", "runs"]
+    q = queues[0]
+    q.shutdown()
+    assert q.actor is None
+    q.shutdown()                                      # again: nothing to do

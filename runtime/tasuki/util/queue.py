@@ -48,13 +48,38 @@ class _QueueActor:
         except asyncio.QueueEmpty:
             raise Empty from None
 
+    def put_nowait_batch(self, items: list) -> None:
+        """All of `items` or none (Full): checked before the first goes in."""
+        if self.queue.maxsize > 0 and len(items) > self.queue.maxsize - self.queue.qsize():
+            raise Full(f"{len(items)} items do not fit: the queue holds {self.queue.qsize()} of at most "
+                       f"{self.queue.maxsize}")
+        for item in items:
+            self.queue.put_nowait(item)
+
+    def get_nowait_batch(self, num_items: int) -> list:
+        """`num_items` items or none (Empty)."""
+        if num_items > self.queue.qsize():
+            raise Empty(f"{num_items} items asked for, the queue holds {self.queue.qsize()}")
+        return [self.queue.get_nowait() for _ in range(num_items)]
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"'timeout' must be a non-negative number, got {timeout!r}")
+
 
 class Queue:
-    """A first-in first-out queue shared by tasks and actors (an async actor holds the items)."""
+    """A first-in first-out queue shared by tasks and actors (an async actor holds the items).
+
+    As Ray's: the actor holds no CPU unless `actor_options` asks for one (a queue must not take the
+    CPU its producers and consumers need); the batch operations are all-or-nothing; `shutdown()`
+    ends the actor and the queue cannot be used after it."""
 
     def __init__(self, maxsize: int = 0, actor_options: dict | None = None) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError(f"maxsize must be an int (0 or less: unbounded), got {type(maxsize).__name__} {maxsize!r}")
         self.maxsize = maxsize
-        self.actor = remote(_QueueActor).options(**(actor_options or {})).remote(maxsize)
+        self.actor = remote(_QueueActor).options(**{"num_cpus": 0, **(actor_options or {})}).remote(maxsize)
 
     def __len__(self) -> int:
         return self.size()
@@ -71,6 +96,7 @@ class Queue:
         return self.maxsize > 0 and self.size() >= self.maxsize
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        _check_timeout(timeout)
         if not block:
             try:
                 return get(self.actor.put_nowait.remote(item))
@@ -82,6 +108,7 @@ class Queue:
             raise Full from None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        _check_timeout(timeout)
         if not block:
             try:
                 return get(self.actor.get_nowait.remote())
@@ -94,6 +121,7 @@ class Queue:
 
     async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """put() for asyncio code: awaits the queue's actor instead of blocking the event loop."""
+        _check_timeout(timeout)
         try:
             await (self.actor.put.remote(item, timeout) if block else self.actor.put_nowait.remote(item))
         except Full:
@@ -101,6 +129,7 @@ class Queue:
 
     async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
         """get() for asyncio code: awaits the queue's actor instead of blocking the event loop."""
+        _check_timeout(timeout)
         try:
             return await (self.actor.get.remote(timeout) if block else self.actor.get_nowait.remote())
         except Empty:
@@ -113,12 +142,22 @@ class Queue:
         return self.get(block=False)
 
     def put_nowait_batch(self, items: Iterable) -> None:
-        for item in items:
-            self.put_nowait(item)
+        """Put all of `items` in order, or none of them (Full when they do not all fit)."""
+        if not isinstance(items, Iterable):
+            raise TypeError(f"items must be an iterable, got {type(items).__name__}")
+        get(self.actor.put_nowait_batch.remote(list(items)))
 
     def get_nowait_batch(self, num_items: int) -> list:
-        return [self.get_nowait() for _ in range(num_items)]
+        """`num_items` items in order, or none (Empty when the queue holds fewer)."""
+        if not isinstance(num_items, int) or isinstance(num_items, bool):
+            raise TypeError(f"num_items must be an int, got {type(num_items).__name__} {num_items!r}")
+        if num_items < 0:
+            raise ValueError(f"num_items must be 0 or more, got {num_items}")
+        return get(self.actor.get_nowait_batch.remote(num_items))
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
+        """End the queue's actor (the items go with it); calling it again does nothing."""
         from ..actor import kill
-        kill(self.actor)
+        if self.actor is not None:
+            kill(self.actor)
+            self.actor = None
