@@ -590,21 +590,73 @@ def get_gpu_ids() -> list:
     return [int(g) if str(g).isdigit() else g for g in getattr(_worker, "gpu_ids", [])]
 
 
+class _ID(str):
+    """An id in get_runtime_context().get(): the hex string, with Ray's ID objects' .hex()."""
+    __slots__ = ()
+
+    def hex(self) -> str:
+        return str(self)
+
+
 class RuntimeContext:
     """Where this code runs: job, node, task, worker and actor, as Ray's RuntimeContext. Ids are hex
-    strings; in a driver, the task and actor ids are None."""
+    strings; in a driver, the task and actor ids are None. In an actor method, the task is the call."""
 
     def __init__(self) -> None:
         client = _get_client()
         self.job_id = _worker.job_id if _worker is not None else _job_id
         self.node_id = (client.node or {}).get("node_id") if _worker is None else _worker.cfg.node_id
-        self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
+        call = _worker.current_call() if _worker is not None else None
+        self._call = call
+        if call is not None:                  # CALL(return_ids, method, ...): the task id is the first id's stem
+            self.task_id = call[1][0][:-1].hex()
+        else:
+            self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
         self.worker_id = client.identity.hex()
         actor_id = getattr(_worker, "actor_id", None)
         self.actor_id = actor_id.hex() if actor_id else None
         actor = (getattr(_worker, "actor", None) or {}) if actor_id else {}
         self.namespace = actor.get("namespace") or _namespace
         self._actor = actor
+
+    def get(self) -> dict:
+        """Ray's dict of this context: job_id, node_id, namespace, and task_id (in a task or an actor
+        call) and actor_id (in an actor) where there is one; the ids have .hex() as Ray's."""
+        out = {"job_id": _ID(self.job_id), "node_id": _ID(self.get_node_id() or ""), "namespace": self.namespace}
+        if self.task_id is not None:
+            out["task_id"] = _ID(self.task_id)
+        if self.actor_id is not None:
+            out["actor_id"] = _ID(self.actor_id)
+        return out
+
+    def get_task_name(self) -> str | None:
+        """The running task's name: its name= option or its function's name; Class.method in an actor
+        call; None in a driver."""
+        if self._call is not None:
+            return self._call[5]
+        if _worker is None or self.task_id is None:
+            return None
+        return _worker.task_name
+
+    def get_task_function_name(self) -> str | None:
+        """module.function of the running task, module.Class.method of the running actor call (None
+        in a driver), as Ray's; in an async actor, Ray gives module.<the method's __qualname__>."""
+        if _worker is None:
+            return None
+        if self._call is not None:
+            cls = type(_worker.instance)
+            method = getattr(cls, self._call[2], None)
+            if _worker.loop is not None and hasattr(method, "__qualname__"):   # Ray: the qualname in an async actor
+                return f"{cls.__module__}.{method.__qualname__}"
+            return f"{cls.__module__}.{cls.__name__}.{self._call[2]}"
+        if self.task_id is None:
+            return None
+        fn = _worker.functions.get(_worker.fn_id)
+        if fn is None:
+            return None
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{_callable_name(fn)}"
 
     def get_job_id(self) -> str:
         return self.job_id

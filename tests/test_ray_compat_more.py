@@ -1,0 +1,83 @@
+"""Ray compatibility, second round (issue 15): the runtime context's get(), task and function names;
+signatures of actor methods checked at .remote(). Each test states Ray's behaviour it checks.
+One embedded cluster (2 CPUs) serves the module."""
+from __future__ import annotations
+
+import pytest
+
+import tasuki
+import conftest
+
+GET_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    with conftest.embedded_cluster(num_cpus=2) as t:
+        yield t
+
+
+# --- the runtime context ---------------------------------------------------------------------------
+@tasuki.remote
+def context_in_task():
+    c = tasuki.get_runtime_context()
+    d = c.get()
+    return ({k: (v.hex() if hasattr(v, "hex") else v) for k, v in d.items()}, c.get_task_id(), c.get_node_id(),
+            c.get_task_name(), c.get_task_function_name())
+
+
+@tasuki.remote
+class ContextActor:
+    def sync(self):
+        c = tasuki.get_runtime_context()
+        d = c.get()
+        return ({k: (v.hex() if hasattr(v, "hex") else v) for k, v in d.items()}, c.get_task_id(),
+                c.get_actor_id(), c.get_task_name(), c.get_task_function_name())
+
+
+@tasuki.remote
+class AsyncContextActor:
+    async def run(self):
+        c = tasuki.get_runtime_context()
+        return c.get_task_id(), c.get_task_name(), c.get_task_function_name()
+
+
+def test_get_in_driver_has_job_and_node_but_no_task_or_actor():
+    # Ray: get() in a driver has job_id and node_id (ids with .hex()), no task_id, no actor_id
+    d = tasuki.get_runtime_context().get()
+    assert d["job_id"].hex() == tasuki.get_runtime_context().get_job_id()
+    assert d["node_id"].hex() == tasuki.get_runtime_context().get_node_id()
+    assert "task_id" not in d and "actor_id" not in d
+    assert tasuki.get_runtime_context().get_task_name() is None
+
+
+def test_get_in_a_task_matches_the_getters_and_names_the_task():
+    d, task_id, node_id, name, function = tasuki.get(context_in_task.remote(), timeout=GET_TIMEOUT_S)
+    assert d["task_id"] == task_id and task_id is not None
+    assert d["node_id"] == node_id and d["job_id"] == tasuki.get_runtime_context().get_job_id()
+    assert "actor_id" not in d
+    assert name == "context_in_task"                      # Ray: the function's name, or name= of options()
+    assert function == f"{__name__}.context_in_task"      # Ray: module.function
+    named = tasuki.get(context_in_task.options(name="renamed").remote(), timeout=GET_TIMEOUT_S)
+    assert named[3] == "renamed" and named[4] == f"{__name__}.context_in_task"
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_actor_call_context_is_the_call(concurrency):
+    # Ray: in an actor method, task_id is the call's (one per call), the name is Class.method
+    actor = ContextActor.options(max_concurrency=concurrency).remote()
+    first = tasuki.get(actor.sync.remote(), timeout=GET_TIMEOUT_S)
+    second = tasuki.get(actor.sync.remote(), timeout=GET_TIMEOUT_S)
+    d, task_id, actor_id, name, function = first
+    assert d["task_id"] == task_id and task_id is not None and task_id != second[1]
+    assert d["actor_id"] == actor_id and actor_id is not None
+    assert name == "ContextActor.sync"
+    assert function == f"{__name__}.ContextActor.sync"
+
+
+def test_async_actor_call_context():
+    actor = AsyncContextActor.remote()
+    a, b = tasuki.get([actor.run.remote(), actor.run.remote()], timeout=GET_TIMEOUT_S)
+    assert a[0] is not None and a[0] != b[0]
+    assert a[1] == "AsyncContextActor.run"
+    assert a[2] == f"{__name__}.AsyncContextActor.run"     # Ray: module.<the method's __qualname__>
