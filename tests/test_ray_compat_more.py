@@ -81,3 +81,62 @@ def test_async_actor_call_context():
     assert a[0] is not None and a[0] != b[0]
     assert a[1] == "AsyncContextActor.run"
     assert a[2] == f"{__name__}.AsyncContextActor.run"     # Ray: module.<the method's __qualname__>
+
+
+# --- signatures of actor methods -------------------------------------------------------------------
+class Signatures:
+    def starkwargs(self, a, b, **kwargs):
+        return a, b, kwargs
+
+    def named_and_star(self, a, x="hello", **kwargs):
+        return a, x, kwargs
+
+    def anything(self, *args, **kwargs):
+        return args, kwargs
+
+    @staticmethod
+    def static(a):
+        return a
+
+    @classmethod
+    def klass(cls, a):
+        return a
+
+
+SignatureActor = tasuki.remote(Signatures)
+
+
+@tasuki.remote
+def call_in_task(method):
+    try:
+        method.remote(3)
+    except TypeError as e:
+        return str(e)
+    return None
+
+
+def test_actor_method_signature_is_checked_at_remote():
+    # Ray: a call that does not match the method's signature is a TypeError at .remote(), in the caller
+    actor = SignatureActor.remote()
+    with pytest.raises(TypeError, match=r"missing a required argument: 'b'"):
+        actor.starkwargs.remote(3)
+    with pytest.raises(TypeError, match="multiple values for argument 'x'"):
+        actor.named_and_star.remote(1, 2, x=3)
+    with pytest.raises(TypeError):
+        actor.static.remote()
+    with pytest.raises(TypeError):
+        actor.klass.options(num_returns=1).remote(1, 2)        # options() keeps the check
+    local = Signatures()
+    calls = [(actor.starkwargs, (1, 2), {"x": 3}), (actor.named_and_star, (1,), {"y": 3}),
+             (actor.named_and_star, (1, 2), {"y": 3}), (actor.anything, (1, 2), {"k": 3}),
+             (actor.static, (5,), {}), (actor.klass, (6,), {})]
+    for method, args, kwargs in calls:
+        expected = getattr(local, method._name)(*args, **kwargs)
+        assert tasuki.get(method.remote(*args, **kwargs), timeout=GET_TIMEOUT_S) == expected
+
+
+def test_actor_method_signature_is_checked_by_a_handle_passed_to_a_task():
+    # Ray: the handle carries the signatures, so a task holding it checks its calls too
+    actor = SignatureActor.remote()
+    message = tasuki.get(call_in_task.remote(actor.starkwargs), timeout=GET_TIMEOUT_S)
+    assert message is not None and "Signatures.starkwargs" in message
