@@ -140,3 +140,44 @@ def test_actor_method_signature_is_checked_by_a_handle_passed_to_a_task():
     actor = SignatureActor.remote()
     message = tasuki.get(call_in_task.remote(actor.starkwargs), timeout=GET_TIMEOUT_S)
     assert message is not None and "Signatures.starkwargs" in message
+
+
+# --- _remote(), the oversized-function check -------------------------------------------------------
+@tasuki.remote
+def add(a, b=0):
+    return a + b
+
+
+def test_underscore_remote_is_options_then_remote():
+    # Ray: f._remote(args=, kwargs=, **options) is f.options(**options).remote(*args, **kwargs)
+    assert tasuki.get(add._remote(args=[1], kwargs={"b": 2}), timeout=GET_TIMEOUT_S) == 3
+    assert tasuki.get(add._remote([4], num_cpus=1), timeout=GET_TIMEOUT_S) == 4
+    actor = SignatureActor._remote(num_cpus=0)
+    refs = actor.starkwargs._remote(args=[1, 2], kwargs={"x": 3})
+    assert tasuki.get(refs, timeout=GET_TIMEOUT_S) == (1, 2, {"x": 3})
+    with pytest.raises(TypeError):
+        actor.starkwargs._remote(args=[1])
+
+
+def test_oversized_function_and_actor_are_value_errors(monkeypatch):
+    # Ray: a remote function or actor class pickled larger than FUNCTION_SIZE_ERROR_THRESHOLD
+    # (10**8 bytes unless set) is a ValueError naming it, at .remote()
+    monkeypatch.setenv("FUNCTION_SIZE_ERROR_THRESHOLD", str(2**20))
+    captured = b"x" * (2 * 2**20)
+
+    @tasuki.remote
+    def big():
+        return len(captured)
+
+    @tasuki.remote
+    class Big:
+        def size(self):
+            return len(captured)
+
+    with pytest.raises(ValueError, match=r"The remote function .*big is too large \(2 MiB > "
+                                         r"FUNCTION_SIZE_ERROR_THRESHOLD=1 MiB\)"):
+        big.remote()
+    with pytest.raises(ValueError, match="The actor Big is too large"):
+        Big.remote()
+    monkeypatch.delenv("FUNCTION_SIZE_ERROR_THRESHOLD")
+    assert tasuki.get(big.remote(), timeout=GET_TIMEOUT_S) == 2 * 2**20

@@ -101,7 +101,7 @@ class ActorClass:
             check(args, kwargs)
         client = api._get_client()
         if self._export_cache[0] is None:
-            self._export_cache[0] = api._export(self._cls)
+            self._export_cache[0] = api._export(self._cls, "actor")
         fn_id, blob = self._export_cache[0]
         client.register_function(fn_id, blob)
         o = self._options
@@ -120,6 +120,11 @@ class ActorClass:
                 "get_if_exists": o["get_if_exists"]}
         actor_id, ours = client.create_actor(fn_id, self.__name__, args, kwargs, placement, info)
         return ActorHandle(actor_id, info, _registered=ours)
+
+    def _remote(self, args=None, kwargs=None, **options) -> "ActorHandle":
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("Ray DAG bind() is not supported; call .remote()")
@@ -260,6 +265,11 @@ class ActorMethod:
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
                                             self._num_returns, self._retry)
         return refs[0] if self._num_returns == 1 else refs
+
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor method {self._name} cannot be called directly: use .{self._name}.remote(...)")

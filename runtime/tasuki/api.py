@@ -331,9 +331,25 @@ def _pickle_by_value_if_local(obj) -> None:
             pass
 
 
-def _export(obj) -> tuple[bytes, bytes]:
+class _OversizedError(ValueError):
+    """A remote function or actor class too large to send (see _export)."""
+
+
+def _export(obj, kind: str = "remote function") -> tuple[bytes, bytes]:
+    """obj pickled once, and its id. Over FUNCTION_SIZE_ERROR_THRESHOLD bytes (Ray's limit and
+    variable, 10**8 by default) it is ValueError, as in Ray: such a function or class has almost
+    always captured a large object by mistake, which would travel again to every worker."""
     _pickle_by_value_if_local(obj)
     blob = serialization.dumps_function(obj)
+    limit = int(os.environ.get("FUNCTION_SIZE_ERROR_THRESHOLD", 10**8))
+    if len(blob) > limit:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        if kind != "actor":
+            name = f"{getattr(obj, '__module__', None) or '?'}.{name}"
+        raise _OversizedError(
+            f"The {kind} {name} is too large ({len(blob) // 2**20} MiB > FUNCTION_SIZE_ERROR_THRESHOLD="
+            f"{limit // 2**20} MiB). Check that its definition is not capturing a large array or other "
+            f"object from the enclosing scope: pass it as an argument, or tasuki.put() it once and pass the ref.")
     return hashlib.sha1(blob).digest()[:16], blob
 
 
@@ -377,6 +393,11 @@ class RemoteFunction:
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"],
                              10**9 if retries == -1 else retries, self._retry)
         return refs[0] if o["num_returns"] == 1 else refs
+
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
 
 
 class _CallCheck:
@@ -435,6 +456,8 @@ def _remote_call(fn: Callable, options: dict) -> RemoteFunction:
     task = RemoteFunction(fn, options, _check=None)     # the standard library raises a bad call's error at result()
     try:
         task._export_cache[0] = _export(fn)
+    except _OversizedError:
+        raise
     except Exception as e:
         raise SerializationError(
             f"{task.__name__} cannot be sent to a worker: {_type_name(fn)} is not picklable "
