@@ -3,10 +3,13 @@ signatures of actor methods checked at .remote(). Each test states Ray's behavio
 One embedded cluster (2 CPUs) serves the module."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import tasuki
 import conftest
+from tasuki.exceptions import TaskCancelledError, WorkerCrashedError
 
 GET_TIMEOUT_S = 60
 
@@ -181,3 +184,69 @@ def test_oversized_function_and_actor_are_value_errors(monkeypatch):
         Big.remote()
     monkeypatch.delenv("FUNCTION_SIZE_ERROR_THRESHOLD")
     assert tasuki.get(big.remote(), timeout=GET_TIMEOUT_S) == 2 * 2**20
+
+
+# --- recursive cancel ------------------------------------------------------------------------------
+@tasuki.remote
+class Mailbox:
+    def __init__(self):
+        self.items = []
+
+    def put(self, item):
+        self.items.append(item)
+
+    def get(self):
+        return list(self.items)
+
+
+@tasuki.remote(num_cpus=1)
+def spinning_child(mailbox):
+    mailbox.put.remote("child running")
+    while True:
+        time.sleep(0.05)
+
+
+@tasuki.remote(num_cpus=1)
+def spinning_parent(mailbox):
+    mailbox.put.remote([spinning_child.remote(mailbox)])     # the child's ref, in a list: the driver can cancel it
+    while True:
+        time.sleep(0.05)
+
+
+@tasuki.remote(num_cpus=2)
+def needs_both_cpus():
+    return True
+
+
+def _start_parent_and_child():
+    mailbox = Mailbox.options(num_cpus=0).remote()
+    parent = spinning_parent.remote(mailbox)
+    conftest.wait_until(lambda: "child running" in tasuki.get(mailbox.get.remote(), timeout=GET_TIMEOUT_S),
+                        timeout=GET_TIMEOUT_S, what="the child task to run")
+    child = next(i for i in tasuki.get(mailbox.get.remote(), timeout=GET_TIMEOUT_S) if isinstance(i, list))[0]
+    return parent, child
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_cancel_of_a_parent_cancels_its_children(force):
+    # Ray: cancel(ref) is recursive by default: the tasks the task submitted are cancelled too,
+    # so their CPUs come back (here: a 2-CPU task runs on the 2-CPU cluster afterwards)
+    parent, child = _start_parent_and_child()
+    tasuki.cancel(parent, force=force)
+    with pytest.raises((TaskCancelledError, WorkerCrashedError)):
+        tasuki.get(parent, timeout=GET_TIMEOUT_S)
+    with pytest.raises((TaskCancelledError, WorkerCrashedError)):
+        tasuki.get(child, timeout=GET_TIMEOUT_S)
+    assert tasuki.get(needs_both_cpus.remote(), timeout=GET_TIMEOUT_S) is True
+
+
+def test_cancel_not_recursive_leaves_the_children_running():
+    parent, child = _start_parent_and_child()
+    tasuki.cancel(parent, recursive=False)
+    with pytest.raises(TaskCancelledError):
+        tasuki.get(parent, timeout=GET_TIMEOUT_S)
+    ready, _ = tasuki.wait([child], timeout=0.5)
+    assert ready == []                    # still running
+    tasuki.cancel(child)
+    with pytest.raises(TaskCancelledError):
+        tasuki.get(child, timeout=GET_TIMEOUT_S)

@@ -560,7 +560,8 @@ def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetc
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that produces `ref`: dequeue it, or interrupt it (force=True kills its worker)."""
+    """Cancel the task that produces `ref`: dequeue it, or interrupt it (force=True kills its worker).
+    With recursive (the default, as in Ray), the tasks it submitted that have not finished too."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {_type_name(ref)}")
     from . import protocol as P
@@ -568,7 +569,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise ValueError(f"force=True is not supported for actor tasks: {ref} is the result of an actor call, "
                          f"and killing its worker would end the actor. Cancel it without force (a queued call "
                          f"never runs, a running async one is cancelled), or end the actor with tasuki.kill().")
-    _get_client().send_head((P.CANCEL, ref.id, bool(force)))
+    _get_client().send_head((P.CANCEL, ref.id, bool(force), bool(recursive)))
 
 
 def _type_name(value) -> str:
