@@ -299,6 +299,7 @@ class Head:
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
+            submitter.task.has_children = True
         for oid in return_ids:
             self.objects[oid] = Obj(owner=ident, holders={ident})
         self.admit(task, now)
@@ -434,7 +435,8 @@ class Head:
         if task is None or task.cancelled:
             return
         task.cancelled = True
-        if recursive:       # as Ray: the tasks it submitted (and theirs) that have not finished; rare: a scan
+        if recursive and task.has_children:     # as Ray: the unfinished tasks it submitted, and theirs (a scan:
+            # only for a task that submitted some, so cancelling many queued tasks stays linear)
             for child in [t for t in self.tasks.values() if t.parent == task.task_id and not t.cancelled]:
                 self.on_cancel(ident, peer, now, child.return_ids[0], force, True)
         error = TaskCancelledError(f"task {task.name} was cancelled")
