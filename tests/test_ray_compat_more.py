@@ -97,6 +97,9 @@ class Signatures:
     def anything(self, *args, **kwargs):
         return args, kwargs
 
+    def self_in_args(*args):
+        return len(args)
+
     @staticmethod
     def static(a):
         return a
@@ -132,7 +135,7 @@ def test_actor_method_signature_is_checked_at_remote():
     local = Signatures()
     calls = [(actor.starkwargs, (1, 2), {"x": 3}), (actor.named_and_star, (1,), {"y": 3}),
              (actor.named_and_star, (1, 2), {"y": 3}), (actor.anything, (1, 2), {"k": 3}),
-             (actor.static, (5,), {}), (actor.klass, (6,), {})]
+             (actor.static, (5,), {}), (actor.klass, (6,), {}), (actor.self_in_args, (1, 2), {})]
     for method, args, kwargs in calls:
         expected = getattr(local, method._name)(*args, **kwargs)
         assert tasuki.get(method.remote(*args, **kwargs), timeout=GET_TIMEOUT_S) == expected

@@ -431,8 +431,10 @@ def _call_check(fn, name: str, skip_self: bool = False) -> _CallCheck | None:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):        # a builtin without one: the worker's call says what is wrong
         return None
-    if skip_self:
-        signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+    params = list(signature.parameters.values())
+    if skip_self and params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        signature = signature.replace(parameters=params[1:])      # def m(*args) takes self in args
     kinds = {p.kind for p in signature.parameters.values()}
     if {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD} <= kinds:
         return None
