@@ -8,10 +8,12 @@ import tasuki
 from tasuki import exceptions
 
 EXPECTED_ALL = [
-    "ActorClass", "ActorHandle", "Executor", "ObjectRef", "Pool", "available_resources", "cancel", "cluster_resources", "exceptions",
+    "ActorClass", "ActorHandle", "Executor", "ObjectID", "ObjectRef", "Pool", "available_resources", "cancel", "cluster_resources", "exceptions",
     "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
     "put", "remote", "shutdown", "tune", "util", "wait",
 ]
+
+# ObjectID (issue 15): Ray's old name of ObjectRef, which Ray still exports as an alias.
 
 RAY_EXCEPTION_NAMES = ["RayError", "RayTaskError", "WorkerCrashedError", "GetTimeoutError", "RayActorError",
                        "ObjectLostError", "TaskCancelledError"]
@@ -69,3 +71,7 @@ def test_task_error_is_also_the_original_type():
     back = pickle.loads(pickle.dumps(error))
     assert isinstance(back, KeyError) and isinstance(back, exceptions.TaskError)
     assert str(back) == "task f failed"
+
+
+def test_object_id_is_rays_alias_of_object_ref():
+    assert tasuki.ObjectID is tasuki.ObjectRef

@@ -56,6 +56,10 @@ class ActorClass:
         self.__doc__ = cls.__doc__
         self._methods = {name: _method_options(fn) for name, fn in inspect.getmembers(cls, callable)
                          if not name.startswith("__") or name == "__call__"}
+        for name, meta in self._methods.items():
+            params = _method_params(cls, name)
+            if params is not None:
+                meta["params"] = params
         self._is_async = any(inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
                              for _, fn in inspect.getmembers(cls, callable))
 
@@ -97,7 +101,7 @@ class ActorClass:
             check(args, kwargs)
         client = api._get_client()
         if self._export_cache[0] is None:
-            self._export_cache[0] = api._export(self._cls)
+            self._export_cache[0] = api._export(self._cls, "actor")
         fn_id, blob = self._export_cache[0]
         client.register_function(fn_id, blob)
         o = self._options
@@ -117,11 +121,49 @@ class ActorClass:
         actor_id, ours = client.create_actor(fn_id, self.__name__, args, kwargs, placement, info)
         return ActorHandle(actor_id, info, _registered=ours)
 
+    def _remote(self, args=None, kwargs=None, **options) -> "ActorHandle":
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
     def bind(self, *args, **kwargs):
         raise NotImplementedError("Ray DAG bind() is not supported; call .remote()")
 
 
 _METHOD_OPTIONS = {"num_returns": 1, "max_task_retries": None, "retry_exceptions": None}
+
+
+def _method_params(cls: type, name: str) -> tuple | None:
+    """A method's parameters (self left out) as plain tuples (name, kind, has a default) that travel
+    with the handle's info, so every holder of a handle checks calls at .remote() as Ray does; None
+    when there is nothing to check (no signature, or *args and **kwargs)."""
+    try:
+        attr = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return None
+    bound = not isinstance(attr, staticmethod)          # self, or cls of a classmethod, is not passed
+    fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+    if not inspect.isfunction(fn):
+        return None
+    check = api._call_check(fn, name, skip_self=bound)
+    if check is None:
+        return None
+    return tuple((p.name, int(p.kind), p.default is not p.empty) for p in check.signature.parameters.values())
+
+
+def _params_check(params: tuple, name: str) -> "api._CallCheck":
+    signature = inspect.Signature([inspect.Parameter(n, inspect._ParameterKind(k),
+                                                     default=_DEFAULT if d else inspect.Parameter.empty)
+                                   for n, k, d in params])
+    return api._CallCheck(signature, name)
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "..."
+
+
+_DEFAULT = _Default()
 
 
 def _method_options(fn) -> dict:
@@ -160,6 +202,7 @@ class ActorHandle:
         self._actor_id = actor_id
         self._info = info
         self._ref = ObjectRef(actor_id, _registered)      # counts this handle
+        self._checks: dict = {}                            # method name -> its _CallCheck (or None)
 
     def __getattr__(self, name: str) -> "ActorMethod":
         if name.startswith("_") and name not in BUILTIN_METHODS:
@@ -167,7 +210,14 @@ class ActorHandle:
         methods = self._info["methods"]
         if name not in methods and name not in BUILTIN_METHODS:
             raise AttributeError(f"actor {self._info['class_name']} has no method {name!r}")
-        return ActorMethod(self, name, methods.get(name, {}).get("num_returns", 1))
+        meta = methods.get(name, {})
+        checks = self._checks
+        check = checks.get(name, False)
+        if check is False:
+            params = meta.get("params")
+            check = checks[name] = None if params is None else \
+                _params_check(params, f"{self._info['class_name']}.{name}")
+        return ActorMethod(self, name, meta.get("num_returns", 1), _check=check)
 
     def __dir__(self):
         return sorted({*self._info["methods"], "__init__", "__ray_ready__", "__ray_terminate__"})
@@ -190,8 +240,10 @@ class ActorMethod:
     """`handle.method`: `.remote(...)` calls it; `.options(num_returns=..., max_task_retries=...,
     retry_exceptions=...)` for one call or more."""
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int, retry: tuple | None = None) -> None:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, retry: tuple | None = None,
+                 _check=None) -> None:
         self._handle, self._name, self._num_returns = handle, name, num_returns
+        self._check = _check       # the method's signature check (api._CallCheck), or None
         self._retry = retry        # (max_task_retries, retry_exceptions) set by options(), else None
 
     def options(self, **options) -> "ActorMethod":
@@ -204,13 +256,20 @@ class ActorMethod:
             if isinstance(exceptions, tuple):          # as tasks carry them: cloudpickled once, opaque
                 exceptions = api._retry_blob(exceptions)
             retry = (checked.get("max_task_retries", old[0]), exceptions)
-        return ActorMethod(self._handle, self._name, num_returns, retry)
+        return ActorMethod(self._handle, self._name, num_returns, retry, self._check)
 
     def remote(self, *args, **kwargs):
+        if self._check is not None:
+            self._check(args, kwargs)
         handle = self._handle
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
                                             self._num_returns, self._retry)
         return refs[0] if self._num_returns == 1 else refs
+
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor method {self._name} cannot be called directly: use .{self._name}.remote(...)")

@@ -331,9 +331,25 @@ def _pickle_by_value_if_local(obj) -> None:
             pass
 
 
-def _export(obj) -> tuple[bytes, bytes]:
+class _OversizedError(ValueError):
+    """A remote function or actor class too large to send (see _export)."""
+
+
+def _export(obj, kind: str = "remote function") -> tuple[bytes, bytes]:
+    """obj pickled once, and its id. Over FUNCTION_SIZE_ERROR_THRESHOLD bytes (Ray's limit and
+    variable, 10**8 by default) it is ValueError, as in Ray: such a function or class has almost
+    always captured a large object by mistake, which would travel again to every worker."""
     _pickle_by_value_if_local(obj)
     blob = serialization.dumps_function(obj)
+    limit = int(os.environ.get("FUNCTION_SIZE_ERROR_THRESHOLD", 10**8))
+    if len(blob) > limit:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        if kind != "actor":
+            name = f"{getattr(obj, '__module__', None) or '?'}.{name}"
+        raise _OversizedError(
+            f"The {kind} {name} is too large ({len(blob) // 2**20} MiB > FUNCTION_SIZE_ERROR_THRESHOLD="
+            f"{limit // 2**20} MiB). Check that its definition is not capturing a large array or other "
+            f"object from the enclosing scope: pass it as an argument, or tasuki.put() it once and pass the ref.")
     return hashlib.sha1(blob).digest()[:16], blob
 
 
@@ -378,6 +394,11 @@ class RemoteFunction:
                              10**9 if retries == -1 else retries, self._retry)
         return refs[0] if o["num_returns"] == 1 else refs
 
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's older form of .options(**options).remote(*args, **kwargs)."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
 
 class _CallCheck:
     """Checks a call's arguments against the function's signature at .remote(), as Ray does, so a
@@ -410,8 +431,10 @@ def _call_check(fn, name: str, skip_self: bool = False) -> _CallCheck | None:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):        # a builtin without one: the worker's call says what is wrong
         return None
-    if skip_self:
-        signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+    params = list(signature.parameters.values())
+    if skip_self and params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        signature = signature.replace(parameters=params[1:])      # def m(*args) takes self in args
     kinds = {p.kind for p in signature.parameters.values()}
     if {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD} <= kinds:
         return None
@@ -435,6 +458,8 @@ def _remote_call(fn: Callable, options: dict) -> RemoteFunction:
     task = RemoteFunction(fn, options, _check=None)     # the standard library raises a bad call's error at result()
     try:
         task._export_cache[0] = _export(fn)
+    except _OversizedError:
+        raise
     except Exception as e:
         raise SerializationError(
             f"{task.__name__} cannot be sent to a worker: {_type_name(fn)} is not picklable "
@@ -537,7 +562,8 @@ def wait(refs: list, *, num_returns: int = 1, timeout: float | None = None, fetc
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that produces `ref`: dequeue it, or interrupt it (force=True kills its worker)."""
+    """Cancel the task that produces `ref`: dequeue it, or interrupt it (force=True kills its worker).
+    With recursive (the default, as in Ray), the tasks it submitted that have not finished too."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {_type_name(ref)}")
     from . import protocol as P
@@ -545,7 +571,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise ValueError(f"force=True is not supported for actor tasks: {ref} is the result of an actor call, "
                          f"and killing its worker would end the actor. Cancel it without force (a queued call "
                          f"never runs, a running async one is cancelled), or end the actor with tasuki.kill().")
-    _get_client().send_head((P.CANCEL, ref.id, bool(force)))
+    _get_client().send_head((P.CANCEL, ref.id, bool(force), bool(recursive)))
 
 
 def _type_name(value) -> str:
@@ -590,21 +616,73 @@ def get_gpu_ids() -> list:
     return [int(g) if str(g).isdigit() else g for g in getattr(_worker, "gpu_ids", [])]
 
 
+class _ID(str):
+    """An id in get_runtime_context().get(): the hex string, with Ray's ID objects' .hex()."""
+    __slots__ = ()
+
+    def hex(self) -> str:
+        return str(self)
+
+
 class RuntimeContext:
     """Where this code runs: job, node, task, worker and actor, as Ray's RuntimeContext. Ids are hex
-    strings; in a driver, the task and actor ids are None."""
+    strings; in a driver, the task and actor ids are None. In an actor method, the task is the call."""
 
     def __init__(self) -> None:
         client = _get_client()
         self.job_id = _worker.job_id if _worker is not None else _job_id
         self.node_id = (client.node or {}).get("node_id") if _worker is None else _worker.cfg.node_id
-        self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
+        call = _worker.current_call() if _worker is not None else None
+        self._call = call
+        if call is not None:                  # CALL(return_ids, method, ...): the task id is the first id's stem
+            self.task_id = call[1][0][:-1].hex()
+        else:
+            self.task_id = _worker.task_id.hex() if _worker is not None and _worker.task_id else None
         self.worker_id = client.identity.hex()
         actor_id = getattr(_worker, "actor_id", None)
         self.actor_id = actor_id.hex() if actor_id else None
         actor = (getattr(_worker, "actor", None) or {}) if actor_id else {}
         self.namespace = actor.get("namespace") or _namespace
         self._actor = actor
+
+    def get(self) -> dict:
+        """Ray's dict of this context: job_id, node_id, namespace, and task_id (in a task or an actor
+        call) and actor_id (in an actor) where there is one; the ids have .hex() as Ray's."""
+        out = {"job_id": _ID(self.job_id), "node_id": _ID(self.get_node_id() or ""), "namespace": self.namespace}
+        if self.task_id is not None:
+            out["task_id"] = _ID(self.task_id)
+        if self.actor_id is not None:
+            out["actor_id"] = _ID(self.actor_id)
+        return out
+
+    def get_task_name(self) -> str | None:
+        """The running task's name: its name= option or its function's name; Class.method in an actor
+        call; None in a driver."""
+        if self._call is not None:
+            return self._call[5]
+        if _worker is None or self.task_id is None:
+            return None
+        return _worker.task_name
+
+    def get_task_function_name(self) -> str | None:
+        """module.function of the running task, module.Class.method of the running actor call (None
+        in a driver), as Ray's; in an async actor, Ray gives module.<the method's __qualname__>."""
+        if _worker is None:
+            return None
+        if self._call is not None:
+            cls = type(_worker.instance)
+            method = getattr(cls, self._call[2], None)
+            if _worker.loop is not None and hasattr(method, "__qualname__"):   # Ray: the qualname in an async actor
+                return f"{cls.__module__}.{method.__qualname__}"
+            return f"{cls.__module__}.{cls.__name__}.{self._call[2]}"
+        if self.task_id is None:
+            return None
+        fn = _worker.functions.get(_worker.fn_id)
+        if fn is None:
+            return None
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{_callable_name(fn)}"
 
     def get_job_id(self) -> str:
         return self.job_id

@@ -296,6 +296,10 @@ class Head:
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
                     job_id=peer.job_id or peer.info.get("job_id", ""), submitted_at=now)
+        submitter = self.sched.workers.get(ident)
+        if submitter is not None and submitter.task is not None:
+            task.parent = submitter.task.task_id
+            submitter.task.has_children = True
         for oid in return_ids:
             self.objects[oid] = Obj(owner=ident, holders={ident})
         self.admit(task, now)
@@ -424,13 +428,17 @@ class Head:
         if worker is not None:
             self.sched.worker_unblocked(worker)
 
-    def on_cancel(self, ident, peer, now, oid, force) -> None:
+    def on_cancel(self, ident, peer, now, oid, force, recursive=False) -> None:
         if P.is_actor_call(oid):
             return self.cancel_actor_call(oid)
         task = self.producer.get(oid)
         if task is None or task.cancelled:
             return
         task.cancelled = True
+        if recursive and task.has_children:     # as Ray: the unfinished tasks it submitted, and theirs (a scan:
+            # only for a task that submitted some, so cancelling many queued tasks stays linear)
+            for child in [t for t in self.tasks.values() if t.parent == task.task_id and not t.cancelled]:
+                self.on_cancel(ident, peer, now, child.return_ids[0], force, True)
         error = TaskCancelledError(f"task {task.name} was cancelled")
         if task.worker is not None and task in task.worker.backlog:     # sent, not started
             task.worker.backlog.remove(task)

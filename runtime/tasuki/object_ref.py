@@ -72,3 +72,6 @@ class ObjectRef:
 
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
+
+
+ObjectID = ObjectRef     # Ray's old name of ObjectRef, kept by Ray as an alias for older programs

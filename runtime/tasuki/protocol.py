@@ -12,7 +12,7 @@ Driver or worker → head
     HOLD(ids) / RELEASE(ids)     this process starts / stops holding refs (refcounting)
     PUT(id, kind, data, refs)    a new object: VALUE (inline bytes) or STORED (node id)
     GET(ids)                     send me these objects when they are ready
-    CANCEL(id, force)
+    CANCEL(id, force, recursive)  recursive: the tasks the task submitted, and theirs, too
     DONE(task_id, results)       worker: results = [(id, kind, data, refs)]
     BLOCKED(ids) / UNBLOCKED     worker: the running task waits in get (its CPU is lent out);
                                  ids: the tasks queued behind it, handed back

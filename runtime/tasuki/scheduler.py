@@ -62,6 +62,8 @@ class Task:
     max_retries: int
     retry_exceptions: object    # bool, or the cloudpickled exception types: opaque here, the worker loads them
     owner: bytes = b""          # identity of the submitter
+    parent: bytes = b""         # task id of the task that submitted it (b"" from a driver): recursive cancel
+    has_children: bool = False  # it submitted tasks: only then does a recursive cancel look for them
     job_id: str = ""
     gpu_ids: list = field(default_factory=list)
     attempt: int = 0

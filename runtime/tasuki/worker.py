@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import contextvars
 import queue
 import sys
 import threading
@@ -31,6 +32,8 @@ from . import object_ref, protocol as P, serialization
 from .exceptions import SerializationError, TaskCancelledError, TaskError, WorkerCrashedError
 
 _current = threading.local()     # .call: the first return id of the actor call this thread runs (is_canceled)
+                                 # .message: that call's CALL message (the runtime context reads it)
+_async_call = contextvars.ContextVar("tasuki_async_call", default=None)    # the same for an async actor's call
 
 
 def _ray_ready(worker) -> bool:
@@ -62,6 +65,7 @@ class Worker:
         self.unloaded: dict[bytes, bytes] = {}    # code that came with tasks this worker did not run
         self.task_id: bytes | None = None
         self.task_name = ""
+        self.fn_id: bytes | None = None       # the running task's function (get_task_function_name)
         self.actor_id: bytes | None = None
         self.actor: dict = {}                # the actor: class name, concurrency, max_task_retries, name, namespace, held, restarts
         self.instance = None
@@ -157,7 +161,7 @@ class Worker:
     def run(self, task: tuple) -> None:
         (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
          can_retry, gpu_ids, job_id, shape, _actor) = task
-        self.task_id, self.task_name, self.job_id = task_id, name, job_id
+        self.task_id, self.task_name, self.job_id, self.fn_id = task_id, name, job_id, fn_id
         retryable = False
         try:
             if gpu_ids:                     # the scheduler gives a GPU worker only tasks of its own GPUs
@@ -271,6 +275,7 @@ class Worker:
             return              # the actor is ending: the head fails this call with ActorDiedError
         cancelled = self.cancelled_calls
         first = _current.call = return_ids[0]
+        _current.message = message
         results = None if cancelled and first in cancelled else \
             self.call_method(message[2], message[3], message[4], message[5], return_ids, message)
         if cancelled and first in cancelled:      # cancelled while queued, or while it ran (not interrupted)
@@ -378,6 +383,12 @@ class Worker:
                                "gets asyncio.CancelledError at its next await instead")
         return getattr(_current, "call", None) in self.cancelled_calls
 
+    def current_call(self) -> tuple | None:
+        """The CALL message of the actor call running here (this thread's, or this asyncio task's)."""
+        if self.actor_id is None:
+            return None
+        return _async_call.get() if self.loop is not None else getattr(_current, "message", None)
+
     def call_arguments(self, blob, deps: list) -> tuple[tuple, dict]:
         values = dict(zip(deps, self.client.get_objects(deps, None))) if deps else {}
         return self.arguments(blob, values)
@@ -397,6 +408,7 @@ class Worker:
         first = return_ids[0]
         if self.exit_cause is not None:
             return              # the actor is ending: the head fails this call with ActorDiedError
+        _async_call.set(message)         # this asyncio task's own context: other calls do not see it
         self.running_async[first] = asyncio.current_task()
         results = None
         try:
