@@ -296,20 +296,35 @@ class Worker:
         while True:
             try:
                 result = fn(*args, **kwargs)
-            except SystemExit as e:
-                self.request_exit(_exit_cause(e))
             except BaseException as e:
-                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
+                results = self.call_failed(e, method, fn, message, attempt, name, return_ids)
+                if results is None:
                     attempt += 1
                     continue
-                if self.exit_cause is None:
-                    return self.error_results(e, name, return_ids)
-            if self.exit_cause is not None:       # exit_actor() was called (its SystemExit perhaps caught)
-                return self.exit_results(name, return_ids)
-            try:
-                return self.pack(result, return_ids, name)
-            except BaseException as e:
-                return self.error_results(e, name, return_ids)
+                return results
+            return self.call_results(result, name, return_ids)
+
+    def call_failed(self, e: BaseException, method: str, fn, message: tuple, attempt: int, name: str,
+                    return_ids: list) -> list | None:
+        """A call raised `e`: None when it is to run again (retries left), else its results (an
+        exit_actor() or sys.exit() ends the actor, and the call fails saying so)."""
+        if isinstance(e, SystemExit):
+            self.request_exit(_exit_cause(e))
+        elif self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
+            return None
+        elif self.exit_cause is None:
+            return self.error_results(e, name, return_ids)
+        return self.exit_results(name, return_ids)
+
+    def call_results(self, result, name: str, return_ids: list) -> list:
+        """A call returned `result`: its packed results, or the exit results when exit_actor() was
+        called meanwhile (its SystemExit perhaps caught)."""
+        if self.exit_cause is not None:
+            return self.exit_results(name, return_ids)
+        try:
+            return self.pack(result, return_ids, name)
+        except BaseException as e:
+            return self.error_results(e, name, return_ids)
 
     def method(self, name: str):
         """The method `name` bound to the instance, looked up on its class (as Ray does), so an
@@ -448,20 +463,13 @@ class Worker:
                     result = await result
             except asyncio.CancelledError:
                 raise
-            except SystemExit as e:
-                self.request_exit(_exit_cause(e))
             except BaseException as e:
-                if self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
+                results = self.call_failed(e, method, fn, message, attempt, name, return_ids)
+                if results is None:
                     attempt += 1
                     continue
-                if self.exit_cause is None:
-                    return self.error_results(e, name, return_ids)
-            if self.exit_cause is not None:
-                return self.exit_results(name, return_ids)
-            try:
-                return self.pack(result, return_ids, name)
-            except BaseException as e:
-                return self.error_results(e, name, return_ids)
+                return results
+            return self.call_results(result, name, return_ids)
 
     def error_results(self, e: BaseException, name: str, return_ids: list) -> list:
         return P.error_results(_pickle_error(self.task_error(e, name)), return_ids)
