@@ -24,11 +24,12 @@ from tasuki.actor import ActorClassInheritanceException, exit_actor
 from tasuki.exceptions import ActorDiedError, TaskCancelledError
 
 GET_TIMEOUT_S = 60          # a call's result on a loaded two-core machine
+NAMESPACE = "compat"        # not "default": the workers must use the job's namespace, not a default
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    with embedded_cluster(num_cpus=2) as t:
+    with embedded_cluster(num_cpus=2, namespace=NAMESPACE) as t:
         yield t
 
 
@@ -240,6 +241,38 @@ def test_named_and_detached_actors_outlive_their_handles_and_kill_frees_the_name
     tasuki.get(Witness.remote(str(tmp_path)).ping.remote(), timeout=GET_TIMEOUT_S)   # time passes, visibly
     assert not gone(pid)
     tasuki.api._get_client().send_head((tasuki.protocol.KILL_ACTOR, bytes.fromhex(row["actor_id"]), True))
+
+
+@tasuki.remote(num_cpus=0)
+class NamespaceProbe:
+    def look(self, name):
+        """What this actor sees: its job's namespace, the named actors there, a ping of `name`."""
+        context = tasuki.get_runtime_context()
+        return (context.namespace, sorted(tasuki.util.list_named_actors()),
+                tasuki.get(tasuki.get_actor(name).ping.remote()))
+
+    def ping(self):
+        return "pong"
+
+
+@tasuki.remote(num_cpus=0)
+def look_from_a_task(name):
+    NamespaceProbe.options(name="made-in-a-task").remote()
+    return (tasuki.get_runtime_context().namespace, tasuki.get(tasuki.get_actor(name).ping.remote()))
+
+
+def test_tasks_and_actors_use_their_jobs_namespace():
+    by_driver = NamespaceProbe.options(name="made-by-driver").remote()
+    assert tasuki.get(look_from_a_task.remote("made-by-driver"), timeout=GET_TIMEOUT_S) == (NAMESPACE, "pong")
+    probe = NamespaceProbe.remote()
+    seen = tasuki.get(probe.look.remote("made-in-a-task"), timeout=GET_TIMEOUT_S)
+    assert seen == (NAMESPACE, ["made-by-driver", "made-in-a-task"], "pong")
+    assert {"name": "made-in-a-task", "namespace": NAMESPACE} in tasuki.util.list_named_actors(all_namespaces=True)
+    with pytest.raises(ValueError, match="no live actor named 'made-in-a-task' in namespace 'default'"):
+        tasuki.get_actor("made-in-a-task", namespace="default")
+    for name in ("made-by-driver", "made-in-a-task"):
+        tasuki.kill(tasuki.get_actor(name))
+    del by_driver
 
 
 @tasuki.remote

@@ -113,7 +113,7 @@ class ActorClass:
             if o["resources"]:
                 shape.update(o["resources"])
         concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
-        info = {"class_name": self.__name__, "name": o["name"], "namespace": o["namespace"] or api._namespace,
+        info = {"class_name": self.__name__, "name": o["name"], "namespace": o["namespace"],
                 "detached": o["lifetime"] == "detached", "max_restarts": o["max_restarts"],
                 "max_task_retries": o["max_task_retries"], "max_concurrency": concurrency,
                 "is_async": self._is_async, "methods": self._methods, "held": held,
@@ -278,10 +278,11 @@ class ActorMethod:
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a named actor; ValueError when there is none."""
     checked = api._check_options({"name": name, "namespace": namespace}, {"name": None, "namespace": None})
-    found = api._get_client().query("actor", {"name": checked["name"],
-                                              "namespace": checked["namespace"] or api._namespace})
+    client = api._get_client()
+    found = client.query("actor", {"name": checked["name"], "namespace": checked["namespace"]})
     if found is None:
-        raise ValueError(f"no live actor named {name!r} in namespace {namespace or api._namespace!r}")
+        namespace = checked["namespace"] or api.get_runtime_context().namespace
+        raise ValueError(f"no live actor named {name!r} in namespace {namespace!r}")
     return ActorHandle(found["actor_id"], found["info"])
 
 

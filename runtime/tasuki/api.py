@@ -98,7 +98,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                                  "cluster; when connecting to an existing one set them on its nodes "
                                  "(`tasuki start --num-cpus ...`) instead")
             head_address, token = _resolve_address(address, token)
-        client = Client(head_address, token, "driver")
+        client = Client(head_address, token, "driver", info={"namespace": namespace or "default"})
         try:
             welcome = _wait_welcome(client)
         except BaseException:
@@ -642,8 +642,8 @@ class RuntimeContext:
         actor_id = getattr(_worker, "actor_id", None)
         self.actor_id = actor_id.hex() if actor_id else None
         actor = (getattr(_worker, "actor", None) or {}) if actor_id else {}
-        self.namespace = actor.get("namespace") or _namespace
         self._actor = actor
+        self._namespace = actor.get("namespace") or (_namespace if _worker is None else None)
 
     def get(self) -> dict:
         """Ray's dict of this context: job_id, node_id, namespace, and task_id (in a task or an actor
@@ -706,6 +706,13 @@ class RuntimeContext:
     def get_actor_name(self) -> str | None:
         """The name the running actor was given (None outside an actor or for an unnamed one)."""
         return self._actor.get("name")
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of this job (its driver's init(namespace=...)), in the driver and its workers."""
+        if self._namespace is None:             # a worker running a task: its job's, from the head
+            self._namespace = _get_client().query("namespace")
+        return self._namespace
 
     def get_namespace(self) -> str:
         return self.namespace

@@ -94,6 +94,7 @@ class Actor:
     no_restart: bool = False
     unreferenced: bool = False       # every handle is gone: it ends once its pending calls have results
     subscribers: set = field(default_factory=set)
+    job_id: str = ""                 # the job of the process that created it
     pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
 
 
@@ -126,6 +127,7 @@ class Head:
         self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
         self.peers: dict[bytes, Peer] = {}
         self.drivers_by_job: dict[str, bytes] = {}
+        self.job_namespaces: dict[str, str] = {}      # job id -> its driver's init(namespace=...)
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()
         self.actors: dict[bytes, Actor] = {}
@@ -264,6 +266,7 @@ class Head:
             peer.job_id = f"{self.next_job:04d}"
             self.next_job += 1
             self.drivers_by_job[peer.job_id] = ident
+            self.job_namespaces[peer.job_id] = info.get("namespace") or "default"
             self.send(ident, (P.WELCOME, {"job_id": peer.job_id, "nodes": self.node_directory(),
                                           "session": self.started_at}))
         elif role == "node":
@@ -295,7 +298,7 @@ class Head:
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
-                    job_id=peer.job_id or peer.info.get("job_id", ""), submitted_at=now)
+                    job_id=peer.job_id or self.job_of(ident), submitted_at=now)
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
@@ -516,11 +519,12 @@ class Head:
         self.forget_peer(ident)
 
     def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
-        self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now)))
+        self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now, ident)))
 
     # --- actors -------------------------------------------------------------------------------
     def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
         fn_id, class_name, args, deps, contained, placement, info = spec
+        info["namespace"] = info["namespace"] or self.namespace_of(ident)
         key = (info["namespace"], info["name"])
         if info["name"] is not None:
             existing = self.actors.get(self.actor_names.get(key, b""))
@@ -531,7 +535,7 @@ class Head:
                                                         f"namespace {info['namespace']!r}; use get_actor() or "
                                                         f"options(get_if_exists=True)"))
             self.actor_names[key] = actor_id
-        actor = Actor(actor_id, info, ident, spec)
+        actor = Actor(actor_id, info, ident, spec, job_id=self.job_of(ident))
         self.actors[actor_id] = actor
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
         self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
@@ -548,7 +552,7 @@ class Head:
         fn_id, class_name, args, deps, contained, placement, info = actor.spec
         task = Task(actor.actor_id + b"c" + bytes([actor.restarts % 256]), fn_id, f"{class_name}.__init__",
                     args, deps, contained, [], shape_of(placement), 0, False, owner=actor.owner,
-                    job_id=self.peers[actor.owner].job_id if actor.owner in self.peers else "", submitted_at=now,
+                    job_id=actor.job_id, submitted_at=now,
                     actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
                            "is_async": info["is_async"], "class_name": class_name, "name": info["name"],
                            "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts,
@@ -1052,7 +1056,24 @@ class Head:
         self.control.send_multipart([*frames[:-1], json.dumps(body).encode()])
         self.flush()
 
-    def query(self, what: str, arg, now: float):
+    def job_of(self, ident: bytes) -> str:
+        """The job the process at `ident` works for: a driver's own, or that of the task or actor a
+        worker runs ("" when it runs none)."""
+        peer = self.peers.get(ident)
+        if peer is not None and peer.job_id:
+            return peer.job_id
+        worker = self.sched.workers.get(ident)
+        if worker is None:
+            return ""
+        actor = self.actors.get(worker.actor_id) if worker.actor_id else None
+        return actor.job_id if actor is not None else worker.task.job_id if worker.task is not None else ""
+
+    def namespace_of(self, ident: bytes) -> str:
+        """The namespace of the job the process at `ident` works for: its driver's init(namespace=...),
+        for the driver itself and for the workers running its tasks and actors (as in Ray)."""
+        return self.job_namespaces.get(self.job_of(ident), "default")
+
+    def query(self, what: str, arg, now: float, ident: bytes = b""):
         if what == "nodes":
             return self.node_directory(now)
         if what == "demand":
@@ -1062,12 +1083,15 @@ class Head:
         if what == "drain":
             return self.drain(arg, now)
         if what == "actor":
-            actor = self.actors.get(arg.get("actor_id") or self.actor_names.get((arg["namespace"], arg["name"]), b""))
+            key = (arg.get("namespace") or self.namespace_of(ident), arg.get("name"))
+            actor = self.actors.get(arg.get("actor_id") or self.actor_names.get(key, b""))
             if actor is None or actor.state == P.DEAD_STATE:
                 return None
             return {"actor_id": actor.actor_id, "info": actor.info}
         if what == "actors":
             return self.actor_table()
+        if what == "namespace":
+            return self.namespace_of(ident)
         raise ValueError(f"unknown query {what!r}")
 
     def node_directory(self, now: float | None = None) -> list[dict]:
