@@ -115,7 +115,7 @@ RULES = [
      or next((f"{k}=" for k in sorted(f.keywords) if k.startswith("placement_group")), None)),
     ("runtime_env", "runtime_env: the runtime_env option or argument, ray.runtime_env, RuntimeEnv",
      lambda f: ("runtime_env=" if "runtime_env" in f.keywords else None)
-     or _prefix(f.names, "ray.runtime_env", "ray.job_config")
+     or _prefix(f.names, "ray.runtime_env")
      or ("'runtime_env'" if "runtime_env" in f.strings else None)),
     ("state_api", "the state API: ray.util.state, ray.experimental.state, ray.state / ray._private.state, "
                   "ray.timeline, ray.util.list_named_actors is NOT counted here (public)",

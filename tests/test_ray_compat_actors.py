@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -273,6 +274,47 @@ def test_tasks_and_actors_use_their_jobs_namespace():
     for name in ("made-by-driver", "made-in-a-task"):
         tasuki.kill(tasuki.get_actor(name))
     del by_driver
+
+
+JOB_DEFAULT_LIFETIME = """
+import os, signal, time
+import tasuki
+from tasuki.exceptions import ActorDiedError
+tasuki.init(num_cpus=1, job_config=tasuki.JobConfig(default_actor_lifetime="detached"))
+
+@tasuki.remote(num_cpus=0)
+class Child:
+    def ready(self):
+        return "ok"
+
+@tasuki.remote(num_cpus=0)
+class Owner:
+    def make(self):
+        self.children = [Child.remote(), Child.options(lifetime="non_detached").remote()]
+        tasuki.get([c.ready.remote() for c in self.children])
+        return self.children, os.getpid()
+
+(by_default, non_detached), pid = tasuki.get(Owner.remote().make.remote())
+os.kill(pid, signal.SIGKILL)
+deadline = time.monotonic() + 60
+while True:                    # the owner's death reached the head once its non-detached child is gone
+    try:
+        tasuki.get(non_detached.ready.remote(), timeout=60)
+    except ActorDiedError:
+        break
+    assert time.monotonic() < deadline, "the non-detached child outlived its owner"
+print("default:", tasuki.get(by_default.ready.remote(), timeout=60))
+"""
+
+
+def test_job_config_sets_the_default_actor_lifetime_of_the_jobs_actors():
+    proc = subprocess.run([sys.executable, "-c", JOB_DEFAULT_LIFETIME], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "default: ok" in proc.stdout
+    with pytest.raises(ValueError, match="default_actor_lifetime must be 'detached' or 'non_detached', got 'forever'"):
+        tasuki.JobConfig(default_actor_lifetime="forever")
+    with pytest.raises(TypeError, match="job_config must be a tasuki.JobConfig, got dict"):
+        tasuki.init(job_config={"default_actor_lifetime": "detached"}, ignore_reinit_error=True)
 
 
 @tasuki.remote

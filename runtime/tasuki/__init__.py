@@ -20,7 +20,7 @@ _EXPORTS = {
     "ActorClass": "actor", "ActorHandle": "actor", "get_actor": "actor", "kill": "actor", "method": "actor",
     "ObjectRef": "object_ref", "ObjectID": "object_ref", "Pool": "pool", "Executor": "executor",
     "available_resources": "api", "cancel": "api", "cluster_resources": "api", "get": "api",
-    "get_gpu_ids": "api", "get_runtime_context": "api", "init": "api", "is_initialized": "api",
+    "get_gpu_ids": "api", "get_runtime_context": "api", "init": "api", "JobConfig": "api", "is_initialized": "api",
     "nodes": "api", "put": "api", "remote": "api", "shutdown": "api", "wait": "api",
 }
 _SUBMODULES = {"exceptions", "tune", "util"}

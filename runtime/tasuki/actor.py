@@ -50,7 +50,7 @@ class ActorClass:
         self._cls = cls
         self._options = {**_ACTOR_OPTIONS, **api._check_options(options, _ACTOR_OPTIONS)}
         if self._options["lifetime"] not in (None, "detached", "non_detached"):
-            raise ValueError(f"lifetime must be None or 'detached', got {self._options['lifetime']!r}")
+            raise ValueError(f"lifetime must be None, 'detached' or 'non_detached', got {self._options['lifetime']!r}")
         self._export_cache = _export_cache if _export_cache is not None else [None]
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -113,8 +113,9 @@ class ActorClass:
             if o["resources"]:
                 shape.update(o["resources"])
         concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
+        detached = {"detached": True, "non_detached": False}.get(o["lifetime"])    # None: the job's default
         info = {"class_name": self.__name__, "name": o["name"], "namespace": o["namespace"],
-                "detached": o["lifetime"] == "detached", "max_restarts": o["max_restarts"],
+                "detached": detached, "max_restarts": o["max_restarts"],
                 "max_task_retries": o["max_task_retries"], "max_concurrency": concurrency,
                 "is_async": self._is_async, "methods": self._methods, "held": held,
                 "get_if_exists": o["get_if_exists"]}

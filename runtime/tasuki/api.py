@@ -36,6 +36,31 @@ _RAY_INIT_KWARGS_IGNORED = {"include_dashboard", "dashboard_host", "dashboard_po
                             "num_redis_shards", "_system_config", "logging_format", "_node_ip_address"}
 
 
+class JobConfig:
+    """Settings of the job a driver's init() starts (Ray's ray.job_config.JobConfig):
+    `tasuki.init(job_config=tasuki.JobConfig(default_actor_lifetime="detached"))`.
+
+    default_actor_lifetime: the lifetime of actors created without a `lifetime` option by this job's
+    driver, tasks and actors: "non_detached" (they end with their creator) or "detached" (they live
+    until killed). ray_namespace: the job's namespace, as init(namespace=...). metadata: free-form
+    strings kept with the job."""
+
+    def __init__(self, default_actor_lifetime: str = "non_detached", ray_namespace: str | None = None,
+                 metadata: dict | None = None) -> None:
+        if default_actor_lifetime not in ("detached", "non_detached"):
+            raise ValueError(f"default_actor_lifetime must be 'detached' or 'non_detached', "
+                             f"got {default_actor_lifetime!r}")
+        if ray_namespace is not None and not isinstance(ray_namespace, str):
+            raise TypeError(f"ray_namespace must be a string, got {_type_name(ray_namespace)}")
+        self.default_actor_lifetime = default_actor_lifetime
+        self.ray_namespace = ray_namespace
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return (f"JobConfig(default_actor_lifetime={self.default_actor_lifetime!r}, "
+                f"ray_namespace={self.ray_namespace!r}, metadata={self.metadata!r})")
+
+
 class Context(dict):
     """What init() returns, as Ray's RayContext: `.address_info` (also readable as this dict, which
     is what init() returned before), and a context manager: `with tasuki.init(): ...` shuts down
@@ -62,7 +87,7 @@ class Context(dict):
 def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: int | None = None,
          resources: dict | None = None, object_store_memory: int | None = None, token: str | None = None,
          ignore_reinit_error: bool = False, namespace: str | None = None, log_to_driver: bool = True,
-         **kwargs) -> Context:
+         job_config: JobConfig | None = None, **kwargs) -> Context:
     """Connect this process to a cluster, or start an embedded one.
 
     address: None or "local" starts a head and one node on this machine (None uses TASUKI_ADDRESS
@@ -70,7 +95,8 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     "HOST:PORT" or "tasuki://HOST:PORT" joins that head (token from `token`, TASUKI_TOKEN, or the
     cluster file when it is the cluster started on this machine); the "ipc://..." address another
     driver's init() reported joins that embedded cluster. log_to_driver=False: the tasks' output
-    is not printed here. Returns a Context (Ray's RayContext): `.address_info`, `with init(): ...`.
+    is not printed here. job_config: a JobConfig (the default lifetime of
+    this job's actors, its namespace). Returns a Context (Ray's RayContext): `.address_info`, `with init(): ...`.
     """
     global _client, _cluster, _job_id, _namespace
     unknown = set(kwargs) - _RAY_INIT_KWARGS_IGNORED
@@ -78,6 +104,10 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a string, got {_type_name(namespace)}")
+    if job_config is not None and not isinstance(job_config, JobConfig):
+        raise TypeError(f"job_config must be a tasuki.JobConfig, got {_type_name(job_config)}")
+    job_config = job_config or JobConfig()
+    namespace = namespace or job_config.ray_namespace
     with _lock:
         if _client is not None:
             if ignore_reinit_error:
@@ -98,7 +128,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                                  "cluster; when connecting to an existing one set them on its nodes "
                                  "(`tasuki start --num-cpus ...`) instead")
             head_address, token = _resolve_address(address, token)
-        client = Client(head_address, token, "driver", info={"namespace": namespace or "default"})
+        client = Client(head_address, token, "driver", info={
+            "namespace": namespace or "default", "default_actor_lifetime": job_config.default_actor_lifetime,
+            "metadata": job_config.metadata})
         try:
             welcome = _wait_welcome(client)
         except BaseException:

@@ -127,7 +127,7 @@ class Head:
         self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
         self.peers: dict[bytes, Peer] = {}
         self.drivers_by_job: dict[str, bytes] = {}
-        self.job_namespaces: dict[str, str] = {}      # job id -> its driver's init(namespace=...)
+        self.job_settings: dict[str, dict] = {}       # job id -> its driver's namespace, default_actor_lifetime
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()
         self.actors: dict[bytes, Actor] = {}
@@ -266,7 +266,8 @@ class Head:
             peer.job_id = f"{self.next_job:04d}"
             self.next_job += 1
             self.drivers_by_job[peer.job_id] = ident
-            self.job_namespaces[peer.job_id] = info.get("namespace") or "default"
+            self.job_settings[peer.job_id] = {"namespace": info.get("namespace") or "default",
+                                              "default_actor_lifetime": info.get("default_actor_lifetime")}
             self.send(ident, (P.WELCOME, {"job_id": peer.job_id, "nodes": self.node_directory(),
                                           "session": self.started_at}))
         elif role == "node":
@@ -524,7 +525,10 @@ class Head:
     # --- actors -------------------------------------------------------------------------------
     def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
         fn_id, class_name, args, deps, contained, placement, info = spec
-        info["namespace"] = info["namespace"] or self.namespace_of(ident)
+        job = self.job_settings.get(self.job_of(ident), {})
+        info["namespace"] = info["namespace"] or job.get("namespace", "default")
+        if info["detached"] is None:           # no lifetime option: the job's default (JobConfig)
+            info["detached"] = job.get("default_actor_lifetime") == "detached"
         key = (info["namespace"], info["name"])
         if info["name"] is not None:
             existing = self.actors.get(self.actor_names.get(key, b""))
@@ -1071,7 +1075,7 @@ class Head:
     def namespace_of(self, ident: bytes) -> str:
         """The namespace of the job the process at `ident` works for: its driver's init(namespace=...),
         for the driver itself and for the workers running its tasks and actors (as in Ray)."""
-        return self.job_namespaces.get(self.job_of(ident), "default")
+        return self.job_settings.get(self.job_of(ident), {}).get("namespace", "default")
 
     def query(self, what: str, arg, now: float, ident: bytes = b""):
         if what == "nodes":
