@@ -275,6 +275,7 @@ def test_init_returns_a_context_manager_whose_address_a_second_driver_joins():
             info = context.address_info
             assert {"address", "node_ip_address", "session_dir", "node_id"} <= set(info), info
             assert context["address"] == info["address"]
+            assert info["node_id"] == tasuki.nodes()[0]["NodeID"], (info, tasuki.nodes())   # the driver's node
             other = textwrap.dedent('''
                 import sys, tasuki
                 tasuki.init(address=sys.argv[1])
@@ -286,6 +287,13 @@ def test_init_returns_a_context_manager_whose_address_a_second_driver_joins():
         print("INITIALIZED", tasuki.is_initialized())
     """)
     assert "SECOND 42 1.0" in done.stdout and "INITIALIZED False" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_misspelt_init_argument_is_named_and_a_type_and_runtime_error():
+    for error in (TypeError, RuntimeError):          # Python's kind of error, and the one Ray's init raises
+        with pytest.raises(error, match=r"unexpected keyword arguments \['logginglevel'\]; its arguments are "
+                                        r"\[.*'logging_level'"):
+            tasuki.init("localhost", logginglevel="<- missing underscore")
 
 
 # --- 13. BaseException and shutdown --------------------------------------------------------------------

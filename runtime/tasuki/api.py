@@ -19,7 +19,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from . import config, serialization
-from .client import Client
+from .client import Client, pick_local_node
 from .exceptions import ClusterError, OptionError, SerializationError
 from .object_ref import ObjectRef
 from .scheduler import shape_of
@@ -34,6 +34,10 @@ _stale_ids: set = set()    # ids of refs alive when shutdown() ran: their values
 _RAY_INIT_KWARGS_IGNORED = {"include_dashboard", "dashboard_host", "dashboard_port", "logging_level",
                             "configure_logging", "runtime_env", "_temp_dir", "local_mode",
                             "num_redis_shards", "_system_config", "logging_format", "_node_ip_address"}
+
+
+class _UnknownInitArgument(TypeError, RuntimeError):
+    """A misspelt init() argument: a TypeError as Python's, and the RuntimeError Ray's init raises."""
 
 
 class JobConfig:
@@ -101,7 +105,8 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     global _client, _cluster, _job_id, _namespace
     unknown = set(kwargs) - _RAY_INIT_KWARGS_IGNORED
     if unknown:
-        raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+        raise _UnknownInitArgument(f"init() got unexpected keyword arguments {sorted(unknown)}; its arguments are "
+                                   f"{sorted(_INIT_ARGUMENTS | _RAY_INIT_KWARGS_IGNORED)}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a string, got {_type_name(namespace)}")
     if job_config is not None and not isinstance(job_config, JobConfig):
@@ -148,6 +153,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         client.started = started
         atexit.register(shutdown)
         return _context_info()
+
+
+_INIT_ARGUMENTS = set(inspect.signature(init).parameters) - {"kwargs"}
 
 
 def _driver_code_paths() -> list[str]:
@@ -248,7 +256,7 @@ def _attach_worker(client: Client, worker) -> None:
 
 
 def _context_info() -> Context:
-    node = _client.node or {}
+    node = _client.node or pick_local_node(_client.nodes()) or {}     # the node this driver shares a store with
     ip = "127.0.0.1" if _client.head_address.startswith("ipc://") else _client.head_address.split("://")[-1].rsplit(":", 1)[0]
     return Context({"address": _client.head_address, "job_id": _job_id, "node_id": node.get("node_id"),
                     "node_ip_address": ip, "raylet_ip_address": ip, "gcs_address": _client.head_address,
