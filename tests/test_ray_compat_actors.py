@@ -139,6 +139,9 @@ def test_class_attributes_static_and_class_methods_are_the_classs():
         Shape.missing
     public = {name for name in dir(Shape) if not name.startswith("_")}
     assert {"SIDES", "describe", "unit", "area", "get_size", "options", "remote"} <= public
+    assert "bind" not in public           # Ray's DAG bind() is not supported: it only says so when called
+    with pytest.raises(NotImplementedError, match="bind"):
+        Shape.bind()
 
 
 def test_an_actor_class_cannot_be_subclassed_but_its_plain_class_can():

@@ -411,3 +411,12 @@ def test_queue_async_methods_and_util_helpers():
     assert {"name": "util-named", "namespace": "default"} in list_named_actors(all_namespaces=True)
     tasuki.kill(named)
     assert get_node_ip_address() == "127.0.0.1"
+
+
+def test_remote_needs_a_target_or_options():
+    with pytest.raises(TypeError, match=r"write @remote without parentheses, or @remote\(num_cpus=1\)"):
+        @tasuki.remote()
+        class Actor:
+            pass
+    with pytest.raises(TypeError, match="takes a function or class, or only keyword options"):
+        tasuki.remote(1, 2)

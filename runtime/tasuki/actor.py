@@ -78,8 +78,8 @@ class ActorClass:
         except AttributeError:
             raise AttributeError(f"actor class {cls.__name__} has no attribute {name!r}") from None
 
-    def __dir__(self):
-        return sorted(set(object.__dir__(self)) | set(dir(self._cls)))
+    def __dir__(self):             # the class's names and ours, less bind: only there to say DAGs are not supported
+        return sorted((set(object.__dir__(self)) | set(dir(self._cls))) - {"bind"})
 
     def __mro_entries__(self, bases):
         name = self._cls.__name__

@@ -485,8 +485,9 @@ def remote(*args, **options):
     """Make a function a task (or a class an actor): `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
-        raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
+    if args or not options:            # `@remote()`: Ray refuses it too, as a likely slip
+        raise TypeError("remote() takes a function or class, or only keyword options: write @remote without "
+                        "parentheses, or @remote(num_cpus=1) with options")
     return lambda target: _make_remote(target, options)
 
 
