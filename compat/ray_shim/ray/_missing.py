@@ -4,7 +4,7 @@ only the tests that use it, not the whole file's import.
 - `install()` adds an import hook, last on sys.meta_path: any `ray.X` module the shim has no file for
   (ray.cluster_utils, ray.util.state, ray._raylet, ...) imports as a placeholder module.
 - `placeholder(qualname)`: what a missing name resolves to. Calling it raises NotImplementedError
-  that names it; its attributes are placeholders too; it can stand as a base class or a default value.
+  that names it (called at a test file's module level, it returns a placeholder instead); its attributes are placeholders too; it can stand as a base class or a default value.
 - `missing_exception(qualname)`: a real exception class (a subclass of tasuki's TasukiError) for a
   name in ray.exceptions that tasuki lacks: `except`/`pytest.raises` with it work, tasuki never raises it.
 
@@ -49,6 +49,10 @@ class Placeholder:
 
     def __call__(self, *args, **kwargs):
         record(self._qualname)
+        if sys._getframe(1).f_code.co_name == "<module>":
+            # called while a test file is imported (a parametrize value, a module constant): defer the
+            # failure to the tests that use the result, as for a name that is only imported
+            return Placeholder(f"{self._qualname}(...)")
         raise NotImplementedError(f"{self._qualname}: tasuki has no such name (a placeholder of the Ray "
                                   f"test shim, compat/ray_shim)")
 
