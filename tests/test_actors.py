@@ -339,7 +339,7 @@ def test_named_actors_get_actor_and_uniqueness(embedded, spawned):
     assert elsewhere != first
     assert tasuki.get(tasuki.get_actor("unique", namespace="other").add.remote(), timeout=GET_TIMEOUT_S) == 51
     assert tasuki.get_actor("unique", namespace="default") == first
-    with pytest.raises(ValueError, match="no live actor named 'missing'"):
+    with pytest.raises(ValueError, match="Failed to look up actor with name 'missing' in namespace 'default': no live actor"):
         tasuki.get_actor("missing")
     with pytest.raises(ValueError, match="namespace 'nowhere'"):
         tasuki.get_actor("unique", namespace="nowhere")

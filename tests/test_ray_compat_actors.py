@@ -272,7 +272,7 @@ def test_tasks_and_actors_use_their_jobs_namespace():
     seen = tasuki.get(probe.look.remote("made-in-a-task"), timeout=GET_TIMEOUT_S)
     assert seen == (NAMESPACE, ["made-by-driver", "made-in-a-task"], "pong")
     assert {"name": "made-in-a-task", "namespace": NAMESPACE} in tasuki.util.list_named_actors(all_namespaces=True)
-    with pytest.raises(ValueError, match="no live actor named 'made-in-a-task' in namespace 'default'"):
+    with pytest.raises(ValueError, match="Failed to look up actor with name 'made-in-a-task' in namespace 'default'"):
         tasuki.get_actor("made-in-a-task", namespace="default")
     for name in ("made-by-driver", "made-in-a-task"):
         tasuki.kill(tasuki.get_actor(name))

@@ -283,7 +283,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     found = client.query("actor", {"name": checked["name"], "namespace": checked["namespace"]})
     if found is None:
         namespace = checked["namespace"] or api.get_runtime_context().namespace
-        raise ValueError(f"no live actor named {name!r} in namespace {namespace!r}")
+        raise ValueError(f"Failed to look up actor with name {name!r} in namespace {namespace!r}: no live actor "
+                         f"has that name there. It may have died or been killed, or live in another namespace "
+                         f"(get_actor(name, namespace=...); list_named_actors(all_namespaces=True) lists them)")
     return ActorHandle(found["actor_id"], found["info"])
 
 
