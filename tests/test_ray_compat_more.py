@@ -253,3 +253,31 @@ def test_cancel_not_recursive_leaves_the_children_running():
     tasuki.cancel(child)
     with pytest.raises(TaskCancelledError):
         tasuki.get(child, timeout=GET_TIMEOUT_S)
+
+
+# --- num_returns=0 -----------------------------------------------------------------------------------
+@tasuki.remote
+def write_marker(path, fail=False):
+    with open(path, "w") as f:
+        f.write("ran")
+    if fail:
+        raise ValueError("nobody sees this")
+    return "ignored"
+
+
+@tasuki.remote
+class MarkerActor:
+    def write(self, path):
+        return write_marker._function(path)
+
+
+def test_num_returns_zero_runs_the_task_and_returns_none(tmp_path):
+    """Ray: .options(num_returns=0).remote() returns None and the task (or actor call) still runs."""
+    paths = [tmp_path / name for name in ("task", "failing", "method", "underscore")]
+    assert write_marker.options(num_returns=0).remote(str(paths[0])) is None
+    assert write_marker.options(num_returns=0).remote(str(paths[1]), fail=True) is None
+    assert MarkerActor.remote().write.options(num_returns=0).remote(str(paths[2])) is None
+    assert write_marker._remote([str(paths[3])], num_returns=0) is None
+    conftest.wait_until(lambda: all(p.exists() for p in paths), 60, "the num_returns=0 tasks to run")
+    with pytest.raises(ValueError, match=r"num_returns must be an integer of 0 \(no result\) or more, got -1"):
+        write_marker.options(num_returns=-1)

@@ -263,8 +263,11 @@ class ActorMethod:
         if self._check is not None:
             self._check(args, kwargs)
         handle = self._handle
+        # num_returns=0 (None, as Ray) still makes one result, dropped here: a call is tracked by its first id
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
-                                            self._num_returns, self._retry)
+                                            self._num_returns or 1, self._retry)
+        if self._num_returns == 0:
+            return None
         return refs[0] if self._num_returns == 1 else refs
 
     def _remote(self, args=None, kwargs=None, **options):

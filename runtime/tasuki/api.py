@@ -320,7 +320,7 @@ def _check_options(options: dict, allowed: dict) -> dict:
         for reserved in ("CPU", "GPU"):
             if reserved in resources:
                 raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
-    for key, low, meaning in (("num_returns", 1, "1 or more"), ("max_retries", -1, "-1 (retry forever) or more"),
+    for key, low, meaning in (("num_returns", 0, "0 (no result) or more"), ("max_retries", -1, "-1 (retry forever) or more"),
                               ("max_restarts", -1, "-1 (restart forever) or more"),
                               ("max_task_retries", -1, "-1 (retry forever) or more")):
         if options.get(key) is not None:
@@ -430,8 +430,11 @@ class RemoteFunction:
         client.register_function(fn_id, blob)
         o = self._options
         retries = o["max_retries"]
-        refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"],
+        # num_returns=0 (None, as Ray) still makes one result, dropped here: a task's outcome travels in it
+        refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"] or 1,
                              10**9 if retries == -1 else retries, self._retry)
+        if o["num_returns"] == 0:
+            return None
         return refs[0] if o["num_returns"] == 1 else refs
 
     def _remote(self, args=None, kwargs=None, **options):
