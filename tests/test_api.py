@@ -168,7 +168,7 @@ def test_the_name_option_names_the_task():
     ({"bogus": 1}, TypeError, "unknown option"),
     ({"num_cpus": -1}, ValueError, "num_cpus"),
     ({"num_gpus": "one"}, TypeError, "num_gpus"),              # a wrong type is a TypeError, as in Ray
-    ({"num_returns": 0}, ValueError, "num_returns"),
+    ({"num_returns": -1}, ValueError, "num_returns"),
     ({"max_retries": -2}, ValueError, "max_retries"),
     ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions"),
     ({"retry_exceptions": [int]}, ValueError, "retry_exceptions"),
