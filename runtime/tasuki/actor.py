@@ -51,6 +51,12 @@ class ActorClass:
         self._options = {**_ACTOR_OPTIONS, **api._check_options(options, _ACTOR_OPTIONS)}
         if self._options["lifetime"] not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None, 'detached' or 'non_detached', got {self._options['lifetime']!r}")
+        if self._options["name"] == "":
+            raise ValueError("Actor name cannot be an empty string: give the actor a name, or name=None for "
+                             "an unnamed actor")
+        if self._options["namespace"] == "":
+            raise ValueError('"" is not a valid namespace: give a namespace\'s name, or namespace=None for '
+                             "the job's namespace")
         self._export_cache = _export_cache if _export_cache is not None else [None]
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__

@@ -639,6 +639,7 @@ class Client:
             except Exception:
                 import traceback
                 print(f"tasuki: error in a completion callback:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            callback = None         # not held while waiting for the next one (its closure may hold much)
 
     def wait_any(self, timeout: float | None) -> None:
         self.check_head()

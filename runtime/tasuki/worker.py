@@ -373,7 +373,8 @@ class Worker:
 
     def exit_results(self, name: str, return_ids: list) -> list:
         from .actor import died_error
-        error = died_error(self.actor, self.actor_id, f"{self.exit_cause} in {name}")
+        error = died_error(self.actor, self.actor_id, f"{self.exit_cause} in {name} (Worker exit type: "
+                                                      f"INTENDED_USER_EXIT, Ray's name)")
         return P.error_results(_pickle_error(error), return_ids)
 
     def cancelled_results(self, name: str, return_ids: list) -> list:
