@@ -165,3 +165,44 @@ def test_a_taken_name_says_to_use_another_and_a_killed_actors_name_is_not_listed
     assert "taken" not in [a["name"] for a in tasuki.util.list_named_actors(all_namespaces=True)]
     with pytest.raises(ValueError):
         tasuki.get_actor("taken")
+
+
+# --- Ray's invocation decorator of an actor method ----------------------------------------------
+def split_invocation(invocation):
+    """What `.remote(x, **extra)` does: calls the method with (x, x) and returns (ref, extra)."""
+    def call(args, kwargs):
+        return invocation([args[0], args[0]], {}), kwargs
+    return call
+
+
+def joined(method):
+    """The method as the class has it takes (b, c); the actor runs method(b + c)."""
+    def run(self, b, c):
+        return method(self, b + c)
+    run.__ray_invocation_decorator__ = split_invocation
+    return run
+
+
+@tasuki.remote(num_cpus=0)
+class Decorated:
+    @joined
+    def add_one(self, x):
+        return x + 1
+
+
+@tasuki.remote
+def call_decorated(actor, x):
+    ref, extra = actor.add_one.remote(x, tag="t")
+    return tasuki.get(ref), extra
+
+
+def test_an_invocation_decorator_wraps_remote_and_the_arguments_it_passes_are_checked():
+    actor = Decorated.remote()
+    ref, extra = actor.add_one.remote(3, kwarg=3)
+    assert isinstance(ref, tasuki.ObjectRef) and extra == {"kwarg": 3}
+    assert tasuki.get(ref, timeout=GET_TIMEOUT_S) == 7                  # 3 + 3 + 1
+    ref, _ = actor.add_one.options(num_returns=1).remote(5)
+    assert tasuki.get(ref, timeout=GET_TIMEOUT_S) == 11
+    assert tasuki.get(call_decorated.remote(actor, 1), timeout=GET_TIMEOUT_S) == (3, {"tag": "t"})   # a passed handle too
+    with pytest.raises(IndexError):                                     # the decorator's own error, at the call
+        actor.add_one.remote()
