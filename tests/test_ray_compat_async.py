@@ -136,6 +136,40 @@ def test_exit_actor_in_an_async_actor_mixing_sync_calls_says_intended_user_exit(
     assert "exit_actor()" in str(info.value)
 
 
+@tasuki.remote
+class ExitsFromItsOwnTask:
+    """Ends itself from an asyncio task it started, not from a call."""
+
+    def __init__(self, folder):
+        import atexit
+        import pathlib
+        self.folder = pathlib.Path(folder)
+        atexit.register(lambda: (self.folder / "atexit").touch())
+
+    async def start_exit_task(self, gate):
+        asyncio.get_running_loop().create_task(self.exit_later(gate))
+
+    async def exit_later(self, gate):
+        await gate.wait.remote()
+        exit_actor()
+        (self.folder / "after-exit").touch()          # never runs
+
+    def ping(self):
+        return "pong"
+
+
+def test_exit_actor_in_an_asyncio_task_of_the_actor_ends_it_gracefully(tmp_path):
+    gate = Gate.remote()
+    actor = ExitsFromItsOwnTask.remote(str(tmp_path))
+    tasuki.get(actor.start_exit_task.remote(gate), timeout=GET_TIMEOUT_S)
+    assert tasuki.get(actor.ping.remote(), timeout=GET_TIMEOUT_S) == "pong"
+    tasuki.get(gate.open.remote(), timeout=GET_TIMEOUT_S)
+    wait_until(lambda: (tmp_path / "atexit").exists(), 30, "the actor's atexit handler to run")
+    assert not (tmp_path / "after-exit").exists()      # the coroutine stopped at exit_actor(), before atexit
+    with pytest.raises(ActorDiedError, match="INTENDED_USER_EXIT"):
+        tasuki.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
+
+
 # --- names -------------------------------------------------------------------------------------
 @tasuki.remote(num_cpus=0)
 class Named:
