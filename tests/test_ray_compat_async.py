@@ -17,7 +17,7 @@ from conftest import embedded_cluster, wait_until
 import tasuki
 import tasuki.util
 from tasuki.actor import exit_actor
-from tasuki.exceptions import ActorDiedError, TaskError
+from tasuki.exceptions import ActorAlreadyExistsError, ActorDiedError, TaskError
 
 GET_TIMEOUT_S = 60          # a call's result on a loaded two-core machine
 
@@ -191,8 +191,9 @@ def test_a_bad_name_or_namespace_is_refused_at_the_call(options, error, match):
 def test_a_taken_name_says_to_use_another_and_a_killed_actors_name_is_not_listed_at_once():
     first = Named.options(name="taken", lifetime="detached").remote()
     assert tasuki.get(first.ping.remote(), timeout=GET_TIMEOUT_S) == "pong"
-    with pytest.raises(ValueError, match="'taken' is already taken.*Please use a different name"):
+    with pytest.raises(ActorAlreadyExistsError, match="'taken' is already taken.*Please use a different name"):
         Named.options(name="taken", lifetime="detached").remote()
+    assert issubclass(ActorAlreadyExistsError, ValueError)
     assert "taken" in tasuki.util.list_named_actors()
     tasuki.kill(first)
     assert "taken" not in tasuki.util.list_named_actors()       # no wait: the name is free on kill

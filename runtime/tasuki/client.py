@@ -402,8 +402,9 @@ class Client:
             self.send_head((P.CREATE_ACTOR, actor_id, spec, None))
             return actor_id, True
         answer = self.request_head(lambda req: (P.CREATE_ACTOR, actor_id, spec, req))
-        if isinstance(answer, str):
-            raise ValueError(answer)
+        if isinstance(answer, str):          # the head's one refusal: the name is taken
+            from .exceptions import ActorAlreadyExistsError
+            raise ActorAlreadyExistsError(answer)
         return answer, answer == actor_id
 
     def call_actor(self, actor_id: bytes, info: dict, method: str, args: tuple, kwargs: dict,
