@@ -327,7 +327,7 @@ def test_named_actors_get_actor_and_uniqueness(embedded, spawned):
     first = Counter.options(name="unique").remote(1)
     spawned.append(first)
     assert tasuki.get(first.add.remote(), timeout=GET_TIMEOUT_S) == 2
-    with pytest.raises(ValueError, match="'unique' already exists"):
+    with pytest.raises(ValueError, match="'unique' is already taken.*Please use a different name"):
         Counter.options(name="unique").remote()
     same = Counter.options(name="unique", get_if_exists=True).remote(500)
     assert same == first and tasuki.get(same.add.remote(), timeout=GET_TIMEOUT_S) == 3   # not a new one

@@ -18,9 +18,10 @@ that created it (its driver, or the worker of the task or actor that created it)
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
-from . import api, protocol as P
+from . import api, protocol as P, serialization
 from .exceptions import ActorDiedError
 from .object_ref import ObjectRef
 from .serialization import note_ref as _note_ref
@@ -51,6 +52,12 @@ class ActorClass:
         self._options = {**_ACTOR_OPTIONS, **api._check_options(options, _ACTOR_OPTIONS)}
         if self._options["lifetime"] not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None, 'detached' or 'non_detached', got {self._options['lifetime']!r}")
+        if self._options["name"] == "":
+            raise ValueError("Actor name cannot be an empty string: give the actor a name, or name=None for "
+                             "an unnamed actor")
+        if self._options["namespace"] == "":
+            raise ValueError('"" is not a valid namespace: give a namespace\'s name, or namespace=None for '
+                             "the job's namespace")
         self._export_cache = _export_cache if _export_cache is not None else [None]
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -60,6 +67,10 @@ class ActorClass:
             params = _method_params(cls, name)
             if params is not None:
                 meta["params"] = params
+            decorator = getattr(getattr(cls, name, None), "__ray_invocation_decorator__", None)
+            if decorator is not None:           # travels pickled, as the class does: the head carries it unopened
+                api._pickle_by_value_if_local(decorator)
+                meta["decorator"] = serialization.dumps_function(decorator)
         self._is_async = any(inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
                              for _, fn in inspect.getmembers(cls, callable))
 
@@ -218,6 +229,9 @@ class ActorHandle:
             params = meta.get("params")
             check = checks[name] = None if params is None else \
                 _params_check(params, f"{self._info['class_name']}.{name}")
+        if "decorator" in meta:
+            return ActorMethod(self, name, meta.get("num_returns", 1), _check=check,
+                               _decorator=_load_decorator(meta["decorator"]))
         return ActorMethod(self, name, meta.get("num_returns", 1), _check=check)
 
     def __dir__(self):
@@ -242,10 +256,11 @@ class ActorMethod:
     retry_exceptions=...)` for one call or more."""
 
     def __init__(self, handle: ActorHandle, name: str, num_returns: int, retry: tuple | None = None,
-                 _check=None) -> None:
+                 _check=None, _decorator=None) -> None:
         self._handle, self._name, self._num_returns = handle, name, num_returns
         self._check = _check       # the method's signature check (api._CallCheck), or None
         self._retry = retry        # (max_task_retries, retry_exceptions) set by options(), else None
+        self._decorator = _decorator   # the method's __ray_invocation_decorator__, or None
 
     def options(self, **options) -> "ActorMethod":
         checked = _check_method_options({k: v for k, v in options.items() if k != "name"})
@@ -257,9 +272,11 @@ class ActorMethod:
             if isinstance(exceptions, tuple):          # as tasks carry them: cloudpickled once, opaque
                 exceptions = api._retry_blob(exceptions)
             retry = (checked.get("max_task_retries", old[0]), exceptions)
-        return ActorMethod(self._handle, self._name, num_returns, retry, self._check)
+        return ActorMethod(self._handle, self._name, num_returns, retry, self._check, self._decorator)
 
     def remote(self, *args, **kwargs):
+        if self._decorator is not None:      # Ray's hook: it may change the arguments and what .remote() returns
+            return self._decorator(self._invoke)(args, kwargs)
         if self._check is not None:
             self._check(args, kwargs)
         handle = self._handle
@@ -270,6 +287,12 @@ class ActorMethod:
             return None
         return refs[0] if self._num_returns == 1 else refs
 
+    def _invoke(self, args, kwargs):
+        """The call the invocation decorator wraps: the arguments it passes on are checked against the
+        method as the class has it (decorated, as Ray checks them), then sent."""
+        return ActorMethod(self._handle, self._name, self._num_returns, self._retry, self._check).remote(
+            *args, **kwargs)
+
     def _remote(self, args=None, kwargs=None, **options):
         """Ray's older form of .options(**options).remote(*args, **kwargs)."""
         target = self.options(**options) if options else self
@@ -277,6 +300,13 @@ class ActorMethod:
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor method {self._name} cannot be called directly: use .{self._name}.remote(...)")
+
+
+@functools.lru_cache(maxsize=64)
+def _load_decorator(blob: bytes):
+    """A method's `__ray_invocation_decorator__(invocation)`: Ray's hook that wraps the call of
+    `.remote()`, set on the method by a decorator of its own."""
+    return serialization.loads(blob)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

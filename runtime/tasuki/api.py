@@ -525,6 +525,11 @@ def _make_remote(target, options: dict):
         return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"remote() needs a function or a class, got {target!r}")
+    if inspect.iscoroutinefunction(target):      # its task would return a coroutine nobody runs (Ray refuses it too)
+        raise ValueError(f"'async def' should not be used for remote tasks: {_callable_name(target)} is a "
+                         f"coroutine function. Wrap it in a plain function that runs it, "
+                         f"`def f(*args): return asyncio.run(async_f(*args))`, or make it a method of an actor "
+                         f"class (async actor methods run on the actor's event loop)")
     return RemoteFunction(target, options)
 
 

@@ -402,8 +402,9 @@ class Client:
             self.send_head((P.CREATE_ACTOR, actor_id, spec, None))
             return actor_id, True
         answer = self.request_head(lambda req: (P.CREATE_ACTOR, actor_id, spec, req))
-        if isinstance(answer, str):
-            raise ValueError(answer)
+        if isinstance(answer, str):          # the head's one refusal: the name is taken
+            from .exceptions import ActorAlreadyExistsError
+            raise ActorAlreadyExistsError(answer)
         return answer, answer == actor_id
 
     def call_actor(self, actor_id: bytes, info: dict, method: str, args: tuple, kwargs: dict,
@@ -639,6 +640,7 @@ class Client:
             except Exception:
                 import traceback
                 print(f"tasuki: error in a completion callback:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            callback = None         # not held while waiting for the next one (its closure may hold much)
 
     def wait_any(self, timeout: float | None) -> None:
         self.check_head()

@@ -13,6 +13,7 @@
      ├── NodeDiedError
      ├── SerializationError (also TypeError)  an argument or result could not be pickled
      ├── OptionError (also TypeError and ValueError)  remote() or .options() got an unknown option
+     ├── ActorAlreadyExistsError (also ValueError)  a live actor has the name already (Ray's name)
      └── VersionMismatchError              a peer runs another tasuki or Python version
 """
 from __future__ import annotations
@@ -182,6 +183,11 @@ class OptionError(TasukiError, TypeError, ValueError):
     """An option name that `remote()` or `.options()` does not know. Both TypeError (what Python
     raises for an unexpected keyword) and ValueError (what Ray raises), so code written for either
     catches it. An option of the wrong type is a plain TypeError, a bad value a ValueError, as in Ray."""
+
+
+class ActorAlreadyExistsError(TasukiError, ValueError):
+    """`.options(name=...).remote()`: a live actor in that namespace has the name. A ValueError too,
+    as in Ray (which raised plain ValueError before it had this class)."""
 
 
 # Ray's names, so `import tasuki as ray` code catches what it expects.

@@ -535,8 +535,10 @@ class Head:
             if existing is not None and existing.state != P.DEAD_STATE:
                 if info.get("get_if_exists"):
                     return self.send(ident, (P.ANSWER, req, existing.actor_id))
-                return self.send(ident, (P.ANSWER, req, f"an actor named {info['name']!r} already exists in "
-                                                        f"namespace {info['namespace']!r}; use get_actor() or "
+                return self.send(ident, (P.ANSWER, req, f"The name {info['name']!r} is already taken by a live "
+                                                        f"actor in namespace {info['namespace']!r}. Please use a "
+                                                        f"different name, or get the existing actor with "
+                                                        f"get_actor({info['name']!r}), or create it with "
                                                         f"options(get_if_exists=True)"))
             self.actor_names[key] = actor_id
         actor = Actor(actor_id, info, ident, spec, job_id=self.job_of(ident))
@@ -692,7 +694,7 @@ class Head:
         actor = self.actors.get(actor_id)
         if actor is not None and actor.state != P.DEAD_STATE:
             actor.no_restart = True
-            actor.cause = f"it ended itself on purpose: {cause}"
+            actor.cause = f"it ended itself on purpose: {cause} (Worker exit type: INTENDED_USER_EXIT, Ray's name)"
             self.free_name(actor)
 
     def handles_gone(self, actor_id: bytes, now: float) -> None:
@@ -1094,6 +1096,9 @@ class Head:
             return {"actor_id": actor.actor_id, "info": actor.info}
         if what == "actors":
             return self.actor_table()
+        if what == "named_actors":      # the names taken now: a killed actor's is free before its process ends
+            return [{"name": name, "namespace": namespace} for (namespace, name), actor_id in self.actor_names.items()
+                    if actor_id in self.actors and self.actors[actor_id].state != P.DEAD_STATE]
         if what == "namespace":
             return self.namespace_of(ident)
         raise ValueError(f"unknown query {what!r}")

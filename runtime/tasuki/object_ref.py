@@ -70,6 +70,22 @@ class ObjectRef:
 
     as_future = future       # Ray's name
 
+    def _on_completed(self, callback) -> None:
+        """Ray's semi-private hook: call `callback(value)` once the object is ready, on this process's
+        callback thread (as future() is resolved); a failed task's error is passed, not raised. The
+        callback is held until then and released after; what it raises is printed, not propagated."""
+        from .api import _get_client
+        client = _get_client()
+        ref = self                  # the object stays while its callback waits for it
+
+        def completed():
+            try:
+                value = client.result(ref.id)
+            except Exception as e:
+                value = e
+            callback(value)
+        client.when_ready(self.id, completed)
+
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
 

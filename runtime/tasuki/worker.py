@@ -244,7 +244,10 @@ class Worker:
             self.semaphore = asyncio.Semaphore(concurrency)
             self.client.serve_calls(sock, self.on_async_call)
             self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
-            self.loop.run_until_complete(self.serve_async())
+            try:
+                self.loop.run_until_complete(self.serve_async())
+            except SystemExit as e:     # exit_actor() or sys.exit() in an asyncio task of its own, not a call's
+                self.request_exit(_exit_cause(e))     # asyncio lets SystemExit out of the loop: end gracefully
             return
         if concurrency > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -373,7 +376,8 @@ class Worker:
 
     def exit_results(self, name: str, return_ids: list) -> list:
         from .actor import died_error
-        error = died_error(self.actor, self.actor_id, f"{self.exit_cause} in {name}")
+        error = died_error(self.actor, self.actor_id, f"{self.exit_cause} in {name} (Worker exit type: "
+                                                      f"INTENDED_USER_EXIT, Ray's name)")
         return P.error_results(_pickle_error(error), return_ids)
 
     def cancelled_results(self, name: str, return_ids: list) -> list:

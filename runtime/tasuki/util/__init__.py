@@ -24,9 +24,9 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     """The names of the live named actors in this job's namespace, as Ray's; with all_namespaces=True,
     [{"name": ..., "namespace": ...}] of every namespace."""
     from .. import api
-    actors = [a for a in api._get_client().query("actors") if a["name"] and a["state"] != "DEAD"]
+    actors = api._get_client().query("named_actors")
     if all_namespaces:
-        return [{"name": a["name"], "namespace": a["namespace"]} for a in actors]
+        return actors
     namespace = api.get_runtime_context().namespace
     return [a["name"] for a in actors if a["namespace"] == namespace]
 
