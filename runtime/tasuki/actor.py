@@ -51,6 +51,9 @@ class ActorClass:
         self._options = {**_ACTOR_OPTIONS, **api._check_options(options, _ACTOR_OPTIONS)}
         if self._options["lifetime"] not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None, 'detached' or 'non_detached', got {self._options['lifetime']!r}")
+        if self._options["get_if_exists"] and not self._options["name"]:
+            raise ValueError(f"get_if_exists=True needs the actor's name (got name={self._options['name']!r}): "
+                             f"add name=... to the options of {cls.__name__}, as Ray requires")
         self._export_cache = _export_cache if _export_cache is not None else [None]
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
