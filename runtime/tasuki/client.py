@@ -13,6 +13,7 @@ A process on a machine without a node (a remote driver) reads those objects over
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import queue
@@ -297,6 +298,9 @@ class Client:
                     if message[1] not in self.warned:
                         self.warned.add(message[1])
                         print(f"tasuki: warning: {message[1]}", file=sys.stderr, flush=True)
+                elif kind == P.GC:
+                    # on its own thread: a finalizer the collection runs may block (a __del__ that gets)
+                    threading.Thread(target=gc.collect, name="tasuki-gc", daemon=True).start()
                 elif kind == P.WELCOME:
                     self.welcome = message[1]
                     arrived = True

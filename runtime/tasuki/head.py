@@ -143,6 +143,7 @@ class Head:
         # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
         self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
+        self.last_gc = float("-inf")                 # when every process was last told to collect garbage
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
         self.node_deaths = {ALIVE: 0, DRAINING: 0}   # by the state a node was in when it stopped heartbeating
@@ -490,6 +491,19 @@ class Head:
                 node.last_heartbeat = now
                 self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_TIMEOUT)
                 node.stats = stats or {}
+                if stats and stats.get("used", 0) > config.GC_STORE_FRACTION * stats.get("capacity", float("inf")):
+                    self.collect_garbage(now)
+
+    def collect_garbage(self, now: float) -> None:
+        """A store is nearly full: every worker and driver runs gc.collect(), so refs held only by
+        reference cycles (in a process that disabled gc, or between its collections) let their
+        objects go, as Ray's global GC does; at most once per config.GC_MIN_INTERVAL_S."""
+        if now - self.last_gc < config.GC_MIN_INTERVAL_S:
+            return
+        self.last_gc = now
+        for ident, peer in self.peers.items():
+            if peer.role in ("worker", "driver"):
+                self.send(ident, (P.GC,))
 
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)
