@@ -304,6 +304,7 @@ class Head:
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
+            task.depth = submitter.task.depth + 1
             submitter.task.has_children = True
         for oid in return_ids:
             self.objects[oid] = Obj(owner=ident, holders={ident})

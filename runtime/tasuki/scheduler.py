@@ -4,7 +4,10 @@ The head owns one `Scheduler`. Pending tasks wait in one queue per resource shap
 autoscaler reads). `schedule()` matches queued tasks with idle workers on nodes whose free
 resources fit, and says how many workers each node should start for the tasks that fit but find
 no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
-nested task trees cannot deadlock a full pool. Time comes in as `now` arguments.
+nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of one nesting depth,
+deeper tasks first: the CPU a blocked task lends goes to the work it waits for, not to the next
+top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need three workers,
+not a thousand; Ray gets there by fair queueing across functions). Time comes in as `now` arguments.
 
 A worker keeps the GPUs it first ran with (`Worker.cuda`: () for CPU work): CUDA reads
 CUDA_VISIBLE_DEVICES once, when a process first initialises it, so a worker that ran a CPU task
@@ -64,6 +67,7 @@ class Task:
     owner: bytes = b""          # identity of the submitter
     parent: bytes = b""         # task id of the task that submitted it (b"" from a driver): recursive cancel
     has_children: bool = False  # it submitted tasks: only then does a recursive cancel look for them
+    depth: int = 0              # how deeply nested: 0 from a driver, its submitter's depth + 1 from a task
     job_id: str = ""
     gpu_ids: list = field(default_factory=list)
     attempt: int = 0
@@ -200,11 +204,20 @@ class Scheduler:
         queue = self.queues.get(task.shape)
         if queue is None:
             queue = self.queues[task.shape] = deque()
-        queue.append(task)
+        if not queue or queue[-1].depth >= task.depth:
+            queue.append(task)          # the usual case: FIFO among tasks of one depth
+        else:
+            queue.insert(next(i for i, t in enumerate(queue) if t.depth < task.depth), task)
 
     def requeue_front(self, task: Task) -> None:
-        self.enqueue(task)
-        self.queues[task.shape].rotate(1)
+        """Back at the front of the tasks of its depth (deeper ones stay ahead)."""
+        if task.actor is not None:
+            self.queued_actors += 1
+        queue = self.queues.setdefault(task.shape, deque())
+        if not queue or queue[0].depth <= task.depth:
+            queue.appendleft(task)
+        else:
+            queue.insert(next((i for i, t in enumerate(queue) if t.depth <= task.depth), len(queue)), task)
 
     def remove_pending(self, task: Task) -> bool:
         queue = self.queues.get(task.shape)
