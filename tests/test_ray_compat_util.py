@@ -1,11 +1,15 @@
 """Ray compatibility, issue 15: behaviour Ray's Core tests expect of the runtime around the tasks:
-a nearly full object store makes every process collect its reference cycles (Ray's global GC).
+a nearly full object store makes every process collect its reference cycles (Ray's global GC);
+an actor call waiting for a ref argument lets other callers' calls go first; max_calls.
 
 Each test starts its own small cluster (the store's size is what is tested). Waits are deadlines.
 """
 from __future__ import annotations
 
 import gc
+import os
+
+import pytest
 
 import tasuki
 from conftest import embedded_cluster, wait_until
@@ -97,3 +101,43 @@ def test_an_actor_call_waiting_for_its_argument_lets_other_callers_go_first():
         assert tasuki.wait([second], timeout=0.5)[0] == []
         tasuki.get(gate.open.remote())
         assert tasuki.get([held, first, second], timeout=30) == ["slow", "first", "second"]
+
+
+# --- max_calls: a worker exits after running the function that many times ---------------------
+@tasuki.remote
+def pid_and_child():
+    return os.getpid(), sleepy_zero.remote()
+
+
+@tasuki.remote
+def sleepy_zero():
+    return 0
+
+
+@tasuki.remote(max_calls=2)
+def pid_of_worker():
+    return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_max_calls_ends_the_worker_and_keeps_what_it_returned():
+    with embedded_cluster(num_cpus=2):
+        once = pid_and_child.options(max_calls=1, max_retries=0)
+        results = tasuki.get([once.remote() for _ in range(6)])
+        pids = [pid for pid, _ in results]
+        assert len(set(pids)) == 6                               # before: max_calls ignored, 2 workers
+        assert tasuki.get([ref for _, ref in results]) == [0] * 6   # its child's result outlives it
+        wait_until(lambda: not any(alive(pid) for pid in pids), what="the max_calls=1 workers to exit")
+        pids = tasuki.get([pid_of_worker.remote() for _ in range(6)])
+        assert max(pids.count(pid) for pid in set(pids)) <= 2
+        with pytest.raises(ValueError, match="max_calls must be an integer of 0"):
+            pid_of_worker.options(max_calls=-1)
+        with pytest.raises(TypeError):
+            pid_of_worker.options(max_calls="1")

@@ -296,11 +296,12 @@ class Head:
 
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
-         max_retries, retry_exceptions) = spec
+         max_retries, retry_exceptions) = spec[:10]
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
-                    job_id=peer.job_id or self.job_of(ident), submitted_at=now)
+                    job_id=peer.job_id or self.job_of(ident), submitted_at=now,
+                    max_calls=spec[10] if len(spec) > 10 else 0)
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
@@ -410,6 +411,9 @@ class Head:
         if worker is None or task is None or worker.task is not task:
             return
         self.sched.task_done(worker, now)
+        if task.max_calls and self.sched.calls_used_up(worker, task) and ident not in self.actor_owners:
+            self.sched.worker_gone(ident, now)           # ran its max_calls: it exits, as in Ray
+            self.send(ident, (P.EXIT,))
         self.retire_surplus(worker.node_id)
         if retryable and not task.cancelled and task.attempt < task.max_retries:
             task.attempt += 1

@@ -68,6 +68,7 @@ class Task:
     parent: bytes = b""         # task id of the task that submitted it (b"" from a driver): recursive cancel
     has_children: bool = False  # it submitted tasks: only then does a recursive cancel look for them
     depth: int = 0              # how deeply nested: 0 from a driver, its submitter's depth + 1 from a task
+    max_calls: int = 0          # a worker exits after running this function this many times (0: never)
     job_id: str = ""
     gpu_ids: list = field(default_factory=list)
     attempt: int = 0
@@ -93,6 +94,7 @@ class Worker:
     actor_id: bytes | None = None                   # set while the worker holds an actor
     held: Shape = ()                                # resources the actor holds while it lives
     cuda: tuple | None = None                       # the GPU ids of every task it ran (() CPU only); None: fresh
+    calls: dict = field(default_factory=dict)       # function id -> tasks of it run, for those with max_calls
 
 
 @dataclass(eq=False)
@@ -264,7 +266,8 @@ class Scheduler:
                     for wid in node.workers:
                         worker = self.workers.get(wid)
                         if (worker is not None and worker.state == BUSY and worker.task is not None
-                                and worker.task.shape == shape and worker.task.actor is None):
+                                and worker.task.shape == shape and worker.task.actor is None
+                                and not worker.task.max_calls):      # it may have to exit after this one
                             while queue and len(worker.backlog) < PIPELINE_DEPTH and queue[0].actor is None:
                                 task = queue.popleft()
                                 task.worker = worker
@@ -306,6 +309,13 @@ class Scheduler:
         self._release(worker, node)
         self._set_idle(worker, node, now)
         return task
+
+    def calls_used_up(self, worker: Worker, task: Task) -> bool:
+        """Count a finished task of a function with max_calls; whether the worker, idle now, has
+        run it max_calls times and should exit (Ray's max_calls: a leaky or GPU-holding function
+        gets a fresh process). The caller removes the worker (worker_gone) and tells it to exit."""
+        calls = worker.calls[task.fn_id] = worker.calls.get(task.fn_id, 0) + 1
+        return calls >= task.max_calls and worker.state == IDLE
 
     def return_backlog(self, worker: Worker, task_ids=None, now: float = 0.0) -> list[Task]:
         """Put the worker's unstarted backlog (or those of `task_ids`) back at the front of the queue.
