@@ -103,6 +103,50 @@ def test_pool_submit_get_next_has_next(spawned):
     assert pool.has_free()
 
 
+@tasuki.remote
+class Sleeper:
+    """Async: a call that waits on an event does not hold up the calls sent after it."""
+
+    def __init__(self):
+        import asyncio
+        self.release = asyncio.Event()
+
+    async def hold(self):
+        await self.release.wait()
+        return "held"
+
+    async def free(self):
+        self.release.set()
+
+    async def echo(self, x):
+        return x
+
+
+def test_pool_map_drops_unread_submits_without_waiting_for_them(spawned):
+    actors = [Sleeper.remote() for _ in range(2)]
+    spawned += actors
+    pool = ActorPool(actors)
+    pool.submit(lambda a, v: a.hold.remote(), None)        # never read, never finishes by itself
+    # before: map waited for the held call first (Ray gh-23107), here forever
+    assert list(pool.map(lambda a, v: a.echo.remote(v), range(5))) == list(range(5))
+    pool.submit(lambda a, v: a.hold.remote(), None)
+    assert sorted(pool.map_unordered(lambda a, v: a.echo.remote(v), range(5))) == list(range(5))
+    tasuki.get([a.free.remote() for a in actors], timeout=GET_TIMEOUT_S)
+
+
+def test_pool_pending_submits_under_rays_name(spawned):
+    pool, actors = pool_of(2, spawned)
+    busy = pool.pop_idle()
+    pool.submit(lambda a, v: a.slow_double.remote(v, 0.2), 1)
+    pool.submit(lambda a, v: a.double.remote(v), 2)         # no idle actor: waits, as in Ray's attribute
+    assert len(pool._pending_submits) == 1 and not pool.has_free()
+    pool.push(busy)                                           # pushing an actor runs the waiting value
+    assert len(pool._pending_submits) == 0 and not pool.has_free()
+    with pytest.raises(ValueError, match="already belongs"):
+        pool.push(busy)
+    assert pool.get_next(timeout=GET_TIMEOUT_S) == 2 and pool.get_next(timeout=GET_TIMEOUT_S)[0] == 4
+
+
 # --- Queue ---------------------------------------------------------------------------------------------
 def test_queue_put_get_sizes_and_nowait(spawned):
     q = Queue()

@@ -331,6 +331,10 @@ def test_named_actors_get_actor_and_uniqueness(embedded, spawned):
         Counter.options(name="unique").remote()
     same = Counter.options(name="unique", get_if_exists=True).remote(500)
     assert same == first and tasuki.get(same.add.remote(), timeout=GET_TIMEOUT_S) == 3   # not a new one
+    with pytest.raises(ValueError, match="get_if_exists=True needs the actor's name"):   # as Ray, at options()
+        Counter.options(num_cpus=1, get_if_exists=True)
+    with pytest.raises(ValueError, match="needs the actor's name"):
+        tasuki.remote(get_if_exists=True)(Counter.__ray_actor_class__)
     found = tasuki.get_actor("unique")
     assert found == first and tasuki.get(found.add.remote(), timeout=GET_TIMEOUT_S) == 4
     # namespaces keep names apart

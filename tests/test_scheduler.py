@@ -462,6 +462,36 @@ def test_a_lost_task_requeued_at_the_front_runs_first():
     assert waiting(sched) == ["later"]
 
 
+def nested(name: str, depth: int) -> Task:
+    task = make_task(name)
+    task.depth = depth
+    return task
+
+
+def test_deeper_tasks_queue_ahead_fifo_within_a_depth():
+    sched = Scheduler()
+    for task in (nested("f1", 0), nested("f2", 0), nested("g1", 1), nested("f3", 0), nested("h1", 2),
+                 nested("g2", 1)):
+        sched.enqueue(task)
+    queue, = sched.queues.values()
+    assert [t.name for t in queue] == ["h1", "g1", "g2", "f1", "f2", "f3"]
+    sched.requeue_front(nested("f0", 0))          # a returned top-level task: first of its depth only
+    sched.requeue_front(nested("h0", 2))
+    assert [t.name for t in queue] == ["h0", "h1", "g1", "g2", "f0", "f1", "f2", "f3"]
+
+
+def test_the_cpu_a_blocked_task_lends_goes_to_the_task_it_waits_for():
+    # before: FIFO, so f2 took the lent CPU (and blocked beside f1), and so on for every f: a worker each
+    sched = cluster(make_node("a", cpus=1), workers=2)
+    for name in ("f1", "f2", "f3"):
+        sched.enqueue(nested(name, 0))
+    (f1, worker), = sched.schedule(NOW)[0]
+    sched.enqueue(nested("g1", 1))                # f1 submits g1 and waits for it in get
+    sched.worker_blocked(worker, [])
+    sched.schedule(NOW)
+    assert running(sched) == {"f1": "a", "g1": "a"}
+
+
 def test_worker_ready_only_for_workers_that_were_asked_for():
     sched = cluster(make_node("a", cpus=1))
     assert sched.worker_ready(b"Wstranger", 1, NOW) is None

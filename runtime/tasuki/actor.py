@@ -58,6 +58,9 @@ class ActorClass:
         if self._options["namespace"] == "":
             raise ValueError('"" is not a valid namespace: give a namespace\'s name, or namespace=None for '
                              "the job's namespace")
+        if self._options["get_if_exists"] and not self._options["name"]:
+            raise ValueError(f"get_if_exists=True needs the actor's name (got name={self._options['name']!r}): "
+                             f"add name=... to the options of {cls.__name__}, as Ray requires")
         self._export_cache = _export_cache if _export_cache is not None else [None]
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__

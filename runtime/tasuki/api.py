@@ -276,8 +276,8 @@ def _check_fresh(ids) -> None:
 
 # --- remote functions ---------------------------------------------------------------------------
 _OPTIONS = {"num_cpus": 1, "num_gpus": 0, "resources": None, "max_retries": 3, "retry_exceptions": False,
-            "num_returns": 1, "name": None}
-_RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "max_calls", "placement_group",
+            "num_returns": 1, "name": None, "max_calls": 0}
+_RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "placement_group",
                         "placement_group_bundle_index", "_metadata", "accelerator_type", "enable_task_events"}
 # Ray options of features tasuki does not have: accepted at their default value (code that spells
 # the defaults out keeps working), refused otherwise, since ignoring them would change what runs.
@@ -285,7 +285,7 @@ _RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (
                            "placement_group_capture_child_tasks": (None, False)}
 _NUMBER, _INT, _STR = (int, float), (int,), (str,)
 _OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
-    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": _INT, "max_retries": _INT,
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": _INT, "max_retries": _INT, "max_calls": _INT,
     "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
     "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
 }
@@ -322,7 +322,8 @@ def _check_options(options: dict, allowed: dict) -> dict:
                 raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
     for key, low, meaning in (("num_returns", 0, "0 (no result) or more"), ("max_retries", -1, "-1 (retry forever) or more"),
                               ("max_restarts", -1, "-1 (restart forever) or more"),
-                              ("max_task_retries", -1, "-1 (retry forever) or more")):
+                              ("max_task_retries", -1, "-1 (retry forever) or more"),
+                              ("max_calls", 0, "0 (no limit) or more")):
         if options.get(key) is not None:
             value = options[key]
             if value < low:
@@ -432,7 +433,7 @@ class RemoteFunction:
         retries = o["max_retries"]
         # num_returns=0 (None, as Ray) still makes one result, dropped here: a task's outcome travels in it
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"] or 1,
-                             10**9 if retries == -1 else retries, self._retry)
+                             10**9 if retries == -1 else retries, self._retry, o["max_calls"])
         if o["num_returns"] == 0:
             return None
         return refs[0] if o["num_returns"] == 1 else refs

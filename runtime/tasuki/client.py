@@ -13,6 +13,7 @@ A process on a machine without a node (a remote driver) reads those objects over
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import queue
@@ -297,6 +298,9 @@ class Client:
                     if message[1] not in self.warned:
                         self.warned.add(message[1])
                         print(f"tasuki: warning: {message[1]}", file=sys.stderr, flush=True)
+                elif kind == P.GC:
+                    # on its own thread: a finalizer the collection runs may block (a __del__ that gets)
+                    threading.Thread(target=gc.collect, name="tasuki-gc", daemon=True).start()
                 elif kind == P.WELCOME:
                     self.welcome = message[1]
                     arrived = True
@@ -380,14 +384,14 @@ class Client:
         return s.header, deps, s.refs, None
 
     def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, shape: tuple,
-               num_returns: int, max_retries: int, retry_exceptions) -> list[ObjectRef]:
+               num_returns: int, max_retries: int, retry_exceptions, max_calls: int = 0) -> list[ObjectRef]:
         blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
         task_id = self.new_id()
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the head pushes results to their owner
         self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
-                                   max_retries, retry_exceptions)))
+                                   max_retries, retry_exceptions, max_calls)))
         return refs
 
     # --- actors ------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head
 SHM_DIR = "/dev/shm"                      # the object store's directory unless TASUKI_STORE_DIR / --store-dir say otherwise
 STORE_FRACTION = 0.3                      # default store size: this share of physical memory
 TRANSFER_CHUNK = 8 * 1024 * 1024          # bytes per chunk when objects cross nodes
+GC_STORE_FRACTION = 0.7                   # a node's store this full: every worker and driver runs gc.collect() (Ray's
+GC_MIN_INTERVAL_S = 30.0                  # high_plasma_storage_usage), at most once per this many seconds (Ray's too)
 
 
 def env(name: str, default=None):

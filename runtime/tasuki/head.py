@@ -143,6 +143,7 @@ class Head:
         # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
         self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
+        self.last_gc = float("-inf")                 # when every process was last told to collect garbage
         self.started_at = time.time()
         self.finished = {"succeeded": 0, "failed": 0, "crashed": 0, "cancelled": 0}
         self.node_deaths = {ALIVE: 0, DRAINING: 0}   # by the state a node was in when it stopped heartbeating
@@ -295,14 +296,16 @@ class Head:
 
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
-         max_retries, retry_exceptions) = spec
+         max_retries, retry_exceptions) = spec[:10]
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
-                    job_id=peer.job_id or self.job_of(ident), submitted_at=now)
+                    job_id=peer.job_id or self.job_of(ident), submitted_at=now,
+                    max_calls=spec[10] if len(spec) > 10 else 0)
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
+            task.depth = submitter.task.depth + 1
             submitter.task.has_children = True
         for oid in return_ids:
             self.objects[oid] = Obj(owner=ident, holders={ident})
@@ -408,6 +411,9 @@ class Head:
         if worker is None or task is None or worker.task is not task:
             return
         self.sched.task_done(worker, now)
+        if task.max_calls and self.sched.calls_used_up(worker, task) and ident not in self.actor_owners:
+            self.sched.worker_gone(ident, now)           # ran its max_calls: it exits, as in Ray
+            self.send(ident, (P.EXIT,))
         self.retire_surplus(worker.node_id)
         if retryable and not task.cancelled and task.attempt < task.max_retries:
             task.attempt += 1
@@ -490,6 +496,19 @@ class Head:
                 node.last_heartbeat = now
                 self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_TIMEOUT)
                 node.stats = stats or {}
+                if stats and stats.get("used", 0) > config.GC_STORE_FRACTION * stats.get("capacity", float("inf")):
+                    self.collect_garbage(now)
+
+    def collect_garbage(self, now: float) -> None:
+        """A store is nearly full: every worker and driver runs gc.collect(), so refs held only by
+        reference cycles (in a process that disabled gc, or between its collections) let their
+        objects go, as Ray's global GC does; at most once per config.GC_MIN_INTERVAL_S."""
+        if now - self.last_gc < config.GC_MIN_INTERVAL_S:
+            return
+        self.last_gc = now
+        for ident, peer in self.peers.items():
+            if peer.role in ("worker", "driver"):
+                self.send(ident, (P.GC,))
 
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)

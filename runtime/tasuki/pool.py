@@ -673,10 +673,14 @@ class Pool:
             job = self._next_job()
             if job is None:
                 return
-            proc.sent.append(job)
-            proc.calls += 1
-            ref = getattr(proc.actor, self._run_method).remote([job.fn_ref], job.payload, job.mode)
-            self._client.when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
+            self._send(proc, job)
+
+    def _send(self, proc: _Process, job: _Job) -> None:
+        """One chunk to one process; `_done` runs when its result is in (called with the lock held)."""
+        proc.sent.append(job)
+        proc.calls += 1
+        ref = getattr(proc.actor, self._run_method).remote([job.fn_ref], job.payload, job.mode)
+        self._client.when_ready(ref.id, lambda p=proc, j=job, r=ref: self._done(p, j, r))
 
     def _retiring(self, proc: _Process) -> bool:
         return self._maxtasks is not None and proc.calls >= self._maxtasks

@@ -29,6 +29,8 @@ Head → driver or worker
     INTERRUPT(task_id)           worker: cancel the task (running, or queued there: skip it)
     STEAL(task_id)               worker: give this queued task back if it has not started
     EXIT                         worker: exit when idle
+    GC                           worker or driver: collect cyclic garbage now (a node's object store is
+                                 over config.GC_STORE_FRACTION full: cycles may hold refs that pin objects)
     LOG(lines), WARN(text), ANSWER(req_id, data)
 Actors (see actor.py)
     CREATE_ACTOR(actor_id, spec)         caller → head: place a creation task
@@ -68,7 +70,7 @@ HELLO, WELCOME, REFUSED = "hello", "welcome", "refused"
 FUNCTION, SUBMIT, HOLD, RELEASE, PUT, GET, CANCEL = "fn", "submit", "hold", "release", "put", "get", "cancel"
 DONE, BLOCKED, UNBLOCKED, LOG, HEARTBEAT, BYE, QUERY = "done", "blocked", "unblocked", "log", "hb", "bye", "query"
 OBJECT, RUN, INTERRUPT, EXIT, WARN, ANSWER = "object", "run", "interrupt", "exit", "warn", "answer"
-STEAL, RETURNED = "steal", "returned"
+STEAL, RETURNED, GC = "steal", "returned", "gc"
 WORKER_EXITED, STORED, SPAWN, KILL, FREE, SHUTDOWN = "worker_exited", "stored", "spawn", "kill", "free", "shutdown"
 NODE_DIED = "node_died"
 ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (

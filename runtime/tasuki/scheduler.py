@@ -4,7 +4,10 @@ The head owns one `Scheduler`. Pending tasks wait in one queue per resource shap
 autoscaler reads). `schedule()` matches queued tasks with idle workers on nodes whose free
 resources fit, and says how many workers each node should start for the tasks that fit but find
 no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
-nested task trees cannot deadlock a full pool. Time comes in as `now` arguments.
+nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of one nesting depth,
+deeper tasks first: the CPU a blocked task lends goes to the work it waits for, not to the next
+top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need three workers,
+not a thousand; Ray gets there by fair queueing across functions). Time comes in as `now` arguments.
 
 A worker keeps the GPUs it first ran with (`Worker.cuda`: () for CPU work): CUDA reads
 CUDA_VISIBLE_DEVICES once, when a process first initialises it, so a worker that ran a CPU task
@@ -64,6 +67,8 @@ class Task:
     owner: bytes = b""          # identity of the submitter
     parent: bytes = b""         # task id of the task that submitted it (b"" from a driver): recursive cancel
     has_children: bool = False  # it submitted tasks: only then does a recursive cancel look for them
+    depth: int = 0              # how deeply nested: 0 from a driver, its submitter's depth + 1 from a task
+    max_calls: int = 0          # a worker exits after running this function this many times (0: never)
     job_id: str = ""
     gpu_ids: list = field(default_factory=list)
     attempt: int = 0
@@ -89,6 +94,7 @@ class Worker:
     actor_id: bytes | None = None                   # set while the worker holds an actor
     held: Shape = ()                                # resources the actor holds while it lives
     cuda: tuple | None = None                       # the GPU ids of every task it ran (() CPU only); None: fresh
+    calls: dict = field(default_factory=dict)       # function id -> tasks of it run, for those with max_calls
 
 
 @dataclass(eq=False)
@@ -200,11 +206,20 @@ class Scheduler:
         queue = self.queues.get(task.shape)
         if queue is None:
             queue = self.queues[task.shape] = deque()
-        queue.append(task)
+        if not queue or queue[-1].depth >= task.depth:
+            queue.append(task)          # the usual case: FIFO among tasks of one depth
+        else:
+            queue.insert(next(i for i, t in enumerate(queue) if t.depth < task.depth), task)
 
     def requeue_front(self, task: Task) -> None:
-        self.enqueue(task)
-        self.queues[task.shape].rotate(1)
+        """Back at the front of the tasks of its depth (deeper ones stay ahead)."""
+        if task.actor is not None:
+            self.queued_actors += 1
+        queue = self.queues.setdefault(task.shape, deque())
+        if not queue or queue[0].depth <= task.depth:
+            queue.appendleft(task)
+        else:
+            queue.insert(next((i for i, t in enumerate(queue) if t.depth <= task.depth), len(queue)), task)
 
     def remove_pending(self, task: Task) -> bool:
         queue = self.queues.get(task.shape)
@@ -251,7 +266,8 @@ class Scheduler:
                     for wid in node.workers:
                         worker = self.workers.get(wid)
                         if (worker is not None and worker.state == BUSY and worker.task is not None
-                                and worker.task.shape == shape and worker.task.actor is None):
+                                and worker.task.shape == shape and worker.task.actor is None
+                                and not worker.task.max_calls):      # it may have to exit after this one
                             while queue and len(worker.backlog) < PIPELINE_DEPTH and queue[0].actor is None:
                                 task = queue.popleft()
                                 task.worker = worker
@@ -293,6 +309,13 @@ class Scheduler:
         self._release(worker, node)
         self._set_idle(worker, node, now)
         return task
+
+    def calls_used_up(self, worker: Worker, task: Task) -> bool:
+        """Count a finished task of a function with max_calls; whether the worker, idle now, has
+        run it max_calls times and should exit (Ray's max_calls: a leaky or GPU-holding function
+        gets a fresh process). The caller removes the worker (worker_gone) and tells it to exit."""
+        calls = worker.calls[task.fn_id] = worker.calls.get(task.fn_id, 0) + 1
+        return calls >= task.max_calls and worker.state == IDLE
 
     def return_backlog(self, worker: Worker, task_ids=None, now: float = 0.0) -> list[Task]:
         """Put the worker's unstarted backlog (or those of `task_ids`) back at the front of the queue.

@@ -27,6 +27,7 @@ import queue
 import sys
 import threading
 import traceback
+from collections import deque
 
 from . import object_ref, protocol as P, serialization
 from .exceptions import SerializationError, TaskCancelledError, TaskError, WorkerCrashedError
@@ -76,6 +77,8 @@ class Worker:
         self.running_async: dict = {}        # first return id -> its asyncio task (async actors)
         self.loop = None
         self.cancelled_task: bytes | None = None
+        self.held: dict = {}                 # caller -> its calls waiting for ref arguments (queue_call)
+        self.held_lock = threading.Lock()
         self.gpu_ids: list = []
         self.shape: tuple | None = None      # the running task's resources, as the scheduler's shape
         self.threads = 1                     # the thread variables' value now (see config.THREAD_VARIABLES)
@@ -262,7 +265,7 @@ class Worker:
             self.client.serve_calls(sock, on_call)
         else:
             pool = None
-            self.client.serve_calls(sock, lambda ident, message: self.inbox.put((ident, message)))
+            self.client.serve_calls(sock, self.queue_call)
         self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
         while self.exit_cause is None:
             item = self.inbox.get()
@@ -271,6 +274,41 @@ class Worker:
             self.execute_call(*item)
         if pool is not None:        # calls running on other threads finish and reply; queued ones do not run
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def queue_call(self, ident: bytes, message: tuple) -> None:      # on the IO thread
+        """Queue a call for the main thread once its ref arguments are here, as Ray resolves them
+        before a call queues at its actor: a call waiting for a slow argument waits aside, with
+        the later calls of the same caller behind it (a caller's calls keep their order), while
+        other callers' calls go ahead. A call without refs, from a caller with none waiting, is
+        queued at once (the usual path: one dict lookup more)."""
+        deps = message[4]
+        with self.held_lock:
+            held = self.held.get(ident)
+            if held is None:
+                objects = self.client.objects
+                if not deps or all(oid in objects for oid in deps):
+                    self.inbox.put((ident, message))
+                    return
+                held = self.held[ident] = deque()
+            held.append(message)
+            if len(held) > 1:
+                return                       # behind the caller's first waiting call
+        self.release_held(ident)
+
+    def release_held(self, ident: bytes) -> None:
+        """Queue the caller's waiting calls whose arguments are here, in order; watch the first
+        missing argument of the next (its arrival calls this again, on the callback thread)."""
+        with self.held_lock:
+            held = self.held.get(ident)
+            while held:
+                missing = next((oid for oid in held[0][4] if oid not in self.client.objects), None)
+                if missing is not None:
+                    break
+                self.inbox.put((ident, held.popleft()))
+            else:
+                self.held.pop(ident, None)
+                return
+        self.client.when_ready(missing, lambda: self.release_held(ident))
 
     def execute_call(self, ident: bytes, message: tuple) -> None:
         return_ids = message[1]

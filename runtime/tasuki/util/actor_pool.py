@@ -20,7 +20,7 @@ class ActorPool:
         self._index_to_future: dict = {}
         self._next_task_index = 0
         self._next_return_index = 0
-        self._pending: list = []
+        self._pending_submits: list = []     # (fn, value) waiting for an idle actor (Ray's name)
 
     def submit(self, fn: Callable, value: Any) -> None:
         """Call `fn(actor, value)` on an idle actor, or queue it until one is free. `fn` may return
@@ -32,13 +32,13 @@ class ActorPool:
             self._index_to_future[self._next_task_index] = future
             self._next_task_index += 1
         else:
-            self._pending.append((fn, value))
+            self._pending_submits.append((fn, value))
 
     def has_next(self) -> bool:
         return bool(self._future_to_actor)
 
     def has_free(self) -> bool:
-        return bool(self._idle) and not self._pending
+        return bool(self._idle) and not self._pending_submits
 
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """The next result in submission order."""
@@ -87,7 +87,9 @@ class ActorPool:
 
     def map(self, fn: Callable, values: Iterable) -> Iterator:
         """Results of `fn(actor, v)` for each value, in order. Every value is submitted now (as Ray's
-        map), not when the iteration starts; results of earlier submits not yet read are dropped."""
+        map), not when the iteration starts; earlier submits whose results were not read are dropped
+        without waiting for them, their actors taken as free again (Ray 2.60, gh-23107): a call to
+        such an actor runs after the dropped one, or beside it on an async or threaded actor."""
         self._drop_unread()
         for value in values:
             self.submit(fn, value)
@@ -105,11 +107,21 @@ class ActorPool:
             yield next_result()
 
     def _drop_unread(self) -> None:
-        while self.has_next():
-            try:
-                self.get_next_unordered()
-            except Exception:       # its error is not this map's to raise
-                pass
+        while self._index_to_future:            # freeing an actor may submit a pending value: dropped too
+            futures = list(self._index_to_future.items())
+            refs = [ref for _, future in futures for ref in _refs(future)]
+            ready = set(wait(refs, num_returns=len(refs), timeout=0)[0])
+            for index, future in futures:
+                del self._index_to_future[index]
+                _, actor = self._future_to_actor.pop(_key(future))
+                self._next_return_index = max(self._next_return_index, index + 1)
+                if all(ref in ready for ref in _refs(future)):
+                    try:
+                        self._result(future, actor)     # finished: an actor that died stays out
+                    except Exception:                   # its error is not the map's to raise
+                        pass
+                else:
+                    self._return_actor(actor)
 
     def push(self, actor: ActorHandle) -> None:
         """Add an actor to the pool; ValueError if it is in it already (idle or busy), as in Ray."""
@@ -123,8 +135,8 @@ class ActorPool:
     def _return_actor(self, actor: ActorHandle, alive: bool = True) -> None:
         if alive:
             self._idle.append(actor)
-        if self._pending and self._idle:
-            self.submit(*self._pending.pop(0))
+        if self._pending_submits and self._idle:
+            self.submit(*self._pending_submits.pop(0))
 
 
 def _key(future):

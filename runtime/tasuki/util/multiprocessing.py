@@ -14,7 +14,11 @@
   value instead of raising it.
 - `apply(func, args=None, kwargs=None)`; `starmap_async(func, iterable, callback, error_callback)`
   (a callable third argument is the callback, as in Ray; an int, the chunksize, as in the standard
-  library); a non-iterable given to imap is one item, with a DeprecationWarning, as in Ray.
+  library); a non-iterable given to imap or imap_unordered raises TypeError at the call (Ray 2.60;
+  older Rays ran it as one item).
+- Chunk k of the pool goes to process k mod n (Ray's round-robin), so a map's items are spread
+  evenly over the processes however fast each one is; a map's chunks are all sent at once, as Ray
+  submits them, an imap's DEPTH per process as results come in.
 
 Where Ray's pool treats a function that *returns* an exception as one that raised it, we do not:
 a value is a value.
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any, Callable, Iterable
 
 from .. import api
@@ -92,6 +95,7 @@ class Pool(_pool.Pool):
         if context is not None:
             logger.warning("Pool: the 'context' argument is not supported (processes are actors of the cluster)")
         self._remote_args = dict(ray_remote_args or {})
+        self._turn = 0                                # the process the next chunk goes to, mod n
         processes = _connect(processes, ray_address)
         super().__init__(processes, initializer, initargs or (), maxtasksperchild)
         errors = api.get([proc.actor.ping.remote() for proc in self._procs])
@@ -102,6 +106,23 @@ class Pool(_pool.Pool):
 
     def _actor_options(self, share: float) -> dict:
         return {"num_cpus": 0, **self._remote_args, "max_concurrency": 1}
+
+    def _dispatch(self) -> None:
+        """Ray's order: the pool's k-th chunk goes to process k mod n (those retiring after
+        maxtasksperchild skipped), whether or not another is idle; a map's chunks all go at once,
+        an imap's at most DEPTH per process (it reads its iterable as results come in)."""
+        while self._sources:
+            live = [p for p in self._procs if not self._retiring(p)]
+            if not live:
+                return
+            proc = live[self._turn % len(live)]
+            if len(proc.sent) >= _pool.DEPTH and not isinstance(self._sources[0], _pool._Jobs):
+                return
+            job = self._next_job()
+            if job is None:
+                return
+            self._turn += 1
+            self._send(proc, job)
 
     def apply(self, func: Callable, args: tuple | None = None, kwargs: dict | None = None, *,
               kwds: dict | None = None) -> Any:
@@ -117,12 +138,6 @@ class Pool(_pool.Pool):
         if callable(chunksize):                       # Ray's order: (func, iterable, callback, error_callback)
             chunksize, callback, error_callback = None, chunksize, callback
         return super().starmap_async(func, iterable, chunksize, callback, error_callback)
-
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None, **kwargs):
-        return super().imap(func, _iterable(iterable), chunksize, **kwargs)
-
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int | None = None, **kwargs):
-        return super().imap_unordered(func, _iterable(iterable), chunksize, **kwargs)
 
     def __repr__(self) -> str:
         return f"<tasuki.util.multiprocessing.Pool state={self._state} processes={self._processes}>"
@@ -149,13 +164,3 @@ def _connect(processes: int | None, address: str | None) -> int:
                          f"ask for at most {cpus}, or add nodes (or CPUs) to the cluster")
     return processes
 
-
-def _iterable(iterable: Any) -> Iterable:
-    try:
-        iter(iterable)
-        return iterable
-    except TypeError:
-        pass
-    warnings.warn("Passing a non-iterable argument to Pool.imap or imap_unordered is deprecated (as in Ray): "
-                  "it runs as a single item; pass [value] instead", DeprecationWarning, stacklevel=3)
-    return [iterable]
