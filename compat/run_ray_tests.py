@@ -1,7 +1,7 @@
 """Run Ray's own Core tests against tasuki and report how many pass.
 
     python compat/run_ray_tests.py /tmp/raytests [--timeout 60] [--files test_basic.py ...]
-                                   [--report PATH] [--run-out-of-scope] [--ray-report RAY.json]
+                                   [--report PATH] [--run-out-of-scope] [--ray-report RAY.json ...]
     python compat/run_ray_tests.py /tmp/raytests --real-ray --python /tmp/rayvenv/bin/python \
                                    --report /tmp/raytests/ray_report.md
 
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the Python that has tasuki installed "
                         "(with --real-ray: the one that has Ray installed)")
     parser.add_argument("--real-ray", action="store_true", help="run with Ray itself instead of tasuki")
-    parser.add_argument("--ray-report", type=Path, help="a --real-ray run's JSON: tests Ray does not pass here "
-                        "are counted apart")
+    parser.add_argument("--ray-report", type=Path, nargs="+", help="--real-ray runs' JSON reports: tests Ray "
+                        "does not pass here are counted apart")
     args = parser.parse_args(argv)
 
     folder = args.folder.resolve()
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     if missing or not files:
         parser.error(f"no such test files in {folder}: {missing or 'test_*.py'}")
     report_path = (args.report or folder / ("ray_report.md" if args.real_ray else "tasuki_report.md")).resolve()
-    ray_outcomes = _ray_outcomes(args.ray_report) if args.ray_report else None
+    ray_outcomes = {k: v for path in args.ray_report for k, v in _ray_outcomes(path).items()} \
+        if args.ray_report else None
 
     started = time.monotonic()
     results = {}

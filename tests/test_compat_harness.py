@@ -43,11 +43,16 @@ def test_missing_ray_names_fail_when_used_not_when_imported():
         "from ray._private.test_utils import BatchQueue\n"        # an internal helper with no stand-in
         "from ray.exceptions import OwnerDiedError\n"             # an exception tasuki does not raise
         "assert issubclass(OwnerDiedError, Exception)\n"
-        "try:\n"
+        "deferred = list_tasks(limit=1)\n"                       # at module level (a parametrize value): deferred
+        "print(repr(deferred))\n"
+        "def a_test():\n"
         "    list_tasks()\n"
+        "try:\n"
+        "    a_test()\n"
         "except NotImplementedError as e:\n"
         "    print(e)\n")
-    assert "ray.util.state.list_tasks" in out
+    assert "<missing ray.util.state.list_tasks(...)>" in out
+    assert "ray.util.state.list_tasks: tasuki has no such name" in out
 
 
 SAMPLE = '''
