@@ -431,7 +431,8 @@ class Fragile:
 DEATHS = {
     "killed": ("kill", ["killed with tasuki.kill()"]),
     "crashed": ("exit", ["exited with code 7", "died"]),
-    "constructor raised": ("constructor", ["constructor raised", "in __init__", "ValueError: bad config 42"]),
+    "constructor raised": ("constructor", ["an error was raised in its creation task, tasuki::Fragile.__init__() (pid=",
+                                           "in __init__", "ValueError: bad config 42"]),
 }
 
 

@@ -158,9 +158,9 @@ def test_options_override_for_one_call_and_leave_the_original_alone():
 
 
 def test_the_name_option_names_the_task():
-    with pytest.raises(ValueError, match="task custom-name failed"):
+    with pytest.raises(ValueError, match=r"tasuki::custom-name\(\) \(pid="):
         tasuki.get(fail.options(name="custom-name").remote())
-    with pytest.raises(ValueError, match="task fail failed"):
+    with pytest.raises(ValueError, match=r"tasuki::fail\(\) \(pid="):
         tasuki.get(fail.remote())
 
 

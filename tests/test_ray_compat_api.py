@@ -75,7 +75,7 @@ def test_a_nested_tasks_error_is_both_task_error_and_the_original_type(task, fra
     assert type(error.cause) is ZeroDivisionError and error.cause_type_name == "ZeroDivisionError"
     text = str(error)
     for name in frames:                      # every task's own frames, the innermost last
-        assert f"in {name}" in text and f"task {name} failed on node" in text
+        assert f"in {name}" in text and f"tasuki::{name}() (pid=" in text
     assert text.rstrip().endswith("ZeroDivisionError: division by zero")
     assert "tasuki/api.py" not in text and "tasuki/client.py" not in text      # no tasuki internals
 
@@ -420,3 +420,35 @@ def test_remote_needs_a_target_or_options():
             pass
     with pytest.raises(TypeError, match="takes a function or class, or only keyword options"):
         tasuki.remote(1, 2)
+
+
+@tasuki.remote
+class Reprd:
+    def __init__(self, fail=False):
+        if fail:
+            raise ValueError("bad start")
+
+    def f(self):
+        raise ValueError(7)
+
+    def __repr__(self):
+        return "Reprd<7>"
+
+
+def test_tracebacks_have_rays_header_for_tasks_actor_calls_and_constructors():
+    """Ray's `ray::A.f() (pid=..., ip=..., actor_id=..., repr=...)` header, naming tasuki and the node,
+    then the user's frames (no "Traceback" line, no tasuki frames), the cause last."""
+    actor = Reprd.remote()
+    with pytest.raises(ValueError) as info:
+        tasuki.get(actor.f.remote(), timeout=60)
+    header, *rest = str(info.value).splitlines()
+    labels = dict(label.split("=", 1) for label in header.split(" (", 1)[1].rstrip(")").split(", "))
+    assert header.startswith("tasuki::Reprd.f() (pid=")
+    assert set(labels) == {"pid", "ip", "node", "actor_id", "repr"} and labels["repr"] == "Reprd<7>"
+    assert labels["actor_id"] == actor._actor_id.hex()
+    assert rest[0].startswith('  File "') and rest[-1] == "ValueError: 7" and "Traceback" not in str(info.value)
+    broken = Reprd.remote(fail=True)
+    with pytest.raises(tasuki.exceptions.ActorDiedError) as info:
+        tasuki.get(broken.f.remote(), timeout=60)
+    assert "an error was raised in its creation task, tasuki::Reprd.__init__() (pid=" in str(info.value)
+    assert str(info.value).rstrip().endswith("ValueError: bad start")

@@ -597,7 +597,7 @@ class Head:
             self.send(ident, (P.EXIT,))
             if actor is not None and actor.state != P.DEAD_STATE:
                 actor.no_restart = True
-                self.actor_died(actor, f"its constructor raised:\n{error}", now)
+                self.actor_died(actor, f"an error was raised in its creation task, {error}", now)
             return
         self.sched.bind_actor(worker, actor_id, shape_of(actor.info["held"]))
         actor.state, actor.worker_id, actor.node_id, actor.address = P.ALIVE_STATE, ident, worker.node_id, address

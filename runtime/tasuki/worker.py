@@ -223,8 +223,8 @@ class Worker:
                 self.request_exit(_exit_cause(e))
                 tb = f"{self.exit_cause} in its constructor"
             else:
-                frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
-                tb = "".join(traceback.format_exception(type(e), e, frames)).rstrip()
+                self.instance = None
+                tb = str(self.task_error(e, f"{actor['class_name']}.__init__"))
             self.instance = None
             self.client.send_head((P.ACTOR_READY, self.actor_id, None, tb))
             while self.inbox.get() is not None:     # the head answers with EXIT once it has the error
@@ -608,8 +608,13 @@ class Worker:
         original cause, so the driver catches the ZeroDivisionError raised two tasks down, and its
         traceback shows both tasks' frames, the inner one as the exception's message (as Ray does)."""
         tb = format_remote_traceback(e)
-        message = (f"task {name} failed on node {self.cfg.node_id} ({self.cfg.ip}), worker pid {os.getpid()}:\n"
-                   f"{tb.rstrip()}")
+        # Ray's header, `ray::f() (pid=..., ip=...)`, naming tasuki and the node; an actor call adds
+        # the actor's id and repr. The frames follow without Python's "Traceback ..." line, as Ray's.
+        labels = f"pid={os.getpid()}, ip={self.cfg.ip}, node={self.cfg.node_id}"
+        if self.instance is not None:
+            labels += f", actor_id={self.actor_id.hex()}, repr={_safe_repr(self.instance)}"
+        body = tb.rstrip().removeprefix("Traceback (most recent call last):\n")
+        message = f"tasuki::{name}() ({labels})\n{body}"
         if isinstance(e, TaskError):
             return TaskError(message, e.cause, tb, task_name=name, node_id=self.cfg.node_id,
                              cause_type_name=e.cause_type_name).as_instanceof_cause()
@@ -617,6 +622,14 @@ class Worker:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _safe_repr(obj) -> str:
+    """repr(obj) for an error header: a __repr__ that raises must not hide the task's own error."""
+    try:
+        return repr(obj)
+    except Exception:
+        return object.__repr__(obj)
 
 
 def format_remote_traceback(e: BaseException) -> str:
