@@ -452,3 +452,34 @@ def test_tracebacks_have_rays_header_for_tasks_actor_calls_and_constructors():
         tasuki.get(broken.f.remote(), timeout=60)
     assert "an error was raised in its creation task, tasuki::Reprd.__init__() (pid=" in str(info.value)
     assert str(info.value).rstrip().endswith("ValueError: bad start")
+
+
+@tasuki.remote(max_retries=0)
+def raise_group():
+    raise ExceptionGroup("several", [ValueError("v"), TypeError("t")])
+
+
+@tasuki.remote
+class GroupRaiser:
+    def f(self):
+        raise_group._function()
+
+
+def test_an_exception_group_comes_back_as_one_for_except_star():
+    """Ray: a task's ExceptionGroup is both RayTaskError and an ExceptionGroup with the same exceptions,
+    so `except*` splits it."""
+    for ref in (raise_group.remote(), GroupRaiser.remote().f.remote()):
+        with pytest.raises(ExceptionGroup) as info:
+            tasuki.get(ref, timeout=60)
+        error = info.value
+        assert isinstance(error, TaskError) and error.message == "several"
+        assert [type(e) for e in error.exceptions] == [ValueError, TypeError]
+        assert "tasuki::" in str(error) and "ValueError: v" in error.traceback_str
+        caught = []
+        try:
+            raise error
+        except* ValueError as group:
+            caught.append([str(e) for e in group.exceptions])
+        except* TypeError as group:
+            caught.append([str(e) for e in group.exceptions])
+        assert caught == [["v"], ["t"]]

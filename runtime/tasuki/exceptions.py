@@ -56,13 +56,15 @@ class TaskError(TasukiError):
     def as_instanceof_cause(self) -> "TaskError":
         """This error as a subclass of both TaskError and the cause's type (so `except ValueError` works)."""
         cause_cls = type(self.cause)
-        if self.cause is None or isinstance(self, cause_cls) or issubclass(cause_cls, _EXCEPTION_GROUPS):
-            return self       # a BaseException subclass is mixed in too (Ray's rule); an exception group is not
+        if self.cause is None or isinstance(self, cause_cls):
+            return self       # a BaseException subclass is mixed in too (Ray's rule)
         try:
             cls = _dual_classes.get(cause_cls)
             if cls is None:
-                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
-                           {"__module__": __name__, "__getattr__": _cause_attribute})
+                namespace = {"__module__": __name__, "__getattr__": _cause_attribute}
+                if issubclass(cause_cls, _EXCEPTION_GROUPS):      # `except*` and .exceptions see the group's
+                    namespace["__new__"] = _new_exception_group
+                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), namespace)
                 _dual_classes[cause_cls] = cls
             return cls(str(self), self.cause, self.traceback_str, task_name=self.task_name,
                        node_id=self.node_id, cause_type_name=self.cause_type_name)
@@ -72,6 +74,12 @@ class TaskError(TasukiError):
 
 _dual_classes: dict[type, type] = {}
 _EXCEPTION_GROUPS = getattr(builtins, "BaseExceptionGroup", ())      # Python 3.11+; issubclass takes nested tuples
+
+
+def _new_exception_group(cls, message, cause, *args, **kwargs):
+    """A dual class of an exception group is built as one: its message and exceptions are the cause's
+    (an exception group's constructor takes those, not a TaskError's arguments)."""
+    return _EXCEPTION_GROUPS.__new__(cls, cause.message, cause.exceptions)
 
 
 def _cause_attribute(self, name: str):
