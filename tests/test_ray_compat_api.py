@@ -94,7 +94,7 @@ def test_actor_errors_carry_the_actor_id():
 
 @pytest.mark.parametrize("options, error", [
     ({"num_cpus": "2"}, TypeError), ({"num_gpus": [1]}, TypeError), ({"max_retries": 1.5}, TypeError),
-    ({"num_returns": "2"}, TypeError), ({"name": 3}, TypeError), ({"resources": ["x"]}, TypeError),
+    ({"num_returns": "2"}, ValueError), ({"name": 3}, TypeError), ({"resources": ["x"]}, TypeError),
     ({"max_retries": True}, TypeError), ({"num_cpus": -1}, ValueError), ({"retry_exceptions": [int]}, ValueError),
 ])
 def test_options_of_the_wrong_type_are_type_errors_bad_values_value_errors(options, error):
@@ -483,3 +483,30 @@ def test_an_exception_group_comes_back_as_one_for_except_star():
         except* TypeError as group:
             caught.append([str(e) for e in group.exceptions])
         assert caught == [["v"], ["t"]]
+
+
+def test_generator_tasks_are_defined_but_refused_when_called():
+    """A module that defines a Ray generator task (num_returns="streaming") still imports and its other
+    functions work; calling the generator says tasuki does not run them and what to do instead."""
+    @tasuki.remote(num_returns="streaming")
+    def numbers():
+        yield 1
+
+    @tasuki.remote(num_cpus=0)
+    class Streamer:
+        @tasuki.method(num_returns="dynamic")
+        def items(self):
+            yield 1
+
+        def plain(self):
+            return "plain"
+
+    with pytest.raises(NotImplementedError, match=r"numbers is declared num_returns='streaming', a Ray generator "
+                                                  r"task, which tasuki does not run: return a list"):
+        numbers.remote()
+    streamer = Streamer.remote()
+    with pytest.raises(NotImplementedError, match="Streamer.items is declared num_returns='dynamic'"):
+        streamer.items.remote()
+    assert tasuki.get(streamer.plain.remote(), timeout=60) == "plain"
+    with pytest.raises(ValueError, match="num_returns must be an integer of 0 or more .* got 'many'"):
+        numbers.options(num_returns="many")

@@ -282,6 +282,8 @@ class ActorMethod:
             return self._decorator(self._invoke)(args, kwargs)
         if self._check is not None:
             self._check(args, kwargs)
+        if type(self._num_returns) is str:
+            raise api.generator_refusal(f"{self._handle._info['class_name']}.{self._name}", self._num_returns)
         handle = self._handle
         # num_returns=0 (None, as Ray) still makes one result, dropped here: a call is tracked by its first id
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,

@@ -285,10 +285,22 @@ _RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (
                            "placement_group_capture_child_tasks": (None, False)}
 _NUMBER, _INT, _STR = (int, float), (int,), (str,)
 _OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
-    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": _INT, "max_retries": _INT, "max_calls": _INT,
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": (int, str), "max_retries": _INT, "max_calls": _INT,
     "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
     "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
 }
+
+
+# Ray's generator tasks: the option is accepted where a task or method is defined, so a module that
+# defines one still imports and its other functions work; calling it is refused (generator_refusal).
+_GENERATOR_RETURNS = ("streaming", "dynamic")
+
+
+def generator_refusal(name: str, num_returns: str) -> NotImplementedError:
+    """The error for calling a task or actor method declared num_returns='streaming' or 'dynamic'."""
+    return NotImplementedError(f"{name} is declared num_returns={num_returns!r}, a Ray generator task, which "
+                               f"tasuki does not run: return a list (num_returns=N), or send the items through "
+                               f"a tasuki.util.Queue")
 
 
 def _check_options(options: dict, allowed: dict) -> dict:
@@ -320,11 +332,16 @@ def _check_options(options: dict, allowed: dict) -> dict:
         for reserved in ("CPU", "GPU"):
             if reserved in resources:
                 raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
+    if options.get("num_returns") in _GENERATOR_RETURNS:
+        out["num_returns"] = options["num_returns"]      # accepted here, refused when called (generator_refusal)
+    elif isinstance(options.get("num_returns"), str):
+        raise ValueError(f"num_returns must be an integer of 0 or more (or Ray's 'streaming' or 'dynamic', which "
+                         f"tasuki does not run), got {options['num_returns']!r}")
     for key, low, meaning in (("num_returns", 0, "0 (no result) or more"), ("max_retries", -1, "-1 (retry forever) or more"),
                               ("max_restarts", -1, "-1 (restart forever) or more"),
                               ("max_task_retries", -1, "-1 (retry forever) or more"),
                               ("max_calls", 0, "0 (no limit) or more")):
-        if options.get(key) is not None:
+        if options.get(key) is not None and options[key] not in _GENERATOR_RETURNS:
             value = options[key]
             if value < low:
                 raise ValueError(f"{key} must be an integer of {meaning}, got {value!r}")
@@ -430,6 +447,8 @@ class RemoteFunction:
         fn_id, blob = cache[0]
         client.register_function(fn_id, blob)
         o = self._options
+        if type(o["num_returns"]) is str:
+            raise generator_refusal(self.__name__, o["num_returns"])
         retries = o["max_retries"]
         # num_returns=0 (None, as Ray) still makes one result, dropped here: a task's outcome travels in it
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"] or 1,
