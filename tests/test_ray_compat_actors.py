@@ -618,3 +618,30 @@ def test_cancel_rules_for_actor_calls():
         tasuki.cancel(worker.record.remote("x"), force=True)
     with pytest.raises(RuntimeError, match="only available inside a task"):
         tasuki.get_runtime_context().is_canceled()
+
+
+@tasuki.remote(num_cpus=0)
+class Relay:
+    """Returns refs of actor calls it made itself: to another actor, and to itself."""
+
+    def __init__(self):
+        self.other = NamespaceProbe.remote()
+
+    def via_other(self):
+        return self.other.ping.remote()
+
+    def via_self(self):
+        return [tasuki.get_runtime_context().current_actor.echo.remote("self")]
+
+    def echo(self, value):
+        return value
+
+
+def test_a_ref_an_actor_call_returns_outlives_the_call():
+    """The actor drops its own refs when the method returns, before the caller holds them: the refs
+    inside a result must stay alive until the head has pinned them (they were freed before)."""
+    relay = Relay.remote()
+    for _ in range(20):
+        assert tasuki.get(tasuki.get(relay.via_other.remote(), timeout=GET_TIMEOUT_S), timeout=GET_TIMEOUT_S) == "pong"
+        [ref] = tasuki.get(relay.via_self.remote(), timeout=GET_TIMEOUT_S)
+        assert tasuki.get(ref, timeout=GET_TIMEOUT_S) == "self"

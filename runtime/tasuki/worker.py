@@ -363,9 +363,15 @@ class Worker:
         if self.exit_cause is not None:
             return self.exit_results(name, return_ids)
         try:
-            return self.pack(result, return_ids, name)
+            results = self.pack(result, return_ids, name)
         except BaseException as e:
             return self.error_results(e, name, return_ids)
+        for oid in (oid for r in results for oid in r[3]):
+            # refs inside the result (`return other.f.remote()`) stay held here until reply_call has
+            # told the head, which then pins them: `result` goes before that, and its RELEASE first
+            # would free them
+            self.client.add_ref(oid, True)
+        return results
 
     def method(self, name: str):
         """The method `name` bound to the instance, looked up on its class (as Ray does), so an
@@ -521,6 +527,8 @@ class Worker:
         if direct:
             self.client.reply(ident, direct)
         self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
+        for oid in (oid for r in results for oid in r[3]):        # held by call_results until now
+            self.client.remove_ref(oid)
 
     def take_shape(self, shape: tuple) -> None:
         """A task with other resources than the last one: set the thread variables tasuki set (not
