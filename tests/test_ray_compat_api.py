@@ -227,6 +227,19 @@ def test_get_of_a_list_fails_at_the_first_error_without_waiting_for_the_others()
     tasuki.cancel(slow, force=True)
 
 
+def test_get_of_a_list_fails_at_once_when_a_member_failed_before_the_get():
+    """The failed member is first and already here (an actor answers directly): before, get waited
+    for the slow one, since only members still missing were looked at."""
+    failed = divide_by_zero.remote()
+    tasuki.wait([failed], timeout=GET_TIMEOUT_S)
+    slow = sleep_then.remote(1, 60)
+    started = time.monotonic()
+    with pytest.raises(ZeroDivisionError):
+        tasuki.get([failed, slow], timeout=GET_TIMEOUT_S)
+    assert time.monotonic() - started < 30
+    tasuki.cancel(slow, force=True)
+
+
 # --- 8. the worker's environment ---------------------------------------------------------------------
 @tasuki.remote
 def thread_variables():

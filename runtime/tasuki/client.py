@@ -574,7 +574,7 @@ class Client:
             deadline = None if timeout is None else time.time() + timeout
             blocked = False
             pending = deque(missing)     # results arrive mostly in order: drop the ready prefix
-            errors_seen = self.errors_arrived
+            errors_seen = -1             # look at once too: a member that failed before this get fails it now
             try:
                 with self.cond:
                     while True:
@@ -584,7 +584,7 @@ class Client:
                             break
                         if self.errors_arrived != errors_seen:      # one failed: raise it now (as Ray),
                             errors_seen = self.errors_arrived       # not after the others finish
-                            for oid in pending:
+                            for oid in ids:
                                 entry = self.objects.get(oid)
                                 if entry is not None and entry[0] == P.ERROR:
                                     self.value(oid, *entry)
