@@ -89,13 +89,18 @@ def main(argv=None) -> int:
     return 0
 
 
+# How the message of a test that never ran starts (its file failed to import, or was killed): under
+# Ray that says nothing about the test, so it is not counted apart.
+_FILE_FAILED = "the file's pytest run"
+
+
 def _ray_outcomes(path: Path) -> dict[str, tuple[str, str]]:
     """{nodeid: (outcome, message)} of a --real-ray run's JSON report."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("runtime") != "Ray itself":
         raise SystemExit(f"{path} is not a --real-ray report (its runtime is {data.get('runtime', 'tasuki')!r})")
     return {t["nodeid"]: (t["outcome"], t.get("message", "")) for f in data["files"].values() for t in f["tests"]
-            if t["scope"] == "in_scope"}
+            if t["scope"] == "in_scope" and not t.get("message", "").startswith(_FILE_FAILED)}
 
 
 def run_file(path: Path, timeout: float, run_out_of_scope: bool, python: str, real_ray: bool = False,
@@ -158,8 +163,8 @@ def run_file(path: Path, timeout: float, run_out_of_scope: bool, python: str, re
                       "scope": decision.category, "reason": decision.reason,
                       "duration": round(r.get("duration", 0.0), 2)})
     if killed or proc.returncode not in (0, 1, 5):
-        why = f"the file's pytest run was killed after {budget:.0f} s" if killed else \
-            f"the file's pytest run ended with exit status {proc.returncode}: " + " | ".join(tail[-3:])
+        why = f"{_FILE_FAILED} was killed after {budget:.0f} s" if killed else \
+            f"{_FILE_FAILED} ended with exit status {proc.returncode}: " + " | ".join(tail[-3:])
         for name, d in decisions.items():
             if name not in seen and (d.category == "in_scope" or run_out_of_scope):
                 tests.append({"nodeid": f"{path.name}::{name}", "test": name, "outcome": "error",
