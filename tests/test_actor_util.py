@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tasuki
-from conftest import embedded_cluster
+from conftest import embedded_cluster, wait_until
 from tasuki.util import ActorPool, Empty, Full, Queue
 
 GET_TIMEOUT_S = 60
@@ -254,3 +254,19 @@ def test_queues_hold_no_cpu_and_shutdown_ends_the_actor(spawned):
     q.shutdown()
     assert q.actor is None
     q.shutdown()                                      # again: nothing to do
+    actor = queues[1].actor
+    assert tasuki.get([actor.empty.remote(), actor.full.remote()], timeout=GET_TIMEOUT_S) == [True, False]
+    queues[1].shutdown()                              # Ray's queue actor answers empty/full; once ended, it is dead
+    with pytest.raises(tasuki.exceptions.ActorDiedError):
+        tasuki.get(actor.empty.remote(), timeout=GET_TIMEOUT_S)
+
+
+def test_a_resource_with_nothing_free_is_left_out_of_available_resources(spawned):
+    """Ray leaves a resource with nothing free out of available_resources() (a Queue holding the
+    cluster's CPUs is how Ray's own test checks it)."""
+    q = Queue(actor_options={"num_cpus": tasuki.cluster_resources()["CPU"]})
+    spawned.append(q.actor)
+    q.put(1)
+    assert "CPU" not in tasuki.available_resources() and "CPU" in tasuki.cluster_resources()
+    q.shutdown()
+    wait_until(lambda: "CPU" in tasuki.available_resources(), 60, "the queue's CPUs to come back")

@@ -665,8 +665,8 @@ def cluster_resources() -> dict[str, float]:
 
 
 def available_resources() -> dict[str, float]:
-    """Resources free right now on the live nodes."""
-    return _sum_resources("available")
+    """Resources free right now on the live nodes; one with nothing free is left out, as in Ray."""
+    return {k: v for k, v in _sum_resources("available").items() if v > 0}
 
 
 def _sum_resources(key: str) -> dict[str, float]:

@@ -20,6 +20,12 @@ class _QueueActor:
     def qsize(self) -> int:
         return self.queue.qsize()
 
+    def empty(self) -> bool:
+        return self.queue.empty()
+
+    def full(self) -> bool:
+        return self.queue.full()
+
     async def put(self, item, timeout=None):
         import asyncio
         try:
