@@ -66,7 +66,8 @@ def spawned():
 
 
 def free_resources() -> dict:
-    return {k: v for k, v in tasuki.available_resources().items() if k in ("CPU", "GPU", "special")}
+    available = tasuki.available_resources()          # a resource with nothing free is left out, as in Ray
+    return {k: available.get(k, 0.0) for k in ("CPU", "GPU", "special")}
 
 
 def wait_resources(expected: dict, what: str) -> None:

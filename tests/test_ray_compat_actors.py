@@ -378,7 +378,7 @@ class Quitter:
         open(os.path.join(self.directory, "after"), "w").close()     # never runs
 
     def quit_with_sys_exit(self):
-        sys.exit(3)
+        sys.exit(0)
 
     def quit_but_catch(self):
         try:
@@ -390,7 +390,7 @@ class Quitter:
         return "pong"
 
 
-@pytest.mark.parametrize("method, says", [("quit", "exit_actor()"), ("quit_with_sys_exit", "sys.exit(3)"),
+@pytest.mark.parametrize("method, says", [("quit", "exit_actor()"), ("quit_with_sys_exit", "sys.exit()"),
                                           ("quit_but_catch", "exit_actor()")])
 def test_an_actor_that_ends_itself_is_not_restarted(tmp_path, method, says):
     quitter = Quitter.remote(str(tmp_path))
@@ -404,6 +404,33 @@ def test_an_actor_that_ends_itself_is_not_restarted(tmp_path, method, says):
     row = actor_row(quitter)
     assert row["state"] == "DEAD" and row["restarts"] == 0, row
     assert not (tmp_path / "after").exists()
+
+
+@tasuki.remote(num_cpus=0)
+class Tally:
+    def __init__(self):
+        self.count = 0
+
+    def next(self):
+        self.count += 1
+        return self.count - 1
+
+
+@tasuki.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+class FailingExit:
+    def call(self, tally, code):
+        if tasuki.get(tally.next.remote()) == 0:
+            sys.exit(code)
+        return "retried"
+
+
+def test_sys_exit_with_a_failing_code_is_a_crash_restarted_and_retried():
+    """Ray 2.60: sys.exit(1) in a method is a crash: the actor restarts (max_restarts) and the call
+    runs again (max_task_retries); sys.exit(0) and exit_actor() end it for good (above)."""
+    tally = Tally.remote()
+    crasher = FailingExit.remote()
+    assert tasuki.get(crasher.call.remote(tally, 1), timeout=GET_TIMEOUT_S) == "retried"
+    assert actor_row(crasher)["restarts"] == 1
 
 
 def test_exit_actor_in_the_constructor(tmp_path):
@@ -555,6 +582,9 @@ class SyncWorker:
 
     def wait_for(self, signal):
         tasuki.get(signal.wait.remote())
+        deadline = time.monotonic() + 30       # the cancel may reach this actor after the signal did
+        while not tasuki.get_runtime_context().is_canceled() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.seen.append(("canceled" if tasuki.get_runtime_context().is_canceled() else "not canceled"))
         return "finished"
 

@@ -350,6 +350,8 @@ class Worker:
         """A call raised `e`: None when it is to run again (retries left), else its results (an
         exit_actor() or sys.exit() ends the actor, and the call fails saying so)."""
         if isinstance(e, SystemExit):
+            if self.exit_cause is None and e.code not in (None, 0):
+                _crash(e.code)           # as in Ray: restarted (max_restarts), the call retried (max_task_retries)
             self.request_exit(_exit_cause(e))
         elif self.retries_left(e, self.retry_policy(method, fn, message), attempt, return_ids[0]):
             return None
@@ -653,8 +655,16 @@ def format_remote_traceback(e: BaseException) -> str:
     return "".join(te.format())
 
 
+def _crash(code) -> None:
+    """sys.exit(code) with a failing code in an actor method: the worker dies as in a crash."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def _exit_cause(e: BaseException) -> str:
-    """Why an actor ends itself, for ActorDiedError: SystemExit from exit_actor() or sys.exit()."""
+    """Why an actor ends itself, for ActorDiedError: SystemExit from exit_actor(), sys.exit() or
+    sys.exit(0) (a failing code in a method is a crash instead: _crash)."""
     code = e.code if isinstance(e, SystemExit) else None
     return "it called sys.exit()" if code in (None, 0) else f"it called sys.exit({code!r})"
 
