@@ -285,6 +285,9 @@ class ActorMethod:
         if type(self._num_returns) is str:
             raise api.generator_refusal(f"{self._handle._info['class_name']}.{self._name}", self._num_returns)
         handle = self._handle
+        if api._stale_ids and handle._actor_id in api._stale_ids:      # not a new cluster for an old handle
+            raise died_error(handle._info, handle._actor_id, "it belonged to a tasuki session that was shut "
+                             "down (tasuki.shutdown()), and went with it; create it again after init()")
         # num_returns=0 (None, as Ray) still makes one result, dropped here: a call is tracked by its first id
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
                                             self._num_returns or 1, self._retry)
