@@ -526,3 +526,18 @@ def test_generator_tasks_are_defined_but_refused_when_called():
     assert tasuki.get(streamer.plain.remote(), timeout=60) == "plain"
     with pytest.raises(ValueError, match="num_returns must be an integer of 0 or more .* got 'many'"):
         numbers.options(num_returns="many")
+
+
+@tasuki.remote
+def hold_briefly():
+    return tasuki.get_runtime_context().get_assigned_resources()
+
+
+def test_fractional_resources_come_back_exactly():
+    """Ray counts resources in steps of 0.0001: after tasks of odd fractions, available_resources()
+    is what it was, not 1.9999999999999998."""
+    before = tasuki.available_resources()
+    fractions = [0.1234, 0.5678, 0.9999, 0.3333, 0.1, 0.2]
+    held = tasuki.get([hold_briefly.options(num_cpus=f).remote() for f in fractions], timeout=GET_TIMEOUT_S)
+    assert [h["CPU"] for h in held] == fractions
+    conftest.wait_until(lambda: tasuki.available_resources() == before, 30, f"available resources back to {before}")

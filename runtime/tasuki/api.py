@@ -675,7 +675,8 @@ def _sum_resources(key: str) -> dict[str, float]:
         if n["state"] != "dead":
             for k, v in n[key].items():
                 total[k] = total.get(k, 0.0) + v
-    return total
+    # to Ray's granularity, 0.0001: fractions taken and given back leave float dust (1.9999999999999998)
+    return {k: round(v, 4) for k, v in total.items()}
 
 
 def get_gpu_ids() -> list:

@@ -44,10 +44,8 @@ def times_fits(available: dict[str, float], shape: Shape) -> float:
 
 
 def acquire(available: dict[str, float], shape: Shape, sign: int = 1) -> None:
-    # to Ray's granularity (0.0001), so that taking and giving back fractions leaves no float drift:
-    # 2 - 0.1234 + 0.1234 is 2 again, not 1.9999999999999998
     for k, v in shape:
-        available[k] = round(available.get(k, 0.0) - sign * v, 4)
+        available[k] = available.get(k, 0.0) - sign * v
 
 
 def format_shape(shape: Shape) -> str:
