@@ -288,12 +288,10 @@ class ActorMethod:
         if api._stale_ids and handle._actor_id in api._stale_ids:      # not a new cluster for an old handle
             raise died_error(handle._info, handle._actor_id, "it belonged to a tasuki session that was shut "
                              "down (tasuki.shutdown()), and went with it; create it again after init()")
-        # num_returns=0 (None, as Ray) still makes one result, dropped here: a call is tracked by its first id
+        # num_returns=0 still makes one result (api._as_returned drops it): a call is tracked by its first id
         refs = api._get_client().call_actor(handle._actor_id, handle._info, self._name, args, kwargs,
                                             self._num_returns or 1, self._retry)
-        if self._num_returns == 0:
-            return None
-        return refs[0] if self._num_returns == 1 else refs
+        return api._as_returned(refs, self._num_returns)
 
     def _invoke(self, args, kwargs):
         """The call the invocation decorator wraps: the arguments it passes on are checked against the

@@ -99,8 +99,8 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     "HOST:PORT" or "tasuki://HOST:PORT" joins that head (token from `token`, TASUKI_TOKEN, or the
     cluster file when it is the cluster started on this machine); the "ipc://..." address another
     driver's init() reported joins that embedded cluster. log_to_driver=False: the tasks' output
-    is not printed here. job_config: a JobConfig (the default lifetime of
-    this job's actors, its namespace). Returns a Context (Ray's RayContext): `.address_info`, `with init(): ...`.
+    is not printed here. job_config: a JobConfig (the default lifetime of this job's actors, its
+    namespace). Returns a Context (Ray's RayContext): `.address_info`, `with init(): ...`.
     """
     global _client, _cluster, _job_id, _namespace
     unknown = set(kwargs) - _RAY_INIT_KWARGS_IGNORED
@@ -285,8 +285,8 @@ _RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (
                            "placement_group_capture_child_tasks": (None, False)}
 _NUMBER, _INT, _STR = (int, float), (int,), (str,)
 _OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
-    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": (int, str), "max_retries": _INT, "max_calls": _INT,
-    "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": (int, str), "max_retries": _INT,
+    "max_calls": _INT, "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
     "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
 }
 
@@ -294,6 +294,14 @@ _OPTION_TYPES = {       # what Ray accepts for each option: another type is a Ty
 # Ray's generator tasks: the option is accepted where a task or method is defined, so a module that
 # defines one still imports and its other functions work; calling it is refused (generator_refusal).
 _GENERATOR_RETURNS = ("streaming", "dynamic")
+
+
+def _as_returned(refs: list, num_returns: int):
+    """What .remote() returns for a task or actor call's refs: one ref, a list of them, or None for
+    num_returns=0 (as Ray; its one hidden result, which carries the outcome, is dropped)."""
+    if num_returns == 0:
+        return None
+    return refs[0] if num_returns == 1 else refs
 
 
 def generator_refusal(name: str, num_returns: str) -> NotImplementedError:
@@ -337,7 +345,8 @@ def _check_options(options: dict, allowed: dict) -> dict:
     elif isinstance(options.get("num_returns"), str):
         raise ValueError(f"num_returns must be an integer of 0 or more (or Ray's 'streaming' or 'dynamic', which "
                          f"tasuki does not run), got {options['num_returns']!r}")
-    for key, low, meaning in (("num_returns", 0, "0 (no result) or more"), ("max_retries", -1, "-1 (retry forever) or more"),
+    for key, low, meaning in (("num_returns", 0, "0 (no result) or more"),
+                              ("max_retries", -1, "-1 (retry forever) or more"),
                               ("max_restarts", -1, "-1 (restart forever) or more"),
                               ("max_task_retries", -1, "-1 (retry forever) or more"),
                               ("max_calls", 0, "0 (no limit) or more")):
@@ -450,12 +459,10 @@ class RemoteFunction:
         if type(o["num_returns"]) is str:
             raise generator_refusal(self.__name__, o["num_returns"])
         retries = o["max_retries"]
-        # num_returns=0 (None, as Ray) still makes one result, dropped here: a task's outcome travels in it
+        # num_returns=0 still makes one result (_as_returned drops it): a task's outcome travels in it
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"] or 1,
                              10**9 if retries == -1 else retries, self._retry, o["max_calls"])
-        if o["num_returns"] == 0:
-            return None
-        return refs[0] if o["num_returns"] == 1 else refs
+        return _as_returned(refs, o["num_returns"])
 
     def _remote(self, args=None, kwargs=None, **options):
         """Ray's older form of .options(**options).remote(*args, **kwargs)."""

@@ -296,12 +296,12 @@ class Head:
 
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
-         max_retries, retry_exceptions) = spec[:10]
+         max_retries, retry_exceptions, max_calls) = spec
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
                     job_id=peer.job_id or self.job_of(ident), submitted_at=now,
-                    max_calls=spec[10] if len(spec) > 10 else 0)
+                    max_calls=max_calls)
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id

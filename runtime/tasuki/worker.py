@@ -223,7 +223,6 @@ class Worker:
                 self.request_exit(_exit_cause(e))
                 tb = f"{self.exit_cause} in its constructor"
             else:
-                self.instance = None
                 tb = str(self.task_error(e, f"{actor['class_name']}.__init__"))
             self.instance = None
             self.client.send_head((P.ACTOR_READY, self.actor_id, None, tb))
@@ -368,7 +367,7 @@ class Worker:
             results = self.pack(result, return_ids, name)
         except BaseException as e:
             return self.error_results(e, name, return_ids)
-        for oid in (oid for r in results for oid in r[3]):
+        for oid in _contained(results):
             # refs inside the result (`return other.f.remote()`) stay held here until reply_call has
             # told the head, which then pins them: `result` goes before that, and its RELEASE first
             # would free them
@@ -529,7 +528,7 @@ class Worker:
         if direct:
             self.client.reply(ident, direct)
         self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
-        for oid in (oid for r in results for oid in r[3]):        # held by call_results until now
+        for oid in _contained(results):        # held by call_results until now
             self.client.remove_ref(oid)
 
     def take_shape(self, shape: tuple) -> None:
@@ -632,6 +631,11 @@ class Worker:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _contained(results: list):
+    """The ids of the refs inside packed results (each result: oid, kind, data, contained, size)."""
+    return (oid for r in results for oid in r[3])
 
 
 def _safe_repr(obj) -> str:
