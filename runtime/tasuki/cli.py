@@ -20,6 +20,8 @@ Both the directory and the file are checked before they are trusted (config.priv
 running and clears its files (clean_stale).
 With `--block` the command stays in the foreground (a container's main process): the children
 hold a lifeline pipe to it, it stops them on SIGTERM/SIGINT, and it exits when one of them dies.
+On a signal it first passes SIGTERM on (`leave`): a node agent drains (its work and the objects only
+it holds move to other nodes) before the lifeline closes; a head tells its nodes and drivers.
 
 Every flag may also come from a TASUKI_* environment variable (see ENV_FLAGS); flags win.
 """
@@ -581,6 +583,8 @@ def block(started: list[subprocess.Popen], info: dict, lifeline_w: int) -> int:
     while not stop_reason and died is None:
         died = next((p for p in started if p.poll() is not None), None)
         time.sleep(0.2)
+    if died is None:
+        leave(started, info)
     os.close(lifeline_w)                       # the children see EOF on their lifeline and stop
     terminate([p.pid for p in started if p.poll() is None], STOP_TIMEOUT_S)
     for proc in started:
@@ -600,6 +604,28 @@ def block(started: list[subprocess.Popen], info: dict, lifeline_w: int) -> int:
         return 1
     print(f"tasuki: stopped on {stop_reason[0]}")
     return 0
+
+
+def leave(started: list[subprocess.Popen], info: dict) -> None:
+    """Stopped by a signal: stop the children gracefully before the lifeline goes. A head is sent
+    SIGTERM (it tells its nodes and drivers, see head.shutdown); a node agent alone is sent SIGTERM
+    and given its drain (TASUKI_DRAIN_TIMEOUT_S + the margin, see node.leave) to hand its work over."""
+    head = [p for p in started if p.pid == info.get("head_pid")]
+    leaving = head or started
+    for proc in leaving:
+        with contextlib.suppress(OSError):
+            proc.send_signal(signal.SIGTERM)
+    wait_s = STOP_TIMEOUT_S if head else (config.env_float("DRAIN_TIMEOUT_S", config.DRAIN_TIMEOUT_S)
+                                          + config.DRAIN_MARGIN_S + 5)
+    deadline = time.time() + wait_s
+    while time.time() < deadline and any(p.poll() is None for p in leaving):
+        time.sleep(0.1)
+    if not head:
+        from .head import describe_exit
+        for proc in started:
+            drained = "drained and exited" if proc.returncode == 0 else (
+                describe_exit(proc.returncode) if proc.returncode is not None else f"still running after {wait_s:g} s")
+            print(f"tasuki: node agent (pid {proc.pid}): {drained}", flush=True)
 
 
 def describe_resources(resources: dict) -> str:

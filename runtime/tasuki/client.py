@@ -78,6 +78,7 @@ class Client:
         self.nodes_cache: list | None = None
         self.running = True
         self.last_heard = time.time()       # the head's last message (it answers driver heartbeats)
+        self.head_stopped: str | None = None  # HEAD_STOPPING's reason: the head shut down (SIGTERM, `tasuki stop`)
         self.warned: set = set()
         self.watchers: dict[bytes, list] = {}         # object id -> callbacks waiting for it (when_ready)
         self.watch_lock = threading.Lock()
@@ -132,10 +133,11 @@ class Client:
         return ClusterError("the connection to the tasuki cluster was closed (tasuki.shutdown()) before this "
                             "result arrived: wait for results, or shut executors and pools down, before shutdown()")
 
-    def _fail_waiting(self) -> None:
-        """Closing: the objects that callbacks (futures, the drop-ins) or other threads' gets still
-        wait for will never come; they fail with a ClusterError instead of waiting for ever."""
-        blob = serialization.dumps_inline(self.closed_error())
+    def _fail_waiting(self, error: ClusterError | None = None) -> None:
+        """Closing (or the head shut down): the objects that callbacks (futures, the drop-ins) or
+        other threads' gets still wait for will never come; they fail with a ClusterError instead
+        of waiting for ever."""
+        blob = serialization.dumps_inline(error or self.closed_error())
         with self.watch_lock:
             waited = list(self.watchers)
         with self.cond:
@@ -307,6 +309,9 @@ class Client:
                 elif kind == P.REFUSED:
                     self.refused = message[1]
                     arrived = True
+                elif kind == P.HEAD_STOPPING:
+                    self.head_stopped = message[1]
+                    self._fail_waiting(ClusterError(message[1]))    # wakes the gets: check_head raises
                 elif self.on_message is not None:
                     self.on_message(message)
         if arrived:
@@ -656,6 +661,8 @@ class Client:
         worker's node watches the head for it)."""
         if not self.running:
             raise self.closed_error()
+        if self.head_stopped is not None:
+            raise ClusterError(self.head_stopped)
         if self.role != "driver":
             return
         silent = time.time() - self.last_heard

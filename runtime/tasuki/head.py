@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from . import __version__, config, protocol as P, serialization, transport
+from . import __version__, config, drain as D, protocol as P, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_shape, shape_of)
 
@@ -44,6 +44,7 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, flo
 FUNCTION_TRIM_BYTES = 1 << 20  # bytes of function code freed at once that are worth handing back to the OS
 LOG_INTERVAL_S = 5.0         # seconds between two lines about dropped messages or failed HTTP requests
 HANDLE_KIND = "h"            # the object kind of an actor id: its handles' refcount (see actor.py)
+DRAIN_TICK_S = 0.2           # seconds between two looks at the draining nodes (see the drain block below)
 
 
 class LogLimiter:
@@ -150,6 +151,9 @@ class Head:
         self.latency_counts = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
         self.running = True
+        self.stop_reason = ""                        # why serve() ends, for the drivers (HEAD_STOPPING)
+        self.drains: dict[str, D.Drain] = {}         # node id -> its drain (see the drain block below)
+        self.next_drain_tick = 0.0
         self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
@@ -186,10 +190,13 @@ class Head:
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
+                self.stop_reason = "the process that started it exited"
                 break                         # the driver that started us is gone
             if now >= next_check:
                 self.check_liveness(now)
                 next_check = now + config.NODE_HEARTBEAT_S
+            if self.drains and now >= self.next_drain_tick:
+                self.drain_tick(now)
             self.schedule(now)
             self.flush()
         self.shutdown()
@@ -208,9 +215,15 @@ class Head:
                 transport.send(self.sock, messages, to=to)
 
     def shutdown(self) -> None:
+        why = f" ({self.stop_reason})" if self.stop_reason else ""
+        stopping = (P.HEAD_STOPPING, f"the tasuki head at {self.address} shut down{why}: the cluster stopped, and "
+                                     f"the tasks, objects and actors it held are gone. Start it again (`tasuki start "
+                                     f"--head`) and reconnect with init().")
         for ident, peer in list(self.peers.items()):
             if peer.role == "node":
                 self.send(ident, (P.SHUTDOWN,))
+            else:                             # drivers and workers: their gets fail now, not after HEAD_TIMEOUT
+                self.send(ident, stopping)
         self.flush()
         self.sock.close()
         self.control.close()
@@ -1036,6 +1049,7 @@ class Head:
 
     def node_died(self, node: Node, now: float) -> None:
         self.node_deaths[node.state] += 1
+        self.drains.pop(node.node_id, None)
         self.peers.pop(b"N" + node.node_id.encode(), None)
         for worker in self.sched.remove_node(node.node_id):
             self.forget_peer(worker.worker_id)       # its refs and its functions
@@ -1125,8 +1139,13 @@ class Head:
     def node_directory(self, now: float | None = None) -> list[dict]:
         now = now or time.time()
         out = []
+        primaries = None          # node id -> primary copies, counted only if an idle node stores objects
         for node in self.sched.nodes.values():
             busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
+            idle = node.idle_since is not None
+            if idle and node.stats.get("objects"):      # secondary copies and freed objects keep no node busy
+                primaries = self.primary_objects() if primaries is None else primaries
+                idle = not primaries.get(node.node_id)
             out.append({
                 "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
                 "ipc": node.info.get("ipc"), "store_path": node.info.get("store_path"),
@@ -1136,8 +1155,7 @@ class Head:
                 "python": node.info.get("python"), "is_head_node": node.info.get("is_head_node", False),
                 "resources": node.total, "available": {k: max(0.0, v) for k, v in node.available.items()},
                 "workers": len(node.workers), "busy_workers": busy,
-                "seconds_idle": round(now - node.idle_since, 3) if node.idle_since is not None and
-                                not node.stats.get("objects") else 0.0,
+                "seconds_idle": round(now - node.idle_since, 3) if idle else 0.0,
                 "object_store": {"used": node.stats.get("used", 0), "capacity": node.stats.get("capacity", 0),
                                  "objects": node.stats.get("objects", 0), "spilled": node.stats.get("spilled", 0)},
             })
@@ -1165,18 +1183,163 @@ class Head:
                  "namespace": a.info["namespace"], "node_id": a.node_id, "state": a.state,
                  "restarts": a.restarts, "cause": a.cause} for a in self.actors.values()]
 
+    # --- drain: a node leaves and loses nothing (decisions in drain.py) ---------------------------
     def drain(self, arg: dict, now: float) -> dict:
+        """The "drain" query (POST /api/v1/nodes/{id}/drain): start an API drain, or with "cancel"
+        put an API-drained node back to alive; answer what is left there either way."""
         node = self.sched.nodes.get(arg["node_id"])
         if node is None:
             raise KeyError(f"no node {arg['node_id']!r}")
-        busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
-        if arg.get("if_idle") and busy:
-            return {"node_id": node.node_id, "drained": False, "refused": True, "running_tasks": busy,
+        if arg.get("cancel"):
+            return self.cancel_drain(node, now)
+        running, _ = self.node_load(node)
+        if arg.get("if_idle") and running:
+            return {"node_id": node.node_id, "drained": False, "refused": True, "running_tasks": running,
                     "state": node.state}
         if node.state == ALIVE:
-            node.state = DRAINING
-        return {"node_id": node.node_id, "state": node.state, "running_tasks": busy,
-                "objects": node.stats.get("objects", 0), "drained": busy == 0}
+            self.start_drain(node, D.API, None, now)
+        return self.drain_answer(node, now)
+
+    def cancel_drain(self, node: Node, now: float) -> dict:
+        drain = self.drains.get(node.node_id)
+        refusal = D.cancel_refusal(node.node_id, drain, node.state)
+        cancelled = refusal is None and node.state == DRAINING
+        if cancelled:
+            node.state = ALIVE
+            self.drains.pop(node.node_id, None)
+        answer = self.drain_answer(node, now)
+        answer["cancelled"] = cancelled
+        if refusal is not None:
+            answer["error"] = refusal
+        elif not cancelled:
+            answer["message"] = f"node {node.node_id} was not draining: nothing to cancel"
+        return answer
+
+    def drain_answer(self, node: Node, now: float) -> dict:
+        running, actors = self.node_load(node)
+        moves = D.objects_to_move(self.stored_objects(), node.node_id, self.node_states())
+        return D.answer(node.node_id, node.state, running, actors, moves, node.stats.get("objects", 0),
+                        self.drains.get(node.node_id), now)
+
+    def on_leaving(self, ident, peer, now, timeout_s) -> None:
+        """A node agent got SIGTERM: drain it, handing its running tasks back after timeout_s."""
+        node = self.sched.nodes.get(peer.info.get("node_id"))
+        if node is None or node.state == DEAD:
+            self.send(ident, (P.DRAINED,))
+            return
+        timeout_s = max(0.0, float(timeout_s))
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: node {node.node_id} ({node.ip}) is leaving "
+              f"(SIGTERM): draining it, running tasks handed back after {timeout_s:g} s", file=sys.stderr, flush=True)
+        self.start_drain(node, D.SIGTERM, now + timeout_s, now)
+
+    def start_drain(self, node: Node, reason: str, deadline: float | None, now: float) -> None:
+        """No new work for the node; the tasks queued behind its workers' current ones come back
+        (STEAL: a worker gives back those it has not started)."""
+        node.state = DRAINING
+        drain = self.drains.get(node.node_id)
+        if drain is None:
+            drain = self.drains[node.node_id] = D.Drain(node.node_id, reason)
+        if reason == D.SIGTERM:              # an API drain becomes a leave, with its deadline
+            drain.reason, drain.deadline = reason, deadline
+        for wid in node.workers:
+            worker = self.sched.workers.get(wid)
+            for task in worker.backlog if worker is not None else ():
+                if not task.stealing:
+                    task.stealing = True
+                    self.send(wid, (P.STEAL, task.task_id))
+        self.next_drain_tick = now
+
+    def node_load(self, node: Node) -> tuple[int, int]:
+        """(tasks running on the node, workers held by its live actors)."""
+        running = actors = 0
+        for wid in node.workers:
+            worker = self.sched.workers.get(wid)
+            if worker is not None:
+                running += worker.task is not None
+                actors += worker.actor_id is not None
+        return running, actors
+
+    def node_states(self) -> dict:
+        return {n.node_id: n.state for n in self.sched.nodes.values()}
+
+    def stored_objects(self) -> list:
+        """(id, node ids holding it, size) of each referenced object kept in node stores."""
+        return [(oid, obj.data, obj.size) for oid, obj in self.objects.items() if obj.kind == P.STORED_KIND]
+
+    def primary_objects(self) -> dict:
+        """Node id -> the objects it holds that no other alive node does (a scan: at query time only)."""
+        return D.primary_counts(self.stored_objects(), self.node_states())
+
+    def drain_tick(self, now: float) -> None:
+        """For each draining node: hand back its running tasks past the deadline, move its actors
+        that may restart, copy the objects only it holds, and say DRAINED once nothing is left."""
+        self.next_drain_tick = now + DRAIN_TICK_S
+        states, stored = self.node_states(), self.stored_objects()
+        room = {n.node_id: n.stats.get("capacity", 0) - n.stats.get("used", 0)
+                for n in self.sched.nodes.values() if n.state == ALIVE and n.stats}
+        for other in self.drains.values():          # copies under way take room not yet in the heartbeats
+            for oid, (target, _) in other.copying.items():
+                if target in room and oid in self.objects:
+                    room[target] -= self.objects[oid].size
+        for node_id, drain in list(self.drains.items()):
+            node = self.sched.nodes.get(node_id)
+            if node is None or node.state != DRAINING:
+                del self.drains[node_id]
+                continue
+            if D.past_deadline(drain, now):
+                self.hand_back(node, drain, now)
+            self.move_actors(node, drain, now)
+            moves = D.objects_to_move(stored, node_id, states)
+            waiting = {oid for oid, _ in moves}
+            for oid in [o for o in drain.copying if o not in waiting]:
+                del drain.copying[oid]               # copied (STORED added the location) or freed
+            for oid, target in D.choose_targets(moves, room, drain.copying, now):
+                drain.copying[oid] = (target, now)
+                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.locations(self.objects[oid])))
+            running, actors = self.node_load(node)
+            if drain.reason == D.SIGTERM and not (running or actors or moves):
+                self.send(b"N" + node_id.encode(), (P.DRAINED,))
+                self.node_died(node, now)            # it left: its workers and its copies are forgotten now
+
+    def hand_back(self, node: Node, drain: D.Drain, now: float) -> None:
+        """The deadline passed: requeue the node's running tasks without counting an attempt (the
+        scheduler forgets the worker first, so its DONE or exit is ignored; then it is killed), and
+        end the actors that may not restart (they would die with the node)."""
+        to_node = b"N" + node.node_id.encode()
+        for wid in list(node.workers):
+            worker = self.sched.workers.get(wid)
+            if worker is None or worker.task is None or worker.actor_id is not None:
+                continue
+            _, task = self.sched.worker_gone(wid, now)      # frees its resources, requeues its backlog
+            self.forget_peer(wid)
+            self.send(to_node, (P.KILL, wid))
+            task.worker = None
+            drain.handed_back += 1
+            if task.cancelled and task.actor is None:
+                self.finish_with_error(task, TaskCancelledError(f"task {task.name} was cancelled"), now, "cancelled")
+            else:
+                self.sched.requeue_front(task)
+        for actor in self.actors.values():
+            if actor.node_id == node.node_id and actor.worker_id is not None and actor.state == P.ALIVE_STATE \
+                    and actor.actor_id not in drain.moved_actors and not actor.no_restart:
+                self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor "
+                                             f"had no restarts left (give it max_restarts to have it moved)", now)
+
+    def move_actors(self, node: Node, drain: D.Drain, now: float) -> None:
+        """Restart elsewhere the node's live actors that have restarts left: kill the worker; its
+        exit goes through actor_died, which places the actor again (never on a draining node)."""
+        for actor in self.actors.values():
+            if actor.node_id != node.node_id or actor.worker_id is None or actor.state != P.ALIVE_STATE \
+                    or actor.actor_id in drain.moved_actors or actor.no_restart:
+                continue
+            limit = actor.info["max_restarts"]
+            if limit == -1 or actor.restarts < limit:
+                drain.moved_actors.add(actor.actor_id)
+                actor.cause = f"its node {node.node_id} ({node.ip}) was drained"
+                self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
+
+
+Head.handlers[P.LEAVING] = Head.on_leaving      # (the drain block's handler, defined after the table)
 
 
 def return_free_memory() -> None:

@@ -14,7 +14,14 @@ Endpoints:
   GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
   GET  /api/v1/nodes                the node table
   POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy;
-                                    needs "Authorization: Bearer <cluster token>" (401 without it)
+                                    needs "Authorization: Bearer <cluster token>" (401 without it).
+                                    The node takes no new work; its actors that may restart move, the
+                                    objects only it holds are copied away. Answer: `drained` (no task
+                                    running, no live actor, no object to move), `running_tasks`,
+                                    `actors`, `objects_to_move`, `bytes_to_move`, `state`, `reason`
+                                    (api | sigterm: its node agent got SIGTERM and is leaving)
+  POST .../drain {"cancel": true}   (or DELETE /api/v1/nodes/{id}/drain) the node is alive again; 409
+                                    for a node leaving on SIGTERM (that drain cannot be cancelled)
   GET  /healthz                     200 while the head's loop answers, 503 otherwise
 
 Metrics (`families`; per-node series carry `node` and the node's worker `group`, "" outside Kubernetes;
@@ -306,24 +313,30 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply_error(e.code, str(e))
         match = DRAIN_PATH.match(path)
         if match is None:
-            return self.reply_error(404, f"no such endpoint {path!r}; POST only /api/v1/nodes/ID/drain")
+            return self.reply_error(404, f"no such endpoint {path!r}; POST or DELETE only /api/v1/nodes/ID/drain")
         try:
             options = json.loads(body) if body.strip() else {}
             if not isinstance(options, dict):
                 raise ValueError("the body must be a JSON object")
         except ValueError as e:
-            return self.reply_error(400, f"bad drain request: {e}. Send no body, or {{\"if_idle\": true}}")
+            return self.reply_error(400, f"bad drain request: {e}. Send no body, {{\"if_idle\": true}} "
+                                         f"or {{\"cancel\": true}}")
         try:
-            self.drain(match.group(1), bool(options.get("if_idle", False)))
+            self.drain(match.group(1), bool(options.get("if_idle", False)),
+                       self.command == "DELETE" or bool(options.get("cancel", False)))
         except HeadUnavailable as e:
             self.reply_error(503, str(e))
 
-    def drain(self, node_id: str, if_idle: bool) -> None:
+    do_DELETE = do_POST       # DELETE .../drain cancels, as POST {"cancel": true} does
+
+    def drain(self, node_id: str, if_idle: bool, cancel: bool = False) -> None:
         nodes = ask_head(self.context, "nodes")
         if node_id not in {n["node_id"] for n in nodes}:
             known = ", ".join(n["node_id"] for n in nodes) or "none"
             return self.reply_error(404, f"no node {node_id!r} in this cluster (nodes: {known})")
-        answer = ask_head(self.context, "drain", {"node_id": node_id, "if_idle": if_idle})
+        answer = ask_head(self.context, "drain", {"node_id": node_id, "if_idle": if_idle, "cancel": cancel})
+        if cancel and "error" in answer and "cancelled" in answer:     # a leaving node: cannot be cancelled
+            return self.reply_json(409, answer)
         if "error" in answer:
             return self.reply_error(404 if answer["error"].startswith("KeyError") else 500, answer["error"])
         if answer.get("refused"):

@@ -11,6 +11,13 @@ died, or it restarted and does not know this node, or it declared this node dead
 and with it the zygote and the workers (each dies with its parent, see zygote.py): until the head
 can recover its state, a node without its head would only hold memory and CPUs for ever.
 
+SIGTERM (Kubernetes deleting the pod, `tasuki stop`) drains the node instead of stopping it: the
+agent sends LEAVING(TASUKI_DRAIN_TIMEOUT_S) and keeps serving while the head moves the work away
+(see drain.py): running tasks finish or are handed back at the deadline, actors restart elsewhere,
+objects only this node holds are pulled by other nodes (the head sends them REPLICATE). The head
+says DRAINED when nothing is left, and the agent exits 0; it exits 1 when the head goes silent or
+the deadline plus config.DRAIN_MARGIN_S passes first. SIGINT and the lifeline still stop it at once.
+
 Pull of an object another node holds (a PIN naming sources):
   PIN ──► node: allocate a block, READ chunk 0 from the source, then keep 4 chunk READs in flight
   each CHUNK is written into the block; when complete: SEAL, STORED to the head, PINNED to waiters
@@ -33,6 +40,7 @@ from .exceptions import ObjectLostError, ObjectStoreFullError
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 PULL_WINDOW = 4          # chunk requests in flight per pull
+LEAVE_HEAD_SILENCE_S = 3.0   # seconds of silence from the head (it answers heartbeats) after which a leaving node exits
 
 
 @dataclass
@@ -124,6 +132,9 @@ class NodeAgent:
         self.pin_listener.listen(64)
         self.pin_listener.setblocking(False)
         self.pin_conns: dict[int, list] = {}          # fd -> [socket, bytes received not yet handled]
+        self.leave_asked = False                      # SIGTERM came: drain, then exit (see `leave`)
+        self.leave_deadline: float | None = None      # when it exits even if the head never said DRAINED
+        self.exit_code = 0
 
     def info(self) -> dict:
         c = self.cfg
@@ -168,7 +179,23 @@ class NodeAgent:
                       f"{now - self.head_heard:.1f} s (TASUKI_HEAD_TIMEOUT={self.head_timeout:g}): it stopped, "
                       f"restarted or lost this node. Stopping this node agent and its workers.",
                       file=sys.stderr, flush=True)
+                self.exit_code = 1 if self.leave_deadline is not None else 0
                 break
+            if self.leave_asked:
+                if self.leave_deadline is None:
+                    self.leave(now)
+                elif now - self.head_heard > LEAVE_HEAD_SILENCE_S:
+                    print(f"tasuki node {self.cfg.node_id}: leaving, and the head at {self.cfg.head_address} has "
+                          f"said nothing for {now - self.head_heard:.1f} s: no one is left to drain this node for; "
+                          f"exiting.", file=sys.stderr, flush=True)
+                    self.exit_code = 1
+                    break
+                elif now > self.leave_deadline:
+                    print(f"tasuki node {self.cfg.node_id}: the head did not finish draining this node within "
+                          f"TASUKI_DRAIN_TIMEOUT_S + {config.DRAIN_MARGIN_S:g} s; exiting anyway (what was still "
+                          f"running here is retried elsewhere or lost).", file=sys.stderr, flush=True)
+                    self.exit_code = 1
+                    break
             if now >= next_beat:
                 self.head_messages.append((P.HEARTBEAT, {
                     "used": self.store.used(), "capacity": self.store.capacity,
@@ -178,6 +205,16 @@ class NodeAgent:
                 messages, self.head_messages = self.head_messages, []
                 transport.send(self.head, messages)
         self.shutdown()
+
+    def leave(self, now: float) -> None:
+        """SIGTERM (Kubernetes deletes the pod): ask the head to drain this node (LEAVING); it
+        answers DRAINED once nothing is left here, and then this agent exits 0."""
+        timeout = config.env_float("DRAIN_TIMEOUT_S", config.DRAIN_TIMEOUT_S)
+        self.leave_deadline = now + timeout + config.DRAIN_MARGIN_S
+        self.head_messages.append((P.LEAVING, timeout))
+        print(f"tasuki node {self.cfg.node_id}: SIGTERM: draining (running tasks may finish for up to "
+              f"TASUKI_DRAIN_TIMEOUT_S={timeout:g} s; objects only this node holds are copied away)",
+              file=sys.stderr, flush=True)
 
     def serve_pins(self, events: dict) -> None:
         """The pin channel (see the end of protocol.py): accept; answer each ALLOC and PIN at once, take SEALs."""
@@ -310,6 +347,11 @@ class NodeAgent:
             self.running = False
         elif kind == P.NODE_DIED:
             self.source_died(message[1], message[2])
+        elif kind == P.REPLICATE:
+            self.replicate(message[1], message[2])
+        elif kind == P.DRAINED:
+            print(f"tasuki node {self.cfg.node_id}: drained: nothing is left here; exiting", file=sys.stderr, flush=True)
+            self.running = False
 
     def on_zygote(self) -> None:
         chunk = self.zygote.recv(65536)
@@ -432,13 +474,25 @@ class NodeAgent:
         dead = [node_id for node_id, _ in sources if node_id in self.dead_nodes]
         sources = [s for s in sources if s[0] not in self.dead_nodes]
         if not sources:
+            if sock is None:                  # a copy the head asked for: its next drain tick asks again
+                return
             where = f": node {', '.join(dead)} held it and was declared dead" if dead else ""
             transport.send(sock, [(P.PINNED, req, oid, None, None, str(ObjectLostError(
                 f"object {oid.hex()} has no live copy on any node{where}")))], to=ident)
             return
-        self.pulls[oid] = {"waiters": [(sock, ident, req)], "sources": list(sources), "size": None,
+        self.pulls[oid] = {"waiters": [(sock, ident, req)] if sock is not None else [], "sources": list(sources),
+                           "size": None,
                            "received": 0, "next": 0, "started": time.time()}
         self.request_chunk(oid, 0)
+
+    def replicate(self, oid: bytes, sources: list) -> None:
+        """The head asks for a copy of an object (a draining node holds the only one): pull it with
+        no one waiting; on_chunk reports STORED when it is sealed."""
+        entry = self.store.entries.get(oid)
+        if entry is not None and entry.sealed and not entry.freed:
+            self.head_messages.append((P.STORED, oid, entry.size))
+        elif entry is None and oid not in self.pulls:
+            self.start_pull(None, None, None, oid, [s for s in sources if s[0] != self.cfg.node_id])
 
     def source(self, address: str):
         sock = self.sources.get(address)
@@ -597,9 +651,10 @@ def main(argv=None) -> None:
         agent = NodeAgent(cfg, zygote_sock, zygote_pid, int(lifeline) if lifeline else None)
     except ObjectStoreFullError as e:         # its directory cannot hold even the store's first extent
         raise SystemExit(f"tasuki node: {e}") from None
-    signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "running", False))
+    signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "leave_asked", True))     # drain, then exit
     signal.signal(signal.SIGINT, lambda *_: setattr(agent, "running", False))
     agent.serve()
+    sys.exit(agent.exit_code)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ Node agent → head
 Head → node agent
     SPAWN(worker_id, count), KILL(worker_id), FREE(ids), SHUTDOWN
     NODE_DIED(node_id, address)  a node was declared dead: its pulls go to another copy, or fail
+Draining (see drain.py)
+    LEAVING(timeout_s)           node agent → head: it got SIGTERM; drain it within timeout_s seconds
+    DRAINED                      head → node agent: nothing is left there (no task, actor or sole copy): exit 0
+    REPLICATE(id, sources)       head → node agent: pull a copy of this object from [(node_id, address)] (no
+                                 one waits for it); STORED(id, size) to the head once it is sealed
+    HEAD_STOPPING(reason)        head → drivers and workers: the head is shutting down (SIGTERM, `tasuki stop`):
+                                 pending gets and waits raise ClusterError(reason) at once
 Anyone → node agent (object store and transfers)
     ALLOC(req, id, size) → ALLOCATED(req, offset | spill file path | error)
     SEAL(id, layout)
@@ -79,6 +86,7 @@ ALLOC, ALLOCATED, SEAL, PIN, PINNED, UNPIN, READ, CHUNK, WRITE = (
 CREATE_ACTOR, ACTOR_READY, ACTOR_LOCATE, ACTOR_INFO, ACTOR_CALLS, ACTOR_RESULT, KILL_ACTOR, CALL = (
     "create_actor", "actor_ready", "actor_locate", "actor_info", "actor_calls", "actor_result", "kill_actor", "call")
 ACTOR_EXIT, CANCEL_CALL = "actor_exit", "cancel_call"
+LEAVING, DRAINED, REPLICATE, HEAD_STOPPING = "leaving", "drained", "replicate", "head_stopping"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"
