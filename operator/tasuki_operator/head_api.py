@@ -129,11 +129,14 @@ def split_url(url: str, what: str = "the head URL") -> tuple[str, str, int, str]
 class DrainAnswer:
     """The head's answer to a drain request.
 
-    `drained`: the node runs no task now (its pod may be deleted once the head no longer holds
-    objects there); `refused`: if_idle was set and the node was busy (HTTP 409), so nothing
-    changed; `state`: the node's state after the request ("draining" once drained or draining);
-    `objects`: objects the node holds (None when the head did not say: a refused answer);
-    `message`: the head's explanation when refused, else "".
+    `drained`: the node runs no task, hosts no live actor and holds no object stored nowhere
+    else (its pod may be deleted); `refused`: if_idle was set and the node was busy (HTTP 409),
+    so nothing changed, or a cancel was refused (the node is leaving on SIGTERM); `state`: the
+    node's state after the request ("draining" once drained or draining, "alive" after a
+    cancel); `objects`: objects the node holds (None when the head did not say: a refused
+    answer); `message`: the head's explanation when refused, else "". What is left there (None
+    when the head did not say): `actors`, `objects_to_move`, `bytes_to_move`; `cancelled`: a
+    cancel put the node back to alive.
     """
     node_id: str
     drained: bool
@@ -142,6 +145,10 @@ class DrainAnswer:
     state: str
     objects: int | None
     message: str = ""
+    actors: int | None = None
+    objects_to_move: int | None = None
+    bytes_to_move: int | None = None
+    cancelled: bool = False
 
     @classmethod
     def from_json(cls, answer: dict, node_id: str) -> DrainAnswer:
@@ -149,7 +156,9 @@ class DrainAnswer:
                    refused=bool(answer.get("refused", False)), running_tasks=int(answer.get("running_tasks", 0)),
                    state=str(answer.get("state", "")),
                    objects=int(answer["objects"]) if answer.get("objects") is not None else None,
-                   message=str(answer.get("error", "")))
+                   message=str(answer.get("error", "")), cancelled=bool(answer.get("cancelled", False)),
+                   **{k: int(answer[k]) for k in ("actors", "objects_to_move", "bytes_to_move")
+                      if answer.get(k) is not None})
 
 
 # --- the client -------------------------------------------------------------------------------------
@@ -201,6 +210,16 @@ class HeadAPI:
             raise HeadError(self.base_url + path, 0, f"expected a JSON object, got {_start(answer)}")
         return DrainAnswer.from_json({**answer, "refused": status == 409 or answer.get("refused", False)},
                                      str(node_id))
+
+    def cancel_drain(self, node_id: str) -> DrainAnswer:
+        """POST /api/v1/nodes/{node_id}/drain {"cancel": true}: the node takes work again (the
+        operator keeps it after all). `refused` (the head's 409) when its node agent got SIGTERM:
+        a node that is leaving cannot be kept."""
+        path = f"/api/v1/nodes/{urllib.parse.quote(str(node_id), safe='')}/drain"
+        status, answer = self._json("POST", path, {"cancel": True}, allow=(409,))
+        if not isinstance(answer, dict):
+            raise HeadError(self.base_url + path, 0, f"expected a JSON object, got {_start(answer)}")
+        return DrainAnswer.from_json({**answer, "refused": status == 409}, str(node_id))
 
     # --- one request ------------------------------------------------------------------------------
     def _json(self, method: str, path: str, body: dict | None = None, allow: tuple = ()) -> tuple[int, object]:

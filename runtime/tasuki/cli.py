@@ -422,6 +422,7 @@ def start(args) -> int:
     flags = node_flags(args)                      # check every flag before starting anything
     lifeline = None
     if args.block:
+        catch_stop_signals(signal.SIGTERM)      # (Ctrl-C still aborts the start-up)
         read_end, lifeline_w = os.pipe()
         os.set_inheritable(read_end, True)
         lifeline = read_end
@@ -570,15 +571,21 @@ def start_node(args, flags: list[str], started: list, lifeline: int | None) -> d
     return info
 
 
+STOP_SIGNALS: list[str] = []      # the signals a `start --block` got (caught from its start: a pod may be deleted early)
+
+
+def catch_stop_signals(*signums: int) -> None:
+    def on_signal(signum, _frame) -> None:
+        STOP_SIGNALS.append(signal.Signals(signum).name)
+
+    for signum in signums:
+        signal.signal(signum, on_signal)
+
+
 def block(started: list[subprocess.Popen], info: dict, lifeline_w: int) -> int:
     """Stay in the foreground until SIGTERM/SIGINT or until a child dies; then stop them all."""
-    stop_reason: list[str] = []
-
-    def on_signal(signum, _frame) -> None:
-        stop_reason.append(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    catch_stop_signals(signal.SIGTERM, signal.SIGINT)
+    stop_reason = STOP_SIGNALS
     died = None
     while not stop_reason and died is None:
         died = next((p for p in started if p.poll() is not None), None)

@@ -1385,8 +1385,12 @@ def main(argv=None) -> None:
             else "127.0.0.1"
     head = Head(args.address, os.environ["TASUKI_TOKEN"], args.metrics_port, metrics_host,
                 int(lifeline) if lifeline else None)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(head, "running", False))
-    signal.signal(signal.SIGINT, lambda *_: setattr(head, "running", False))
+
+    def stop(signum, _frame) -> None:
+        head.stop_reason, head.running = signal.Signals(signum).name, False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:
             json.dump({"address": head.address, "metrics": head.metrics_address, "pid": os.getpid()}, f)
