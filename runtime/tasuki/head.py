@@ -20,6 +20,11 @@ deduplicated there) or something pins it (a pending task's arguments, a stored o
 the ref). Small values are kept here inline; large ones stay in node stores and only their
 locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
 the nodes storing it.
+
+Draining (the block at the end of the class; decisions in drain.py): a node agent given SIGTERM
+sends LEAVING, or the HTTP API asks; each drain tick hands back tasks past the deadline, moves
+actors that may restart, has other nodes pull (REPLICATE) the objects only the node holds, and
+says DRAINED to a leaving node once nothing is left. shutdown() tells drivers (HEAD_STOPPING).
 """
 from __future__ import annotations
 
