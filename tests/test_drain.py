@@ -331,16 +331,26 @@ except tasuki.exceptions.ClusterError as e:
 '''
 
 
-def test_the_heads_sigterm_fails_a_waiting_get_at_once(tmp_path):
+@pytest.mark.parametrize("block", [False, True], ids=["head", "tasuki-start-block"])
+def test_the_heads_sigterm_fails_a_waiting_get_at_once(tmp_path, block):
     other = CliCluster(tmp_path)
+    foreground = None
     try:
-        other.start_head("--num-cpus", "1")
+        if block:        # the head pod's main process: it passes SIGTERM on to the head
+            foreground = subprocess.Popen([sys.executable, "-m", "tasuki", "start", "--head", "--port", "0",
+                                           "--node-ip-address", "127.0.0.1", "--metrics-port", "0", "--num-cpus", "1",
+                                           "--object-store-memory", "256M", "--block"],
+                                          env=other.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
+            wait_until(lambda: os.path.exists(os.path.join(other.tmpdir, "cluster.json")), 60, "the cluster file")
+        else:
+            other.start_head("--num-cpus", "1")
         info = other.info
         env = {**other.env, "TASUKI_TOKEN": info["token"], "TASUKI_HEAD_TIMEOUT": "300"}
         driver = subprocess.Popen([sys.executable, "-c", WAITING_DRIVER, other.host_port], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert driver.stdout.readline().strip() == "WAITING"
-        os.kill(info["head_pid"], signal.SIGTERM)
+        os.kill(foreground.pid if block else info["head_pid"], signal.SIGTERM)
         out, _ = driver.communicate(timeout=60)
         assert out.startswith("RAISED"), out
         seconds = float(out.split()[1])
@@ -348,7 +358,12 @@ def test_the_heads_sigterm_fails_a_waiting_get_at_once(tmp_path):
         assert "shut down (SIGTERM)" in out and other.host_port.split(":")[0] in out, out
         wait_until(lambda: not [p for p in other.processes() if p.pid != driver.pid], 60,
                    "the node agent and its workers to exit")
+        if block:
+            assert foreground.wait(60) == 0
     finally:
+        if foreground is not None and foreground.poll() is None:
+            os.killpg(foreground.pid, signal.SIGKILL)
+            foreground.wait()
         other.stop()
 
 

@@ -653,7 +653,10 @@ def stop(args) -> int:
     forced = []
     if cli:            # a `tasuki start --block` stops its own children and removes the file
         forced += terminate(cli, args.timeout + 5, group=False)
-    forced += terminate([p for p in head + nodes if alive(p)], args.timeout)
+    # node agents drain on SIGTERM (node.leave): alone (their head runs elsewhere) they get the drain's time
+    timeout = args.timeout if head else max(args.timeout, config.env_float("DRAIN_TIMEOUT_S", config.DRAIN_TIMEOUT_S)
+                                            + config.DRAIN_MARGIN_S + 5)
+    forced += terminate([p for p in head + nodes if alive(p)], timeout)
     remove_stores(info.get("node_pids", []))
     with cluster_file_lock():
         if config.read_cluster_file() == info:
@@ -671,7 +674,7 @@ def stop(args) -> int:
     if cli:
         parts.append(f"the foreground `tasuki start` (pid {cli[0]})")
     print(f"Stopped {', '.join(parts[:-1]) + ' and ' if len(parts) > 1 else ''}{parts[-1]} of the cluster at {host_port(info.get('address', '?'))}."
-          + (f" Killed with SIGKILL after {args.timeout:g} s: pids {', '.join(map(str, forced))}." if forced else ""))
+          + (f" Killed with SIGKILL after {timeout:g} s: pids {', '.join(map(str, forced))}." if forced else ""))
     return 0
 
 
