@@ -251,8 +251,11 @@ class Where:
     def node(self) -> str:
         return tasuki.get_runtime_context().get_node_id()
 
+    def pid(self) -> int:
+        return os.getpid()
 
-def test_an_actor_with_restarts_moves_one_without_waits_for_the_deadline(cluster):
+
+def test_an_actor_with_restarts_moves_without_using_one_one_without_waits_for_the_deadline(cluster):
     leaving = Node(cluster, "127.0.0.5", "--num-cpus", "1", "--resources", '{"home": 2}', drain_timeout=2.0)
     spare = None
     try:
@@ -262,8 +265,10 @@ def test_an_actor_with_restarts_moves_one_without_waits_for_the_deadline(cluster
         spare = Node(cluster, "127.0.0.6", "--num-cpus", "1", "--resources", '{"home": 2}')
         leaving.leave()        # (a call sent before the head hears of it may still reach the old place)
         wait_until(lambda: tasuki.get(mover.node.remote(), timeout=60) == spare.node_id, 60, "the actor to move")
+        os.kill(tasuki.get(mover.pid.remote(), timeout=60), signal.SIGKILL)     # the move used no restart:
+        assert tasuki.get(mover.node.remote(), timeout=60) == spare.node_id     # its one restart is still there
         assert leaving.exit_code() == 0, leaving.output()      # the stayer ended at the deadline
-        with pytest.raises(tasuki.exceptions.ActorDiedError, match="no restarts left"):
+        with pytest.raises(tasuki.exceptions.ActorDiedError, match="may not restart"):
             tasuki.get(stayer.node.remote(), timeout=60)
     finally:
         leaving.kill()

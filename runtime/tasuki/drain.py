@@ -3,8 +3,9 @@
 A node drains when its node agent gets SIGTERM (Kubernetes deletes its pod: it sends LEAVING to
 the head) or when the operator asks (POST /api/v1/nodes/{id}/drain). The head (head.py, its
 "drain" block) then places nothing new there, hands back the tasks queued at its workers, lets
-the running ones finish, restarts its actors that have restarts left on other nodes, and copies
-the objects only this node holds to other nodes. It calls these functions on each drain tick:
+the running ones finish, restarts its actors that may restart on other nodes (a move does not
+count against max_restarts, as in Ray), and copies the objects only this node holds to other
+nodes. It calls these functions on each drain tick:
 
   objects on the node ──objects_to_move──► [(id, size)] ──choose_targets──► [(id, target node)]
   counts (tasks, actors, objects) ──answer──► the drain endpoint's JSON (`drained` and what is left)

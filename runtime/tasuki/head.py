@@ -102,6 +102,8 @@ class Actor:
     subscribers: set = field(default_factory=set)
     job_id: str = ""                 # the job of the process that created it
     pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
+    moving: bool = False             # killed by a drain to restart elsewhere (see move_actors)
+    moves: int = 0                   # restarts from drains: they do not count against max_restarts (as in Ray)
 
 
 @dataclass(eq=False)
@@ -786,8 +788,10 @@ class Head:
         actor.worker_id = actor.address = None
         actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
         limit = actor.info["max_restarts"]
-        if not actor.no_restart and (limit == -1 or actor.restarts < limit):
+        if not actor.no_restart and (limit == -1 or actor.restarts - actor.moves < limit or (actor.moving and limit)):
             actor.restarts += 1
+            actor.moves += actor.moving
+            actor.moving = False
             actor.state = P.RESTARTING
             self.tell_subscribers(actor)
             if not actor.info["max_task_retries"]:
@@ -1332,19 +1336,21 @@ class Head:
         for actor in self.actors.values():
             if actor.node_id == node.node_id and actor.worker_id is not None and actor.state == P.ALIVE_STATE \
                     and actor.actor_id not in drain.moved_actors and not actor.no_restart:
-                self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor "
-                                             f"had no restarts left (give it max_restarts to have it moved)", now)
+                self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor may "
+                                             f"not restart (max_restarts=0): give it max_restarts to have it moved "
+                                             f"to another node when its node drains", now)
 
     def move_actors(self, node: Node, drain: D.Drain, now: float) -> None:
-        """Restart elsewhere the node's live actors that have restarts left: kill the worker; its
-        exit goes through actor_died, which places the actor again (never on a draining node)."""
+        """Restart elsewhere the node's live actors that may restart (max_restarts not 0): kill the
+        worker; its exit goes through actor_died, which places the actor again (never on a draining
+        node). As in Ray, such a move does not count against max_restarts."""
         for actor in self.actors.values():
             if actor.node_id != node.node_id or actor.worker_id is None or actor.state != P.ALIVE_STATE \
                     or actor.actor_id in drain.moved_actors or actor.no_restart:
                 continue
-            limit = actor.info["max_restarts"]
-            if limit == -1 or actor.restarts < limit:
+            if actor.info["max_restarts"]:
                 drain.moved_actors.add(actor.actor_id)
+                actor.moving = True
                 actor.cause = f"its node {node.node_id} ({node.ip}) was drained"
                 self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
 
