@@ -40,7 +40,7 @@ from .exceptions import ObjectLostError, ObjectStoreFullError
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 PULL_WINDOW = 4          # chunk requests in flight per pull
-LEAVE_HEAD_SILENCE_S = 3.0   # seconds of silence from the head (it answers heartbeats) after which a leaving node exits
+LEAVE_HEAD_SILENCE_S = 10.0  # seconds of silence from the head (it answers heartbeats) after which a leaving node exits
 
 
 @dataclass
