@@ -158,7 +158,7 @@ def test_tasks_of_a_killed_node_run_elsewhere(connected, tmp_path):
                                     env={"TASUKI_NUM_CPUS": "3", "TASUKI_RESOURCES": '{"node4": 1}'})
     assert pid in connected.info["node_pids"]
     described = next(n for n in tasuki.nodes() if n["NodeID"] == node4)
-    assert described["Resources"] == {"CPU": 1.0, "node4": 1.0}
+    assert described["Resources"] == {"CPU": 1.0, "node4": 1.0, "memory": described["Resources"]["memory"]}
     # its worker is up once a task pinned there has run; then the 4 slow tasks take one node each
     assert tasuki.get(where.options(resources={"node4": 1}).remote(0), timeout=60)[1] == node4
     refs = [slow_where.remote(i, str(tmp_path), 5.0) for i in range(4)]

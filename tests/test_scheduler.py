@@ -241,7 +241,7 @@ def test_infeasible_shapes_stay_queued_until_a_node_that_fits_joins():
     for _ in range(3):
         assert sched.schedule(NOW) == ([], {})
     assert sched.pending_count() == 1
-    assert list(sched.queues[task.shape]) == [task]
+    assert list(sched.queues[task.key]) == [task]
 
     sched.add_node(make_node("gpu", cpus=2, gpus=1), NOW)
     assert sched.feasible(task.shape)
