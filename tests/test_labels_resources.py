@@ -130,7 +130,7 @@ def test_tasks_and_actors_run_only_where_the_labels_match(cluster):
     tasuki.kill(actor)
 
 
-def test_a_selector_no_node_matches_waits_and_shows_in_demand(cluster):
+def test_a_selector_no_node_matches_waits_and_shows_in_demand(cluster, capfd):
     import tasuki
     f = tasuki.remote(here)
     ref = f.options(label_selector={"zone": "c"}, num_cpus=0.5).remote()
@@ -138,6 +138,11 @@ def test_a_selector_no_node_matches_waits_and_shows_in_demand(cluster):
     assert demand["pending"] == [{"shape": {"CPU": 0.5}, "count": 1, "feasible": False,
                                   "label_selector": {"zone": "c"}}]
     assert "{CPU: 0.5} on nodes labelled zone=c" in cluster.cli("status").stdout
+    err = []
+    wait_until(lambda: err.append(capfd.readouterr().err) or "warning" in "".join(err), 30, "the owner's warning")
+    warning = "".join(err)
+    assert "asks for {CPU: 0.5} on nodes labelled zone=c" in warning, warning
+    assert "{CPU: 1, memory: 1 GiB} labelled disk=ssd, zone=b; {CPU: 1.5, memory: 2 GiB} labelled zone=a" in warning
     tasuki.cancel(ref)
     wait_until(lambda: not http_json(cluster, "/api/v1/demand")["pending"], 30, "the cancelled task to leave")
 

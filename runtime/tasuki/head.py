@@ -357,14 +357,12 @@ class Head:
                 continue
             self.warned_shapes.add(key)
             alive = [n for n in self.sched.nodes.values() if n.state == ALIVE]
-            shapes = sorted({format_shape(shape_of(n.total)) for n in alive})
-            offer = f"nodes offer: {', '.join(shapes) or 'no nodes'}"
-            if task.selector:
-                labels = sorted({json.dumps(n.labels, sort_keys=True) for n in alive})
-                offer += f"; their labels: {', '.join(labels) or 'none'}"
+            shapes = sorted({format_shape(shape_of(n.total)) + (
+                f" labelled {', '.join(f'{k}={v}' for k, v in sorted(n.labels.items())) or '(none)'}"
+                if task.selector else "") for n in alive})
             self.send(task.owner, (P.WARN,
                 f"task {task.name} asks for {format_key(key)}, which no node can provide "
-                f"({offer}). It stays pending until a node that "
+                f"(nodes offer: {'; '.join(shapes) or 'no nodes'}). It stays pending until a node that "
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
 
     def on_hold(self, ident, peer, now, oids) -> None:

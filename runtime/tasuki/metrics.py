@@ -11,7 +11,8 @@ reads it directly: it asks the loop over the inproc control socket, one DEALER p
 Endpoints:
   GET  /metrics                     Prometheus text (the names below)
   GET  /api/v1/status               counters, nodes, pending by shape (what `tasuki status` shows)
-  GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
+  GET  /api/v1/demand               pending bundles by shape (and label_selector) with `feasible`, the
+                                    bundles request_resources() asked for (`requested`), per node seconds_idle
   GET  /api/v1/nodes                the node table
   POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy;
                                     needs "Authorization: Bearer <cluster token>" (401 without it)
