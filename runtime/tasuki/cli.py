@@ -527,7 +527,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
 
     hp = host_port(address)
     print(f"Started a tasuki head at {address} (head pid {head.pid}; node agent {registered['node_id']}, "
-          f"pid {node.pid}, {describe_resources(registered['resources'])}).\n"
+          f"pid {node.pid}, {describe_resources(registered['resources'], registered.get('labels'))}).\n"
           f"Logs: {os.path.dirname(head_log)}\n\n"
           f"Connect from Python on this machine:\n"
           f"    tasuki.init(address=\"auto\")\n"
@@ -578,7 +578,8 @@ def start_node(args, flags: list[str], started: list, lifeline: int | None) -> d
             info = {"address": address, "token": token, "head_pid": None, "node_pids": [node.pid],
                     "metrics": None}
             write_cluster_file(info)
-    print(f"Node {registered['node_id']} (pid {node.pid}, {ip}, {describe_resources(registered['resources'])}) "
+    print(f"Node {registered['node_id']} (pid {node.pid}, {ip}, "
+          f"{describe_resources(registered['resources'], registered.get('labels'))}) "
           f"joined the tasuki cluster at {host_port(address)}.\nLog: {node_log}\n"
           f"Stop the processes started on this machine with `tasuki stop`.", flush=True)
     return info
@@ -618,8 +619,11 @@ def block(started: list[subprocess.Popen], info: dict, lifeline_w: int) -> int:
     return 0
 
 
-def describe_resources(resources: dict) -> str:
-    return ", ".join(f"{v:g} {k}" for k, v in resources.items()) or "no resources"
+def describe_resources(resources: dict, labels: dict | None = None) -> str:
+    """'1.5 CPU, 2 GiB memory; labels zone=a' for the line `tasuki start` prints."""
+    from .scheduler import format_amount
+    text = ", ".join(f"{format_amount(k, v)} {k}" for k, v in resources.items()) or "no resources"
+    return text + (f"; labels {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))}" if labels else "")
 
 
 # --- stop ---------------------------------------------------------------------------------------
