@@ -224,3 +224,26 @@ def test_request_resources_is_kept_until_replaced_or_cleared(cluster):
         request_resources(num_cpus=1.5)
     with pytest.raises(ValueError, match=r"bundles\[0\] asks 'CPU': -1"):
         request_resources(bundles=[{"CPU": -1}])
+
+
+def test_the_operators_plan_reads_the_real_heads_demand(cluster):
+    """The head's JSON (label_selector, requested, node labels, memory) is what autoscaler.plan packs by."""
+    import tasuki
+    from tasuki.autoscaler import request_resources
+    from tasuki_operator.autoscaler import GroupSpec, Settings, plan
+    groups = [GroupSpec("zone-c", 0, 4, 0, {"CPU": 1.0, "memory": 2.0 * GIB}, {"zone": "c"}),
+              GroupSpec("plain", 0, 4, 0, {"CPU": 1.0, "memory": 2.0 * GIB})]
+    ref = tasuki.remote(here).options(label_selector={"zone": "c"}, memory=GIB).remote()
+    demand = wait_until(lambda: (d := http_json(cluster, "/api/v1/demand"))["pending"] and d, 30, "the pending task")
+    assert plan(demand, groups, [], 0.0, Settings()).create == {"zone-c": 1, "plain": 0}
+    tasuki.cancel(ref)
+    wait_until(lambda: not http_json(cluster, "/api/v1/demand")["pending"], 30, "the cancelled task to leave")
+    try:
+        request_resources(num_cpus=2)                 # 2.5 CPUs in the cluster: fits, whatever runs there
+        demand = http_json(cluster, "/api/v1/demand")
+        assert plan(demand, groups, [], 0.0, Settings()).create == {"zone-c": 0, "plain": 0}
+        request_resources(bundles=[{"CPU": 1, "memory": GIB}] * 4)    # two fit the nodes' totals: two pods
+        demand = http_json(cluster, "/api/v1/demand")
+        assert plan(demand, groups, [], 0.0, Settings()).create == {"zone-c": 0, "plain": 2}
+    finally:
+        request_resources()
