@@ -2,9 +2,9 @@
 
 The head owns one `Scheduler`. Pending tasks wait in one queue per `Key`: their resource shape and
 their label selector (labels.py; () for most tasks), the demand the autoscaler reads. A task with a
-selector runs only on nodes whose labels match it. `schedule()` matches queued tasks with idle workers on nodes whose free
-resources fit, and says how many workers each node should start for the tasks that fit but find
-no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
+selector runs only on nodes whose labels match it. `schedule()` matches queued tasks with idle
+workers on nodes whose free resources fit, and says how many workers each node should start for
+the tasks that fit but find no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
 nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of one nesting depth,
 deeper tasks first: the CPU a blocked task lends goes to the work it waits for, not to the next
 top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need three workers,
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .labels import Selector, format_selector, matches
 
-Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of a pending queue
+Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0 (CPU may be 0.5, memory is in bytes)
 Key = tuple     # (Shape, Selector): the key of a pending queue
 EPSILON = 1e-9  # tolerance on resource amounts (0.1 + 0.2 CPUs fit in 0.3); the operator's autoscaler packs by it too
 
