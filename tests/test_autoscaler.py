@@ -164,7 +164,8 @@ CASES = [
     ("selector-skips-starting-pods-of-other-groups", demand([want({"CPU": 1}, 1, selector={"zone": "b"})]),
      [ZONE_A, ZONE_B], [pod("a1", "zone-a", phase="Pending", age=5)], Settings(), {"zone-b": 1}, [], [], []),
     ("selector-no-group-matches", demand([want({"CPU": 1}, 3, selector={"zone": "c"})]), [ZONE_A, ZONE_B], [],
-     Settings(), {}, [], [], ["unplaceable", "zone=c", "3 pending {CPU: 1}", "'zone-a' (zone=a)", "workerGroups[].labels"]),
+     Settings(), {}, [], [], ["unplaceable", "zone=c", "3 pending {CPU: 1}", "'zone-a' (zone=a)",
+                              "workerGroups[].labels"]),
     ("selector-matching-group-at-max", demand([want({"CPU": 1}, 5, selector={"zone": "b"})]), [ZONE_A, ZONE_B], [],
      Settings(), {"zone-b": 3}, [], [], ["waiting", "2 bundles", "'zone-b' reached its max 3"]),
     # request_resources (issue 16): packed into TOTAL capacity, ignoring what runs now

@@ -233,7 +233,8 @@ def test_drain_refused_while_busy_then_drained_when_idle(connected):
 
 def test_node_labels_are_prometheus_labels():
     from tasuki.metrics import node_labels
-    nodes = [{"node_id": "a", "node_name": "pod-a", "group": "cpu", "labels": {"zone": "a", "topology.k8s.io/rack": "r1"}},
+    nodes = [{"node_id": "a", "node_name": "pod-a", "group": "cpu",
+              "labels": {"zone": "a", "topology.k8s.io/rack": "r1"}},
              {"node_id": "b", "node_name": "pod-b", "group": "gpu", "labels": {"zone": "b"}},
              {"node_id": "c", "node_name": "pod-c", "group": "", "labels": {}}]
     family = node_labels(nodes)

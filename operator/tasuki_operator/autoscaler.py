@@ -534,8 +534,7 @@ def _place_shape(key, count, feasible, by_cost, states, free, starting, opened, 
                                    f"no worker group offers {text}; only nodes already in the "
                                    "cluster can run it"})
         elif selector and any(fits(g.shape, s) for g in by_cost):
-            labelled = ", ".join(f"{g.name!r} ({', '.join(f'{k}={v}' for k, v in sorted(g.labels.items())) or 'no labels'})"
-                                 for g in by_cost)
+            labelled = ", ".join(f"{g.name!r} ({_labels_text(g.labels)})" for g in by_cost)
             result.unplaceable.append({**entry, "count": left, "largest_group": None, "reason":
                                        f"no worker group's pods carry labels matching {format_selector(selector)} "
                                        f"({left} {what} {format_shape(s)} bundles; groups: {labelled}): add the "
@@ -606,6 +605,10 @@ def _unplaceable(s: Shape, count: int, by_cost: list[GroupSpec]) -> dict:
     return {"shape": dict(s), "count": count, "largest_group": largest.name if largest else None,
             "reason": f"no worker group can ever fit {format_shape(s)} ({count} bundles): {text}; "
                       "add a group with pods this large, or ask for less"}
+
+
+def _labels_text(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
 
 
 def _stuck_text(st: _GroupState, settings: Settings) -> str:

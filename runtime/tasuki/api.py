@@ -286,7 +286,8 @@ _RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (
                            "placement_group_capture_child_tasks": (None, False)}
 _NUMBER, _INT, _STR = (int, float), (int,), (str,)
 _OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
-    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "memory": _NUMBER, "resources": (dict,), "num_returns": (int, str), "max_retries": _INT,
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "memory": _NUMBER, "resources": (dict,), "num_returns": (int, str),
+    "max_retries": _INT,
     "max_calls": _INT, "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
     "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
 }

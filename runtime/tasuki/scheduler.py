@@ -3,12 +3,13 @@
 The head owns one `Scheduler`. Pending tasks wait in one queue per `Key`: their resource shape and
 their label selector (labels.py; () for most tasks), the demand the autoscaler reads. A task with a
 selector runs only on nodes whose labels match it. `schedule()` matches queued tasks with idle
-workers on nodes whose free resources fit, and says how many workers each node should start for
-the tasks that fit but find no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
-nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of one nesting depth,
-deeper tasks first: the CPU a blocked task lends goes to the work it waits for, not to the next
-top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need three workers,
-not a thousand; Ray gets there by fair queueing across functions). Time comes in as `now` arguments.
+workers on nodes whose free resources fit, and says how many workers each node should start for the
+tasks that fit but find no idle worker. A worker whose task blocks in `get` lends its CPUs back
+(`worker_blocked`), so nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of
+one nesting depth, deeper tasks first: the CPU a blocked task lends goes to the work it waits for,
+not to the next top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need
+three workers, not a thousand; Ray gets there by fair queueing across functions). Time comes in as
+`now` arguments.
 
 A worker keeps the GPUs it first ran with (`Worker.cuda`: () for CPU work): CUDA reads
 CUDA_VISIBLE_DEVICES once, when a process first initialises it, so a worker that ran a CPU task
