@@ -84,6 +84,9 @@ def test_labels_name_and_group_everywhere(cluster):
     assert (b["Labels"], b["NodeName"], b["Group"]) == ({"zone": "b", "disk": "ssd"}, "demo-worker-b", "cpu")
     head = next(n for n in nodes.values() if n["IsHeadNode"])
     assert head["Labels"] == {"zone": "a"}
+    labels_there = tasuki.remote(lambda: tasuki.get_runtime_context().get_node_labels())
+    assert tasuki.get(labels_there.options(label_selector={"zone": "b"}).remote(), timeout=GET_TIMEOUT_S) == \
+        {"zone": "b", "disk": "ssd"}
 
     api_nodes = {n["node_id"]: n for n in http_json(cluster, "/api/v1/nodes")}
     assert api_nodes[cluster.node_b]["labels"] == {"zone": "b", "disk": "ssd"}

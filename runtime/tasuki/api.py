@@ -779,6 +779,11 @@ class RuntimeContext:
             self.node_id = node["node_id"] if node else None
         return self.node_id
 
+    def get_node_labels(self) -> dict[str, str]:
+        """This process's node's labels (tasuki start --labels), as Ray's: {} for a node without any."""
+        node_id = self.get_node_id()
+        return next((dict(n.get("labels") or {}) for n in _get_client().nodes() if n["node_id"] == node_id), {})
+
     def get_task_id(self) -> str | None:
         return self.task_id
 
