@@ -413,7 +413,7 @@ def test_a_tree_of_nested_tasks_does_not_deadlock():
 
 def test_the_pool_shrinks_back_after_nested_tasks():
     tasuki.get(chain.remote(6), timeout=120)
-    wait_for(lambda: tasuki.nodes()[0]["Available"] == {"CPU": 2.0}, what="the CPUs to come back")
+    wait_for(lambda: tasuki.nodes()[0]["Available"]["CPU"] == 2.0, what="the CPUs to come back")
 
 
 # --- asyncio and futures ----------------------------------------------------------------------------
@@ -488,7 +488,8 @@ def test_nodes():
     assert len(nodes) == 1
     node = nodes[0]
     assert node["Alive"] is True and node["State"] == "ALIVE" and node["IsHeadNode"] is True
-    assert node["Resources"] == {"CPU": 2.0}
+    assert node["Resources"]["CPU"] == 2.0 and node["Resources"]["memory"] > 0    # bytes: see --memory
+    assert set(node["Resources"]) == {"CPU", "memory"}
     assert node["Version"] == tasuki.__version__
     assert node["NodeManagerAddress"] == "127.0.0.1"
     store = wait_for(lambda: tasuki.nodes()[0]["ObjectStore"]["capacity"] and tasuki.nodes()[0]["ObjectStore"],
@@ -498,14 +499,15 @@ def test_nodes():
 
 
 def test_cluster_and_available_resources(gate):
-    assert tasuki.cluster_resources() == {"CPU": 2.0}
-    wait_for(lambda: tasuki.available_resources() == {"CPU": 2.0}, what="an idle cluster")
+    memory = tasuki.cluster_resources()["memory"]        # every node advertises memory (tasuki start --memory)
+    assert tasuki.cluster_resources() == {"CPU": 2.0, "memory": memory}
+    wait_for(lambda: tasuki.available_resources() == {"CPU": 2.0, "memory": memory}, what="an idle cluster")
     ref = wait_for_file.remote(gate)
-    wait_for(lambda: tasuki.available_resources() == {"CPU": 1.0}, what="one CPU in use")
-    assert tasuki.cluster_resources() == {"CPU": 2.0}
+    wait_for(lambda: tasuki.available_resources() == {"CPU": 1.0, "memory": memory}, what="one CPU in use")
+    assert tasuki.cluster_resources() == {"CPU": 2.0, "memory": memory}
     open_gate(gate)
     tasuki.get(ref, timeout=60)
-    wait_for(lambda: tasuki.available_resources() == {"CPU": 2.0}, what="the CPU to come back")
+    wait_for(lambda: tasuki.available_resources() == {"CPU": 2.0, "memory": memory}, what="the CPU to come back")
 
 
 def test_get_gpu_ids_is_empty_without_gpus():
@@ -536,7 +538,7 @@ def test_a_gpu_task_without_gpus_stays_pending_and_warns_once(capfd):
     wait_for(lambda: stderr_has("{CPU: 1, GPU: 2}"), timeout=30, what="the second shape's warning")
     text = "".join(seen)
     assert text.count("{CPU: 1, GPU: 1}") == 1, text
-    assert "nodes offer: {CPU: 2}" in text
+    assert "nodes offer: {CPU: 2, memory: " in text
 
     with pytest.raises(GetTimeoutError):
         tasuki.get(refs[0], timeout=0.2)

@@ -23,13 +23,17 @@ CPU_B = GroupSpec("cpu-b", 0, 3, 0, {"CPU": 1, "memory": 2 * GI})
 DATA = os.path.join(os.path.dirname(__file__), "data", "autoscaler_snapshot.json")
 
 
-def want(shape: dict, count: int, feasible: bool = False) -> dict:
-    return {"shape": shape, "count": count, "feasible": feasible}
+def want(shape: dict, count: int, feasible: bool = False, selector: dict | None = None) -> dict:
+    out = {"shape": shape, "count": count, "feasible": feasible}
+    if selector:
+        out["label_selector"] = selector
+    return out
 
 
 def node(pod: str, group: str, resources: dict, available: dict | None = None, busy: int = 0, idle: float = 0.0,
-         state: str = "alive", head: bool = False) -> dict:
+         state: str = "alive", head: bool = False, labels: dict | None = None) -> dict:
     return {"node_id": f"n-{pod}", "node_name": pod, "group": group, "ip": "10.0.0.1", "state": state,
+            "labels": labels or {},
             "resources": resources, "available": dict(resources if available is None else available),
             "workers": 1, "busy_workers": busy, "seconds_idle": idle, "is_head_node": head,
             "object_store": {"used": 0, "capacity": GI, "objects": 0, "spilled": 0}, "version": "0.1.0"}
@@ -41,8 +45,13 @@ def pod(name: str, group: str, phase: str = "Running", age: float = 600.0, unsch
                    drained=drained)
 
 
-def demand(pending=(), nodes=()) -> dict:
-    return {"pending": list(pending), "waiting_for_dependencies": 0, "nodes": list(nodes), "version": "0.1.0"}
+def demand(pending=(), nodes=(), requested=()) -> dict:
+    return {"pending": list(pending), "requested": [{"shape": s, "count": n} for s, n in requested],
+            "waiting_for_dependencies": 0, "nodes": list(nodes), "version": "0.1.0"}
+
+
+def labelled(g: GroupSpec, name: str, **labels) -> GroupSpec:
+    return GroupSpec(name, g.min_replicas, g.max_replicas, g.replicas, g.shape, labels)
 
 
 def with_bounds(g: GroupSpec, lo: int, hi: int, replicas: int = 0) -> GroupSpec:
@@ -52,6 +61,9 @@ def with_bounds(g: GroupSpec, lo: int, hi: int, replicas: int = 0) -> GroupSpec:
 CPU_NODE = {"CPU": 1.0, "memory": 2.0 * GI}
 GPU_NODE = {"CPU": 1.0, "memory": 4.0 * GI, "GPU": 1.0}
 BUSY = {"CPU": 0.0, "memory": 2.0 * GI}
+ZONE_A = labelled(CPU, "zone-a", zone="a")             # the cheapest groups: 1 CPU, with a zone label
+ZONE_B = labelled(CPU, "zone-b", zone="b", disk="ssd")
+BIG_NODE = {"CPU": 4.0, "memory": 8.0 * GI}
 
 # (id, demand, groups, pods, settings, creates, drained pods, deleted pods, waiting / unplaceable words)
 CASES = [
@@ -136,6 +148,46 @@ CASES = [
     ("off-scale-down-order", demand([], [node("c2", "cpu", CPU_NODE, BUSY, busy=1), node("c3", "cpu", CPU_NODE, idle=4)]),
      [with_bounds(CPU, 0, 3, replicas=1)], [pod("c1", "cpu", phase="Pending"), pod("c2", "cpu"), pod("c3", "cpu")],
      Settings(mode=OFF), {}, ["c3"], ["c1"], []),
+    # label selectors (issue 16): only groups and nodes whose labels match take the bundle
+    ("selector-opens-the-matching-group", demand([want({"CPU": 1}, 2, selector={"zone": "b"})]),
+     [CPU, ZONE_A, ZONE_B], [], Settings(), {"zone-b": 2}, [], [], []),
+    ("selector-set", demand([want({"CPU": 1}, 1, selector={"zone": "in(b,c)"})]), [ZONE_A, ZONE_B], [], Settings(),
+     {"zone-b": 1}, [], [], []),
+    ("selector-negated-skips-the-group", demand([want({"CPU": 1}, 1, selector={"zone": "!a"})]), [ZONE_A, BIG], [],
+     Settings(), {"big": 1}, [], [], []),                # a group without the label matches a negation
+    ("selector-skips-free-capacity-elsewhere",
+     demand([want({"CPU": 1}, 1, selector={"disk": "ssd"})], [node("a1", "zone-a", BIG_NODE, labels={"zone": "a"})]),
+     [ZONE_A, ZONE_B], [pod("a1", "zone-a")], Settings(), {"zone-b": 1}, [], [], []),
+    ("selector-uses-a-matching-free-node",
+     demand([want({"CPU": 1}, 1, selector={"zone": "b"})], [node("b1", "zone-b", BIG_NODE, labels={"zone": "b"})]),
+     [ZONE_A, ZONE_B], [pod("b1", "zone-b")], Settings(), {}, [], [], []),
+    ("selector-skips-starting-pods-of-other-groups", demand([want({"CPU": 1}, 1, selector={"zone": "b"})]),
+     [ZONE_A, ZONE_B], [pod("a1", "zone-a", phase="Pending", age=5)], Settings(), {"zone-b": 1}, [], [], []),
+    ("selector-no-group-matches", demand([want({"CPU": 1}, 3, selector={"zone": "c"})]), [ZONE_A, ZONE_B], [],
+     Settings(), {}, [], [], ["unplaceable", "zone=c", "3 pending {CPU: 1}", "'zone-a' (zone=a)",
+                              "workerGroups[].labels"]),
+    ("selector-matching-group-at-max", demand([want({"CPU": 1}, 5, selector={"zone": "b"})]), [ZONE_A, ZONE_B], [],
+     Settings(), {"zone-b": 3}, [], [], ["waiting", "2 bundles", "'zone-b' reached its max 3"]),
+    # request_resources (issue 16): packed into TOTAL capacity, ignoring what runs now
+    ("requested-fits-busy-nodes-totals", demand([], [node("b1", "big", BIG_NODE, {"CPU": 0.0}, busy=4)],
+                                                [({"CPU": 1}, 4)]),
+     [BIG], [pod("b1", "big")], Settings(), {}, [], [], []),
+    ("requested-opens-pods-for-the-rest", demand([], [node("b1", "big", BIG_NODE, {"CPU": 0.0}, busy=4)],
+                                                 [({"CPU": 1}, 10)]),
+     [BIG], [pod("b1", "big")], Settings(), {"big": 2}, [], [], []),
+    ("requested-counts-starting-pods", demand([], [], [({"CPU": 1}, 4)]), [BIG],
+     [pod("b1", "big", phase="Pending", age=5)], Settings(), {}, [], [], []),
+    ("requested-and-pending-share-new-pods", demand([want({"CPU": 1}, 4)], [], [({"CPU": 1}, 4)]), [BIG], [],
+     Settings(), {"big": 1}, [], [], []),
+    ("requested-keeps-an-idle-node", demand([], [node("b1", "big", BIG_NODE, idle=900)], [({"CPU": 2}, 1)]),
+     [BIG], [pod("b1", "big")], Settings(), {}, [], [], []),
+    ("requested-drains-only-the-nodes-it-does-not-need",
+     demand([], [node("b1", "big", BIG_NODE, idle=90), node("b2", "big", BIG_NODE, idle=300)], [({"CPU": 4}, 1)]),
+     [BIG], [pod("b1", "big"), pod("b2", "big")], Settings(), {}, ["b2"], [], []),
+    ("requested-no-group-fits", demand([], [], [({"CPU": 64}, 1)]), [BIG], [], Settings(),
+     {}, [], [], ["unplaceable", "{CPU: 64}"]),
+    ("requested-memory-packs-by-memory", demand([], [], [({"memory": 6 * GI}, 3)]), [BIG], [], Settings(),
+     {"big": 3}, [], [], []),                            # 6 Gi on 8 Gi pods: one per pod
 ]
 
 
@@ -168,6 +220,32 @@ def test_every_bundle_is_accounted_for():
     counted = sum(e["count"] for e in p.placed + p.waiting + p.unplaceable)
     assert counted == 7 + 5 + 2 + 2
     assert p.unplaceable[0]["largest_group"] == "big"
+
+
+def test_selectors_and_requests_are_reported():
+    dem = demand([want({"CPU": 1}, 2, selector={"zone": "b"}), want({"CPU": 1}, 1)],
+                 [node("a1", "zone-a", BIG_NODE, idle=900, labels={"zone": "a"})], [({"CPU": 2}, 1)])
+    p = plan(dem, [ZONE_A, ZONE_B], [pod("a1", "zone-a")], NOW, Settings())
+    assert p.demand == [{"shape": {"CPU": 1}, "count": 2, "label_selector": {"zone": "b"}},
+                        {"shape": {"CPU": 1}, "count": 1}]
+    assert p.requested == [{"shape": {"CPU": 2}, "count": 1}]
+    assert {"shape": {"CPU": 2}, "count": 1, "into": "free", "group": "zone-a", "requested": True} in p.placed
+    assert {"shape": {"CPU": 1}, "count": 2, "into": "new", "group": "zone-b", "label_selector": {"zone": "b"}} \
+        in p.placed
+    kept, = p.idle_nodes
+    assert (kept.action, kept.reason) == ("keep", "its free capacity takes pending bundles in this plan")
+    p = plan(demand([], dem["nodes"], [({"CPU": 2}, 1)]), [ZONE_A], [pod("a1", "zone-a")], NOW, Settings())
+    assert p.idle_nodes[0].reason == "request_resources needs its capacity"
+
+
+def test_group_labels_come_from_the_pod_template():
+    from tasuki_operator.reconcile import group_specs
+    cluster = {"metadata": {"name": "demo", "namespace": "ml", "uid": "u"},
+               "spec": {"image": "img", "workerGroups": [{"name": "gpu", "minReplicas": 0, "maxReplicas": 2,
+                                                         "replicas": 0, "labels": {"zone": "b"},
+                                                         "resources": {"limits": {"cpu": "1500m", "memory": "4Gi"}}}]}}
+    g, = group_specs(cluster)
+    assert g.labels == {"zone": "b"} and g.shape == {"CPU": 1.5, "memory": 4 * GI}
 
 
 def test_idle_node_reasons_and_seconds():

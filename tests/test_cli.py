@@ -158,7 +158,7 @@ def test_tasks_of_a_killed_node_run_elsewhere(connected, tmp_path):
                                     env={"TASUKI_NUM_CPUS": "3", "TASUKI_RESOURCES": '{"node4": 1}'})
     assert pid in connected.info["node_pids"]
     described = next(n for n in tasuki.nodes() if n["NodeID"] == node4)
-    assert described["Resources"] == {"CPU": 1.0, "node4": 1.0}
+    assert described["Resources"] == {"CPU": 1.0, "node4": 1.0, "memory": described["Resources"]["memory"]}
     # its worker is up once a task pinned there has run; then the 4 slow tasks take one node each
     assert tasuki.get(where.options(resources={"node4": 1}).remote(0), timeout=60)[1] == node4
     refs = [slow_where.remote(i, str(tmp_path), 5.0) for i in range(4)]
@@ -266,3 +266,22 @@ def test_stop_leaves_nothing_behind(cluster):
     again = cluster.cli("stop")
     assert "nothing to stop" in again.stdout
     assert cluster.cli("status", check=False).returncode == 1
+
+
+def test_format_status_shows_identity_memory_labels_and_requests():
+    node = {"node_id": "abc", "ip": "10.0.0.1", "state": "alive", "node_name": "demo-worker-x", "group": "cpu",
+            "labels": {"zone": "a"}, "resources": {"CPU": 1.5, "memory": 4.0 * 2**30},
+            "available": {"CPU": 0.5, "memory": 3.0 * 2**30}, "workers": 2, "busy_workers": 2, "seconds_idle": 0.0,
+            "object_store": {"used": 0, "capacity": 64 * MB, "objects": 0, "spilled": 0}}
+    state = {"version": "0.1.0", "address": "tcp://10.0.0.1:6380", "uptime_s": 5.0, "drivers": 2,
+             "nodes": [node], "pending": 3, "running": 2, "finished": {}, "objects": 0,
+             "pending_by_shape": [{"shape": {"CPU": 1.0, "memory": 2.0 * 2**30}, "count": 3,
+                                   "label_selector": {"zone": "b"}}]}
+    demand = {"pending": [{"shape": {"CPU": 1.0, "memory": 2.0 * 2**30}, "count": 3, "feasible": False,
+                           "label_selector": {"zone": "b"}}],
+              "requested": [{"shape": {"CPU": 4.0}, "count": 2}]}
+    text = cli.format_status(state, demand)
+    assert "demo-worker-x" in text and " cpu " in text and "1/1.5" in text and "1/4" in text     # GiB of memory
+    assert "abc: zone=a" in text
+    assert "{CPU: 1, memory: 2 GiB} on nodes labelled zone=b   (no node can fit" in text
+    assert "Requested resources" in text and "2  {CPU: 4}" in text

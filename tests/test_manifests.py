@@ -159,6 +159,20 @@ def test_custom_and_fractional_resources_reach_the_runtime_env():
     assert json.loads(env_value(pod, "TASUKI_RESOURCES")) == {"a100": 2.0, "ssd": 1.0}   # no CPU, GPU, memory
 
 
+def test_memory_and_labels_reach_the_runtime_env():
+    """The node advertises the memory the autoscaler packs by, and carries the pod's own labels (issue 16)."""
+    pod = m.worker_pod(full_cluster(), "a100", "demo-worker-a100-aaaaa")
+    group = full_cluster()["spec"]["workerGroups"][0]
+    assert int(env_value(pod, "TASUKI_MEMORY")) == m.advertised_resources(group["resources"], group)["memory"]
+    assert json.loads(env_value(pod, "TASUKI_LABELS")) == group.get("labels", {})
+    head = m.head_pod(full_cluster())
+    assert int(env_value(head, "TASUKI_MEMORY")) == 4 * Gi
+    assert json.loads(env_value(head, "TASUKI_LABELS")) == OVERRIDES["labels"]     # user labels only
+    pod = m.worker_pod(make_cluster(workerGroups=[{"name": "cpu", "resources": {"limits": {"cpu": "1500m"}}}]),
+                       "cpu", "demo-worker-cpu-abcde")
+    assert "TASUKI_MEMORY" not in env_of(pod) and env_value(pod, "TASUKI_NUM_CPUS") == "1.5"
+
+
 def test_the_head_advertises_no_cpu_when_numcpus_is_0():
     pod = m.head_pod(issue_cluster())
     assert env_value(pod, "TASUKI_NUM_CPUS") == "0"
@@ -484,6 +498,9 @@ def test_pull_secrets_given_as_names():
      "spec.workerGroups[0].labels.app.kubernetes.io/managed-by", "operator's"),
     ({"annotations": {"tasuki.dev/x": "1"}}, "spec.workerGroups[0].annotations.tasuki.dev/x", "operator's"),
     ({"volumes": [{"name": "dshm", "emptyDir": {}}]}, "spec.workerGroups[0].volumes[0].name", "/dev/shm volume"),
+    ({"env": [{"name": "TASUKI_LABELS", "value": "{}"}]}, "spec.workerGroups[0].env[0].name", "set by the operator"),
+    ({"env": [{"name": "TASUKI_MEMORY", "value": "1"}]}, "spec.workerGroups[0].env[0].name", "set by the operator"),
+    ({"labels": {"zone": "a b"}}, "spec.workerGroups[0].labels.zone", "has the value 'a b'"),
     ({"volumeMounts": [{"name": "x", "mountPath": "/dev/shm"}]}, "spec.workerGroups[0].volumeMounts[0].mountPath",
      "object store"),
 ])

@@ -229,3 +229,18 @@ def test_drain_refused_while_busy_then_drained_when_idle(connected):
                            for p in json.loads(http(connected.url + "/api/v1/demand")[1])["pending"]),
                30, "the task for the drained node's resource to wait as infeasible")
     tasuki.cancel(stuck)
+
+
+def test_node_labels_are_prometheus_labels():
+    from tasuki.metrics import node_labels
+    nodes = [{"node_id": "a", "node_name": "pod-a", "group": "cpu",
+              "labels": {"zone": "a", "topology.k8s.io/rack": "r1"}},
+             {"node_id": "b", "node_name": "pod-b", "group": "gpu", "labels": {"zone": "b"}},
+             {"node_id": "c", "node_name": "pod-c", "group": "", "labels": {}}]
+    family = node_labels(nodes)
+    assert family.name == "tasuki_node_labels"
+    samples = {s.labels["node"]: s.labels for s in family.samples}
+    assert set(samples) == {"a", "b"}                         # a node without labels has no series
+    assert samples["a"] == {"node": "a", "node_name": "pod-a", "group": "cpu", "label_zone": "a",
+                            "label_topology_k8s_io_rack": "r1"}
+    assert samples["b"]["label_topology_k8s_io_rack"] == ""   # empty: absent for Prometheus

@@ -8,12 +8,13 @@ import tasuki
 from tasuki import exceptions
 
 EXPECTED_ALL = [
-    "ActorClass", "ActorHandle", "Executor", "JobConfig", "ObjectID", "ObjectRef", "Pool", "available_resources", "cancel", "cluster_resources", "exceptions",
+    "ActorClass", "ActorHandle", "Executor", "autoscaler", "JobConfig", "ObjectID", "ObjectRef", "Pool", "available_resources", "cancel", "cluster_resources", "exceptions",
     "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
     "put", "remote", "shutdown", "tune", "util", "wait",
 ]
 
 # ObjectID (issue 15): Ray's old name of ObjectRef, which Ray still exports as an alias.
+# autoscaler (issue 16): tasuki.autoscaler.request_resources, Ray's ray.autoscaler.sdk.request_resources.
 # JobConfig (issue 15): init(job_config=...) as Ray's: the job's default actor lifetime and namespace.
 
 RAY_EXCEPTION_NAMES = ["RayError", "RayTaskError", "WorkerCrashedError", "GetTimeoutError", "RayActorError",

@@ -241,7 +241,7 @@ def test_infeasible_shapes_stay_queued_until_a_node_that_fits_joins():
     for _ in range(3):
         assert sched.schedule(NOW) == ([], {})
     assert sched.pending_count() == 1
-    assert list(sched.queues[task.shape]) == [task]
+    assert list(sched.queues[task.key]) == [task]
 
     sched.add_node(make_node("gpu", cpus=2, gpus=1), NOW)
     assert sched.feasible(task.shape)
@@ -548,3 +548,59 @@ def test_idle_since_tracks_running_tasks():
 @pytest.mark.parametrize("cpus, expected", [(0.5, 4), (1, 4), (2, 8), (16, 64)])
 def test_max_workers(cpus, expected):
     assert make_node("a", cpus=cpus).max_workers() == expected
+
+
+# --- label selectors and fractional CPUs (issue 16) ----------------------------------------------
+def labelled_node(node_id: str, cpus: float = 2, **labels: str) -> Node:
+    node = make_node(node_id, cpus)
+    node.labels = dict(labels)
+    return node
+
+
+def selecting(name: str, selector: dict, cpus: float = 1) -> Task:
+    from tasuki.labels import parse_selector
+    task = make_task(name, cpus)
+    task.selector = parse_selector(selector)
+    return task
+
+
+@pytest.mark.parametrize("selector, where", [
+    ({"zone": "b"}, {"b"}),
+    ({"zone": "!b"}, {"a", "none"}),                  # a node without the label matches a negation
+    ({"zone": "in(a,b)"}, {"a", "b"}),
+    ({"zone": "!in(a,b)"}, {"none"}),
+    ({"zone": "a", "disk": "ssd"}, {"a"}),
+    ({"disk": "nvme"}, set()),
+])
+def test_a_selector_places_only_on_matching_nodes(selector, where):
+    sched = cluster(labelled_node("a", zone="a", disk="ssd"), labelled_node("b", zone="b"), labelled_node("none"),
+                    workers=2)
+    for i in range(6):
+        sched.enqueue(selecting(f"t{i}", selector))
+    assignments, spawns = sched.schedule(NOW)
+    assert set(placed(assignments).values()) == where
+    assert set(spawns) <= where                       # workers start only where the tasks may run
+    assert sched.feasible(shape_of({"CPU": 1}), selecting("x", selector).selector) == bool(where)
+
+
+def test_tasks_with_and_without_a_selector_queue_apart():
+    sched = cluster(labelled_node("a", zone="a"), workers=0)
+    plain, chosen = make_task("plain"), selecting("chosen", {"zone": "a"})
+    sched.enqueue(plain)
+    sched.enqueue(chosen)
+    assert set(sched.queues) == {(plain.shape, ()), (chosen.shape, chosen.selector)}
+    assert chosen.key == (chosen.shape, (("zone", False, ("a",)),))
+    assert sched.remove_pending(chosen) and sched.pending_count() == 1
+
+
+def test_half_cpu_tasks_pack_three_on_one_and_a_half_cpus():
+    sched = cluster(make_node("n", cpus=1.5), workers=0)
+    for i in range(4):
+        sched.enqueue(make_task(f"t{i}", cpus=0.5))
+    _, spawns = sched.schedule(NOW)
+    assert spawns == {"n": 3}                          # three fit at once; the fourth waits
+    add_workers(sched, "n", 3)
+    sched.schedule(NOW)
+    running = [w for w in sched.workers.values() if w.task is not None]
+    assert len(running) == 3 and sum(len(w.backlog) for w in running) == 1     # the fourth queues behind one
+    assert sched.nodes["n"].max_workers() == 6 and abs(sched.nodes["n"].available["CPU"]) < 1e-9

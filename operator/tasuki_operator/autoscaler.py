@@ -33,10 +33,18 @@ The rules, in the order `plan` applies them (Auto and DryRun):
    (room left on GPU pods that start anyway, or on GPU nodes, is used: the runtime's scheduler
    would put it there too). A shape no group fits and no alive node could ever run is
    *unplaceable*: reported with the group that comes closest, and it starts nothing.
+   A bundle with a label selector (`label_selector` in the head's pending entry, Ray's syntax) goes
+   only into nodes whose labels match and opens only pods of groups whose `labels` (the pod labels
+   of the group's spec, which the node carries: TASUKI_LABELS) match; none: *unplaceable*, saying so.
+   Requested bundles (`tasuki.autoscaler.request_resources`, the head's "requested") are placed
+   before the pending ones, the same way but into the TOTAL capacity of alive nodes (busiest first)
+   and of starting and new pods, ignoring what runs there now (Ray's "scale to at least this
+   size"): what fits asks for nothing, the rest opens pods. The pods they open count at their full
+   capacity for the pending bundles after (a request is a floor, not extra room).
 4. Scale-down: a node is drained only when it is a worker pod's, alive, has no busy worker and
    `seconds_idle` above `idle_timeout_s` (the head reports 0 while a node runs tasks or actors or
    holds objects someone references), its pod is older than `idle_timeout_s`, its free capacity
-   took no bundle in this plan, its group opens no pod in this plan, and its group keeps
+   took no bundle in this plan, no requested bundle lies on it, its group opens no pod in this plan, and its group keeps
    `min_replicas` non-leaving pods. The most idle go first. A node already draining is asked
    again (the head's answer says when it is empty). A pod is deleted only when the last drain
    answer said `drained` and the head does not report its node alive again (a head that
@@ -66,6 +74,7 @@ from datetime import datetime
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+from tasuki.labels import Selector, format_selector, matches, parse_selector, selector_dict
 from tasuki.scheduler import EPSILON, Shape, fits, shape_of, times_fits
 
 AUTO, DRY_RUN, OFF = "Auto", "DryRun", "Off"
@@ -109,6 +118,7 @@ class GroupSpec:
     max_replicas: int
     replicas: int                      # spec.workerGroups[].replicas: the size Off mode holds
     shape: dict[str, float]            # advertised resources of one pod
+    labels: dict[str, str] = field(default_factory=dict, hash=False)   # the pod labels its nodes carry
 
     @property
     def has_gpu(self) -> bool:
@@ -198,8 +208,9 @@ class Plan:
     drain: list[Drain] = field(default_factory=list)
     delete: list[Delete] = field(default_factory=list)
     drain_if_idle: bool = True           # ask the head to refuse a node that became busy (Auto)
-    demand: list[dict] = field(default_factory=list)           # [{shape, count}] as the head sent it
-    placed: list[dict] = field(default_factory=list)           # [{shape, count, into, group}]
+    demand: list[dict] = field(default_factory=list)           # [{shape, count[, label_selector]}] from the head
+    requested: list[dict] = field(default_factory=list)        # [{shape, count}]: request_resources()
+    placed: list[dict] = field(default_factory=list)           # [{shape, count, into, group}] (+ requested: True)
     waiting: list[dict] = field(default_factory=list)          # [{shape, count, reason}]: could fit, held back
     unplaceable: list[dict] = field(default_factory=list)      # [{shape, count, reason, largest_group}]
     groups: dict[str, GroupDecision] = field(default_factory=dict)
@@ -220,7 +231,9 @@ def plan(demand: dict, groups: list[GroupSpec], pods: list[PodInfo], now: float,
     check_groups(groups)
     result = Plan(mode=settings.mode, dry_run=settings.mode == DRY_RUN, drain_if_idle=settings.mode != OFF)
     pending = _pending(demand)
-    result.demand = [{"shape": dict(s), "count": n} for s, (n, _) in pending.items()]
+    result.demand = [_entry(key, n) for key, (n, _) in pending.items()]
+    requested = _requested(demand)
+    result.requested = [{"shape": dict(s), "count": n} for s, n in requested.items()]
     nodes = [n for n in demand.get("nodes", ()) or () if isinstance(n, dict)]
     states = _classify(groups, pods, nodes, now, settings)
     for g in groups:
@@ -233,8 +246,8 @@ def plan(demand: dict, groups: list[GroupSpec], pods: list[PodInfo], now: float,
         _hold_replicas(groups, states, result)
         _report_demand_off(pending, groups, nodes, result)
     else:
-        absorbed = _scale_up(pending, groups, states, nodes, settings, result)
-        _scale_down(groups, states, nodes, absorbed, now, settings, result)
+        absorbed, kept = _scale_up(pending, requested, groups, states, nodes, settings, result)
+        _scale_down(groups, states, nodes, absorbed, kept, now, settings, result)
     _summarise(groups, states, settings, result)
     return result
 
@@ -276,17 +289,42 @@ class _GroupState:
         return len(self.live) - len(self.leaving)
 
 
-def _pending(demand: dict) -> dict[Shape, tuple[int, bool]]:
-    """The head's pending list merged by shape: shape -> (count, feasible on some alive node)."""
-    out: dict[Shape, tuple[int, bool]] = {}
+def _pending(demand: dict) -> dict[tuple[Shape, Selector], tuple[int, bool]]:
+    """The head's pending list merged by shape and label selector: (shape, selector) -> (count,
+    feasible on some alive node)."""
+    out: dict[tuple, tuple[int, bool]] = {}
     for entry in demand.get("pending", ()) or ():
         count = int(entry.get("count", 0))
         if count <= 0:
             continue
-        s = shape_of(entry.get("shape") or {})
-        n, feasible = out.get(s, (0, False))
-        out[s] = (n + count, feasible or bool(entry.get("feasible")))
+        key = shape_of(entry.get("shape") or {}), parse_selector(entry.get("label_selector"))
+        n, feasible = out.get(key, (0, False))
+        out[key] = (n + count, feasible or bool(entry.get("feasible")))
     return out
+
+
+def _requested(demand: dict) -> dict[Shape, int]:
+    """The head's standing request (request_resources) merged by shape: shape -> count."""
+    out: dict[Shape, int] = {}
+    for entry in demand.get("requested", ()) or ():
+        count, s = int(entry.get("count", 0)), shape_of(entry.get("shape") or {})
+        if count > 0 and s:
+            out[s] = out.get(s, 0) + count
+    return out
+
+
+def _entry(key: tuple, count: int, **extra) -> dict:
+    """A bundle entry of the plan: {"shape", "count"[, "label_selector"], **extra}."""
+    s, selector = key
+    out = {"shape": dict(s), "count": count, **extra}
+    if selector:
+        out["label_selector"] = selector_dict(selector)
+    return out
+
+
+def _key_text(key: tuple) -> str:
+    s, selector = key
+    return format_shape(s) + (f" on nodes labelled {format_selector(selector)}" if selector else "")
 
 
 def _classify(groups, pods, nodes, now, settings) -> dict[str, _GroupState]:
@@ -337,27 +375,29 @@ def _delete_drained(states, result: Plan) -> None:
 # --- scale-up ---------------------------------------------------------------------------------------
 
 class _Bin:
-    """`n` pods or nodes with the same free capacity; `ids` names them where known."""
-    __slots__ = ("avail", "n", "ids", "kind", "group")
+    """`n` pods or nodes with the same free capacity and labels; `ids` names them where known."""
+    __slots__ = ("avail", "n", "ids", "kind", "group", "labels")
 
-    def __init__(self, avail: dict, n: int, ids: list | None, kind: str, group: str | None):
+    def __init__(self, avail: dict, n: int, ids: list | None, kind: str, group: str | None,
+                 labels: dict | None = None):
         self.avail, self.n, self.ids, self.kind, self.group = avail, n, ids, kind, group
+        self.labels = labels or {}
 
     def after(self, shape: Shape, k: float, n: int, ids: list | None) -> _Bin:
         avail = dict(self.avail)
         for key, v in shape:
             avail[key] = avail.get(key, 0.0) - k * v
-        return _Bin(avail, n, ids, self.kind, self.group)
+        return _Bin(avail, n, ids, self.kind, self.group, self.labels)
 
 
 def _bins_of(entries, kind: str) -> list[_Bin]:
-    """One bin per distinct free capacity: entries are (id, available dict, group)."""
+    """One bin per distinct free capacity and labels: entries are (id, available dict, group, labels)."""
     classes: dict[tuple, _Bin] = {}
-    for ident, avail, group in entries:
-        key = (group, tuple(sorted(avail.items())))
+    for ident, avail, group, labels in entries:
+        key = (group, tuple(sorted(avail.items())), tuple(sorted((labels or {}).items())))
         b = classes.get(key)
         if b is None:
-            classes[key] = _Bin(dict(avail), 1, [ident], kind, group)
+            classes[key] = _Bin(dict(avail), 1, [ident], kind, group, labels)
         else:
             b.n += 1
             b.ids.append(ident)
@@ -367,14 +407,19 @@ def _bins_of(entries, kind: str) -> list[_Bin]:
 _CHECK_ORDER = {"GPU": 0, "memory": 2, "CPU": 3}     # custom resources: 1
 
 
-def _fill(bins: list[_Bin], shape: Shape, count: int, taken: set | None) -> tuple[int, dict]:
-    """Put up to `count` bundles of `shape` into `bins`, first fit; return (placed, per group)."""
+def _fill(bins: list[_Bin], shape: Shape, count: int, taken: set | None,
+          selector: Selector = ()) -> tuple[int, dict]:
+    """Put up to `count` bundles of `shape` into `bins` whose labels match `selector`, first fit;
+    return (placed, per group)."""
     placed, per_group, i = 0, {}, 0
     # the scan is the plan's hot loop (bins x shapes): a bin that cannot take one bundle is
     # rejected on its first short resource, checking the rarest first (GPU, custom, memory, CPU)
     checks = sorted(((k, v - EPSILON) for k, v in shape), key=lambda kv: _CHECK_ORDER.get(kv[0], 1))
     while i < len(bins) and placed < count:
         b = bins[i]
+        if selector and not matches(b.labels, selector):
+            i += 1
+            continue
         avail, short = b.avail, False
         for k, least in checks:
             if avail.get(k, 0.0) < least:
@@ -396,7 +441,7 @@ def _fill(bins: list[_Bin], shape: Shape, count: int, taken: set | None) -> tupl
             if part:
                 split.append(b.after(shape, part, 1, b.ids[full:full + 1] if b.ids else None))
             used = full + (1 if part else 0)
-            rest = _Bin(b.avail, b.n - used, b.ids[used:] if b.ids else None, b.kind, b.group)
+            rest = _Bin(b.avail, b.n - used, b.ids[used:] if b.ids else None, b.kind, b.group, b.labels)
             bins[i:i + 1] = split + ([rest] if rest.n else [])
             k, used_ids = left, (b.ids[:used] if b.ids else None)
         placed += k
@@ -407,13 +452,19 @@ def _fill(bins: list[_Bin], shape: Shape, count: int, taken: set | None) -> tupl
     return placed, per_group
 
 
-def _scale_up(pending, groups, states, nodes, settings, result: Plan) -> set:
-    """Min top-up, then demand into free, starting and new capacity. Returns the node ids whose
-    free capacity took bundles (they are not drained in this plan)."""
+def _scale_up(pending, requested, groups, states, nodes, settings, result: Plan) -> tuple[set, set]:
+    """Min top-up, then requested bundles into total capacity, then pending bundles into free,
+    starting and new capacity. Returns (the node ids whose free capacity took pending bundles, the
+    node ids requested bundles lie on): neither is drained in this plan."""
     by_cost = sorted(groups, key=lambda g: g.cost)
-    free = _bins_of(((n.get("node_id"), n.get("available") or {}, n.get("group") or None)
-                     for n in nodes if n.get("state") == ALIVE), "free")
-    starting = _bins_of(((p.name, g.shape, g.name) for g in groups for p in states[g.name].starting), "starting")
+    alive = [n for n in nodes if n.get("state") == ALIVE]
+    free = _bins_of(((n.get("node_id"), n.get("available") or {}, n.get("group") or None, n.get("labels"))
+                     for n in alive), "free")
+
+    def starting_bins():
+        return _bins_of(((p.name, g.shape, g.name, g.labels) for g in groups for p in states[g.name].starting),
+                        "starting")
+    starting = starting_bins()
     opened: list[_Bin] = []
     for g in by_cost:                                 # the floor first: its pods absorb demand too
         st = states[g.name]
@@ -428,41 +479,72 @@ def _scale_up(pending, groups, states, nodes, settings, result: Plan) -> set:
         n = min(short, room)
         if n > 0:
             st.created += n
-            opened.append(_Bin(dict(g.shape), n, None, "new", g.name))
+            opened.append(_Bin(dict(g.shape), n, None, "new", g.name, g.labels))
             st.reasons.append(f"+{n} to keep min {g.min_replicas} ({st.staying} pods not leaving)")
+    kept: set = set()
+    if requested:
+        # into the nodes' totals, busiest first (the most idle stay free to be drained), then
+        # starting and new pods, each at full capacity: copies, what runs there now does not count
+        by_busy = sorted(alive, key=lambda n: (-(n.get("busy_workers") or 0), n.get("seconds_idle") or 0))
+        totals = _bins_of(((n.get("node_id"), n.get("resources") or {}, n.get("group") or None, n.get("labels"))
+                           for n in by_busy), "total")
+        created = {g.name: states[g.name].created for g in groups}
+        first = (len(result.placed), len(result.waiting), len(result.unplaceable))
+        room = [_Bin(dict(b.avail), b.n, b.ids, b.kind, b.group, b.labels) for b in opened]
+        for s in sorted(requested, key=size_key, reverse=True):
+            _place_shape((s, ()), requested[s], False, by_cost, states, totals, starting_bins(), room, nodes,
+                         settings, result, kept, "requested")
+        for entries, start in zip((result.placed, result.waiting, result.unplaceable), first):
+            for entry in entries[start:]:
+                entry["requested"] = True
+        for g in groups:                   # the pods opened for the request: full room for pending bundles
+            if states[g.name].created > created[g.name]:
+                opened.append(_Bin(dict(g.shape), states[g.name].created - created[g.name], None, "new", g.name,
+                                   g.labels))
     absorbed: set = set()
-    for s in sorted(pending, key=size_key, reverse=True):
-        count, feasible = pending[s]
-        _place_shape(s, count, feasible, by_cost, states, free, starting, opened, nodes, settings, result, absorbed)
+    for key in sorted(pending, key=lambda k: size_key(k[0]), reverse=True):
+        count, feasible = pending[key]
+        _place_shape(key, count, feasible, by_cost, states, free, starting, opened, nodes, settings, result,
+                     absorbed)
     for g in groups:
         result.create[g.name] = states[g.name].created
-    return absorbed
+    return absorbed, kept
 
 
-def _place_shape(s, count, feasible, by_cost, states, free, starting, opened, nodes, settings, result,
-                 absorbed) -> None:
-    """Place the `count` pending bundles of shape `s`; record placed, waiting and unplaceable."""
-    shape_dict = dict(s)
+def _place_shape(key, count, feasible, by_cost, states, free, starting, opened, nodes, settings, result,
+                 absorbed, what: str = "pending") -> None:
+    """Place the `count` bundles of `key` (shape, label selector); record placed, waiting and
+    unplaceable. `free` is the alive nodes' free capacity (their totals for requested bundles)."""
+    s, selector = key
+    entry = {k: v for k, v in _entry(key, 0).items() if k != "count"}     # shape[, label_selector]
+    text = _key_text(key)
     left = count
     for bins, into, taken in ((free, "free", absorbed), (starting, "starting", None), (opened, "new", None)):
-        placed, per_group = _fill(bins, s, left, taken)
+        placed, per_group = _fill(bins, s, left, taken, selector)
         for group, k in per_group.items():
-            result.placed.append({"shape": shape_dict, "count": k, "into": into, "group": group})
+            result.placed.append({**entry, "count": k, "into": into, "group": group})
         left -= placed
         if not left:
             return
-    fitting = [g for g in by_cost if fits(g.shape, s)]
+    fitting = [g for g in by_cost if fits(g.shape, s) and matches(g.labels, selector)]
     if not fitting:
-        if feasible or any(n.get("state") == ALIVE and fits(n.get("resources") or {}, s) for n in nodes):
-            result.waiting.append({"shape": shape_dict, "count": left, "reason":
-                                   f"no worker group offers {format_shape(s)}; only nodes already in the "
+        if feasible or any(n.get("state") == ALIVE and fits(n.get("resources") or {}, s)
+                           and matches(n.get("labels") or {}, selector) for n in nodes):
+            result.waiting.append({**entry, "count": left, "reason":
+                                   f"no worker group offers {text}; only nodes already in the "
                                    "cluster can run it"})
+        elif selector and any(fits(g.shape, s) for g in by_cost):
+            labelled = ", ".join(f"{g.name!r} ({_labels_text(g.labels)})" for g in by_cost)
+            result.unplaceable.append({**entry, "count": left, "largest_group": None, "reason":
+                                       f"no worker group's pods carry labels matching {format_selector(selector)} "
+                                       f"({left} {what} {format_shape(s)} bundles; groups: {labelled}): add the "
+                                       f"labels to a group's spec (workerGroups[].labels), or change the selector"})
         else:
-            result.unplaceable.append(_unplaceable(s, left, by_cost))
+            result.unplaceable.append({**_unplaceable(s, left, by_cost), **entry})
         return
     eligible, held = fitting, []
     cpu_groups = [g for g in fitting if not g.has_gpu]
-    if settings.conserve_gpus and not shape_dict.get("GPU") and cpu_groups:
+    if settings.conserve_gpus and not dict(s).get("GPU") and cpu_groups:
         eligible = cpu_groups
         held = [g.name for g in fitting if g.has_gpu]
     blocked = []
@@ -475,19 +557,19 @@ def _place_shape(s, count, feasible, by_cost, states, free, starting, opened, no
                  f"reached the step limit of {settings.max_step_per_group} new pods" if step <= 0 else "")
         if cause:
             blocked.append(f"group {g.name!r} {cause}")
-            st.reasons.append(f"{left} pending {format_shape(s)} bundles wait: it {cause}")
+            st.reasons.append(f"{left} {what} {text} bundles wait: it {cause}")
             continue
         per = times_fits(g.shape, s)
         need = 1 if per == math.inf else -(-left // per)
         n = int(min(need, room, step))
         k = left if per == math.inf else min(left, n * per)
-        bins = [_Bin(dict(g.shape), n, None, "new", g.name)]
+        bins = [_Bin(dict(g.shape), n, None, "new", g.name, g.labels)]
         placed, _ = _fill(bins, s, k, None)
         opened.extend(bins)
         st.created += n
         st.for_demand += n
-        result.placed.append({"shape": shape_dict, "count": placed, "into": "new", "group": g.name})
-        st.reasons.append(f"+{n} for {placed} pending {format_shape(s)} bundles "
+        result.placed.append({**entry, "count": placed, "into": "new", "group": g.name})
+        st.reasons.append(f"+{n} for {placed} {what} {text} bundles "
                           f"({per if per != math.inf else 'any number'} per pod of {format_shape(g.shape)})"
                           + (f"; capped by {'max ' + str(g.max_replicas) if n == room else 'step limit'}"
                              if n < need else ""))
@@ -500,12 +582,12 @@ def _place_shape(s, count, feasible, by_cost, states, free, starting, opened, no
             blocked.append(f"group {g.name!r} reached the step limit of {settings.max_step_per_group} new pods")
     reason = "; ".join(blocked) or "no group can take more pods"
     for h in held:
-        states[h].reasons.append(f"conserveGpus: {left} pending {format_shape(s)} bundles ask for no GPU and "
+        states[h].reasons.append(f"conserveGpus: {left} {what} {text} bundles ask for no GPU and "
                                  "a group without GPUs fits them: no pod started here for them")
     if held:
         reason += (f"; conserveGpus: no GPU pod ({', '.join(repr(h) for h in held)}) is started for bundles "
                    "that ask for no GPU while a group without GPUs fits them")
-    result.waiting.append({"shape": shape_dict, "count": left, "reason": f"{left} bundles wait: {reason}"})
+    result.waiting.append({**entry, "count": left, "reason": f"{left} bundles wait: {reason}"})
 
 
 def _unplaceable(s: Shape, count: int, by_cost: list[GroupSpec]) -> dict:
@@ -525,6 +607,10 @@ def _unplaceable(s: Shape, count: int, by_cost: list[GroupSpec]) -> dict:
                       "add a group with pods this large, or ask for less"}
 
 
+def _labels_text(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+
+
 def _stuck_text(st: _GroupState, settings: Settings) -> str:
     pod, secs = max(st.stuck, key=lambda x: x[1])
     return (f"{len(st.stuck)} pod(s) Unschedulable, {pod.name} for {secs:.0f} s "
@@ -533,7 +619,7 @@ def _stuck_text(st: _GroupState, settings: Settings) -> str:
 
 # --- scale-down -------------------------------------------------------------------------------------
 
-def _scale_down(groups, states, nodes, absorbed, now, settings, result: Plan) -> None:
+def _scale_down(groups, states, nodes, absorbed, kept, now, settings, result: Plan) -> None:
     by_name = {g.name: g for g in groups}
     pod_of = {}
     for name, st in states.items():
@@ -562,6 +648,8 @@ def _scale_down(groups, states, nodes, absorbed, now, settings, result: Plan) ->
             why = f"pod started {now - pod.created_at:.0f} s ago, within the idle timeout {settings.idle_timeout_s:g} s"
         elif node_id in absorbed:
             why = "its free capacity takes pending bundles in this plan"
+        elif node_id in kept:
+            why = "request_resources needs its capacity"
         elif states[group].created:
             why = f"group {group!r} is scaling up in this plan"
         elif removable[group] <= 0:
@@ -612,13 +700,15 @@ def _hold_replicas(groups, states, result: Plan) -> None:
 
 def _report_demand_off(pending, groups, nodes, result: Plan) -> None:
     by_cost = sorted(groups, key=lambda g: g.cost)
-    for s, (count, feasible) in sorted(pending.items(), key=lambda kv: size_key(kv[0]), reverse=True):
-        if any(fits(g.shape, s) for g in groups) or feasible or any(
-                n.get("state") == ALIVE and fits(n.get("resources") or {}, s) for n in nodes):
-            result.waiting.append({"shape": dict(s), "count": count, "reason":
-                                   "autoscaler mode is Off: replicas come from the spec (kubectl scale)"})
+    for key, (count, feasible) in sorted(pending.items(), key=lambda kv: size_key(kv[0][0]), reverse=True):
+        s, selector = key
+        if any(fits(g.shape, s) and matches(g.labels, selector) for g in groups) or feasible or any(
+                n.get("state") == ALIVE and fits(n.get("resources") or {}, s)
+                and matches(n.get("labels") or {}, selector) for n in nodes):
+            result.waiting.append(_entry(key, count, reason="autoscaler mode is Off: replicas come from the spec "
+                                                            "(kubectl scale)"))
         else:
-            result.unplaceable.append(_unplaceable(s, count, by_cost))
+            result.unplaceable.append({**_unplaceable(s, count, by_cost), **_entry(key, count)})
 
 
 def _summarise(groups, states, settings, result: Plan) -> None:

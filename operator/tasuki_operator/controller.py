@@ -303,7 +303,9 @@ class Controller:
         self.metrics.unplaceable.labels(ns, name).set(unplaceable)
         if plan.unplaceable:
             self._say(memory, cluster, "unplaceable", "Unplaceable", "; ".join(
-                f"{u['count']} pending bundles of shape {u['shape']} fit no worker group: {u['reason']}"
+                f"{u['count']} {'requested' if u.get('requested') else 'pending'} bundles of shape {u['shape']}"
+                + (f" with label_selector {u['label_selector']}" if u.get("label_selector") else "")
+                + f" fit no worker group: {u['reason']}"
                 for u in plan.unplaceable), "Warning")
         else:
             memory.said.pop("unplaceable", None)

@@ -7,7 +7,8 @@ I/O (sockets) but imports neither kopf nor kubernetes nor zmq: the standard libr
 
 The head's side is runtime/tasuki/metrics.py:
 
-  GET  {base}/api/v1/demand            {"pending": [{"shape", "count", "feasible"}], "nodes": [...],
+  GET  {base}/api/v1/demand            {"pending": [{"shape", "count", "feasible"[, "label_selector"]}],
+                                        "requested": [{"shape", "count"}], "nodes": [...],
                                         "waiting_for_dependencies", "version"}
   GET  {base}/api/v1/nodes             [{"node_id", "node_name", "group", "state", "busy_workers",
                                          "seconds_idle", "version", ...}]

@@ -16,8 +16,10 @@ What each pod gets, and why:
 - the runtime is configured through TASUKI_* environment variables only (`tasuki start` reads each flag
   from its variable, see runtime/tasuki/cli.py ENV_FLAGS): the token from the cluster's Secret by
   secretKeyRef (never plain text in the Pod), TASUKI_NODE_NAME / TASUKI_NODE_GROUP from the downward API
-  (the head reports both per node; that is how the operator maps nodes to pods), the advertised CPUs,
-  GPUs and custom resources, the object store size, the pod IP. The head runs
+  (the head reports both per node; that is how the operator maps nodes to pods), the advertised CPUs
+  (fractions as they are: 1500m -> 1.5), GPUs, memory (the pod's limit: TASUKI_MEMORY, the same figure
+  the autoscaler packs by) and custom resources, the object store size, the pod IP, and the pod's own
+  `labels` from the spec as the node's labels (TASUKI_LABELS: what label_selector matches). The head runs
   `tasuki start --head --block`, a worker `tasuki start --address $(TASUKI_ADDRESS) --block`, where
   TASUKI_ADDRESS is the head Service's DNS name: a recreated head is found at the same address. These
   are the container's `args`, not its `command`, so the image's ENTRYPOINT stays PID 1 (dumb-init in
@@ -43,6 +45,8 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from tasuki.labels import key_problem, value_problem
 
 from .quantity import cpu_cores, format_bytes, format_number, gpu_count, memory_bytes, parse_quantity
 
@@ -103,6 +107,7 @@ OPERATOR_ENV = frozenset({
     "TASUKI_TOKEN", "TASUKI_ADDRESS", "TASUKI_NODE_NAME", "TASUKI_NODE_GROUP", "TASUKI_NODE_IP_ADDRESS",
     "TASUKI_NUM_CPUS", "TASUKI_NUM_GPUS", "TASUKI_RESOURCES", "TASUKI_OBJECT_STORE_MEMORY", "TASUKI_PORT",
     "TASUKI_METRICS_PORT", "TASUKI_METRICS_HOST", "TASUKI_DRAIN_TIMEOUT_S",
+    "TASUKI_MEMORY", "TASUKI_LABELS",
 })
 
 
@@ -295,8 +300,9 @@ def advertised_resources(resources: Mapping | None, overrides: Mapping | None = 
       the whole machine's cores.
     - "GPU": `overrides["numGpus"]` if set, else nvidia.com/gpu (limits, else requests); present only
       when more than 0, as in the runtime's node totals.
-    - "memory": the pod's memory in bytes (limits, else requests), when known: the autoscaler's view
-      of a group. The runtime does not schedule by memory and is not told it as a resource.
+    - "memory": the pod's memory in bytes (limits, else requests), when known: the autoscaler packs
+      by it and the node advertises exactly it (TASUKI_MEMORY), so both agree on what fits. As in
+      KubeRay, the whole figure: the object store's /dev/shm shares it, so size the limit for both.
     - custom resources from `overrides["tasukiResources"]` ({"ssd": 1}), as floats.
 
     `overrides` is the head's or the group's spec, `path` its field path (`spec.workerGroups[0]`) for
@@ -467,9 +473,10 @@ def _field_ref(name: str, field_path: str) -> dict:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
 
 
-def _runtime_env(cluster: Mapping, shape: Mapping, store: int) -> list[dict]:
-    """The variables every node agent reads (see `tasuki start`): token, identity, resources, store."""
+def _runtime_env(cluster: Mapping, shape: Mapping, store: int, node_labels: Mapping) -> list[dict]:
+    """The variables every node agent reads (see `tasuki start`): token, identity, resources, store, labels."""
     custom = {k: v for k, v in shape.items() if k not in RESERVED_RESOURCES}
+    memory = [_value("TASUKI_MEMORY", str(int(shape["memory"])))] if "memory" in shape else []
     return [
         {"name": "TASUKI_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name(cluster), "key": TOKEN_KEY}}},
         _field_ref("TASUKI_NODE_NAME", "metadata.name"),
@@ -480,6 +487,8 @@ def _runtime_env(cluster: Mapping, shape: Mapping, store: int) -> list[dict]:
         _value("TASUKI_RESOURCES", json.dumps(custom, sort_keys=True)),
         _value("TASUKI_OBJECT_STORE_MEMORY", str(store)),
         _value("TASUKI_DRAIN_TIMEOUT_S", str(DRAIN_TIMEOUT_S)),
+        *memory,
+        _value("TASUKI_LABELS", json.dumps(dict(node_labels), sort_keys=True)),
     ]
 
 
@@ -497,6 +506,10 @@ def _overrides(part: Mapping, path: str) -> tuple[list, dict, dict, list, list]:
         for key in keys:
             if key.startswith(RESERVED_PREFIX) or key == LABEL_MANAGED_BY:
                 raise ManifestError(f"{path}.{kind}.{key}", f"{key!r} is the operator's; choose another key")
+    for key, value in user_labels.items():         # they become the node's labels too (TASUKI_LABELS)
+        problem = key_problem(key) or value_problem(key, value)
+        if problem:
+            raise ManifestError(f"{path}.labels.{key}", f"{problem}; it is a pod label and the node's label")
     volumes = list(part.get("volumes") or [])
     for i, volume in enumerate(volumes):
         if volume.get("name") == SHM_VOLUME:
@@ -532,7 +545,7 @@ def _pod(cluster: Mapping, part: Mapping, path: str, name: str, role: str, group
     if spec.get("imagePullPolicy"):
         container["imagePullPolicy"] = spec["imagePullPolicy"]
     container["args"] = container_extra["args"]
-    container["env"] = _runtime_env(cluster, shape, store) + role_env + user_env
+    container["env"] = _runtime_env(cluster, shape, store, user_labels) + role_env + user_env
     if resources:
         container["resources"] = resources                 # as given: nvidia.com/gpu and all
     container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": SHM_DIR}, *user_mounts]

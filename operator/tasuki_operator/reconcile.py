@@ -117,7 +117,8 @@ def group_specs(cluster: Mapping) -> list[GroupSpec]:
     for i, g in enumerate(cluster["spec"].get("workerGroups") or []):
         out.append(GroupSpec(name=g["name"], min_replicas=g["minReplicas"], max_replicas=g["maxReplicas"],
                              replicas=g["replicas"],
-                             shape=advertised_resources(g.get("resources"), g, path=f"spec.workerGroups[{i}]")))
+                             shape=advertised_resources(g.get("resources"), g, path=f"spec.workerGroups[{i}]"),
+                             labels=dict(g.get("labels") or {})))      # the nodes' labels (TASUKI_LABELS)
     return out
 
 

@@ -23,7 +23,7 @@ _EXPORTS = {
     "get_gpu_ids": "api", "get_runtime_context": "api", "init": "api", "JobConfig": "api", "is_initialized": "api",
     "nodes": "api", "put": "api", "remote": "api", "shutdown": "api", "wait": "api",
 }
-_SUBMODULES = {"exceptions", "tune", "util"}
+_SUBMODULES = {"autoscaler", "exceptions", "tune", "util"}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -23,10 +23,12 @@ import inspect
 
 from . import api, protocol as P, serialization
 from .exceptions import ActorDiedError
+from .labels import parse_selector
 from .object_ref import ObjectRef
 from .serialization import note_ref as _note_ref
 
-_ACTOR_OPTIONS = {"num_cpus": None, "num_gpus": 0, "resources": None, "name": None, "namespace": None,
+_ACTOR_OPTIONS = {"num_cpus": None, "num_gpus": 0, "memory": 0, "resources": None, "label_selector": None,
+                  "name": None, "namespace": None,
                   "get_if_exists": False, "lifetime": None, "max_concurrency": None, "max_restarts": 0,
                   "max_task_retries": 0}
 
@@ -124,6 +126,8 @@ class ActorClass:
         for shape in (placement, held):
             if o["num_gpus"]:
                 shape["GPU"] = float(o["num_gpus"])
+            if o["memory"]:                       # held for the actor's life, as in Ray
+                shape["memory"] = float(o["memory"])
             if o["resources"]:
                 shape.update(o["resources"])
         concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
@@ -132,7 +136,8 @@ class ActorClass:
                 "detached": detached, "max_restarts": o["max_restarts"],
                 "max_task_retries": o["max_task_retries"], "max_concurrency": concurrency,
                 "is_async": self._is_async, "methods": self._methods, "held": held,
-                "get_if_exists": o["get_if_exists"]}
+                "get_if_exists": o["get_if_exists"],
+                "label_selector": parse_selector(o["label_selector"])}
         actor_id, ours = client.create_actor(fn_id, self.__name__, args, kwargs, placement, info)
         return ActorHandle(actor_id, info, _registered=ours)
 

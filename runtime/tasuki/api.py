@@ -21,6 +21,7 @@ import cloudpickle
 from . import config, serialization
 from .client import Client, pick_local_node
 from .exceptions import ClusterError, OptionError, SerializationError
+from .labels import parse_selector
 from .object_ref import ObjectRef
 from .scheduler import shape_of
 
@@ -275,9 +276,9 @@ def _check_fresh(ids) -> None:
 
 
 # --- remote functions ---------------------------------------------------------------------------
-_OPTIONS = {"num_cpus": 1, "num_gpus": 0, "resources": None, "max_retries": 3, "retry_exceptions": False,
-            "num_returns": 1, "name": None, "max_calls": 0}
-_RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "memory", "placement_group",
+_OPTIONS = {"num_cpus": 1, "num_gpus": 0, "memory": 0, "resources": None, "max_retries": 3, "retry_exceptions": False,
+            "num_returns": 1, "name": None, "max_calls": 0, "label_selector": None}
+_RAY_OPTIONS_IGNORED = {"scheduling_strategy", "runtime_env", "placement_group",
                         "placement_group_bundle_index", "_metadata", "accelerator_type", "enable_task_events"}
 # Ray options of features tasuki does not have: accepted at their default value (code that spells
 # the defaults out keeps working), refused otherwise, since ignoring them would change what runs.
@@ -285,7 +286,8 @@ _RAY_OPTIONS_AT_DEFAULT = {"concurrency_groups": (None,), "max_pending_calls": (
                            "placement_group_capture_child_tasks": (None, False)}
 _NUMBER, _INT, _STR = (int, float), (int,), (str,)
 _OPTION_TYPES = {       # what Ray accepts for each option: another type is a TypeError, as in Ray
-    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "resources": (dict,), "num_returns": (int, str), "max_retries": _INT,
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "memory": _NUMBER, "resources": (dict,), "num_returns": (int, str),
+    "max_retries": _INT,
     "max_calls": _INT, "max_restarts": _INT, "max_task_retries": _INT, "max_concurrency": _INT, "name": _STR, "namespace": _STR,
     "lifetime": _STR, "get_if_exists": (bool,), "retry_exceptions": (bool, list, tuple),
 }
@@ -330,16 +332,19 @@ def _check_options(options: dict, allowed: dict) -> dict:
                                                          (bool not in types and type(value) is bool)):
             raise TypeError(f"option {key} must be {' or '.join(t.__name__ for t in types)}, got {_type_name(value)}")
     out = {k: v for k, v in options.items() if k not in _RAY_OPTIONS_IGNORED and k not in _RAY_OPTIONS_AT_DEFAULT}
-    for key in ("num_cpus", "num_gpus"):
+    for key in ("num_cpus", "num_gpus", "memory"):
         value = options.get(key)
         if value is not None and value < 0:
-            raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+            raise ValueError(f"{key} must be a non-negative number{' of bytes' if key == 'memory' else ''}, "
+                             f"got {value!r}")
     resources = options.get("resources")
     if resources is not None:
         out["resources"] = resources = config.parse_resources(resources)
-        for reserved in ("CPU", "GPU"):
+        for reserved, option in (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")):
             if reserved in resources:
-                raise ValueError(f"use num_{reserved.lower()}s=... instead of resources={{'{reserved}': ...}}")
+                raise ValueError(f"use {option}=... instead of resources={{'{reserved}': ...}}")
+    if options.get("label_selector") is not None:
+        parse_selector(options["label_selector"])        # checked at definition; the tuple is made by the caller
     if options.get("num_returns") in _GENERATOR_RETURNS:
         out["num_returns"] = options["num_returns"]      # accepted here, refused when called (generator_refusal)
     elif isinstance(options.get("num_returns"), str):
@@ -430,7 +435,8 @@ class RemoteFunction:
         self._export_cache = _export_cache if _export_cache is not None else [None]
         o = self._options
         self._shape = shape_of({"CPU": float(o["num_cpus"] or 0), "GPU": float(o["num_gpus"] or 0),
-                                **(o["resources"] or {})})      # computed once, not per task
+                                "memory": float(o["memory"] or 0), **(o["resources"] or {})})   # once, not per task
+        self._selector = parse_selector(o["label_selector"])     # canonical, hashable: the queue's key
         retry = o["retry_exceptions"]                           # as the head carries it: no classes
         self._retry = _retry_blob(retry) if isinstance(retry, tuple) and retry else bool(retry)
         self.__name__ = _callable_name(function)
@@ -461,7 +467,7 @@ class RemoteFunction:
         retries = o["max_retries"]
         # num_returns=0 still makes one result (_as_returned drops it): a task's outcome travels in it
         refs = client.submit(fn_id, o["name"] or self.__name__, args, kwargs, self._shape, o["num_returns"] or 1,
-                             10**9 if retries == -1 else retries, self._retry, o["max_calls"])
+                             10**9 if retries == -1 else retries, self._retry, o["max_calls"], self._selector)
         return _as_returned(refs, o["num_returns"])
 
     def _remote(self, args=None, kwargs=None, **options):
@@ -656,13 +662,15 @@ def _type_name(value) -> str:
 
 # --- the cluster ------------------------------------------------------------------------------
 def nodes() -> list[dict]:
-    """The cluster's nodes, in Ray's format (NodeID, Alive, NodeManagerAddress, Resources...)."""
+    """The cluster's nodes, in Ray's format (NodeID, Alive, NodeManagerAddress, Resources, Labels...),
+    with the pod's name and worker group on Kubernetes (NodeName, Group)."""
     out = []
     for n in _get_client().nodes():
         out.append({"NodeID": n["node_id"], "Alive": n["state"] != "dead", "State": n["state"].upper(),
                     "NodeManagerAddress": n["ip"], "NodeManagerHostname": n["ip"], "Resources": n["resources"],
                     "Available": n["available"], "Version": n["version"], "IsHeadNode": n["is_head_node"],
-                    "ObjectStore": n["object_store"], "SecondsIdle": n["seconds_idle"]})
+                    "ObjectStore": n["object_store"], "SecondsIdle": n["seconds_idle"],
+                    "NodeName": n.get("node_name", ""), "Group": n.get("group", ""), "Labels": n.get("labels", {})})
     return out
 
 
@@ -770,6 +778,11 @@ class RuntimeContext:
             node = pick_local_node(_get_client().nodes())
             self.node_id = node["node_id"] if node else None
         return self.node_id
+
+    def get_node_labels(self) -> dict[str, str]:
+        """This process's node's labels (tasuki start --labels), as Ray's: {} for a node without any."""
+        node_id = self.get_node_id()
+        return next((dict(n.get("labels") or {}) for n in _get_client().nodes() if n["node_id"] == node_id), {})
 
     def get_task_id(self) -> str | None:
         return self.task_id

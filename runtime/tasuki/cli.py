@@ -1,7 +1,8 @@
 """The `tasuki` command: start a head or a node agent, show a cluster's status, stop it.
 
     tasuki start --head [--port 6380] [--num-cpus N] [--metrics-port 8080] [--metrics-host IP] [--block] ...
-    tasuki start --address HOST:PORT [--num-cpus N] [--resources '{"ssd": 1}'] [--block] ...
+    tasuki start --address HOST:PORT [--num-cpus N] [--memory 8G] [--resources '{"ssd": 1}']
+                 [--labels '{"zone": "a"}'] [--block] ...
     tasuki status [--address HOST:PORT]
     tasuki stop
 
@@ -52,7 +53,7 @@ ENV_FLAGS = {
     "port": "TASUKI_PORT", "num_cpus": "TASUKI_NUM_CPUS", "num_gpus": "TASUKI_NUM_GPUS",
     "resources": "TASUKI_RESOURCES", "node_ip_address": "TASUKI_NODE_IP_ADDRESS",
     "object_store_memory": "TASUKI_OBJECT_STORE_MEMORY", "metrics_port": "TASUKI_METRICS_PORT",
-    "metrics_host": "TASUKI_METRICS_HOST",
+    "metrics_host": "TASUKI_METRICS_HOST", "memory": "TASUKI_MEMORY", "labels": "TASUKI_LABELS",
     "address": "TASUKI_ADDRESS", "token": "TASUKI_TOKEN", "store_dir": "TASUKI_STORE_DIR",
 }
 
@@ -80,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               f"(default {config.DEFAULT_METRICS_PORT}; 0 picks a free one)")
     start.add_argument("--metrics-host", help="address the head's HTTP port listens on (default: the node IP "
                                               "address; 0.0.0.0 for all interfaces, as in a pod)")
-    start.add_argument("--num-cpus", help="CPUs this node offers (default: all)")
+    start.add_argument("--num-cpus", help="CPUs this node offers, fractions allowed: 1.5 (default: all)")
+    start.add_argument("--memory", help="bytes of memory (or 512M, 2G) tasks and actors may reserve with "
+                                        "memory=... (default: the memory available at start, less the object store)")
+    start.add_argument("--labels", help="this node's labels as JSON, e.g. '{\"zone\": \"a\"}': tasks and actors "
+                                        "choose nodes by them with label_selector")
     start.add_argument("--num-gpus", help="GPUs this node offers (default: those detected)")
     start.add_argument("--resources", help="custom resources as JSON, e.g. '{\"ssd\": 1}'")
     start.add_argument("--node-ip-address", help="the address other machines reach this node at")
@@ -151,10 +156,21 @@ def node_flags(args) -> list[str]:
             resources = config.parse_resources(args.resources)
         except ValueError as e:
             raise CliError(f"{source}: {e}") from None
-        for reserved in ("CPU", "GPU"):
+        for reserved, flag in (("CPU", "--num-cpus"), ("GPU", "--num-gpus"), ("memory", "--memory")):
             if reserved in resources:
-                raise CliError(f"{source}: use --num-{reserved.lower()}s instead of a {reserved!r} resource")
+                raise CliError(f"{source}: use {flag} instead of a {reserved!r} resource")
         flags += ["--resources", json.dumps(resources)]
+    if args.memory is not None:
+        source = getattr(args, "from_env", {}).get("memory", "--memory")
+        flags += ["--memory", str(parse_bytes(args.memory, source))]
+    if args.labels is not None:
+        from .labels import parse_labels
+        source = getattr(args, "from_env", {}).get("labels", "--labels")
+        try:
+            labels = parse_labels(args.labels)
+        except ValueError as e:
+            raise CliError(f"{source}={args.labels!r}: {e}") from None
+        flags += ["--labels", json.dumps(labels)]
     if args.object_store_memory is not None:
         source = getattr(args, "from_env", {}).get("object_store_memory", "--object-store-memory")
         flags += ["--object-store-memory", str(parse_bytes(args.object_store_memory, source))]
@@ -514,7 +530,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
 
     hp = host_port(address)
     print(f"Started a tasuki head at {address} (head pid {head.pid}; node agent {registered['node_id']}, "
-          f"pid {node.pid}, {describe_resources(registered['resources'])}).\n"
+          f"pid {node.pid}, {describe_resources(registered['resources'], registered.get('labels'))}).\n"
           f"Logs: {os.path.dirname(head_log)}\n\n"
           f"Connect from Python on this machine:\n"
           f"    tasuki.init(address=\"auto\")\n"
@@ -565,7 +581,8 @@ def start_node(args, flags: list[str], started: list, lifeline: int | None) -> d
             info = {"address": address, "token": token, "head_pid": None, "node_pids": [node.pid],
                     "metrics": None}
             write_cluster_file(info)
-    print(f"Node {registered['node_id']} (pid {node.pid}, {ip}, {describe_resources(registered['resources'])}) "
+    print(f"Node {registered['node_id']} (pid {node.pid}, {ip}, "
+          f"{describe_resources(registered['resources'], registered.get('labels'))}) "
           f"joined the tasuki cluster at {host_port(address)}.\nLog: {node_log}\n"
           f"Stop the processes started on this machine with `tasuki stop`.", flush=True)
     return info
@@ -635,8 +652,11 @@ def leave(started: list[subprocess.Popen], info: dict) -> None:
             print(f"tasuki: node agent (pid {proc.pid}): {drained}", flush=True)
 
 
-def describe_resources(resources: dict) -> str:
-    return ", ".join(f"{v:g} {k}" for k, v in resources.items()) or "no resources"
+def describe_resources(resources: dict, labels: dict | None = None) -> str:
+    """'1.5 CPU, 2 GiB memory; labels zone=a' for the line `tasuki start` prints."""
+    from .scheduler import format_amount
+    text = ", ".join(f"{format_amount(k, v)} {k}" for k, v in resources.items()) or "no resources"
+    return text + (f"; labels {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))}" if labels else "")
 
 
 # --- stop ---------------------------------------------------------------------------------------
@@ -704,30 +724,47 @@ def status(args) -> int:
 
 def format_status(state: dict, demand: dict) -> str:
     """The `tasuki status` text from the head's status and demand answers (pure)."""
-    from .scheduler import format_shape, shape_of
+    from .labels import parse_selector
+    from .scheduler import format_key, format_shape, shape_of
     lines = [f"tasuki {state['version']} cluster at {host_port(state['address'])}, up {state['uptime_s']:g} s, "
              f"{max(0, state['drivers'] - 1)} driver(s) connected", ""]
-    rows = [("NODE", "IP", "STATE", "CPU", "GPU", "CUSTOM", "WORKERS", "STORE MiB", "IDLE s")]
+    rows = [("NODE", "NAME", "GROUP", "IP", "STATE", "CPU", "GPU", "MEMORY GiB", "CUSTOM", "WORKERS", "STORE MiB",
+             "IDLE s")]
+    labelled = []
     for n in state["nodes"]:
         total, free = n["resources"], n["available"]
 
-        def used(k: str) -> str:
-            return f"{max(0.0, total[k] - free.get(k, 0.0)):g}/{total[k]:g}" if k in total else "-"
-        custom = " ".join(f"{k} {used(k)}" for k in sorted(total) if k not in ("CPU", "GPU")) or "-"
+        def used(k: str, scale: float = 1.0) -> str:
+            if k not in total:
+                return "-"
+            return f"{max(0.0, total[k] - free.get(k, 0.0)) / scale:.4g}/{total[k] / scale:.4g}"
+        custom = " ".join(f"{k} {used(k)}" for k in sorted(total) if k not in ("CPU", "GPU", "memory")) or "-"
         store = n["object_store"]
-        rows.append((n["node_id"] + (" (head)" if n.get("is_head_node") else ""), n["ip"], n["state"],
-                     used("CPU"), used("GPU"), custom,
+        if n.get("labels"):
+            labelled.append(f"  {n['node_id']}: " + ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())))
+        rows.append((n["node_id"] + (" (head)" if n.get("is_head_node") else ""), n.get("node_name") or "-",
+                     n.get("group") or "-", n["ip"], n["state"],
+                     used("CPU"), used("GPU"), used("memory", 1 << 30), custom,
                      f"{n['busy_workers']}/{n['workers']}" if n["state"] != "dead" else "-",
                      f"{store['used'] / MIB:.1f}/{store['capacity'] / MIB:.0f}" if n["state"] != "dead" else "-",
                      f"{n['seconds_idle']:.0f}" if n["state"] != "dead" else "-"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    feasible = {format_shape(shape_of(p["shape"])): p["feasible"] for p in demand.get("pending", [])}
+    if labelled:
+        lines += ["", "Node labels:", *labelled]
+
+    def key(entry: dict) -> str:
+        return format_key((shape_of(entry["shape"]), parse_selector(entry.get("label_selector"))))
+    feasible = {key(p): p["feasible"] for p in demand.get("pending", [])}
     lines += ["", f"Pending tasks: {state['pending']}"]
     for entry in state["pending_by_shape"]:
-        shape = format_shape(shape_of(entry["shape"]))
+        shape = key(entry)
         note = "" if feasible.get(shape, True) else "   (no node can fit this shape)"
         lines.append(f"  {entry['count']:>6}  {shape}{note}")
+    requested = demand.get("requested") or []
+    if requested:
+        lines += ["", "Requested resources (tasuki.autoscaler.request_resources):"]
+        lines += [f"  {r['count']:>6}  {format_shape(shape_of(r['shape']))}" for r in requested]
     if demand.get("waiting_for_dependencies"):
         lines.append(f"Waiting for arguments: {demand['waiting_for_dependencies']}")
     finished = state["finished"]

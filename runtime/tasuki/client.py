@@ -389,14 +389,15 @@ class Client:
         return s.header, deps, s.refs, None
 
     def submit(self, fn_id: bytes, name: str, args: tuple, kwargs: dict, shape: tuple,
-               num_returns: int, max_retries: int, retry_exceptions, max_calls: int = 0) -> list[ObjectRef]:
+               num_returns: int, max_retries: int, retry_exceptions, max_calls: int = 0,
+               selector: tuple = ()) -> list[ObjectRef]:
         blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
         task_id = self.new_id()
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the head pushes results to their owner
         self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
-                                   max_retries, retry_exceptions, max_calls)))
+                                   max_retries, retry_exceptions, max_calls, selector)))
         return refs
 
     # --- actors ------------------------------------------------------------------------------

@@ -175,6 +175,36 @@ def total_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text.isdigit() else None       # "max": no limit
+    except OSError:
+        return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now: MemAvailable, or less in a container whose
+    cgroup (v2, else v1) limits memory: its limit less its usage."""
+    available = total_memory()
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < total_memory():
+            return max(0, min(available, limit - usage))
+    return available
+
+
 def parse_resources(value) -> dict[str, float]:
     """Custom resources from a dict or a JSON string, checked to be non-negative numbers."""
     if value in (None, ""):

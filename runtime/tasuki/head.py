@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -41,7 +42,8 @@ import zmq
 
 from . import __version__, config, drain as D, protocol as P, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
-from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_shape, shape_of)
+from .labels import selector_dict
+from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its owner is warned
@@ -137,7 +139,8 @@ class Head:
         self.drivers_by_job: dict[str, bytes] = {}
         self.job_settings: dict[str, dict] = {}       # job id -> its driver's namespace, default_actor_lifetime
         self.outbox: dict[bytes, list] = {}
-        self.warned_shapes: set = set()
+        self.warned_shapes: set = set()       # queue keys (shape, label selector) whose owner was warned
+        self.requested_resources: list = []   # [(shape, count)]: request_resources(), until replaced
         self.actors: dict[bytes, Actor] = {}
         self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
         self.actor_by_worker: dict[bytes, Actor] = {}
@@ -293,13 +296,14 @@ class Head:
                                           "session": self.started_at}))
         elif role == "node":
             node = Node(info["node_id"], info["address"], info["ip"], dict(info["resources"]),
-                        dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info)
+                        dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info,
+                        labels=dict(info.get("labels") or {}))
             self.sched.add_node(node, now)
             self.send(ident, (P.WELCOME, {"nodes": self.node_directory()}))
-            self.spawn_workers(node.node_id, int(node.total.get("CPU", 0)))
-            for shape in list(self.warned_shapes):
-                if self.sched.feasible(shape):
-                    self.warned_shapes.discard(shape)
+            self.spawn_workers(node.node_id, math.ceil(node.total.get("CPU", 0)))    # 1.5 CPUs: 2 workers
+            for key in list(self.warned_shapes):
+                if self.sched.feasible(*key):
+                    self.warned_shapes.discard(key)
         elif role == "worker":
             worker = self.sched.worker_ready(ident, info["pid"], now)
             if worker is None:                     # not a worker we asked for, or too late
@@ -316,12 +320,12 @@ class Head:
 
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
-         max_retries, retry_exceptions, max_calls) = spec
+         max_retries, retry_exceptions, max_calls, selector) = spec
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
                     job_id=peer.job_id or self.job_of(ident), submitted_at=now,
-                    max_calls=max_calls)
+                    max_calls=max_calls, selector=selector)
         submitter = self.sched.workers.get(ident)
         if submitter is not None and submitter.task is not None:
             task.parent = submitter.task.task_id
@@ -362,19 +366,23 @@ class Head:
         self.sched.enqueue(task)
 
     def warn_infeasible(self, now: float) -> None:
-        """Warn a task's owner once per shape that no node could ever run it (after a grace period,
-        so tasks submitted while the cluster's first nodes are still joining do not warn)."""
-        for shape, queue in self.sched.queues.items():
-            if not queue or shape in self.warned_shapes or self.sched.feasible(shape):
+        """Warn a task's owner once per queue (shape and label selector) that no node could ever run
+        it (after a grace period, so tasks submitted while the cluster's first nodes are still joining
+        do not warn)."""
+        for key, queue in self.sched.queues.items():
+            if not queue or key in self.warned_shapes or self.sched.feasible(*key):
                 continue
             task = queue[0]
             if now - max(task.submitted_at, self.started_at) < INFEASIBLE_GRACE_S:
                 continue
-            self.warned_shapes.add(shape)
-            shapes = sorted({format_shape(shape_of(n.total)) for n in self.sched.nodes.values() if n.state == ALIVE})
+            self.warned_shapes.add(key)
+            alive = [n for n in self.sched.nodes.values() if n.state == ALIVE]
+            shapes = sorted({format_shape(shape_of(n.total)) + (
+                f" labelled {', '.join(f'{k}={v}' for k, v in sorted(n.labels.items())) or '(none)'}"
+                if task.selector else "") for n in alive})
             self.send(task.owner, (P.WARN,
-                f"task {task.name} asks for {format_shape(task.shape)}, which no node can provide "
-                f"(nodes offer: {', '.join(shapes) or 'no nodes'}). It stays pending until a node that "
+                f"task {task.name} asks for {format_key(key)}, which no node can provide "
+                f"(nodes offer: {'; '.join(shapes) or 'no nodes'}). It stays pending until a node that "
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
 
     def on_hold(self, ident, peer, now, oids) -> None:
@@ -597,7 +605,7 @@ class Head:
         fn_id, class_name, args, deps, contained, placement, info = actor.spec
         task = Task(actor.actor_id + b"c" + bytes([actor.restarts % 256]), fn_id, f"{class_name}.__init__",
                     args, deps, contained, [], shape_of(placement), 0, False, owner=actor.owner,
-                    job_id=actor.job_id, submitted_at=now,
+                    job_id=actor.job_id, submitted_at=now, selector=info.get("label_selector") or (),
                     actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
                            "is_async": info["is_async"], "class_name": class_name, "name": info["name"],
                            "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts,
@@ -826,6 +834,19 @@ class Head:
         P.ACTOR_CALLS: on_actor_calls, P.ACTOR_RESULT: on_actor_result, P.KILL_ACTOR: on_kill_actor,
         P.ACTOR_EXIT: on_actor_exit,
     }
+
+    # --- request_resources: the cluster's standing request to the autoscaler --------------------
+    def on_request_resources(self, ident, peer, now, req, bundles) -> None:
+        """Replace the standing request (tasuki.autoscaler.request_resources) with `bundles`,
+        [(shape, count)] already checked and merged by the caller; [] clears it. It outlives the
+        driver that made it, as Ray's: the autoscaler keeps the capacity until told otherwise."""
+        self.requested_resources = [(tuple(shape), int(count)) for shape, count in bundles if count > 0]
+        self.send(ident, (P.ANSWER, req, None))
+
+    def requested_entries(self) -> list[dict]:
+        return [{"shape": dict(shape), "count": count} for shape, count in self.requested_resources]
+
+    handlers[P.REQUEST_RESOURCES] = on_request_resources
 
     # --- scheduling and results ----------------------------------------------------------
     def schedule(self, now: float) -> None:
@@ -1161,6 +1182,7 @@ class Head:
                 "pin_socket": node.info.get("pin_socket"),
                 "boot_id": node.info.get("boot_id"), "version": node.info.get("version"),
                 "node_name": node.info.get("node_name", ""), "group": node.info.get("group", ""),
+                "labels": node.labels,
                 "python": node.info.get("python"), "is_head_node": node.info.get("is_head_node", False),
                 "resources": node.total, "available": {k: max(0.0, v) for k, v in node.available.items()},
                 "workers": len(node.workers), "busy_workers": busy,
@@ -1171,21 +1193,31 @@ class Head:
         return out
 
     def demand(self, now: float) -> dict:
-        pending = [{"shape": dict(shape), "count": len(queue), "feasible": self.sched.feasible(shape)}
-                   for shape, queue in self.sched.queues.items() if queue]
+        pending = [self.pending_entry(key, len(queue), feasible=self.sched.feasible(*key))
+                   for key, queue in self.sched.queues.items() if queue]
         waiting = sum(1 for t in self.tasks.values() if t.waiting_on > 0)
-        return {"pending": pending, "waiting_for_dependencies": waiting,
+        return {"pending": pending, "requested": self.requested_entries(), "waiting_for_dependencies": waiting,
                 "nodes": self.node_directory(now), "version": __version__}
 
     def status(self, now: float) -> dict:
         running = sum(1 for t in self.tasks.values() if t.worker is not None)
         return {"version": __version__, "address": self.address, "uptime_s": round(now - self.started_at, 1),
                 "nodes": self.node_directory(now), "pending": self.sched.pending_count(),
-                "pending_by_shape": [{"shape": dict(s), "count": len(q)} for s, q in self.sched.queues.items() if q],
+                "pending_by_shape": [self.pending_entry(k, len(q)) for k, q in self.sched.queues.items() if q],
+                "requested": self.requested_entries(),
                 "running": running, "finished": dict(self.finished), "node_deaths": dict(self.node_deaths),
                 "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
                             "sum": self.latency_sum},
                 "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actor_table()}
+
+    @staticmethod
+    def pending_entry(key, count: int, **extra) -> dict:
+        """{"shape", "count"[, "label_selector" in Ray's syntax], **extra}: one pending queue in JSON."""
+        shape, selector = key
+        entry = {"shape": dict(shape), "count": count, **extra}
+        if selector:
+            entry["label_selector"] = selector_dict(selector)
+        return entry
 
     def actor_table(self) -> list[dict]:
         return [{"actor_id": a.actor_id.hex(), "class_name": a.info["class_name"], "name": a.info["name"],

@@ -11,7 +11,8 @@ reads it directly: it asks the loop over the inproc control socket, one DEALER p
 Endpoints:
   GET  /metrics                     Prometheus text (the names below)
   GET  /api/v1/status               counters, nodes, pending by shape (what `tasuki status` shows)
-  GET  /api/v1/demand               pending bundles by shape with `feasible`, per node seconds_idle
+  GET  /api/v1/demand               pending bundles by shape (and label_selector) with `feasible`, the
+                                    bundles request_resources() asked for (`requested`), per node seconds_idle
   GET  /api/v1/nodes                the node table
   POST /api/v1/nodes/{id}/drain     body {"if_idle": true} (optional): 409 when the node is busy;
                                     needs "Authorization: Bearer <cluster token>" (401 without it).
@@ -36,6 +37,9 @@ the namespace and cluster of a Kubernetes head come from the scrape's target lab
   tasuki_node_deaths_total{previous_state}     nodes that stopped heartbeating, by the state they were
                                                in: alive (lost) | draining (left after a drain)
   tasuki_node_info{node,node_name,group,ip,state,version,head}   1 per node, dead ones too
+  tasuki_node_labels{node,node_name,group,label_<key>...}         1 per node with labels: each of its
+                                               labels as a Prometheus label, as kube-state-metrics'
+                                               kube_node_labels (join on node with group_left)
   tasuki_workers, tasuki_busy_workers, tasuki_node_idle_seconds{node,group}
   tasuki_object_store_{used,capacity,spilled}_bytes{node,group}
   tasuki_resource_{total,available}{node,group,resource}
@@ -195,6 +199,7 @@ def families(status: dict) -> list:
     spilled = GaugeMetricFamily("tasuki_object_store_spilled_bytes", "Object bytes spilled to disk", labels=per_node)
     total = GaugeMetricFamily("tasuki_resource_total", "Resources a node offers", labels=per_node + ["resource"])
     available = GaugeMetricFamily("tasuki_resource_available", "Resources free now", labels=per_node + ["resource"])
+    out.append(node_labels(nodes))
     for n in nodes:
         node, group = n["node_id"], n.get("group", "")
         info.add_metric([node, n.get("node_name", ""), group, n["ip"], n["state"], str(n.get("version")),
@@ -213,6 +218,29 @@ def families(status: dict) -> list:
             available.add_metric([node, group, resource], n.get("available", {}).get(resource, 0.0))
     out += [info, workers, busy, idle, used, capacity, spilled, total, available]
     return out
+
+
+def prometheus_label(key: str) -> str:
+    """A node label's key as a Prometheus label name: label_ and the key with every character
+    Prometheus does not allow made '_' (zone -> label_zone, topology.kubernetes.io/zone ->
+    label_topology_kubernetes_io_zone), as kube-state-metrics writes Kubernetes labels."""
+    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def node_labels(nodes: list) -> GaugeMetricFamily:
+    """tasuki_node_labels: one series per node that has labels, each label its own Prometheus label
+    (not one JSON string: PromQL can select and join on label_zone, never inside a string). Nodes
+    without some label leave it empty, which Prometheus reads as absent."""
+    keys = sorted({prometheus_label(k) for n in nodes for k in (n.get("labels") or {})})
+    family = GaugeMetricFamily("tasuki_node_labels", "One per labelled node: its labels (tasuki start --labels) "
+                               "as label_<key>", labels=["node", "node_name", "group", *keys])
+    for n in nodes:
+        labels = n.get("labels") or {}
+        if labels:
+            values = {prometheus_label(k): str(v) for k, v in sorted(labels.items())}
+            family.add_metric([n["node_id"], n.get("node_name", ""), n.get("group", ""),
+                               *(values.get(k, "") for k in keys)], 1)
+    return family
 
 
 class BadRequest(Exception):

@@ -575,18 +575,31 @@ def actor_socket_path(cfg: NodeConfig, worker_id: bytes) -> str:
     return os.path.join(os.path.dirname(cfg.ipc_address[len("ipc://"):]), f"actor-{worker_id.hex()}.sock")
 
 
+def default_memory(store_bytes: int) -> int:
+    """The `memory` resource of a node started without --memory: what Ray advertises, roughly. The
+    memory available now (MemAvailable, or the cgroup's limit less its usage in a container, the
+    smaller), less the object store (which /dev/shm takes out of the same memory), at least 0."""
+    available = config.available_memory()
+    return max(0, available - store_bytes)
+
+
 def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, resources=None,
                 object_store_memory=None, ip=None, port: int = 0, is_head_node=False, local_only=False,
-                store_dir: str | None = None) -> NodeConfig:
+                store_dir: str | None = None, memory=None, labels=None) -> NodeConfig:
+    """The node's settings: arguments first, then TASUKI_* variables, then what the machine has."""
+    from .labels import parse_labels
     node_id = os.urandom(6).hex()
     cpus = float(num_cpus if num_cpus is not None else config.env("NUM_CPUS", os.cpu_count() or 1))
     gpus = int(num_gpus if num_gpus is not None else config.env("NUM_GPUS", detect_gpus()))
     total = {"CPU": cpus, **config.parse_resources(resources if resources is not None else config.env("RESOURCES"))}
     if gpus:
         total["GPU"] = float(gpus)
-    memory = object_store_memory if object_store_memory is not None else config.env("OBJECT_STORE_MEMORY")
+    store_memory = object_store_memory if object_store_memory is not None else config.env("OBJECT_STORE_MEMORY")
     store_dir = os.path.abspath(store_dir or config.store_dir())     # every process on the node opens this path
-    size = store_size(int(memory) if memory else None, store_dir)
+    size = store_size(int(store_memory) if store_memory else None, store_dir)
+    memory = memory if memory is not None else config.env("MEMORY")
+    total["memory"] = float(int(float(memory)) if memory not in (None, "") else default_memory(size))
+    labels = parse_labels(labels if labels is not None else config.env("LABELS"))
     ip = ip or config.node_ip()
     session = config.session_dir()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -596,7 +609,7 @@ def make_config(head_address: str, token: str, *, num_cpus=None, num_gpus=None, 
         store_bytes=size, store_path=os.path.join(store_dir, f"tasuki-{os.getpid()}-{node_id}"),
         ipc_address=f"ipc://{session}/node-{node_id}.sock",
         tcp_address=f"ipc://{session}/node-{node_id}-tx.sock" if local_only else f"tcp://{ip}:{port}",
-        spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node,
+        spill_dir=os.path.join(session, "spill", node_id), is_head_node=is_head_node, labels=labels,
         node_name=config.env("NODE_NAME") or socket.gethostname(), group=config.env("NODE_GROUP", ""))
 
 
@@ -627,6 +640,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-gpus", type=int, default=None)
     parser.add_argument("--resources", default=None)
     parser.add_argument("--object-store-memory", type=int, default=None)
+    parser.add_argument("--memory", type=int, default=None, help="bytes of the memory resource")
+    parser.add_argument("--labels", default=None, help="the node's labels, a JSON object of strings")
     parser.add_argument("--node-ip-address", default=None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--head-node", action="store_true")
@@ -640,7 +655,8 @@ def main(argv=None) -> None:
     sweep_stale_stores(store_dir)
     cfg = make_config(args.head, token, num_cpus=args.num_cpus, num_gpus=args.num_gpus, resources=args.resources,
                       object_store_memory=args.object_store_memory, ip=args.node_ip_address, port=args.port,
-                      is_head_node=args.head_node, local_only=args.local_only, store_dir=store_dir)
+                      is_head_node=args.head_node, local_only=args.local_only, store_dir=store_dir,
+                      memory=args.memory, labels=args.labels)
     if "TASUKI_THREAD_VARIABLES" not in os.environ:     # before NumPy loads its BLAS (see config)
         config.default_thread_variables(os.environ)
     # Import what workers need, then fork the zygote before any zmq context or thread exists.

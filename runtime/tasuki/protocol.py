@@ -8,7 +8,8 @@ nothing from a peer without the cluster token ever reaches `decode`.
 Driver or worker → head
     HELLO(role, info)            first message; info has versions, job id, node id (workers)
     FUNCTION(fn_id, blob)        a function or class pickled once; tasks refer to it by id
-    SUBMIT(spec)                 a task (see TaskSpec in scheduler.py)
+    SUBMIT(spec)                 a task: (task_id, fn_id, name, args, deps, contained, return_ids, shape,
+                                 max_retries, retry_exceptions, max_calls, label selector or ())
     HOLD(ids) / RELEASE(ids)     this process starts / stops holding refs (refcounting)
     PUT(id, kind, data, refs)    a new object: VALUE (inline bytes) or STORED (node id)
     GET(ids)                     send me these objects when they are ready
@@ -20,6 +21,8 @@ Driver or worker → head
     LOG(lines)                   worker output lines, already prefixed
     HEARTBEAT, BYE
     QUERY(req_id, what, arg)     state for the CLI and the HTTP API
+    REQUEST_RESOURCES(req_id, bundles)  request_resources(): [(shape, count)] replaces the cluster's standing
+                                 request for the autoscaler ([] clears it); answered ANSWER(req_id, None)
 Head → driver or worker
     WELCOME(info) / REFUSED(reason)
     OBJECT(id, kind, data)       VALUE: pickled bytes; STORED: [(node_id, address)]; ERROR: pickled exception
@@ -87,6 +90,7 @@ CREATE_ACTOR, ACTOR_READY, ACTOR_LOCATE, ACTOR_INFO, ACTOR_CALLS, ACTOR_RESULT, 
     "create_actor", "actor_ready", "actor_locate", "actor_info", "actor_calls", "actor_result", "kill_actor", "call")
 ACTOR_EXIT, CANCEL_CALL = "actor_exit", "cancel_call"
 LEAVING, DRAINED, REPLICATE, HEAD_STOPPING = "leaving", "drained", "replicate", "head_stopping"
+REQUEST_RESOURCES = "request_resources"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"

@@ -1,13 +1,15 @@
 """Scheduling state and decisions: nodes, workers, resources, the pending queue. No I/O, no clocks.
 
-The head owns one `Scheduler`. Pending tasks wait in one queue per resource shape (the demand the
-autoscaler reads). `schedule()` matches queued tasks with idle workers on nodes whose free
-resources fit, and says how many workers each node should start for the tasks that fit but find
-no idle worker. A worker whose task blocks in `get` lends its CPUs back (`worker_blocked`), so
-nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of one nesting depth,
-deeper tasks first: the CPU a blocked task lends goes to the work it waits for, not to the next
-top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need three workers,
-not a thousand; Ray gets there by fair queueing across functions). Time comes in as `now` arguments.
+The head owns one `Scheduler`. Pending tasks wait in one queue per `Key`: their resource shape and
+their label selector (labels.py; () for most tasks), the demand the autoscaler reads. A task with a
+selector runs only on nodes whose labels match it. `schedule()` matches queued tasks with idle
+workers on nodes whose free resources fit, and says how many workers each node should start for the
+tasks that fit but find no idle worker. A worker whose task blocks in `get` lends its CPUs back
+(`worker_blocked`), so nested task trees cannot deadlock a full pool. A queue is FIFO among tasks of
+one nesting depth, deeper tasks first: the CPU a blocked task lends goes to the work it waits for,
+not to the next top-level task that would block beside it (1,000 `f -> g -> h` chains on 1 CPU need
+three workers, not a thousand; Ray gets there by fair queueing across functions). Time comes in as
+`now` arguments.
 
 A worker keeps the GPUs it first ran with (`Worker.cuda`: () for CPU work): CUDA reads
 CUDA_VISIBLE_DEVICES once, when a process first initialises it, so a worker that ran a CPU task
@@ -21,7 +23,10 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0: the key of a pending queue
+from .labels import Selector, format_selector, matches
+
+Shape = tuple   # sorted ((resource, amount), ...) with amounts > 0 (CPU may be 0.5, memory is in bytes)
+Key = tuple     # (Shape, Selector): the key of a pending queue
 EPSILON = 1e-9  # tolerance on resource amounts (0.1 + 0.2 CPUs fit in 0.3); the operator's autoscaler packs by it too
 
 ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
@@ -48,8 +53,24 @@ def acquire(available: dict[str, float], shape: Shape, sign: int = 1) -> None:
         available[k] = available.get(k, 0.0) - sign * v
 
 
+MEMORY_KEYS = ("memory", "object_store_memory")     # amounts in bytes
+
+
+def format_amount(key: str, value: float) -> str:
+    """An amount for people: bytes of memory as GiB or MiB (2 GiB, not 2.14748e+09), others as numbers."""
+    if key in MEMORY_KEYS and value >= 1 << 20:
+        return f"{value / (1 << 30):.4g} GiB" if value >= 1 << 30 else f"{value / (1 << 20):.4g} MiB"
+    return f"{value:g}"
+
+
 def format_shape(shape: Shape) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in shape) + "}" if shape else "{}"
+    return "{" + ", ".join(f"{k}: {format_amount(k, v)}" for k, v in shape) + "}" if shape else "{}"
+
+
+def format_key(key: Key) -> str:
+    """A queue's key for people: its shape, and its label selector when it has one."""
+    shape, selector = key
+    return format_shape(shape) + (f" on nodes labelled {format_selector(selector)}" if selector else "")
 
 
 @dataclass(eq=False)
@@ -79,6 +100,11 @@ class Task:
     cancelled: bool = False
     actor: dict | None = None   # set on an actor's creation task: {"actor_id", "max_concurrency", "is_async"}
     stealing: bool = False      # in a busy worker's backlog, asked back for an idle worker
+    selector: Selector = ()     # label_selector (labels.py): only nodes whose labels match run it
+
+    @property
+    def key(self) -> Key:
+        return self.shape, self.selector
 
 
 @dataclass(eq=False)
@@ -107,6 +133,7 @@ class Node:
     gpu_ids: list = field(default_factory=list)     # free GPU ids
     state: str = ALIVE
     info: dict = field(default_factory=dict)       # versions, store path, ipc address, boot id, labels
+    labels: dict = field(default_factory=dict)     # what label selectors match (info["labels"])
     stats: dict = field(default_factory=dict)      # from heartbeats: store bytes, spilled bytes
     workers: set = field(default_factory=set)
     idle_workers: list = field(default_factory=list)
@@ -119,14 +146,14 @@ class Node:
         return len(self.workers) - len(self.idle_workers) - self.starting
 
     def max_workers(self) -> int:
-        return max(4, int(MAX_WORKERS_PER_CPU * self.total.get("CPU", 1)))
+        return max(4, math.ceil(MAX_WORKERS_PER_CPU * self.total.get("CPU", 1) - EPSILON))
 
 
 class Scheduler:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.workers: dict[bytes, Worker] = {}
-        self.queues: dict[Shape, deque] = {}
+        self.queues: dict[Key, deque] = {}
         self.queued_actors = 0          # actor creation tasks in the queues
 
     # --- nodes and workers -------------------------------------------------------------
@@ -203,9 +230,10 @@ class Scheduler:
     def enqueue(self, task: Task) -> None:
         if task.actor is not None:
             self.queued_actors += 1
-        queue = self.queues.get(task.shape)
+        key = task.shape, task.selector
+        queue = self.queues.get(key)
         if queue is None:
-            queue = self.queues[task.shape] = deque()
+            queue = self.queues[key] = deque()
         if not queue or queue[-1].depth >= task.depth:
             queue.append(task)          # the usual case: FIFO among tasks of one depth
         else:
@@ -215,14 +243,14 @@ class Scheduler:
         """Back at the front of the tasks of its depth (deeper ones stay ahead)."""
         if task.actor is not None:
             self.queued_actors += 1
-        queue = self.queues.setdefault(task.shape, deque())
+        queue = self.queues.setdefault((task.shape, task.selector), deque())
         if not queue or queue[0].depth <= task.depth:
             queue.appendleft(task)
         else:
             queue.insert(next((i for i, t in enumerate(queue) if t.depth <= task.depth), len(queue)), task)
 
     def remove_pending(self, task: Task) -> bool:
-        queue = self.queues.get(task.shape)
+        queue = self.queues.get((task.shape, task.selector))
         if queue is not None and task in queue:
             queue.remove(task)
             self.queued_actors -= task.actor is not None
@@ -232,18 +260,20 @@ class Scheduler:
     def pending_count(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
-    def feasible(self, shape: Shape) -> bool:
-        """Could any live node ever run this shape (on its total resources)?"""
-        return any(n.state == ALIVE and fits(n.total, shape) for n in self.nodes.values())
+    def feasible(self, shape: Shape, selector: Selector = ()) -> bool:
+        """Could any live node (whose labels match `selector`) ever run this shape, on its total resources?"""
+        return any(n.state == ALIVE and fits(n.total, shape) and (not selector or matches(n.labels, selector))
+                   for n in self.nodes.values())
 
     def schedule(self, now: float) -> tuple[list[tuple[Task, Worker]], dict[str, int]]:
         """Assign queued tasks to idle workers; return (assignments, workers to start per node)."""
         assignments: list[tuple[Task, Worker]] = []
         spawns: dict[str, int] = {}
-        nodes = [n for n in self.nodes.values() if n.state == ALIVE]
-        for shape, queue in self.queues.items():
+        alive = [n for n in self.nodes.values() if n.state == ALIVE]
+        for (shape, selector), queue in self.queues.items():
             if not queue:
                 continue
+            nodes = [n for n in alive if matches(n.labels, selector)] if selector else alive
             gpus = int(dict(shape).get("GPU", 0))
             for node in nodes:
                 while queue and node.idle_workers and fits(node.available, shape):
@@ -349,6 +379,7 @@ class Scheduler:
         for worker in self.workers.values():
             for task in worker.backlog:
                 if not task.stealing and any(n.state == ALIVE and n.idle_workers and fits(n.available, task.shape)
+                                             and (not task.selector or matches(n.labels, task.selector))
                                              for n in self.nodes.values()):
                     task.stealing = True
                     out.append((task, worker))
@@ -374,7 +405,7 @@ class Scheduler:
 
     def surplus_idle_workers(self, node: Node) -> list[Worker]:
         """Idle workers above the node's CPU count (started while others were blocked)."""
-        keep = max(1, int(node.total.get("CPU", 1)))
+        keep = max(1, math.ceil(node.total.get("CPU", 1) - EPSILON))
         extra = len(node.workers) - node.actors - node.starting - keep
         return node.idle_workers[:max(0, min(extra, len(node.idle_workers)))]
 

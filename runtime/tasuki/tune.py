@@ -272,7 +272,9 @@ def _task_options(resources: dict | None) -> dict:
             options[f"num_{key.lower()}s"] = value
         elif key == "custom_resources":
             options["resources"].update(value)
-        elif key != "memory":            # tasuki does not account memory
+        elif key == "memory":            # bytes, a resource like num_cpus
+            options["memory"] = value
+        else:
             options["resources"][key] = value
     return options                       # checked by _trial_task.options()
 
