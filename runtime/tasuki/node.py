@@ -310,6 +310,8 @@ class NodeAgent:
             self.running = False
         elif kind == P.NODE_DIED:
             self.source_died(message[1], message[2])
+        elif kind in (P.READ, P.ALLOC, P.WRITE, P.SEAL):    # relayed by the head for a driver that
+            self.on_client_message(self.head, None, message, data)     # reaches only it (relay.py)
 
     def on_zygote(self) -> None:
         chunk = self.zygote.recv(65536)
@@ -362,11 +364,13 @@ class NodeAgent:
             view = self.store.read_range(entry, start, length)
             transport.send(sock, [(P.CHUNK, req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
         elif kind == P.WRITE:
-            _, oid, offset = message
+            oid, offset = message[1], message[2]
             entry = self.store.entries.get(oid)
             chunk = data[0].buffer
-            if entry is not None:
-                self.store.write_range(entry, offset, chunk)
+            written = entry is not None and not entry.sealed and self.store.write_range(entry, offset, chunk)
+            if len(message) > 3:         # a windowed writer (transfer.write) waits for this
+                error = None if written else f"object {oid.hex()} has no open block of that size on node {self.cfg.node_id}"
+                transport.send(sock, [(P.WRITTEN, message[3], oid, offset, error)], to=ident)
 
     def pin(self, sock, ident, req, oid, sources) -> None:
         entry = self.store.entries.get(oid)
