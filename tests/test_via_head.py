@@ -168,6 +168,23 @@ def test_relay_forgets_a_driver_and_frees_its_unsealed_blocks():
     assert sent == [(b"Nn1", (P.FREE, [b"x"]))] and relay.requests == {} and b"D1" not in relay.open_puts
 
 
+class _FakeSocket:
+    closed = False
+
+    def close(self, linger=None):
+        self.closed = True
+
+
+def test_relay_closes_the_links_to_an_actor_that_is_gone():
+    relay, _ = _relay()
+    mine, other = _FakeSocket(), _FakeSocket()
+    relay.links = {(b"D1", b"A1"): ("tcp://x:1", mine), (b"D2", b"A1"): ("tcp://x:1", other),
+                   (b"D1", b"A2"): ("tcp://y:1", _FakeSocket())}
+    relay.socks = {mine: (b"D1", b"A1"), other: (b"D2", b"A1")}
+    relay.actor_gone(b"A1")
+    assert mine.closed and other.closed and list(relay.links) == [(b"D1", b"A2")] and relay.socks == {}
+
+
 # --- real clusters ----------------------------------------------------------------------------
 class HeadOnlyCluster(CliCluster):
     """A head on 0.0.0.0 and node agents on 127.0.0.1 and 127.0.0.2 whose stores live in `store_dir`
@@ -293,8 +310,8 @@ def _run_tour(argv: list, env: dict, head_pid: int) -> tuple[dict, str, str, int
     return json.loads(lines[-1]), stdout, err, grew
 
 
-def _check_tour(out: dict, stdout: str) -> None:
-    assert out["via_head"] is True
+def _check_tour(out: dict, stdout: str, via_head: bool = True) -> None:
+    assert out["via_head"] is via_head
     assert out["squares"] == sum(i * i for i in range(100))
     assert out["totals"] == [1_000_000.0] * 3 and out["put_get"]
     assert out["counter"] == [1, 2, 3, 4, 5] and out["named"] == 6
@@ -314,6 +331,16 @@ def test_forced_through_the_head_tour_and_200mb_with_bounded_head_memory(head_on
     notices = [line for line in stderr.splitlines() if "working through the head" in line]
     assert len(notices) == 1 and "TASUKI_VIA_HEAD=1" in notices[0], stderr
     assert 0 <= grew < HEAD_GROWTH_LIMIT, f"the head grew by {grew / 2**20:.0f} MiB during a {BIG_MB} MB round trip"
+
+
+def test_a_driver_without_a_local_store_that_reaches_the_nodes_goes_direct(head_only, tmp_path):
+    """The probe reaches the nodes: no notice, objects stream straight to and from the nodes."""
+    env = _driver_env(head_only, tmp_path, TOUR_NO_LOCAL_STORE="1")
+    out, stdout, stderr, grew = _run_tour([sys.executable, TOUR, f"127.0.0.1:{head_only.port}", "50"], env,
+                                          head_only.head_pid)
+    _check_tour(out, stdout, via_head=False)
+    assert "working through the head" not in stderr
+    assert 0 <= grew < 30 * 2**20             # the head carries none of the 50 MB
 
 
 def _netns_unavailable() -> str | None:

@@ -612,8 +612,8 @@ class Client:
     def choose_route(self, nodes: list) -> None:
         """Decide once whether this driver works through the head (transfer.route), and say so."""
         forced = config.env("VIA_HEAD")
-        if self.role != "driver" or self.node is not None:
-            self.via_head = False
+        if self.role != "driver" or self.node is not None or self.head_address.startswith("ipc://"):
+            self.via_head = False          # a worker, or a driver of a cluster on this machine
             return
         local = forced not in ("1", "true", "yes") and pick_local_node(nodes) is not None
         live = [n for n in nodes if n.get("state") != "dead"]

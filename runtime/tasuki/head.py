@@ -773,6 +773,8 @@ class Head:
         """Restart the actor if it may, else mark it dead and fail its pending calls."""
         if actor.state == P.DEAD_STATE:
             return
+        if self.relay.links:
+            self.relay.actor_gone(actor.actor_id)
         self.actor_by_worker.pop(actor.worker_id, None)
         actor.worker_id = actor.address = None
         actor.cause = actor.cause or cause       # a kill or its driver's exit said why first

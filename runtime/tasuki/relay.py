@@ -127,6 +127,12 @@ class Relay:
             link = self.links[key]
         transport.send(link[1], calls)
 
+    def actor_gone(self, actor_id: bytes) -> None:
+        """The actor's process is gone (it restarts elsewhere, or is dead): close the links to it,
+        which zmq would otherwise try to reconnect for ever."""
+        for key in [k for k in self.links if k[1] == actor_id]:
+            self._close(self.links.pop(key)[1])
+
     def drain_actors(self, events: dict) -> None:
         """Forward what actors answered on the head's DEALERs, unread, to their drivers."""
         for sock in [s for s in events if s in self.socks]:
