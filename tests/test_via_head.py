@@ -45,6 +45,12 @@ def test_route(forced, local, unreachable, via_head):
     assert transfer.route(forced, local, unreachable) is via_head
 
 
+@pytest.mark.parametrize("address", ["tasuki://head.ml.svc:6380", "head.ml.svc:6380", "tcp://head.ml.svc:6380"])
+def test_init_takes_a_tasuki_url_as_well_as_host_port(address):
+    from tasuki import api
+    assert api._resolve_address(address, "t0ken") == ("tcp://head.ml.svc:6380", "t0ken")
+
+
 def _node(node_id, used, capacity, head=False, state="alive"):
     return {"node_id": node_id, "state": state, "is_head_node": head,
             "object_store": {"used": used, "capacity": capacity}}

@@ -20,6 +20,9 @@ deduplicated there) or something pins it (a pending task's arguments, a stored o
 the ref). Small values are kept here inline; large ones stay in node stores and only their
 locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
 the nodes storing it.
+
+Drivers that reach only the head's address (a port-forward, a LoadBalancer): relay.py carries
+their object transfers and actor calls; this loop only dispatches to it (see `relay_frames`).
 """
 from __future__ import annotations
 

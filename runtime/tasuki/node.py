@@ -4,7 +4,8 @@ It registers the node's resources with the head, heartbeats, starts workers when
 (through the zygote, see zygote.py), reports how each worker exited, and serves the object store:
 processes on this machine allocate, seal and pin objects over its IPC socket and then read and
 write the arena directly (object_store.py); other nodes and remote drivers pull objects over its
-TCP socket in chunks. It is not on the per-task path: workers talk to the head directly.
+TCP socket in chunks (or, for a driver that reaches only the head, through the head over this
+agent's own connection to it: READ, ALLOC, WRITE and SEAL relayed, see relay.py). It is not on the per-task path: workers talk to the head directly.
 
 The head answers each heartbeat. When it has said nothing for TASUKI_HEAD_TIMEOUT seconds (it
 died, or it restarted and does not know this node, or it declared this node dead) the agent stops,
