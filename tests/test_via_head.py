@@ -325,6 +325,7 @@ def _check_tour(out: dict, stdout: str, via_head: bool = True) -> None:
     assert "hello from a task, through the head" in stdout
     assert out["actor_error"] and out["actor_died"] and out["restarted"] and out["killed"]
     assert out["actor_large_result"] == 3_000_000
+    assert out["retried_after_restart"] == "survived"
     assert out["big_seen_by_task"] and out["big_result"] and out["big_round_trip"]
 
 

@@ -837,7 +837,11 @@ class Head:
         return handler
 
     def on_actor_send(self, ident, peer, now, actor_id, address, calls) -> None:
-        self.relay.actor_send(ident, actor_id, address, calls)
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.address == address and actor.state == P.ALIVE_STATE:
+            self.relay.actor_send(ident, actor_id, address, calls)
+        # else the process the driver meant is gone (as a direct send to it would be lost): the
+        # ACTOR_INFO on its way to the driver makes it fail these calls, or resend them after a restart
 
     handlers = {
         P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
