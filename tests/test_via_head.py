@@ -104,6 +104,79 @@ def test_unreachable_tells_a_closed_port_from_a_listening_one():
     closed.close()
 
 
+class _FakeFrame:
+    def __init__(self, data):
+        self.buffer = memoryview(bytes(data))
+
+
+class _FakeStore:
+    """A transfer channel whose far end is an in-memory store: checks that no more than
+    transfer.WINDOW requests are ever unanswered."""
+
+    def __init__(self, alloc_answer=None, node_id="n1"):
+        self.node_id, self.address = node_id, "fake://"
+        self.counter = iter(range(1, 10**6))
+        self.answers, self.block, self.parts, self.unanswered, self.most = [], None, None, 0, 0
+        self.alloc_answer = alloc_answer
+
+    def new_req(self):
+        return next(self.counter)
+
+    def read_message(self, req, oid, start, length):
+        return (P.READ, req, oid, start, length)
+
+    def send(self, message, data=()):
+        kind = message[0]
+        if kind == P.SEAL:
+            self.parts = message[2]
+            return
+        self.unanswered += 1
+        self.most = max(self.most, self.unanswered)
+        if kind == P.ALLOC:
+            self.block = bytearray(message[3])
+            self.answers.append(((P.ALLOCATED, message[1], *(self.alloc_answer or (0, None))), []))
+        elif kind == P.WRITE:
+            chunk = bytes(data[0])
+            self.block[message[2]:message[2] + len(chunk)] = chunk
+            self.answers.append(((P.WRITTEN, message[3], message[1], message[2], None), []))
+        elif kind == P.READ:
+            _, req, oid, start, length = message
+            self.answers.append(((P.CHUNK, req, oid, start, len(self.block), self.parts, None),
+                                 [_FakeFrame(self.block[start:start + length])]))
+
+    def wait(self, channel):
+        self.unanswered -= 1
+        return self.answers.pop(0)
+
+
+@pytest.mark.parametrize("sizes", [[0], [10], [100], [3 * 64 + 5, 1000], [64 * 20]])
+def test_write_then_read_round_trips_with_at_most_a_window_in_flight(monkeypatch, sizes):
+    from tasuki import config
+    from tasuki.object_store import block_size, layout_parts
+    monkeypatch.setattr(config, "TRANSFER_CHUNK", 64)
+    payloads = [bytes((i * 7 + j) % 256 for j in range(n)) for i, n in enumerate(sizes)]
+    size, parts = block_size(sizes[0], sizes[1:]), layout_parts(sizes[0], sizes[1:])
+    store = _FakeStore()
+    assert transfer.write(store, b"oid", size, parts, payloads, store.wait) == "n1"
+    assert store.parts == parts and store.most <= transfer.WINDOW
+    for (at, n), payload in zip(parts, payloads):
+        assert bytes(store.block[at:at + n]) == payload
+    store.most = 0
+    block, layout = transfer.read(store, b"oid", store.wait)
+    assert bytes(block) == bytes(store.block) and layout == parts and store.most <= transfer.WINDOW
+
+
+@pytest.mark.parametrize("answer, node_id, error", [
+    ((None, "the store is full"), "n1", "ObjectStoreFullError"),       # the node's store said no
+    ((None, "no live node", None), None, "ClusterError"),             # the head found no node
+])
+def test_write_that_cannot_allocate_says_why(answer, node_id, error):
+    store = _FakeStore(alloc_answer=answer, node_id=node_id)
+    with pytest.raises(Exception) as info:
+        transfer.write(store, b"oid", 64, [(0, 10)], [b"x" * 10], store.wait)
+    assert type(info.value).__name__ == error and answer[1] in str(info.value)
+
+
 class _Sent(list):
     def __call__(self, to, message):
         self.append((to, message))

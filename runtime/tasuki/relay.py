@@ -106,7 +106,7 @@ class Relay:
             if kind == P.READ:
                 self.send(ident, (P.CHUNK, req, oid, 0, None, None, why))
             elif kind == P.ALLOC:
-                self.send(ident, (P.ALLOCATED, req, None, why, node_id))
+                self.send(ident, (P.ALLOCATED, req, None, why, None))
             else:
                 self.send(ident, (P.WRITTEN, req, oid, 0, why))
         for puts in self.open_puts.values():

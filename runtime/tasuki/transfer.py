@@ -215,10 +215,10 @@ def write(channel, oid: bytes, size: int, parts: list, payloads: list, wait) -> 
     channel.send((P.ALLOC, channel.new_req(), oid, size))
     message, _ = wait(channel)
     offset, error = message[2], message[3]
-    if offset is None:
-        from .exceptions import ObjectStoreFullError
-        raise ObjectStoreFullError(error)
     node_id = message[4] if len(message) > 4 else channel.node_id
+    if offset is None:            # the node's store has no room, or (no node named) the head found no node
+        from .exceptions import ClusterError, ObjectStoreFullError
+        raise (ObjectStoreFullError if node_id is not None else ClusterError)(error)
     inflight = 0
     for at, view in pieces(parts, payloads, config.TRANSFER_CHUNK):
         while inflight >= WINDOW:
