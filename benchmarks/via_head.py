@@ -4,7 +4,8 @@
     python benchmarks/via_head.py --ray-python /tmp/rayvenv/bin/python --sizes 10,200 --repeats 3
 
 A `put` of a uint8 array of each size, then a `get` of it back, timed apart, in MB/s (10^6 bytes
-per second; the round trip is the size divided by put + get). Each path runs in a fresh driver
+per second; the round trip is the size divided by put + get); then calls of a trivial actor method,
+one `get(a.m.remote())` at a time and 3,000 submitted then gathered. Each path runs in a fresh driver
 process against one cluster started here (`tasuki start --head`, 2 CPUs, a 1 GiB store):
 
   tasuki, shared memory   the driver maps the node's store (the usual case on a node's machine)
@@ -40,14 +41,34 @@ def child_tasuki(mode: str, address: str, sizes: list, repeats: int) -> dict:
     if mode != "local":
         tasuki.client.pick_local_node = lambda nodes: None      # as on a machine without a node
     tasuki.init(address=address)
-    return _measure(tasuki.put, tasuki.get, np, sizes, repeats)
+    return {**_measure(tasuki.put, tasuki.get, np, sizes, repeats), **_actor_calls(tasuki, repeats)}
 
 
 def child_ray(sizes: list, repeats: int) -> dict:
     import numpy as np
     import ray
     ray.init(f"ray://127.0.0.1:{RAY_PORT}")
-    return _measure(ray.put, ray.get, np, sizes, repeats)
+    return {**_measure(ray.put, ray.get, np, sizes, repeats), **_actor_calls(ray, repeats)}
+
+
+def _actor_calls(runtime, repeats: int, sync_calls: int = 300, async_calls: int = 3000) -> dict:
+    """Calls/s of a trivial actor method: `get(a.m.remote())` one at a time, and a batch then one get."""
+    @runtime.remote
+    class Echo:
+        def m(self):
+            return 1
+    actor = Echo.remote()
+    runtime.get(actor.m.remote())
+    sync, batch = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(sync_calls):
+            runtime.get(actor.m.remote())
+        sync.append(sync_calls / (time.perf_counter() - started))
+        started = time.perf_counter()
+        runtime.get([actor.m.remote() for _ in range(async_calls)])
+        batch.append(async_calls / (time.perf_counter() - started))
+    return {"actor_sync": statistics.median(sync), "actor_batch": statistics.median(batch)}
 
 
 def _measure(put, get, np, sizes: list, repeats: int) -> dict:
@@ -156,7 +177,11 @@ def print_table(rows: dict, sizes: list) -> None:
             r = result[str(mb)] if str(mb) in result else result[mb]
             cells += [f"{r['put']:,.0f}", f"{r['get']:,.0f}", f"{r['round_trip']:,.0f}"]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\nMB/s (10^6 bytes per second), median of the runs after a warm-up.")
+    print("\nMB/s (10^6 bytes per second), median of the runs after a warm-up.\n")
+    print("| path | actor calls, one at a time [/s] | actor calls, 3,000 then one get [/s] |")
+    print("|---|---:|---:|")
+    for label, result in rows.items():
+        print(f"| {label} | {result['actor_sync']:,.0f} | {result['actor_batch']:,.0f} |")
 
 
 if __name__ == "__main__":
