@@ -146,6 +146,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 _cluster = None
             raise
         client.log_to_driver = bool(log_to_driver)
+        client.choose_route(welcome["nodes"])     # through the head when the nodes are out of reach
         serialization.code_paths[:] = _driver_code_paths()
         _client = client
         _job_id = welcome["job_id"]

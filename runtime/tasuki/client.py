@@ -9,7 +9,9 @@ submitted, or answers to GET) go into `self.objects`; `get` waits on a condition
 Large objects never pass through the head: `put` allocates a block in the local node's arena
 (one ALLOC round trip), writes it in place and tells the head where it is; `get` asks the node
 to pin the block (pulling it from another node first if needed) and reads it without a copy.
-A process on a machine without a node (a remote driver) reads those objects over TCP instead.
+A process on a machine without a node (a remote driver) moves them in chunks instead (transfer.py):
+over TCP with the nodes, or, when it reaches only the head's address, relayed by the head, with
+its actor calls too (`via_head`, decided once at init; see relay.py for the head's side).
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ from collections import deque
 
 import zmq
 
-from . import __version__, config, object_ref, protocol as P, serialization, transport
+from . import __version__, config, object_ref, protocol as P, serialization, transfer, transport
 from .exceptions import (ClusterError, GetTimeoutError, ObjectLostError, SerializationError, TaskError,
                          VersionMismatchError)
 from .object_ref import ObjectRef
-from .object_store import Arena, block_size
+from .object_store import Arena, block_size, layout_parts
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 HEARTBEAT_S = 2.0
@@ -49,6 +51,9 @@ class Client:
         self.head = transport.connect(self.context, head_address, token, self.identity)
         self.node = node                     # local node: {"node_id", "ipc", "store_path"} or None
         self.node_sock = None
+        self.via_head: bool | None = None    # a driver that reaches only the head (None: not decided yet)
+        self.transfers: dict = {}            # request id -> the queue of a transfer relayed by the head
+        self.to_head_frames: deque = deque()  # (message, data frames): each leaves as a zmq message of its own
         self.arena: Arena | None = None
         self.pin_conns = threading.local()              # each thread's connection to the node's pin channel
         self.to_head: deque = deque()
@@ -152,6 +157,12 @@ class Client:
         if not self.wake_pending:
             self._wake()
 
+    def send_head_frames(self, message: tuple, data) -> None:
+        """A message with raw data frames (a relayed WRITE) to the head, as a zmq message of its own."""
+        self.to_head_frames.append((message, data))
+        if not self.wake_pending:
+            self._wake()
+
     def send_node(self, message: tuple) -> None:
         self.to_node.append(message)
         if not self.wake_pending:
@@ -251,6 +262,9 @@ class Client:
                 while messages:
                     batch.append(messages.popleft())
                 transport.send(sock, batch)
+        while self.to_head_frames:
+            message, data = self.to_head_frames.popleft()
+            transport.send(self.head, [message], data=data)
         for link in self.touched_links:
             self._send_to_actor(link)
         self.touched_links.clear()
@@ -261,6 +275,7 @@ class Client:
     def _drain(self, sock) -> None:
         arrived = False
         watched = []
+        link = self.actor_socks.get(sock)
         while True:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -268,57 +283,68 @@ class Client:
                 break
             if sock is self.head:
                 self.last_heard = time.time()
-            for message in P.decode(frames[0].buffer):
-                kind = message[0]
-                if kind == P.OBJECT:
-                    self.objects[message[1]] = (message[2], message[3])
-                    arrived = True
-                    if message[2] == P.ERROR:
-                        self.errors_arrived += 1
-                    if self.watchers:
-                        watched.append(message[1])
-                    link = self.actor_socks.get(sock)
-                    if link is not None:
-                        link.inflight.pop(message[1], None)
-                elif kind == P.ACTOR_INFO:
-                    self._on_actor_info(*message[1:])
-                elif kind == P.CANCEL_CALL:
-                    self._cancel_queued_call(message[1])
-                    if self.on_message is not None:     # an actor's worker: the call may be its own
-                        self.on_message(message)
-                elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER):
-                    slot = self.replies.get(message[1])
-                    if slot is not None:
-                        slot[1] = message
-                        slot[0].set()
-                    elif kind == P.PINNED and message[3] is not None:
-                        self.to_node.append((P.UNPIN, [message[2]]))    # its get timed out: let it go
-                elif kind == P.LOG:
-                    if self.log_to_driver:
-                        self._print_logs(message[1])
-                elif kind == P.WARN:
-                    if message[1] not in self.warned:
-                        self.warned.add(message[1])
-                        print(f"tasuki: warning: {message[1]}", file=sys.stderr, flush=True)
-                elif kind == P.GC:
-                    # on its own thread: a finalizer the collection runs may block (a __del__ that gets)
-                    threading.Thread(target=gc.collect, name="tasuki-gc", daemon=True).start()
-                elif kind == P.WELCOME:
-                    self.welcome = message[1]
-                    arrived = True
-                elif kind == P.REFUSED:
-                    self.refused = message[1]
-                    arrived = True
-                elif kind == P.HEAD_STOPPING:
-                    self.head_stopped = message[1]
-                    self._fail_waiting(ClusterError(message[1]))    # wakes the gets: check_head raises
-                elif self.on_message is not None:
-                    self.on_message(message)
+            arrived |= self._on_messages(P.decode(frames[0].buffer), frames[1:], link, watched)
         if arrived:
             with self.cond:
                 self.cond.notify_all()
         if watched:
             self._fire(watched)
+
+    def _on_messages(self, messages: list, data: list, link, watched: list) -> bool:
+        """IO thread: handle a batch that came from the head, the node or an actor (`link`; the data
+        frames of a relayed CHUNK or ACTOR_REPLY in `data`); True if an object or a welcome arrived."""
+        arrived = False
+        for message in messages:
+            kind = message[0]
+            if kind == P.OBJECT:
+                self.objects[message[1]] = (message[2], message[3])
+                arrived = True
+                if message[2] == P.ERROR:
+                    self.errors_arrived += 1
+                if self.watchers:
+                    watched.append(message[1])
+                if link is not None:
+                    link.inflight.pop(message[1], None)
+            elif kind == P.ACTOR_INFO:
+                self._on_actor_info(*message[1:])
+            elif kind == P.CANCEL_CALL:
+                self._cancel_queued_call(message[1])
+                if self.on_message is not None:     # an actor's worker: the call may be its own
+                    self.on_message(message)
+            elif kind in (P.CHUNK, P.WRITTEN, P.ALLOCATED) and message[1] in self.transfers:
+                self.transfers[message[1]].put((message, data))      # a transfer relayed by the head
+            elif kind == P.ACTOR_REPLY:           # what an actor answered, relayed by the head
+                arrived |= self._on_messages(P.decode(data[0].buffer), (), self.actor_links.get(message[1]),
+                                             watched)
+            elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER):
+                slot = self.replies.get(message[1])
+                if slot is not None:
+                    slot[1] = message
+                    slot[0].set()
+                elif kind == P.PINNED and message[3] is not None:
+                    self.to_node.append((P.UNPIN, [message[2]]))    # its get timed out: let it go
+            elif kind == P.LOG:
+                if self.log_to_driver:
+                    self._print_logs(message[1])
+            elif kind == P.WARN:
+                if message[1] not in self.warned:
+                    self.warned.add(message[1])
+                    print(f"tasuki: warning: {message[1]}", file=sys.stderr, flush=True)
+            elif kind == P.GC:
+                # on its own thread: a finalizer the collection runs may block (a __del__ that gets)
+                threading.Thread(target=gc.collect, name="tasuki-gc", daemon=True).start()
+            elif kind == P.WELCOME:
+                self.welcome = message[1]
+                arrived = True
+            elif kind == P.REFUSED:
+                self.refused = message[1]
+                arrived = True
+            elif kind == P.HEAD_STOPPING:
+                self.head_stopped = message[1]
+                self._fail_waiting(ClusterError(message[1]))    # wakes the gets: check_head raises
+            elif self.on_message is not None:
+                self.on_message(message)
+        return arrived
 
     def _drain_server(self) -> None:
         """IO thread: calls from this actor's callers."""
@@ -419,6 +445,8 @@ class Client:
 
     def call_actor(self, actor_id: bytes, info: dict, method: str, args: tuple, kwargs: dict,
                    num_returns: int, retry: tuple | None = None) -> list[ObjectRef]:
+        if self.via_head is None and self.role == "driver":
+            self.ensure_route()             # decided before the IO thread routes the call
         name = f"{info['class_name']}.{method}"
         blob, deps, contained, _holder = self.serialize_arguments(name, args, kwargs)
         first = self.id_prefix + (next(self.counter) | _CALL_COUNTER_BIT).to_bytes(7, "little")
@@ -466,26 +494,33 @@ class Client:
             actor_id, info, message = self.to_actors.popleft()
             link = self.actor_links.get(actor_id)
             if link is None:
-                link = self.actor_links[actor_id] = _ActorLink(info)
+                link = self.actor_links[actor_id] = _ActorLink(info, actor_id)
                 self.to_head.append((P.ACTOR_LOCATE, actor_id))
             link.queue.append(message)
             self.touched_links.add(link)
 
     def _send_to_actor(self, link: "_ActorLink") -> None:
-        if link.sock is None or link.state != P.ALIVE_STATE or not link.queue:
+        if (link.sock is None and not self.via_head) or link.state != P.ALIVE_STATE or not link.queue:
             return
         batch = list(link.queue)
         link.queue.clear()
         for message in batch:
             link.inflight[message[1][0]] = message
-        transport.send(link.sock, batch)
+        if self.via_head:           # the head sends them on (relay.py), after what is queued for it
+            self.to_head.append((P.ACTOR_SEND, link.actor_id, link.address, batch))
+            transport.send(self.head, [self.to_head.popleft() for _ in range(len(self.to_head))])
+        else:
+            transport.send(link.sock, batch)
 
     def _on_actor_info(self, actor_id: bytes, state: str, address: str | None, cause: str) -> None:
         link = self.actor_links.get(actor_id)
         if link is None:
             return
         link.state = state
-        if state == P.ALIVE_STATE:
+        if state == P.ALIVE_STATE and self.via_head:
+            link.address = address          # no connection of ours: the head relays the calls
+            self._send_to_actor(link)
+        elif state == P.ALIVE_STATE:
             if address != link.address:
                 if link.sock is not None:
                     self.poller.unregister(link.sock)
@@ -522,10 +557,9 @@ class Client:
             self.send_head((P.PUT, oid, P.VALUE, s.header, s.refs, len(s.header)))
         else:
             node_id = self.store_locally(oid, s)
-            if node_id is None:      # no node shares memory with us: the head keeps it inline
-                header = s.header if not s.buffers else serialization.dumps_inline(
-                    serialization.loads(s.header, s.buffers))
-                self.send_head((P.PUT, oid, P.VALUE, header, s.refs, len(header)))
+            if node_id is None:      # no node shares memory with us: stream it to one, in chunks
+                node_id = self.store_remotely(oid, s)
+                self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
             else:
                 # known here at once: a get of it goes straight to the node, not first to the head
                 self.objects[oid] = (P.STORED_KIND, [(node_id, self.node.get("address"))])
@@ -555,9 +589,52 @@ class Client:
             self.send_node((P.SEAL, oid, parts))
         return self.node["node_id"]
 
+    def store_remotely(self, oid: bytes, s: serialization.Serialized) -> str:
+        """Write a serialized object into a node's store in chunks (transfer.write): relayed by the
+        head for a driver that reaches only it, else straight to the node with the most room."""
+        payloads = [s.header, *s.buffers]
+        lens = [len(s.header), *[b.nbytes for b in s.buffers]]
+        size, parts = block_size(lens[0], lens[1:]), layout_parts(lens[0], lens[1:])
+        if self.ensure_route():
+            channel = transfer.HeadChannel(self)
+        else:
+            node = transfer.pick_store_node(self.nodes(), size)
+            if node is None:
+                raise ClusterError(f"no live node to store object {oid.hex()} ({size:,} bytes) on: start a node "
+                                   f"(`tasuki start --address {self.head_address.split('://')[-1]}`)")
+            channel = transfer.NodeChannel(self, node["node_id"], node["address"])
+        try:
+            return transfer.write(channel, oid, size, parts, payloads, self._transfer_waiter(oid, None, None))
+        finally:
+            channel.close()
+
+    def ensure_route(self) -> bool:
+        """Whether this process works through the head (decided on first need if init could not:
+        no node had joined yet)."""
+        if self.via_head is None:
+            self.choose_route(self.nodes())
+        return self.via_head
+
+    def choose_route(self, nodes: list) -> None:
+        """Decide once whether this driver works through the head (transfer.route), and say so."""
+        forced = config.env("VIA_HEAD")
+        if self.role != "driver" or self.node is not None or self.head_address.startswith("ipc://"):
+            self.via_head = False          # a worker, or a driver of a cluster on this machine
+            return
+        local = forced not in ("1", "true", "yes") and pick_local_node(nodes) is not None
+        live = [n for n in nodes if n.get("state") != "dead"]
+        if not live and forced is None and not local:
+            return                      # no node to probe yet: decide on first need
+        failed = [] if local or forced is not None else transfer.unreachable(live)
+        self.via_head = transfer.route(forced, local, failed)
+        if self.via_head:
+            print(transfer.notice(self.head_address, forced is not None, failed), file=sys.stderr, flush=True)
+
     def local_store(self) -> bool:
         if self.arena is not None:
             return True
+        if self.via_head:
+            return False
         if self.node is None and self.role == "driver":
             self.node = pick_local_node(self.nodes())
         if self.node is None:
@@ -759,47 +836,49 @@ class Client:
         self.pin_conns.conn = None
 
     def read_remote(self, oid: bytes, sources: list, timeout: float | None = None):
-        """Fetch an object from a node over TCP in chunks (a process with no node on its machine)."""
+        """Fetch an object from a node in chunks (a process with no node on its machine): over TCP,
+        or relayed by the head when this driver reaches only the head (transfer.read)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        via_head = self.ensure_route()
+        failures = []
         for node_id, address in sources:
-            sock = transport.connect(self.context, address, self.token, b"R" + os.urandom(8))
+            channel = transfer.HeadChannel(self, node_id, address) if via_head else \
+                transfer.NodeChannel(self, node_id, address)
             try:
-                data, parts, at, size = None, None, 0, 1
-                while at < size:
-                    transport.send(sock, [(P.READ, 0, oid, at, config.TRANSFER_CHUNK)])
-                    self.await_chunk(sock, oid, sources, node_id, address, deadline)
-                    messages, frames = transport.recv_dealer(sock)
-                    _, _, _, start, size, parts, error = messages[0]
-                    if error is not None:
-                        break
-                    if data is None:
-                        data = bytearray(size)
-                    chunk = frames[0].buffer
-                    data[start:start + len(chunk)] = chunk
-                    at = start + len(chunk)
-                else:
-                    view = memoryview(data)
-                    return serialization.loads(view[parts[0][0]:sum(parts[0])],
-                                               [view[o:o + n] for o, n in parts[1:]])
+                data, parts = transfer.read(channel, oid, self._transfer_waiter(oid, sources, deadline))
+            except transfer.SourceFailed as e:
+                failures.append(f"node {node_id}: {e}")
+                continue
             finally:
-                sock.close(linger=0)
-        raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it")
+                channel.close()
+            view = memoryview(data)
+            return serialization.loads(view[parts[0][0]:sum(parts[0])], [view[o:o + n] for o, n in parts[1:]])
+        raise ObjectLostError(f"object {oid.hex()} could not be read from any node that held it "
+                              f"({'; '.join(failures) or 'no live copy'})")
 
-    def await_chunk(self, sock, oid: bytes, sources: list, node_id: str, address: str, deadline) -> None:
-        """Wait for a node's answer to a READ, but not past the get's deadline (GetTimeoutError), nor
-        past the head's word that the object is lost with its node (pushed to us as its holder)."""
-        silent_limit = time.monotonic() + 60
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise fetch_timeout_error(oid, sources)
-            if now >= silent_limit:
-                raise ObjectLostError(f"node {node_id} at {address} did not answer a read of {oid.hex()} for 60 s")
-            if sock.poll(250 if deadline is None else max(1, min(250, int((deadline - now) * 1000)))):
-                return
-            kind, error = self.objects.get(oid, (None, None))
-            if kind == P.ERROR:
-                raise serialization.loads(error)
+    def _transfer_waiter(self, oid: bytes, sources: list | None, deadline):
+        """`wait(channel)` for transfer.read and write: the channel's next answer, but not past the
+        get's deadline (GetTimeoutError), nor 60 s of silence, nor the head's word that the object
+        is lost with its node (pushed to us as its holder)."""
+        def wait(channel):
+            silent_limit = time.monotonic() + 60
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise fetch_timeout_error(oid, sources)
+                if now >= silent_limit:
+                    where = "the head" if isinstance(channel, transfer.HeadChannel) else f"node {channel.node_id}"
+                    raise ObjectLostError(f"{where} did not answer a transfer of object {oid.hex()} for 60 s "
+                                          f"(node {channel.node_id} at {channel.address})")
+                answer = channel.recv(0.25 if deadline is None else min(0.25, deadline - now))
+                if answer is not None:
+                    return answer
+                if sources is not None:
+                    kind, error = self.objects.get(oid, (None, None))
+                    if kind == P.ERROR:
+                        raise serialization.loads(error)
+                self.check_head()
+        return wait
 
 
 def _unpickling_error(oid: bytes, kind: str, data, e: SerializationError) -> TaskError:
@@ -815,10 +894,11 @@ def _unpickling_error(oid: bytes, kind: str, data, e: SerializationError) -> Tas
 
 class _ActorLink:
     """What a caller's IO thread knows of one actor: where it is, calls queued and in flight."""
-    __slots__ = ("info", "state", "address", "sock", "queue", "inflight")
+    __slots__ = ("info", "actor_id", "state", "address", "sock", "queue", "inflight")
 
-    def __init__(self, info: dict) -> None:
+    def __init__(self, info: dict, actor_id: bytes) -> None:
         self.info = info
+        self.actor_id = actor_id
         self.state = None
         self.address = None
         self.sock = None

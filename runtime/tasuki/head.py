@@ -25,6 +25,9 @@ Draining (the block at the end of the class; decisions in drain.py): a node agen
 sends LEAVING, or the HTTP API asks; each drain tick hands back tasks past the deadline, moves
 actors that may restart, has other nodes pull (REPLICATE) the objects only the node holds, and
 says DRAINED to a leaving node once nothing is left. shutdown() tells drivers (HEAD_STOPPING).
+
+Drivers that reach only the head's address (a port-forward, a LoadBalancer): relay.py carries
+their object transfers and actor calls; this loop only dispatches to it (see `relay_frames`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ import zmq
 from . import __version__, config, drain as D, protocol as P, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
+from .relay import Relay
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
@@ -125,6 +129,7 @@ class Head:
         if address.startswith("tcp://"):
             transport.start_authenticator(self.context, token)
         self.sock, self.address = transport.bind(self.context, address, token)
+        self.relay = Relay(self.context, token, self.sock, self.send)     # drivers that reach only the head
         self.control = self.context.socket(zmq.ROUTER)
         self.control.bind("inproc://head-control")
         self.lifeline_fd = lifeline_fd
@@ -177,10 +182,13 @@ class Head:
         poller.register(self.control, zmq.POLLIN)
         if self.lifeline_fd is not None:
             poller.register(self.lifeline_fd, zmq.POLLIN)
+        self.relay.poller = poller
         next_check = 0.0
         while self.running:
             events = dict(poller.poll(250))
             now = time.time()
+            if self.relay.socks:            # actors' answers first: they precede news of their death
+                self.relay.drain_actors(events)
             if self.sock in events:
                 ident = None
                 try:                        # free while nothing raises (handle guards each message)
@@ -188,7 +196,10 @@ class Head:
                         if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
                             break               # (cheaper than raising zmq.Again on an empty read)
                         ident, messages, data = transport.recv_router_nowait(self.sock)
-                        self.handle(ident, messages, now)
+                        if data:
+                            self.relay_frames(ident, messages[0], data)
+                        else:
+                            self.handle(ident, messages, now)
                 except transport.MalformedFrame as e:       # not a pickled batch: drop the frame
                     self.drop_message(e.identity, e.__cause__)
                 except Exception as e:      # a first message that is no HELLO(role, info)
@@ -235,6 +246,7 @@ class Head:
             else:                             # drivers and workers: their gets fail now, not after HEAD_TIMEOUT
                 self.send(ident, stopping)
         self.flush()
+        self.relay.close()
         self.sock.close()
         self.control.close()
         self.context.term()
@@ -792,6 +804,8 @@ class Head:
         """Restart the actor if it may, else mark it dead and fail its pending calls."""
         if actor.state == P.DEAD_STATE:
             return
+        if self.relay.links:
+            self.relay.actor_gone(actor.actor_id)
         self.actor_by_worker.pop(actor.worker_id, None)
         actor.worker_id = actor.address = None
         actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
@@ -825,6 +839,40 @@ class Head:
             self.unpin(oid)
         self.free_name(actor)
 
+    # --- relayed transfers and actor calls, for drivers that reach only the head (relay.py) ---
+    def relay_frames(self, ident: bytes, message: tuple, data: list) -> None:
+        """A message with raw data frames: a driver's WRITE, or a node's CHUNK for a relayed READ."""
+        peer = self.peers.get(ident)
+        if peer is None:
+            return
+        if message[0] == P.WRITE and peer.role == "driver":
+            self.relay.write(ident, message, data)
+        elif message[0] == P.CHUNK and peer.role == "node":
+            self.relay.answer(message, data)
+
+    def on_relay_read(self, ident, peer, now, req, oid, start, length, node_id) -> None:
+        node = self.sched.nodes.get(node_id)
+        self.relay.read(ident, req, oid, start, length, node_id, node is not None and node.state != DEAD)
+
+    def on_relay_alloc(self, ident, peer, now, req, oid, size) -> None:
+        self.relay.alloc(ident, req, oid, size, self.node_directory(now))
+
+    def on_relay_seal(self, ident, peer, now, oid, parts) -> None:
+        self.relay.seal(ident, oid, parts)
+
+    def on_relay_answer(kind: str):        # noqa: N805 (builds the handlers of a node's answers, below)
+        def handler(self, ident, peer, now, *rest) -> None:
+            if peer.role == "node":
+                self.relay.answer((kind, *rest))
+        return handler
+
+    def on_actor_send(self, ident, peer, now, actor_id, address, calls) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.address == address and actor.state == P.ALIVE_STATE:
+            self.relay.actor_send(ident, actor_id, address, calls)
+        # else the process the driver meant is gone (as a direct send to it would be lost): the
+        # ACTOR_INFO on its way to the driver makes it fail these calls, or resend them after a restart
+
     handlers = {
         P.FUNCTION: on_function, P.SUBMIT: on_submit, P.HOLD: on_hold, P.RELEASE: on_release,
         P.PUT: on_put, P.GET: on_get, P.DONE: on_done, P.BLOCKED: on_blocked,
@@ -833,7 +881,11 @@ class Head:
         P.CREATE_ACTOR: on_create_actor, P.ACTOR_READY: on_actor_ready, P.ACTOR_LOCATE: on_actor_locate,
         P.ACTOR_CALLS: on_actor_calls, P.ACTOR_RESULT: on_actor_result, P.KILL_ACTOR: on_kill_actor,
         P.ACTOR_EXIT: on_actor_exit,
+        P.READ: on_relay_read, P.ALLOC: on_relay_alloc, P.SEAL: on_relay_seal, P.ACTOR_SEND: on_actor_send,
+        P.CHUNK: on_relay_answer(P.CHUNK), P.ALLOCATED: on_relay_answer(P.ALLOCATED),
+        P.WRITTEN: on_relay_answer(P.WRITTEN),
     }
+    del on_relay_answer
 
     # --- request_resources: the cluster's standing request to the autoscaler --------------------
     def on_request_resources(self, ident, peer, now, req, bundles) -> None:
@@ -1015,6 +1067,7 @@ class Head:
         if self.actor_owners.pop(ident, 0):
             self.end_owned_actors(ident, peer)
         if peer.role == "driver":
+            self.relay.forget(ident)
             self.drivers_by_job.pop(peer.job_id, None)
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
@@ -1081,6 +1134,7 @@ class Head:
         self.node_deaths[node.state] += 1
         self.drains.pop(node.node_id, None)
         self.peers.pop(b"N" + node.node_id.encode(), None)
+        self.relay.node_gone(node.node_id)
         for worker in self.sched.remove_node(node.node_id):
             self.forget_peer(worker.worker_id)       # its refs and its functions
             actor = self.actor_by_worker.get(worker.worker_id)

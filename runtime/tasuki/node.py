@@ -4,7 +4,8 @@ It registers the node's resources with the head, heartbeats, starts workers when
 (through the zygote, see zygote.py), reports how each worker exited, and serves the object store:
 processes on this machine allocate, seal and pin objects over its IPC socket and then read and
 write the arena directly (object_store.py); other nodes and remote drivers pull objects over its
-TCP socket in chunks. It is not on the per-task path: workers talk to the head directly.
+TCP socket in chunks (or, for a driver that reaches only the head, through the head over this
+agent's own connection to it: READ, ALLOC, WRITE and SEAL relayed, see relay.py). It is not on the per-task path: workers talk to the head directly.
 
 The head answers each heartbeat. When it has said nothing for TASUKI_HEAD_TIMEOUT seconds (it
 died, or it restarted and does not know this node, or it declared this node dead) the agent stops,
@@ -352,6 +353,8 @@ class NodeAgent:
         elif kind == P.DRAINED:
             print(f"tasuki node {self.cfg.node_id}: drained: nothing is left here; exiting", file=sys.stderr, flush=True)
             self.running = False
+        elif kind in (P.READ, P.ALLOC, P.WRITE, P.SEAL):    # relayed by the head for a driver that
+            self.on_client_message(self.head, None, message, data)     # reaches only it (relay.py)
 
     def on_zygote(self) -> None:
         chunk = self.zygote.recv(65536)
@@ -404,11 +407,13 @@ class NodeAgent:
             view = self.store.read_range(entry, start, length)
             transport.send(sock, [(P.CHUNK, req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
         elif kind == P.WRITE:
-            _, oid, offset = message
+            oid, offset = message[1], message[2]
             entry = self.store.entries.get(oid)
             chunk = data[0].buffer
-            if entry is not None:
-                self.store.write_range(entry, offset, chunk)
+            written = entry is not None and not entry.sealed and self.store.write_range(entry, offset, chunk)
+            if len(message) > 3:         # a windowed writer (transfer.write) waits for this
+                error = None if written else f"object {oid.hex()} has no open block of that size on node {self.cfg.node_id}"
+                transport.send(sock, [(P.WRITTEN, message[3], oid, offset, error)], to=ident)
 
     def pin(self, sock, ident, req, oid, sources) -> None:
         entry = self.store.entries.get(oid)

@@ -67,7 +67,17 @@ Anyone → node agent (object store and transfers)
     PIN(req, id, sources) → PINNED(req, id, offset | spill file path, layout | error)
     UNPIN(ids)
     READ(req, id, start, length) → CHUNK(req, start) + a raw data frame
-    WRITE(id, offset) + a raw data frame   (a driver with no shared memory on this machine)
+    WRITE(id, offset[, req]) + a raw data frame   (a driver with no shared memory on this machine);
+                                 with `req`, the node answers WRITTEN(req, id, offset, error | None)
+Through the head (a driver that reaches only the head's address; see relay.py)
+    READ(req, id, start, length, node_id) → the head asks that node over its own connection and relays
+                                 CHUNK(req, ...) + the data frame back; ALLOC(req, id, size) → the head picks
+                                 a node with room and answers ALLOCATED(req, offset | path | None, error,
+                                 node_id); WRITE(id, offset, req) + data → WRITTEN; SEAL(id, layout): relayed
+                                 to that node. The head keeps only the chunks in flight (the driver's window).
+    ACTOR_SEND(actor_id, address, [CALL, ...])   driver → head: the head sends the calls to the actor at
+                                 `address` on a connection of its own for this driver (the driver's identity)
+    ACTOR_REPLY(actor_id) + a raw frame          head → driver: what the actor answered on it, as it came
 A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
     ALLOC(id, size) → ALLOCATED(offset | spill file path | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
@@ -91,6 +101,7 @@ CREATE_ACTOR, ACTOR_READY, ACTOR_LOCATE, ACTOR_INFO, ACTOR_CALLS, ACTOR_RESULT, 
 ACTOR_EXIT, CANCEL_CALL = "actor_exit", "cancel_call"
 LEAVING, DRAINED, REPLICATE, HEAD_STOPPING = "leaving", "drained", "replicate", "head_stopping"
 REQUEST_RESOURCES = "request_resources"
+WRITTEN, ACTOR_SEND, ACTOR_REPLY = "written", "actor_send", "actor_reply"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"
