@@ -257,8 +257,14 @@ def test_queues_hold_no_cpu_and_shutdown_ends_the_actor(spawned):
     actor = queues[1].actor
     assert tasuki.get([actor.empty.remote(), actor.full.remote()], timeout=GET_TIMEOUT_S) == [True, False]
     queues[1].shutdown()                              # Ray's queue actor answers empty/full; once ended, it is dead
-    with pytest.raises(tasuki.exceptions.ActorDiedError):
-        tasuki.get(actor.empty.remote(), timeout=GET_TIMEOUT_S)
+
+    def died() -> bool:         # kill() is asynchronous (as Ray's): a call made at once may still be answered
+        try:
+            tasuki.get(actor.empty.remote(), timeout=GET_TIMEOUT_S)
+        except tasuki.exceptions.ActorDiedError:
+            return True
+        return False
+    wait_until(died, what="the queue's actor to be dead after shutdown()")
 
 
 def test_a_resource_with_nothing_free_is_left_out_of_available_resources(spawned):
