@@ -27,7 +27,7 @@ from collections import deque
 
 import zmq
 
-from . import __version__, config, object_ref, protocol as P, serialization, transfer, transport
+from . import __version__, config, object_ref, protocol as P, recovery as R, serialization, transfer, transport
 from .exceptions import (ClusterError, GetTimeoutError, ObjectLostError, SerializationError, TaskError,
                          VersionMismatchError)
 from .object_ref import ObjectRef
@@ -67,7 +67,11 @@ class Client:
         self.requested: set = set()          # ids asked for with GET, or pushed to us as their owner
         self.refcounts: dict[bytes, int] = {}
         self.ref_lock = threading.Lock()
-        self.functions_sent: set = set()
+        self.functions_sent: dict[bytes, bytes] = {}    # function id -> its blob (re-sent to a restarted head)
+        self.unanswered: dict[bytes, tuple] = {}       # task id -> SUBMIT spec, until a result arrives (recovery.py)
+        self.stored_puts: dict[bytes, tuple] = {}      # object id -> (node id, size): puts kept in node stores
+        self.session: float | None = None              # the head's (WELCOME); another in REJOIN: a new head
+        self.rejoin_report = None                      # worker: () -> what it runs, for a new head (worker.py)
         self.to_actors: deque = deque()                # (actor id, info, CALL) from user threads
         self.actor_links: dict[bytes, _ActorLink] = {}  # IO thread only
         self.actor_socks: dict = {}                    # DEALER to an actor -> its link
@@ -88,7 +92,7 @@ class Client:
         self.watchers: dict[bytes, list] = {}         # object id -> callbacks waiting for it (when_ready)
         self.watch_lock = threading.Lock()
         self.callbacks: queue.SimpleQueue | None = None   # run by the callback thread, started on first use
-        hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
+        hello = self.hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
         self.to_head.append((P.HELLO, role, hello))
         self._wake()                    # send HELLO now, not at the IO loop's first 500 ms poll timeout
         self.thread = threading.Thread(target=self._io_loop, name="tasuki-io", daemon=True)
@@ -298,6 +302,8 @@ class Client:
             kind = message[0]
             if kind == P.OBJECT:
                 self.objects[message[1]] = (message[2], message[3])
+                if self.unanswered:
+                    self.unanswered.pop(message[1][:-1], None)
                 arrived = True
                 if message[2] == P.ERROR:
                     self.errors_arrived += 1
@@ -335,7 +341,10 @@ class Client:
                 threading.Thread(target=gc.collect, name="tasuki-gc", daemon=True).start()
             elif kind == P.WELCOME:
                 self.welcome = message[1]
+                self.session = message[1].get("session")
                 arrived = True
+            elif kind == P.REJOIN:
+                self._rejoin(message[1])
             elif kind == P.REFUSED:
                 self.refused = message[1]
                 arrived = True
@@ -345,6 +354,34 @@ class Client:
             elif self.on_message is not None:
                 self.on_message(message)
         return arrived
+
+    def _rejoin(self, session: float) -> None:
+        """IO thread: the head answered REJOIN. A new head (recovery.py): say HELLO again, first in
+        the next batch, with what this process has; its get and wait calls keep waiting meanwhile.
+        The same head: it forgot this process (a driver silent past DRIVER_TIMEOUT_S): nothing to do."""
+        if not R.head_changed(self.session, session):
+            return
+        self.session = session
+        with self.ref_lock:
+            holds = list(self.refcounts)
+        inline, stored = [], []
+        for oid, (kind, data) in list(self.objects.items()):
+            if oid not in self.refcounts or oid in self.stored_puts:
+                continue
+            if kind in (P.VALUE, P.ERROR):
+                inline.append((oid, kind, data, len(data)))
+            elif kind == P.STORED_KIND:
+                stored.append((oid, [node_id for node_id, _ in data], 0))
+        stored += [(oid, [node_id], size) for oid, (node_id, size) in list(self.stored_puts.items())]
+        what = {"tasks": list(self.unanswered.values()), "holds": holds, "inline": inline, "stored": stored,
+                "functions": list(self.functions_sent.items()),
+                "gets": [oid for oid in list(self.requested) if oid not in self.objects]}
+        if self.welcome is not None and "job_id" in self.welcome:
+            what["job_id"] = self.welcome["job_id"]
+        if self.rejoin_report is not None:
+            what.update(self.rejoin_report())
+        self.to_head.appendleft((P.HELLO, self.role, {**self.hello, "rejoin": what}))
+        self.last_heard = time.time()
 
     def _drain_server(self) -> None:
         """IO thread: calls from this actor's callers."""
@@ -391,6 +428,10 @@ class Client:
             self.refcounts.pop(oid, None)
         self.objects.pop(oid, None)
         self.requested.discard(oid)
+        if self.stored_puts:
+            self.stored_puts.pop(oid, None)
+        if self.unanswered:         # no one waits for the task's results: not re-sent to a new head
+            self.unanswered.pop(oid[:-1], None)
         if self.running:
             self.send_head((P.RELEASE, [oid]))
 
@@ -400,7 +441,7 @@ class Client:
     # --- tasks -------------------------------------------------------------------------------
     def register_function(self, fn_id: bytes, blob: bytes) -> None:
         if fn_id not in self.functions_sent:
-            self.functions_sent.add(fn_id)
+            self.functions_sent[fn_id] = blob
             self.send_head((P.FUNCTION, fn_id, blob))
 
     def serialize_arguments(self, name: str, args: tuple, kwargs: dict) -> tuple[object, list, list, object]:
@@ -422,8 +463,9 @@ class Client:
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the head pushes results to their owner
-        self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
-                                   max_retries, retry_exceptions, max_calls, selector)))
+        spec = self.unanswered[task_id] = (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
+                                           max_retries, retry_exceptions, max_calls, selector)
+        self.send_head((P.SUBMIT, spec))
         return refs
 
     # --- actors ------------------------------------------------------------------------------
@@ -559,10 +601,12 @@ class Client:
             node_id = self.store_locally(oid, s)
             if node_id is None:      # no node shares memory with us: stream it to one, in chunks
                 node_id = self.store_remotely(oid, s)
+                self.stored_puts[oid] = (node_id, s.size)
                 self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
             else:
                 # known here at once: a get of it goes straight to the node, not first to the head
                 self.objects[oid] = (P.STORED_KIND, [(node_id, self.node.get("address"))])
+                self.stored_puts[oid] = (node_id, s.size)
                 self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
         return ref
 
@@ -744,10 +788,9 @@ class Client:
         if self.role != "driver":
             return
         silent = time.time() - self.last_heard
-        if silent > config.env_float("HEAD_TIMEOUT", config.HEAD_TIMEOUT_S):
-            raise ClusterError(f"the tasuki head at {self.head_address} has not answered for {silent:.0f} s: it "
-                               f"stopped or the network between us is down. Objects not yet fetched are lost "
-                               f"with it; check `tasuki status` and reconnect with init().")
+        reconnect_s = config.env_float("HEAD_RECONNECT_S", config.HEAD_RECONNECT_S)
+        if silent > reconnect_s:
+            raise ClusterError(R.give_up_message("tasuki driver", self.head_address, silent, reconnect_s))
 
     def value(self, oid: bytes, kind: str, data, timeout: float | None = None):
         """The Python value of an object entry; raises its error. `timeout`: seconds a fetch from

@@ -20,6 +20,8 @@ NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
 EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
 HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver or node gives up
+HEAD_RECONNECT_S = 60.0                   # seconds drivers, workers and nodes keep trying to reach a head that went
+                                          # away (TASUKI_HEAD_RECONNECT_S) before they give up (see recovery.py)
 DRAIN_TIMEOUT_S = 30.0                    # seconds a node agent given SIGTERM lets its running tasks finish (drain.py)
 DRAIN_MARGIN_S = 5.0                      # then seconds more for the last object copies before it exits anyway
 SHM_DIR = "/dev/shm"                      # the object store's directory unless TASUKI_STORE_DIR / --store-dir say otherwise

@@ -43,11 +43,12 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from . import __version__, config, drain as D, protocol as P, serialization, transport
+from . import __version__, config, drain as D, protocol as P, recovery as R, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
 from .relay import Relay
-from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
+from .scheduler import (ACTOR, ALIVE, DEAD, DRAINING, Node, Scheduler, Task, acquire, format_key, format_shape,
+                        shape_of)
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 INFEASIBLE_GRACE_S = 1.0     # seconds a shape no node fits waits before its owner is warned
@@ -169,6 +170,9 @@ class Head:
         self.stop_reason = ""                        # why serve() ends, for the drivers (HEAD_STOPPING)
         self.drains: dict[str, D.Drain] = {}         # node id -> its drain (see the drain block below)
         self.next_drain_tick = 0.0
+        self.rejoin_asked: set = set()               # identities told REJOIN (see the rejoin block below)
+        self.rejoin_waiting: dict[str, list] = {}    # node id -> [(ident, info)]: its workers that rejoined first
+        self.node_reports: dict[str, set] = {}       # node id -> the object ids it stored when it rejoined
         self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
@@ -262,7 +266,7 @@ class Head:
         if peer is None:
             first = messages[0]
             if first[0] != P.HELLO:
-                return
+                return self.ask_rejoin(ident)       # a process of the head that ran here before this one
             return self.on_hello(ident, first[1], first[2], now)
         peer.last_seen = now
         for message in messages:
@@ -296,6 +300,8 @@ class Head:
             self.send(ident, (P.REFUSED, f"this {role} runs " + " and ".join(mismatch) +
                               f"; install tasuki {__version__} on Python {PYTHON_VERSION} on every node and driver"))
             return
+        if info.get("rejoin") is not None:
+            return self.rejoin(ident, role, info, now)
         peer = Peer(role, info, last_seen=now)
         self.peers[ident] = peer
         if role == "driver":
@@ -311,7 +317,7 @@ class Head:
                         dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info,
                         labels=dict(info.get("labels") or {}))
             self.sched.add_node(node, now)
-            self.send(ident, (P.WELCOME, {"nodes": self.node_directory()}))
+            self.send(ident, (P.WELCOME, {"nodes": self.node_directory(), "session": self.started_at}))
             self.spawn_workers(node.node_id, math.ceil(node.total.get("CPU", 0)))    # 1.5 CPUs: 2 workers
             for key in list(self.warned_shapes):
                 if self.sched.feasible(*key):
@@ -321,6 +327,8 @@ class Head:
             if worker is None:                     # not a worker we asked for, or too late
                 self.send(ident, (P.EXIT,))
                 del self.peers[ident]
+            else:
+                self.send(ident, (P.WELCOME, {"session": self.started_at}))
 
     def on_function(self, ident, peer, now, fn_id: bytes, blob: bytes) -> None:
         self.functions[fn_id] = blob
@@ -333,6 +341,8 @@ class Head:
     def on_submit(self, ident, peer, now, spec: tuple) -> None:
         (task_id, fn_id, name, args, deps, contained, return_ids, resources,
          max_retries, retry_exceptions, max_calls, selector) = spec
+        if task_id in self.tasks:        # re-sent by a driver rejoining a restarted head (see recovery.py)
+            return
         task = Task(task_id, fn_id, name, args, deps, contained, return_ids,
                     resources if type(resources) is tuple else shape_of(resources),
                     max_retries, retry_exceptions, owner=ident,
@@ -621,7 +631,7 @@ class Head:
                     actor={"actor_id": actor.actor_id, "max_concurrency": info["max_concurrency"],
                            "is_async": info["is_async"], "class_name": class_name, "name": info["name"],
                            "namespace": info["namespace"], "held": info["held"], "restarts": actor.restarts,
-                           "max_task_retries": info["max_task_retries"]})
+                           "max_task_retries": info["max_task_retries"], "info": info})
         self.admit(task, now, pin=False)
 
     def on_actor_ready(self, ident, peer, now, actor_id, address, error) -> None:
@@ -1440,6 +1450,135 @@ class Head:
                 actor.cause = f"its node {node.node_id} ({node.ip}) was drained"
                 self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
 
+    # --- rejoin: a restarted head rebuilds its state from the processes that rejoin (recovery.py) ---
+    # A process of the head that ran here before sends something other than HELLO: it is told REJOIN
+    # once, and says HELLO again with info["rejoin"]. Nodes first or workers first, drivers before or
+    # after: each piece waits for what it needs (a worker for its node) or merges with what came.
+    def ask_rejoin(self, ident: bytes) -> None:
+        if ident not in self.rejoin_asked:
+            self.rejoin_asked.add(ident)
+            self.send(ident, (P.REJOIN, self.started_at))
+
+    def rejoin(self, ident: bytes, role: str, info: dict, now: float) -> None:
+        what = info["rejoin"]
+        if role == "node":
+            self.rejoin_node(ident, info, what, now)
+        elif role == "worker":
+            self.rejoin_worker(ident, info, what, now)
+        elif role == "driver":
+            self.rejoin_driver(ident, info, what, now)
+
+    def rejoin_node(self, ident: bytes, info: dict, what: dict, now: float) -> None:
+        """A node agent that served the previous head: its resources as new, its live workers as
+        starting (each says HELLO again, told REJOIN in case it is idle and silent), its stored objects
+        added to the locations drivers claim."""
+        node_id = info["node_id"]
+        if node_id in self.sched.nodes:
+            return
+        self.peers[ident] = Peer("node", info, last_seen=now)
+        node = Node(node_id, info["address"], info["ip"], dict(info["resources"]), dict(info["resources"]),
+                    gpu_ids=list(info.get("gpu_ids", [])), info=info, labels=dict(info.get("labels") or {}))
+        self.sched.add_node(node, now)
+        self.send(ident, (P.WELCOME, {"nodes": self.node_directory(), "session": self.started_at}))
+        for wid, _pid in what["workers"]:
+            self.sched.worker_starting(node_id, wid)
+            self.ask_rejoin(wid)
+        self.spawn_workers(node_id, max(0, math.ceil(node.total.get("CPU", 0)) - len(what["workers"])))
+        stored = self.node_reports[node_id] = {oid for oid, _size in what["objects"]}
+        for oid in stored:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.kind == P.STORED_KIND and node_id not in obj.data:
+                obj.data.append(node_id)
+        for oid, obj in self.objects.items():      # a driver claimed it here first; the node lost it
+            if obj.kind == P.STORED_KIND and node_id in obj.data and oid not in stored:
+                obj.data.remove(node_id)
+                if not obj.data:
+                    self.lose_rebuilt_object(oid, obj, R.lost_object_reason(oid, [node_id], self.node_reports))
+        for worker_ident, worker_info in self.rejoin_waiting.pop(node_id, []):
+            self.rejoin_worker(worker_ident, worker_info, worker_info["rejoin"], now)
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: node {node_id} ({node.ip}) rejoined with "
+              f"{len(what['workers'])} worker(s) and {len(stored)} stored object(s)", file=sys.stderr, flush=True)
+
+    def rejoin_worker(self, ident: bytes, info: dict, what: dict, now: float) -> None:
+        node_id = info["node_id"]
+        actor = what.get("actor")
+        plan = R.worker_plan(node_id in self.sched.nodes, actor and actor["actor_id"], what.get("task_id"))
+        if plan == R.WAIT:
+            self.rejoin_waiting.setdefault(node_id, []).append((ident, info))
+            return
+        if ident not in self.sched.workers:
+            self.sched.worker_starting(node_id, ident)
+        if plan == R.KILL:           # its task's owner re-sends the spec: it runs again (its result is not kept)
+            self.sched.worker_gone(ident, now)
+            self.send(b"N" + node_id.encode(), (P.KILL, ident))
+            return
+        self.peers[ident] = Peer("worker", info, last_seen=now)
+        worker = self.sched.worker_ready(ident, info["pid"], now)
+        self.send(ident, (P.WELCOME, {"session": self.started_at}))
+        if plan == R.ADOPT_ACTOR:
+            self.adopt_actor(worker, actor, now)
+
+    def adopt_actor(self, worker, report: dict, now: float) -> None:
+        """An actor found again through its worker: alive at the same address (its callers keep
+        calling it directly), under its name. Its creation spec stayed with the old head: it cannot be
+        restarted by this one (no_restart), which its cause says if it dies."""
+        node = self.sched.nodes[worker.node_id]
+        node.idle_workers.remove(worker)
+        held = shape_of(report["held"])
+        acquire(node.available, held)
+        worker.state, worker.actor_id, worker.held = ACTOR, report["actor_id"], held
+        node.actors += 1
+        info = report["info"]
+        actor = Actor(report["actor_id"], info, b"", None, state=P.ALIVE_STATE, worker_id=worker.worker_id,
+                      node_id=worker.node_id, address=report["address"], restarts=report.get("restarts", 0),
+                      no_restart=True, job_id=report.get("job_id", ""))
+        self.actors[actor.actor_id] = actor
+        self.actor_by_worker[worker.worker_id] = actor
+        if info.get("name") is not None:
+            self.actor_names[(info["namespace"], info["name"])] = actor.actor_id
+        handle = self.objects.get(actor.actor_id)
+        if handle is None:              # its holders HOLD it again as they rejoin
+            self.objects[actor.actor_id] = Obj(owner=b"", holders=set(), kind=HANDLE_KIND)
+        if actor.actor_id in self.early_actor_messages:
+            self.replay_actor_messages(actor.actor_id, now)
+
+    def rejoin_driver(self, ident: bytes, info: dict, what: dict, now: float) -> None:
+        """A driver of the previous head: same job id; its functions, its objects (inline ones with
+        their bytes, stored ones where it put them and the nodes report them), its tasks without
+        results (queued again), its refs (HOLD) and its request_resources."""
+        job_id = what["job_id"]
+        peer = self.peers[ident] = Peer("driver", info, job_id=job_id, last_seen=now)
+        self.drivers_by_job[job_id] = ident
+        self.job_settings[job_id] = {"namespace": info.get("namespace") or "default",
+                                     "default_actor_lifetime": info.get("default_actor_lifetime")}
+        self.next_job = max(self.next_job, int(job_id) + 1) if job_id.isdigit() else self.next_job
+        self.send(ident, (P.WELCOME, {"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
+        for fn_id, blob in what["functions"]:
+            self.on_function(ident, peer, now, fn_id, blob)
+        for oid, kind, data, size in what["inline"]:
+            if oid not in self.objects:
+                self.on_put(ident, peer, now, oid, kind, data, [], size)
+        for oid, claimed, size in what["stored"]:
+            if oid in self.objects:
+                continue
+            obj = self.objects[oid] = Obj(owner=ident, holders={ident}, kind=P.STORED_KIND, size=size)
+            obj.data = R.object_locations(claimed, self.node_reports, oid)
+            if not obj.data:
+                self.lose_rebuilt_object(oid, obj, R.lost_object_reason(oid, claimed, self.node_reports))
+        for spec in what["tasks"]:
+            self.on_submit(ident, peer, now, spec)
+        self.on_hold(ident, peer, now, what["holds"])
+        self.on_get(ident, peer, now, what["gets"])
+        if what.get("request_resources"):
+            self.requested_resources = list(what["request_resources"])
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: job {job_id} rejoined: {len(what['functions'])} "
+              f"function(s), {len(what['inline']) + len(what['stored'])} object(s), {len(what['tasks'])} task(s) "
+              f"queued again", file=sys.stderr, flush=True)
+
+    def lose_rebuilt_object(self, oid: bytes, obj: Obj, reason: str) -> None:
+        """A stored object no rejoined node has: its holders and waiters get ObjectLostError(reason)."""
+        obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(reason))
+        self.tell_holders(oid, obj)
 
 Head.handlers[P.LEAVING] = Head.on_leaving      # (the drain block's handler, defined after the table)
 

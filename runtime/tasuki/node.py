@@ -7,10 +7,11 @@ write the arena directly (object_store.py); other nodes and remote drivers pull 
 TCP socket in chunks (or, for a driver that reaches only the head, through the head over this
 agent's own connection to it: READ, ALLOC, WRITE and SEAL relayed, see relay.py). It is not on the per-task path: workers talk to the head directly.
 
-The head answers each heartbeat. When it has said nothing for TASUKI_HEAD_TIMEOUT seconds (it
-died, or it restarted and does not know this node, or it declared this node dead) the agent stops,
-and with it the zygote and the workers (each dies with its parent, see zygote.py): until the head
-can recover its state, a node without its head would only hold memory and CPUs for ever.
+The head answers each heartbeat. A head restarted at the same address answers REJOIN: the agent
+says HELLO again with what it has (its workers and stored objects; see recovery.py) and carries on.
+When the head has said nothing for TASUKI_HEAD_RECONNECT_S seconds, or the head that knew this node
+declared it dead (REJOIN with the same session), the agent exits 1, and with it the zygote and the
+workers (each dies with its parent, see zygote.py).
 
 SIGTERM (Kubernetes deleting the pod, `tasuki stop`) drains the node instead of stopping it: the
 agent sends LEAVING(TASUKI_DRAIN_TIMEOUT_S) and keeps serving while the head moves the work away
@@ -36,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, config, protocol as P, transport
+from . import __version__, config, protocol as P, recovery as R, transport
 from .exceptions import ObjectLostError, ObjectStoreFullError
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
@@ -123,7 +124,8 @@ class NodeAgent:
         self.sources: dict[str, object] = {}          # address -> DEALER to another node
         self.poller = zmq.Poller()
         self.running = True
-        self.head_timeout = config.env_float("HEAD_TIMEOUT", config.HEAD_TIMEOUT_S)
+        self.head_timeout = config.env_float("HEAD_RECONNECT_S", config.HEAD_RECONNECT_S)
+        self.session: float | None = None             # the head's, from WELCOME (see recovery.py)
         self.head_heard = time.time()                 # the head's last message (it answers heartbeats)
         self.head_messages: list = []
         self.pin_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -176,11 +178,10 @@ class NodeAgent:
                 break
             now = time.time()
             if now - self.head_heard > self.head_timeout:
-                print(f"tasuki node {self.cfg.node_id}: the head at {self.cfg.head_address} has said nothing for "
-                      f"{now - self.head_heard:.1f} s (TASUKI_HEAD_TIMEOUT={self.head_timeout:g}): it stopped, "
-                      f"restarted or lost this node. Stopping this node agent and its workers.",
-                      file=sys.stderr, flush=True)
-                self.exit_code = 1 if self.leave_deadline is not None else 0
+                print(R.give_up_message(f"tasuki node {self.cfg.node_id}", self.cfg.head_address,
+                                        now - self.head_heard, self.head_timeout) +
+                      " Stopping this node agent and its workers.", file=sys.stderr, flush=True)
+                self.exit_code = 1
                 break
             if self.leave_asked:
                 if self.leave_deadline is None:
@@ -346,6 +347,10 @@ class NodeAgent:
             self.running = False
         elif kind == P.SHUTDOWN:
             self.running = False
+        elif kind == P.WELCOME:
+            self.session = message[1].get("session")
+        elif kind == P.REJOIN:
+            self.rejoin(message[1])
         elif kind == P.NODE_DIED:
             self.source_died(message[1], message[2])
         elif kind == P.REPLICATE:
@@ -355,6 +360,21 @@ class NodeAgent:
             self.running = False
         elif kind in (P.READ, P.ALLOC, P.WRITE, P.SEAL):    # relayed by the head for a driver that
             self.on_client_message(self.head, None, message, data)     # reaches only it (relay.py)
+
+    def rejoin(self, session: float) -> None:
+        """A head answered REJOIN: a new head (say HELLO again with this node's workers and stored
+        objects, recovery.py), or the head that declared this node dead (stop)."""
+        if not R.head_changed(self.session, session):
+            print(f"tasuki node {self.cfg.node_id}: the head at {self.cfg.head_address} declared this node dead "
+                  f"and forgot it; stopping this node agent and its workers.", file=sys.stderr, flush=True)
+            self.exit_code, self.running = 1, False
+            return
+        self.session = session
+        objects = [(oid, e.size) for oid, e in self.store.entries.items() if e.sealed and not e.freed]
+        self.head_messages.insert(0, (P.HELLO, "node", {**self.info(), "rejoin": {
+            "workers": list(self.pids.items()), "objects": objects}}))
+        print(f"tasuki node {self.cfg.node_id}: a new head runs at {self.cfg.head_address}: rejoining it with "
+              f"{len(self.pids)} worker(s) and {len(objects)} stored object(s)", file=sys.stderr, flush=True)
 
     def on_zygote(self) -> None:
         chunk = self.zygote.recv(65536)

@@ -78,6 +78,11 @@ Through the head (a driver that reaches only the head's address; see relay.py)
     ACTOR_SEND(actor_id, address, [CALL, ...])   driver → head: the head sends the calls to the actor at
                                  `address` on a connection of its own for this driver (the driver's identity)
     ACTOR_REPLY(actor_id) + a raw frame          head → driver: what the actor answered on it, as it came
+Head recovery (see recovery.py and the rejoin block at the end of head.Head)
+    REJOIN(session)              head → a process it does not know that sent something other than HELLO (once
+                                 per identity; the message is dropped): a new head runs. The process says
+                                 HELLO again with info["rejoin"] describing what it has (see recovery.py);
+                                 WELCOME's info carries "session" (the head's start time) for every role
 A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
     ALLOC(id, size) → ALLOCATED(offset | spill file path | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
@@ -102,6 +107,7 @@ ACTOR_EXIT, CANCEL_CALL = "actor_exit", "cancel_call"
 LEAVING, DRAINED, REPLICATE, HEAD_STOPPING = "leaving", "drained", "replicate", "head_stopping"
 REQUEST_RESOURCES = "request_resources"
 WRITTEN, ACTOR_SEND, ACTOR_REPLY = "written", "actor_send", "actor_reply"
+REJOIN = "rejoin"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"

@@ -86,9 +86,19 @@ class Worker:
         from .node import pin_socket_path
         node = {"node_id": cfg.node_id, "ipc": cfg.ipc_address, "store_path": cfg.store_path,
                 "pin_socket": pin_socket_path(cfg)}
+        self.address: str | None = None      # where an actor's callers reach it
         self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
                              info={"node_id": cfg.node_id}, node=node, on_message=self.on_message)
+        self.client.rejoin_report = self.rejoin_report
         self.client.activate()
+
+    def rejoin_report(self) -> dict:      # on the IO thread
+        """What this worker runs, for a head restarted at the same address (recovery.py)."""
+        if self.actor_id is not None and self.address is not None:
+            return {"task_id": None, "actor": {"actor_id": self.actor_id, "info": self.actor.get("info", {}),
+                                               "held": self.actor.get("held", {}), "address": self.address,
+                                               "restarts": self.actor.get("restarts", 0), "job_id": self.job_id}}
+        return {"task_id": self.task_id or self.actor_id, "actor": None}     # (an actor still constructing)
 
     def on_message(self, message: tuple) -> None:      # on the IO thread
         kind = message[0]
@@ -237,6 +247,7 @@ class Worker:
             from .node import actor_socket_path
             address = f"ipc://{actor_socket_path(cfg, self.worker_id)}"
         sock, address = transport.bind(self.client.context, address, cfg.token)
+        self.address = address
         self.task_name = actor["class_name"]
         concurrency = actor["max_concurrency"]
         if actor["is_async"]:

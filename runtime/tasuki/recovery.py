@@ -1,0 +1,76 @@
+"""Head recovery: the decisions a restarted head and its rejoining processes make, over plain data.
+
+No I/O, no clock, no sockets: the head's rejoin block (the end of head.Head), node.py and
+client.py call these and act on the answers.
+
+How a head is recovered (no external store):
+  the old head dies ──► drivers, workers and node agents keep their zmq DEALERs, which reconnect by
+      themselves to the same address and queue what is sent meanwhile; gets and waits block; each
+      gives up after TASUKI_HEAD_RECONNECT_S of silence (`give_up_message`)
+  a new head starts at the same address ──► the queued messages arrive from identities it does not
+      know: it answers each such identity once with REJOIN(session) and drops the message
+  the process compares the session (`head_changed`) and says HELLO again with info["rejoin"]:
+      node agent: its resources, labels, live workers [(worker id, pid)] and stored objects [(id, size)]
+      worker:     its node id, the actor it hosts (id, info, address, job id) or the task it runs
+      driver:     its job id, the functions it registered, the refs it holds, its inline objects
+                  [(id, kind, data, size)], its stored puts [(id, node id, size)], the specs of its
+                  tasks without results, and its request_resources bundles
+  the head rebuilds its tables from these, in whatever order they arrive: a worker that rejoins
+      before its node waits for it (`worker_plan`); a stored object's locations merge what its
+      owner claims with what the nodes report (`object_locations`).
+
+What cannot be rebuilt yet (see the notes in the rejoin block): a task that was running when the head
+died is run again (its worker is killed and the owner's re-sent spec queues it); an actor's creation
+spec is not reported by its worker, so an actor found again cannot be restarted by the new head.
+"""
+from __future__ import annotations
+
+WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
+
+
+def head_changed(known_session: float | None, session: float | None) -> bool:
+    """Whether a REJOIN carrying `session` comes from another head than the one this process knew
+    (None: it was never welcomed, as a worker that started just before the head died). The same
+    session means the head itself forgot this process (it declared it dead or gone): that is not a
+    restart, and the process must not come back as if nothing happened."""
+    return known_session is None or session != known_session
+
+
+def worker_plan(node_known: bool, actor_id: bytes | None, task_id: bytes | None) -> str:
+    """What a new head does with a worker that says HELLO with info["rejoin"]:
+    WAIT until its node rejoins (the node's table entry holds its resources), ADOPT_ACTOR (it hosts
+    an actor: keep it, callers reach it directly), ADOPT_IDLE, or KILL (it ran a task when the
+    head died: the task's owner re-sends the spec, and the task runs again elsewhere)."""
+    if not node_known:
+        return WAIT
+    if actor_id is not None:
+        return ADOPT_ACTOR
+    return KILL if task_id is not None else ADOPT_IDLE
+
+
+def object_locations(claimed: list[str], reports: dict[str, set], oid: bytes) -> list[str]:
+    """The nodes holding stored object `oid`, from what its owner claims (`claimed`: the node ids
+    it put it on or got it from) and what rejoined nodes report (`reports`: node id -> the ids it
+    stores). A node that rejoined without it lost it (evicted, or it restarted); a claimed node that
+    has not rejoined yet is kept: it may still come back with it."""
+    located = [n for n, stored in reports.items() if oid in stored]
+    located += [n for n in claimed if n not in reports and n not in located]
+    return located
+
+
+def lost_object_reason(oid: bytes, claimed: list[str], reports: dict[str, set]) -> str | None:
+    """Why stored object `oid` cannot be found after a head restart, or None while it may still be:
+    every node its owner put it on rejoined without it."""
+    if object_locations(claimed, reports, oid):
+        return None
+    where = ", ".join(claimed) or "no node"
+    return (f"object {oid.hex()} was stored on {where}, which rejoined the restarted head without it "
+            f"(the node restarted, or evicted it while the head was away): it cannot be rebuilt")
+
+
+def give_up_message(who: str, address: str, silent_s: float, reconnect_s: float) -> str:
+    """The error a driver raises (or the line a node agent logs) when the head stayed away."""
+    return (f"{who}: the tasuki head at {address} has not answered for {silent_s:.0f} s; this process kept trying to "
+            f"reach it (or a head restarted at the same address) for TASUKI_HEAD_RECONNECT_S={reconnect_s:g} s and "
+            f"gave up. Start the head again with `tasuki start --head` at the same address (or raise "
+            f"TASUKI_HEAD_RECONNECT_S), check `tasuki status`, and reconnect with init().")

