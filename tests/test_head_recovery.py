@@ -40,7 +40,13 @@ def restart_head(cluster: CliCluster) -> tuple[subprocess.Popen, float]:
 
 def driver(cluster: CliCluster, script: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env={**cluster.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def proc_stdin_write(proc: subprocess.Popen) -> None:
+    """Let the driver go on (it waits on a line of its stdin)."""
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
 
 
 def read_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> str:
@@ -81,6 +87,74 @@ def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(tmp_pa
                 print(f"\nhead restart -> first task completing: {at - started:.2f} s")
                 break
         assert int(read_line(proc, "SUM")) == sum(i * i for i in range(1000))
+        assert proc.wait(60) == 0
+    finally:
+        if head is not None:
+            head.kill()
+            head.wait()
+        cluster.stop()
+
+
+def test_a_stored_object_put_before_the_crash_is_still_readable(tmp_path):
+    cluster = start_cluster(tmp_path)
+    head = None
+    try:
+        proc = driver(cluster, """
+            import sys, time, numpy as np, tasuki
+            tasuki.init(address="auto")
+            ref = tasuki.put(np.arange(25_000_000, dtype=np.int64))      # 200 MB
+            @tasuki.remote
+            def total(a):
+                return int(a.sum())
+            print("PUT", flush=True)
+            sys.stdin.readline()                 # the head is restarted meanwhile
+            print("AT", time.time(), tasuki.get(total.remote(ref)), flush=True)
+            print("LOCAL", int(tasuki.get(ref)[-1]), flush=True)
+        """)
+        read_line(proc, "PUT")
+        head, started = restart_head(cluster)
+        proc_stdin_write(proc)
+        at, total = read_line(proc, "AT").split()
+        print(f"\nhead restart -> first task completing (reading the 200 MB object): {float(at) - started:.2f} s")
+        assert int(total) == sum(range(25_000_000))
+        assert int(read_line(proc, "LOCAL")) == 25_000_000 - 1
+        assert proc.wait(60) == 0
+    finally:
+        if head is not None:
+            head.kill()
+            head.wait()
+        cluster.stop()
+
+
+def test_a_named_actor_is_found_again_by_name_with_its_state(tmp_path):
+    cluster = start_cluster(tmp_path)
+    head = None
+    try:
+        proc = driver(cluster, """
+            import sys, time, tasuki
+            tasuki.init(address="auto", namespace="recovery")
+            @tasuki.remote
+            class Counter:
+                def __init__(self):
+                    self.n = 0
+                def add(self, k):
+                    self.n += k
+                    return self.n
+            counter = Counter.options(name="counter", lifetime="detached").remote()
+            assert tasuki.get(counter.add.remote(5)) == 5
+            print("READY", flush=True)
+            sys.stdin.readline()
+            print("DIRECT", tasuki.get(counter.add.remote(1)), flush=True)      # it knows the actor's address
+            again = tasuki.get_actor("counter")
+            print("AT", time.time(), tasuki.get(again.add.remote(10)), flush=True)
+        """)
+        read_line(proc, "READY")
+        head, started = restart_head(cluster)
+        proc_stdin_write(proc)
+        assert read_line(proc, "DIRECT") == "6"
+        at, n = read_line(proc, "AT").split()
+        print(f"\nhead restart -> first actor call through get_actor completing: {float(at) - started:.2f} s")
+        assert n == "16"
         assert proc.wait(60) == 0
     finally:
         if head is not None:

@@ -197,6 +197,7 @@ class Client:
         req = next(self.counter)
         slot = self.replies[req] = [threading.Event(), None]
         message = message_fn(req)
+        slot.append(message)            # re-sent to a restarted head (_rejoin)
         self.send_head(message)
         if not slot[0].wait(timeout):
             raise ClusterError(f"the head did not answer a {message[0]!r} request within {timeout:.0f} s")
@@ -380,7 +381,8 @@ class Client:
             what["job_id"] = self.welcome["job_id"]
         if self.rejoin_report is not None:
             what.update(self.rejoin_report())
-        self.to_head.appendleft((P.HELLO, self.role, {**self.hello, "rejoin": what}))
+        unanswered_requests = [slot[2] for slot in list(self.replies.values()) if len(slot) > 2 and slot[1] is None]
+        self.to_head.extendleft(reversed([(P.HELLO, self.role, {**self.hello, "rejoin": what}), *unanswered_requests]))
         self.last_heard = time.time()
 
     def _drain_server(self) -> None:

@@ -173,6 +173,9 @@ class Head:
         self.rejoin_asked: set = set()               # identities told REJOIN (see the rejoin block below)
         self.rejoin_waiting: dict[str, list] = {}    # node id -> [(ident, info)]: its workers that rejoined first
         self.node_reports: dict[str, set] = {}       # node id -> the object ids it stored when it rejoined
+        self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
+        self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
+        self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
@@ -212,6 +215,8 @@ class Head:
                 self.answer_early_gets(now)
             if self.early_actor_messages:
                 self.answer_early_actor_messages(now)
+            if self.deferred_lookups:
+                self.answer_deferred_lookups(now)
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
@@ -267,7 +272,11 @@ class Head:
             first = messages[0]
             if first[0] != P.HELLO:
                 return self.ask_rejoin(ident)       # a process of the head that ran here before this one
-            return self.on_hello(ident, first[1], first[2], now)
+            self.on_hello(ident, first[1], first[2], now)
+            peer = self.peers.get(ident)
+            if peer is None or first[2].get("rejoin") is None:
+                return
+            messages = messages[1:]                 # a rejoin's re-sent requests follow its HELLO
         peer.last_seen = now
         for message in messages:
             try:
@@ -589,6 +598,8 @@ class Head:
         self.forget_peer(ident)
 
     def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
+        if what == "actor" and self.first_rejoin_at is not None:
+            return self.query_while_rejoining(ident, req_id, arg, now, now)
         self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now, ident)))
 
     # --- actors -------------------------------------------------------------------------------
@@ -1461,6 +1472,8 @@ class Head:
 
     def rejoin(self, ident: bytes, role: str, info: dict, now: float) -> None:
         what = info["rejoin"]
+        if self.first_rejoin_at is None:
+            self.first_rejoin_at = now
         if role == "node":
             self.rejoin_node(ident, info, what, now)
         elif role == "worker":
@@ -1482,6 +1495,7 @@ class Head:
         self.send(ident, (P.WELCOME, {"nodes": self.node_directory(), "session": self.started_at}))
         for wid, _pid in what["workers"]:
             self.sched.worker_starting(node_id, wid)
+            self.workers_expected.add(wid)
             self.ask_rejoin(wid)
         self.spawn_workers(node_id, max(0, math.ceil(node.total.get("CPU", 0)) - len(what["workers"])))
         stored = self.node_reports[node_id] = {oid for oid, _size in what["objects"]}
@@ -1506,6 +1520,7 @@ class Head:
         if plan == R.WAIT:
             self.rejoin_waiting.setdefault(node_id, []).append((ident, info))
             return
+        self.workers_expected.discard(ident)
         if ident not in self.sched.workers:
             self.sched.worker_starting(node_id, ident)
         if plan == R.KILL:           # its task's owner re-sends the spec: it runs again (its result is not kept)
@@ -1529,7 +1544,8 @@ class Head:
         worker.state, worker.actor_id, worker.held = ACTOR, report["actor_id"], held
         node.actors += 1
         info = report["info"]
-        actor = Actor(report["actor_id"], info, b"", None, state=P.ALIVE_STATE, worker_id=worker.worker_id,
+        spec = (report["fn_id"], info.get("class_name"), None, [], [], {}, info)   # no arguments: never placed again
+        actor = Actor(report["actor_id"], info, b"", spec, state=P.ALIVE_STATE, worker_id=worker.worker_id,
                       node_id=worker.node_id, address=report["address"], restarts=report.get("restarts", 0),
                       no_restart=True, job_id=report.get("job_id", ""))
         self.actors[actor.actor_id] = actor
@@ -1574,6 +1590,20 @@ class Head:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: job {job_id} rejoined: {len(what['functions'])} "
               f"function(s), {len(what['inline']) + len(what['stored'])} object(s), {len(what['tasks'])} task(s) "
               f"queued again", file=sys.stderr, flush=True)
+
+    def query_while_rejoining(self, ident: bytes, req_id, arg: dict, asked_at: float, now: float) -> None:
+        """An actor looked up by name while processes are still rejoining: its worker may not have
+        said HELLO yet, so a miss waits (recovery.lookup_waits) instead of answering "no such actor"."""
+        answer = self.query("actor", arg, now, ident)
+        if R.lookup_waits(answer is not None, now, self.first_rejoin_at, len(self.workers_expected), asked_at):
+            self.deferred_lookups.append((ident, req_id, arg, asked_at))
+        else:
+            self.send(ident, (P.ANSWER, req_id, answer))
+
+    def answer_deferred_lookups(self, now: float) -> None:
+        waiting, self.deferred_lookups = self.deferred_lookups, []
+        for ident, req_id, arg, asked_at in waiting:
+            self.query_while_rejoining(ident, req_id, arg, asked_at, now)
 
     def lose_rebuilt_object(self, oid: bytes, obj: Obj, reason: str) -> None:
         """A stored object no rejoined node has: its holders and waiters get ObjectLostError(reason)."""

@@ -26,6 +26,9 @@ spec is not reported by its worker, so an actor found again cannot be restarted 
 from __future__ import annotations
 
 WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
+REJOIN_GRACE_S = 6.0      # seconds after the first rejoin during which more nodes are expected: as long as the
+                          # head waits for a silent node before declaring it dead (config.NODE_TIMEOUT_S)
+LOOKUP_WAIT_S = 10.0      # the longest a lookup by name waits for the actor's worker to rejoin
 
 
 def head_changed(known_session: float | None, session: float | None) -> bool:
@@ -46,6 +49,17 @@ def worker_plan(node_known: bool, actor_id: bytes | None, task_id: bytes | None)
     if actor_id is not None:
         return ADOPT_ACTOR
     return KILL if task_id is not None else ADOPT_IDLE
+
+
+def lookup_waits(found: bool, now: float, first_rejoin_at: float | None, workers_expected: int,
+                 asked_at: float) -> bool:
+    """Whether a lookup of an actor by name that found nothing should wait rather than answer "no
+    such actor": this head is being rejoined (`first_rejoin_at`), and some worker a node listed has not
+    said HELLO yet (`workers_expected`) or nodes may still come (within REJOIN_GRACE_S); never longer
+    than LOOKUP_WAIT_S from `asked_at`. A head that nobody rejoined answers at once."""
+    if found or first_rejoin_at is None or now - asked_at >= LOOKUP_WAIT_S:
+        return False
+    return workers_expected > 0 or now - first_rejoin_at < REJOIN_GRACE_S
 
 
 def object_locations(claimed: list[str], reports: dict[str, set], oid: bytes) -> list[str]:

@@ -97,7 +97,8 @@ class Worker:
         if self.actor_id is not None and self.address is not None:
             return {"task_id": None, "actor": {"actor_id": self.actor_id, "info": self.actor.get("info", {}),
                                                "held": self.actor.get("held", {}), "address": self.address,
-                                               "restarts": self.actor.get("restarts", 0), "job_id": self.job_id}}
+                                               "restarts": self.actor.get("restarts", 0), "job_id": self.job_id,
+                                               "fn_id": self.actor_fn_id}}
         return {"task_id": self.task_id or self.actor_id, "actor": None}     # (an actor still constructing)
 
     def on_message(self, message: tuple) -> None:      # on the IO thread
@@ -217,6 +218,7 @@ class Worker:
         from . import transport
         (task_id, fn_id, fn_blob, name, args_blob, deps, _, _, _, gpu_ids, job_id, _, actor) = task
         self.actor_id, self.task_name, self.job_id, self.gpu_ids = actor["actor_id"], name, job_id, gpu_ids
+        self.actor_fn_id = fn_id             # its class, reported to a restarted head (rejoin_report)
         self.actor = actor
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
