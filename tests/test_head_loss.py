@@ -1,9 +1,10 @@
-"""A head that dies takes its cluster with it (issue 12, item 4), until head recovery exists.
+"""A head that dies and does not come back takes its cluster with it (issue 12, item 4); one that
+comes back at the same address gets its nodes back (issue 17, recovery.py; test_head_recovery.py).
 
-Node agents hear from the head at every heartbeat; after TASUKI_HEAD_TIMEOUT seconds of silence
-(a dead head, or a new head on the same port that does not know them) they stop, with their
-zygotes and workers, and say why in their log. `tasuki start --head` after a crash clears what the
-old cluster left instead of refusing, and still refuses while a head runs.
+Node agents hear from the head at every heartbeat; after TASUKI_HEAD_RECONNECT_S seconds of silence
+(a dead head no one restarted) they stop, with their zygotes and workers, and say why in their log.
+`tasuki start --head` after a crash clears what the old cluster left instead of refusing, and still
+refuses while a head runs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ SLACK_S = 20.0                   # a loaded two-core machine: stopping a node an
 
 def start_cluster(tmp_path, head_timeout: float, port: int | None = None) -> CliCluster:
     cluster = CliCluster(tmp_path / "session")
-    cluster.env["TASUKI_HEAD_TIMEOUT"] = str(head_timeout)
+    cluster.env["TASUKI_HEAD_RECONNECT_S"] = str(head_timeout)
     cluster.port = port or free_port()
     start_head(cluster)
     return cluster
@@ -59,8 +60,8 @@ def test_a_dead_heads_node_and_workers_exit_and_a_new_head_starts(tmp_path):
                    f"the node agent, zygote and workers to exit: {[p.pid for p in processes]}")
         assert time.time() - killed >= HEAD_TIMEOUT_S - 0.5       # they waited for the head, as configured
         log = node_log(cluster)
-        assert f"the head at {old['address']} has said nothing for" in log, log
-        assert f"TASUKI_HEAD_TIMEOUT={HEAD_TIMEOUT_S:g}" in log and "Stopping this node agent" in log, log
+        assert f"the tasuki head at {old['address']} has not answered for" in log, log
+        assert f"TASUKI_HEAD_RECONNECT_S={HEAD_TIMEOUT_S:g}" in log and "Stopping this node agent" in log, log
 
         again = start_head(cluster)                  # same port, same session directory
         assert f"the cluster at {old['address'].split('://')[1]} recorded in" in again.stderr, again.stderr
@@ -73,7 +74,7 @@ def test_a_dead_heads_node_and_workers_exit_and_a_new_head_starts(tmp_path):
         cluster.stop()
 
 
-def test_a_head_restarted_on_the_same_port_does_not_keep_the_old_node(tmp_path):
+def test_a_head_restarted_on_the_same_port_gets_the_old_node_back(tmp_path):
     cluster = start_cluster(tmp_path, HEAD_TIMEOUT_S)
     replacement = None
     try:
@@ -83,12 +84,11 @@ def test_a_head_restarted_on_the_same_port_does_not_keep_the_old_node(tmp_path):
         # a supervisor restarts the head at once, at the same address with the same token
         replacement = subprocess.Popen([sys.executable, "-m", "tasuki.head", "--address", old["address"]],
                                        env={**cluster.env, "TASUKI_TOKEN": old["token"]}, stdin=subprocess.DEVNULL)
-        wait_until(lambda: not running(processes), HEAD_TIMEOUT_S + SLACK_S,
-                   f"the old node agent, zygote and workers to exit: {[p.pid for p in processes]}")
-        assert replacement.poll() is None
-        assert "has said nothing for" in node_log(cluster)
-        status = cluster.cli("status").stdout           # the cluster file still names the address and token
-        assert " alive " not in status, status
+        wait_until(lambda: "rejoining it with" in node_log(cluster), SLACK_S, "the node agent to rejoin the new head")
+        status = wait_until(lambda: (lambda out: " alive " in out and out)(cluster.cli("status").stdout), SLACK_S,
+                            "the node to be alive at the new head")    # the cluster file names the address and token
+        assert replacement.poll() is None and old["node_pids"][0] in running(processes), status
+        assert "has not answered for" not in node_log(cluster)
     finally:
         if replacement is not None:
             replacement.kill()
@@ -96,8 +96,8 @@ def test_a_head_restarted_on_the_same_port_does_not_keep_the_old_node(tmp_path):
         cluster.stop()
 
 
-def test_start_head_clears_what_a_crashed_head_left(tmp_path):
-    cluster = start_cluster(tmp_path, head_timeout=600)      # its nodes will not notice in time
+def test_start_head_restarts_a_crashed_head_in_place_and_its_nodes_rejoin(tmp_path):
+    cluster = start_cluster(tmp_path, head_timeout=600)      # its nodes keep trying to reach the head
     try:
         refused = start_head(cluster, check=False)
         assert refused.returncode == 1 and "a tasuki cluster started on this machine is running" in refused.stderr
@@ -105,21 +105,19 @@ def test_start_head_clears_what_a_crashed_head_left(tmp_path):
         old = cluster.info
         node = old["node_pids"][0]
         processes = old_processes(cluster)
-        store = [name for name in os.listdir("/dev/shm") if name.startswith(f"tasuki-{killed_node}-")]
-        assert len(store) == 1
         os.kill(killed_node, signal.SIGKILL)              # leaves its store file and socket files
         os.kill(old["head_pid"], signal.SIGKILL)
         wait_until(lambda: killed_node not in running(processes), 30, "the killed node to go")
 
         again = start_head(cluster)
-        assert f"its head, pid {old['head_pid']}, is gone" in again.stderr, again.stderr
-        assert f"stopped its node agents (pid {node})" in again.stderr, again.stderr
-        assert "removed 1 store file, removed 2 socket files, removed the file" in again.stderr, again.stderr
-        assert not running(processes), [p.pid for p in processes if p.is_running()]
-        assert not os.path.exists(f"/dev/shm/{store[0]}")
-        sockets = [n for n in os.listdir(cluster.tmpdir) if n.endswith(".sock")]
-        assert len(sockets) == 2, sockets                 # the new node's IPC and pin sockets only
-        status = cluster.cli("status").stdout
+        assert f"(pid {old['head_pid']}) was gone and its node agents (pid {node}) still run" in again.stderr, \
+            again.stderr
+        new = cluster.info
+        assert new["address"] == old["address"] and new["token"] == old["token"] and new["node_pids"] == [node]
+        assert node in running(processes)
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"tasuki-{killed_node}-")]
+        status = wait_until(lambda: (lambda out: " alive " in out and out)(cluster.cli("status").stdout), SLACK_S,
+                            "the surviving node to rejoin")
         assert len([line for line in status.splitlines() if " alive " in line]) == 1, status
     finally:
         cluster.stop()

@@ -462,6 +462,39 @@ def start(args) -> int:
     return block(started, info, lifeline_w)
 
 
+def restart_head(args, existing: dict, nodes: list[int], started: list, lifeline: int | None) -> dict:
+    """The recorded cluster's head is gone and its node agents still run (they keep trying to reach it
+    for TASUKI_HEAD_RECONNECT_S): start a head at the same address with the same token; the nodes,
+    their workers and actors, and the drivers rejoin it (recovery.py). Called with the cluster file
+    locked."""
+    address, token = existing["address"], existing["token"]
+    metrics = existing.get("metrics")
+    metrics_port = metrics.rsplit(":", 1)[1] if metrics else "0"
+    metrics_host = args.metrics_host or address.split("://", 1)[1].rsplit(":", 1)[0]
+    ready = os.path.join(config.session_dir(), f"head-ready-{secrets.token_hex(4)}.json")
+    head_log = log_path("head.log")
+    head = spawn([sys.executable, "-m", "tasuki.head", "--address", address, "--metrics-port", metrics_port,
+                  "--metrics-host", metrics_host, "--ready-file", ready], token, head_log, lifeline)
+    started.append(head)
+    deadline = time.time() + START_TIMEOUT_S
+    while not os.path.exists(ready):
+        if head.poll() is not None:
+            raise died_error("head", head, head_log)
+        if time.time() > deadline:
+            raise CliError(f"the head (pid {head.pid}) did not start within {START_TIMEOUT_S:g} s; see {head_log}")
+        time.sleep(0.05)
+    os.unlink(ready)
+    stores = remove_stores(existing.get("node_pids", []))
+    info = {**existing, "head_pid": head.pid, "node_pids": nodes}
+    write_cluster_file(info)
+    print(f"tasuki: the head of the cluster at {host_port(address)} (pid {existing.get('head_pid')}) was gone and "
+          f"its node agents (pid{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}) still run: restarted "
+          f"the head there (pid {head.pid}); nodes, workers, actors and drivers rejoin it"
+          + (f"; removed {stores} store file{'s' if stores > 1 else ''} of node agents that died" if stores else "")
+          + ".", file=sys.stderr, flush=True)
+    return info
+
+
 def start_head(args, flags: list[str], started: list, lifeline: int | None) -> dict:
     with cluster_file_lock():
         existing = config.read_cluster_file()
@@ -470,6 +503,9 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
             raise CliError(f"a tasuki cluster started on this machine is running ({existing.get('address')}, "
                            f"pids {', '.join(map(str, running))}). Stop it with `tasuki stop`, or set "
                            f"TASUKI_TMPDIR to another directory to run a second one beside it.")
+        nodes = [p for p in existing.get("node_pids", []) if p in running] if existing else []
+        if nodes and existing.get("head_pid") not in running and not existing.get("cli_pid"):
+            return restart_head(args, existing, nodes, started, lifeline)
         if existing:
             print(f"tasuki: {clean_stale(existing)}.", file=sys.stderr, flush=True)
         remove_cluster_file()

@@ -1,0 +1,73 @@
+"""recovery.py: the pure decisions of head recovery, table-driven."""
+from __future__ import annotations
+
+import pytest
+
+from tasuki import recovery as R
+
+A, B = b"a" * 16, b"b" * 16
+
+
+@pytest.mark.parametrize("known, session, changed", [
+    (None, 1.0, True),          # never welcomed (a worker started just before the head died): rejoin
+    (1.0, 2.0, True),           # another head runs at the address
+    (1.0, 1.0, False),          # the same head forgot this process (declared it dead): not a restart
+])
+def test_head_changed(known, session, changed):
+    assert R.head_changed(known, session) is changed
+
+
+@pytest.mark.parametrize("node_known, actor_id, task_id, plan", [
+    (False, None, None, R.WAIT),
+    (False, A, None, R.WAIT),               # the node's table entry comes first, whatever the worker hosts
+    (True, A, None, R.ADOPT_ACTOR),
+    (True, None, None, R.ADOPT_IDLE),
+    (True, None, B, R.KILL),                # its task runs again from the owner's re-sent spec
+])
+def test_worker_plan(node_known, actor_id, task_id, plan):
+    assert R.worker_plan(node_known, actor_id, task_id) == plan
+
+
+@pytest.mark.parametrize("claimed, reports, located", [
+    (["n1"], {}, ["n1"]),                                   # its node has not rejoined yet: may still come
+    (["n1"], {"n1": {A}}, ["n1"]),
+    (["n1"], {"n1": set()}, []),                            # rejoined without it: lost there
+    (["n1"], {"n1": set(), "n2": {A}}, ["n2"]),             # a copy elsewhere (pulled by a reader)
+    ([], {"n2": {A}, "n3": {A}}, ["n2", "n3"]),
+    (["n1", "n2"], {"n2": {B}}, ["n1"]),
+])
+def test_object_locations(claimed, reports, located):
+    assert R.object_locations(claimed, reports, A) == located
+
+
+def test_lost_object_reason_names_the_object_and_its_node():
+    assert R.lost_object_reason(A, ["n1"], {"n1": {A}}) is None
+    assert R.lost_object_reason(A, ["n1"], {}) is None
+    reason = R.lost_object_reason(A, ["n1"], {"n1": set()})
+    assert A.hex() in reason and "n1" in reason and "cannot be rebuilt" in reason
+
+
+@pytest.mark.parametrize("found, now, first_rejoin_at, expected, asked_at, waits", [
+    (True, 1.0, 0.0, 1, 1.0, False),                        # found: answer
+    (False, 1.0, None, 0, 1.0, False),                      # nobody rejoined this head: a plain miss
+    (False, 1.0, 0.0, 0, 1.0, True),                        # nodes may still come
+    (False, 1.0 + R.REJOIN_GRACE_S, 1.0, 0, 2.0, False),    # past the grace, no worker expected
+    (False, 100.0, 0.0, 2, 99.0, True),                     # a listed worker has not said HELLO yet
+    (False, 100.0, 0.0, 2, 100.0 - R.LOOKUP_WAIT_S, False),  # waited long enough
+])
+def test_lookup_waits(found, now, first_rejoin_at, expected, asked_at, waits):
+    assert R.lookup_waits(found, now, first_rejoin_at, expected, asked_at) is waits
+
+
+def test_give_up_message_says_how_long_and_what_to_do():
+    text = R.give_up_message("tasuki driver", "tcp://10.0.0.1:6380", 61.2, 60)
+    assert "tcp://10.0.0.1:6380" in text and "61 s" in text and "TASUKI_HEAD_RECONNECT_S=60" in text
+    assert "tasuki start --head" in text
+
+
+def test_recovery_is_pure():
+    import ast
+    import inspect
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(inspect.getsource(R)))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    assert imported <= {"annotations"}, imported
