@@ -351,7 +351,7 @@ def test_the_heads_sigterm_fails_a_waiting_get_at_once(tmp_path, block):
         else:
             other.start_head("--num-cpus", "1")
         info = other.info
-        env = {**other.env, "TASUKI_TOKEN": info["token"], "TASUKI_HEAD_TIMEOUT": "300"}
+        env = {**other.env, "TASUKI_TOKEN": info["token"], "TASUKI_HEAD_RECONNECT_S": "300"}
         driver = subprocess.Popen([sys.executable, "-c", WAITING_DRIVER, other.host_port], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert driver.stdout.readline().strip() == "WAITING"

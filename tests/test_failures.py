@@ -571,7 +571,7 @@ def test_a_driver_whose_head_dies_gets_an_error_not_a_hang():
         except ClusterError as e:
             print("ClusterError after", round(time.time() - started), "s:", e)
     """)
-    out = subprocess.run([sys.executable, "-c", script], env={**python_env(), "TASUKI_HEAD_TIMEOUT": "2"},
+    out = subprocess.run([sys.executable, "-c", script], env={**python_env(), "TASUKI_HEAD_RECONNECT_S": "2"},
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     assert "ClusterError after" in out.stdout and "has not answered" in out.stdout, out.stdout + out.stderr

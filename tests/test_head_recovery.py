@@ -108,7 +108,8 @@ def test_a_stored_object_put_before_the_crash_is_still_readable(tmp_path):
                 return int(a.sum())
             print("PUT", flush=True)
             sys.stdin.readline()                 # the head is restarted meanwhile
-            print("AT", time.time(), tasuki.get(total.remote(ref)), flush=True)
+            total = tasuki.get(total.remote(ref))
+            print("AT", time.time(), total, flush=True)
             print("LOCAL", int(tasuki.get(ref)[-1]), flush=True)
         """)
         read_line(proc, "PUT")
@@ -146,7 +147,8 @@ def test_a_named_actor_is_found_again_by_name_with_its_state(tmp_path):
             sys.stdin.readline()
             print("DIRECT", tasuki.get(counter.add.remote(1)), flush=True)      # it knows the actor's address
             again = tasuki.get_actor("counter")
-            print("AT", time.time(), tasuki.get(again.add.remote(10)), flush=True)
+            n = tasuki.get(again.add.remote(10))
+            print("AT", time.time(), n, flush=True)
         """)
         read_line(proc, "READY")
         head, started = restart_head(cluster)

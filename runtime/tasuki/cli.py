@@ -322,7 +322,7 @@ def remove_dead_sockets() -> int:
 
 def clean_stale(info: dict) -> str:
     """Clear what a cluster whose head is gone left behind: its node agents (that have not yet
-    noticed, see TASUKI_HEAD_TIMEOUT) with their zygotes and workers, a `--block` command, store
+    noticed, see TASUKI_HEAD_RECONNECT_S) with their zygotes and workers, a `--block` command, store
     files and dead IPC sockets. Returns what was done, for the person at the terminal."""
     cli = [p for p in [info.get("cli_pid")] if alive(p) and is_tasuki(p)]
     nodes = [p for p in info.get("node_pids", []) if alive(p) and is_tasuki(p)]

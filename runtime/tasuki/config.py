@@ -19,7 +19,6 @@ NODE_HEARTBEAT_S = 0.5                    # seconds between node heartbeats
 NODE_TIMEOUT_S = 6.0                      # seconds without a heartbeat before a node is dead
 DRIVER_TIMEOUT_S = 30.0                   # seconds without a heartbeat before a driver is gone
 EARLY_GET_WAIT_S = 10.0                   # seconds a GET of a not-yet-known object waits for it
-HEAD_TIMEOUT_S = 30.0                     # seconds without a word from the head before a driver or node gives up
 HEAD_RECONNECT_S = 60.0                   # seconds drivers, workers and nodes keep trying to reach a head that went
                                           # away (TASUKI_HEAD_RECONNECT_S) before they give up (see recovery.py)
 DRAIN_TIMEOUT_S = 30.0                    # seconds a node agent given SIGTERM lets its running tasks finish (drain.py)

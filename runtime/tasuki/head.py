@@ -252,7 +252,7 @@ class Head:
         for ident, peer in list(self.peers.items()):
             if peer.role == "node":
                 self.send(ident, (P.SHUTDOWN,))
-            else:                             # drivers and workers: their gets fail now, not after HEAD_TIMEOUT
+            else:                             # drivers and workers: their gets fail now, not after HEAD_RECONNECT_S
                 self.send(ident, stopping)
         self.flush()
         self.relay.close()
@@ -553,7 +553,7 @@ class Head:
             node = self.sched.nodes.get(peer.info["node_id"])
             if node is not None:
                 node.last_heartbeat = now
-                self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_TIMEOUT)
+                self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_RECONNECT_S)
                 node.stats = stats or {}
                 if stats and stats.get("used", 0) > config.GC_STORE_FRACTION * stats.get("capacity", float("inf")):
                     self.collect_garbage(now)
