@@ -17,6 +17,15 @@ def test_head_changed(known, session, changed):
     assert R.head_changed(known, session) is changed
 
 
+@pytest.mark.parametrize("asked_at, now, again", [
+    (None, 5.0, True),
+    (5.0, 5.0, False),                              # one REJOIN per process per retry period, not per message
+    (5.0, 5.0 + R.REJOIN_RETRY_S, True),            # the first may have found no connection to route to
+])
+def test_ask_again(asked_at, now, again):
+    assert R.ask_again(asked_at, now) is again
+
+
 @pytest.mark.parametrize("node_known, actor_id, task_id, plan", [
     (False, None, None, R.WAIT),
     (False, A, None, R.WAIT),               # the node's table entry comes first, whatever the worker hosts

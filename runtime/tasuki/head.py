@@ -170,7 +170,7 @@ class Head:
         self.stop_reason = ""                        # why serve() ends, for the drivers (HEAD_STOPPING)
         self.drains: dict[str, D.Drain] = {}         # node id -> its drain (see the drain block below)
         self.next_drain_tick = 0.0
-        self.rejoin_asked: set = set()               # identities told REJOIN (see the rejoin block below)
+        self.rejoin_asked: dict[bytes, float] = {}   # identity -> when it was last told REJOIN (rejoin block below)
         self.rejoin_waiting: dict[str, list] = {}    # node id -> [(ident, info)]: its workers that rejoined first
         self.node_reports: dict[str, set] = {}       # node id -> the object ids it stored when it rejoined
         self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
@@ -215,8 +215,8 @@ class Head:
                 self.answer_early_gets(now)
             if self.early_actor_messages:
                 self.answer_early_actor_messages(now)
-            if self.deferred_lookups:
-                self.answer_deferred_lookups(now)
+            if self.deferred_lookups or self.workers_expected:
+                self.rejoin_tick(now)
             if self.control in events:
                 self.answer_control()
             if self.lifeline_fd is not None and self.lifeline_fd in events:
@@ -271,7 +271,7 @@ class Head:
         if peer is None:
             first = messages[0]
             if first[0] != P.HELLO:
-                return self.ask_rejoin(ident)       # a process of the head that ran here before this one
+                return self.ask_rejoin(ident, now)      # a process of the head that ran here before this one
             self.on_hello(ident, first[1], first[2], now)
             peer = self.peers.get(ident)
             if peer is None or first[2].get("rejoin") is None:
@@ -1465,10 +1465,20 @@ class Head:
     # A process of the head that ran here before sends something other than HELLO: it is told REJOIN
     # once, and says HELLO again with info["rejoin"]. Nodes first or workers first, drivers before or
     # after: each piece waits for what it needs (a worker for its node) or merges with what came.
-    def ask_rejoin(self, ident: bytes) -> None:
-        if ident not in self.rejoin_asked:
-            self.rejoin_asked.add(ident)
+    def ask_rejoin(self, ident: bytes, now: float) -> None:
+        if R.ask_again(self.rejoin_asked.get(ident), now):
+            self.rejoin_asked[ident] = now
             self.send(ident, (P.REJOIN, self.started_at))
+
+    def rejoin_tick(self, now: float) -> None:
+        """Workers a node listed that have not said HELLO: tell them again (the first REJOIN may have
+        found no connection); lookups by name waiting for them: answer those that need wait no more."""
+        self.workers_expected &= self.sched.workers.keys()     # (one that exited meanwhile is not waited for)
+        for wid in self.workers_expected:
+            self.ask_rejoin(wid, now)
+        waiting, self.deferred_lookups = self.deferred_lookups, []
+        for ident, req_id, arg, asked_at in waiting:
+            self.query_while_rejoining(ident, req_id, arg, asked_at, now)
 
     def rejoin(self, ident: bytes, role: str, info: dict, now: float) -> None:
         what = info["rejoin"]
@@ -1496,7 +1506,7 @@ class Head:
         for wid, _pid in what["workers"]:
             self.sched.worker_starting(node_id, wid)
             self.workers_expected.add(wid)
-            self.ask_rejoin(wid)
+            self.ask_rejoin(wid, now)
         self.spawn_workers(node_id, max(0, math.ceil(node.total.get("CPU", 0)) - len(what["workers"])))
         stored = self.node_reports[node_id] = {oid for oid, _size in what["objects"]}
         for oid in stored:
@@ -1599,11 +1609,6 @@ class Head:
             self.deferred_lookups.append((ident, req_id, arg, asked_at))
         else:
             self.send(ident, (P.ANSWER, req_id, answer))
-
-    def answer_deferred_lookups(self, now: float) -> None:
-        waiting, self.deferred_lookups = self.deferred_lookups, []
-        for ident, req_id, arg, asked_at in waiting:
-            self.query_while_rejoining(ident, req_id, arg, asked_at, now)
 
     def lose_rebuilt_object(self, oid: bytes, obj: Obj, reason: str) -> None:
         """A stored object no rejoined node has: its holders and waiters get ObjectLostError(reason)."""

@@ -29,6 +29,8 @@ WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill
 REJOIN_GRACE_S = 6.0      # seconds after the first rejoin during which more nodes are expected: as long as the
                           # head waits for a silent node before declaring it dead (config.NODE_TIMEOUT_S)
 LOOKUP_WAIT_S = 10.0      # the longest a lookup by name waits for the actor's worker to rejoin
+REJOIN_RETRY_S = 0.5      # seconds before the same process is told REJOIN again: the first may have been sent
+                          # before its connection came back, and a ROUTER drops what it cannot route
 
 
 def head_changed(known_session: float | None, session: float | None) -> bool:
@@ -37,6 +39,12 @@ def head_changed(known_session: float | None, session: float | None) -> bool:
     session means the head itself forgot this process (it declared it dead or gone): that is not a
     restart, and the process must not come back as if nothing happened."""
     return known_session is None or session != known_session
+
+
+def ask_again(asked_at: float | None, now: float) -> bool:
+    """Whether to tell a process REJOIN (again): never asked, or asked REJOIN_RETRY_S ago and it has
+    not said HELLO since (the answer to one message per process per retry period, not to each)."""
+    return asked_at is None or now - asked_at >= REJOIN_RETRY_S
 
 
 def worker_plan(node_known: bool, actor_id: bytes | None, task_id: bytes | None) -> str:
