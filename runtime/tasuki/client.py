@@ -35,6 +35,8 @@ from .object_store import Arena, block_size, layout_parts
 
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 HEARTBEAT_S = 2.0
+SILENT_HEARTBEAT_S = 0.2     # seconds between heartbeats once the head missed one: a restarted head hears this
+                             # driver (and answers REJOIN) within this, not within HEARTBEAT_S (recovery.py)
 _CALL_COUNTER_BIT = P.ACTOR_CALL_BIT << 48     # in an id's 15th byte: protocol.is_actor_call
 
 
@@ -253,7 +255,7 @@ class Client:
             now = time.time()
             if now >= next_beat and self.role == "driver":
                 self.to_head.append((P.HEARTBEAT,))
-                next_beat = now + HEARTBEAT_S
+                next_beat = now + (HEARTBEAT_S if now - self.last_heard < 1.5 * HEARTBEAT_S else SILENT_HEARTBEAT_S)
             self._flush()
 
     def _flush(self) -> None:

@@ -93,7 +93,11 @@ class Worker:
         self.client.activate()
 
     def rejoin_report(self) -> dict:      # on the IO thread
-        """What this worker runs, for a head restarted at the same address (recovery.py)."""
+        """What this worker runs, for a head restarted at the same address (recovery.py). The tasks
+        the old head queued here are dropped: their owners re-send them to the new head."""
+        with self.block_lock:
+            self.skip |= self.queued
+            self.queued.clear()
         if self.actor_id is not None and self.address is not None:
             return {"task_id": None, "actor": {"actor_id": self.actor_id, "info": self.actor.get("info", {}),
                                                "held": self.actor.get("held", {}), "address": self.address,
