@@ -6,6 +6,7 @@ Each test prints the time from the new head's start to the first task completing
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,40 @@ def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(tmp_pa
         assert proc.wait(60) == 0
     finally:
         if head is not None:
+            head.kill()
+            head.wait()
+        cluster.stop()
+
+
+def test_a_head_killed_twice_in_a_row(tmp_path):
+    cluster = start_cluster(tmp_path)
+    heads = []
+    try:
+        proc = driver(cluster, """
+            import time, tasuki
+            tasuki.init(address="auto")
+            @tasuki.remote
+            def square(i):
+                time.sleep(0.01)
+                return i * i
+            refs = [square.remote(i) for i in range(600)]
+            for count in (100, 200):
+                done, pending = tasuki.wait(refs, num_returns=count)
+                print("DONE", count, flush=True)
+            print("SUM", sum(tasuki.get(refs)), flush=True)
+        """)
+        for count in ("100", "200"):
+            assert read_line(proc, "DONE") == count
+            head, _ = restart_head(cluster)
+            heads.append(head)
+            info = cluster.info
+            info["head_pid"] = head.pid             # the next SIGKILL goes to this one
+            with open(os.path.join(cluster.tmpdir, "cluster.json"), "w") as f:
+                json.dump(info, f)
+        assert int(read_line(proc, "SUM")) == sum(i * i for i in range(600))
+        assert proc.wait(60) == 0
+    finally:
+        for head in heads:
             head.kill()
             head.wait()
         cluster.stop()
