@@ -361,8 +361,14 @@ class Client:
     def _rejoin(self, session: float) -> None:
         """IO thread: the head answered REJOIN. A new head (recovery.py): say HELLO again, first in
         the next batch, with what this process has; its get and wait calls keep waiting meanwhile.
-        The same head: it forgot this process (a driver silent past DRIVER_TIMEOUT_S): nothing to do."""
+        The same head: it forgot this process (a driver silent past DRIVER_TIMEOUT_S, its refs and tasks
+        gone): pending gets fail now, as when the head stops."""
         if not R.head_changed(self.session, session):
+            if self.head_stopped is None:
+                self.head_stopped = (f"the tasuki head at {self.head_address} forgot this {self.role}: it heard nothing "
+                                     f"from it for {config.DRIVER_TIMEOUT_S:g} s (a suspended machine, a network "
+                                     f"cut), and let its objects and tasks go. Reconnect with init().")
+                self._fail_waiting(ClusterError(self.head_stopped))
             return
         self.session = session
         with self.ref_lock:

@@ -19,10 +19,20 @@ How a head is recovered (no external store):
       before its node waits for it (`worker_plan`); a stored object's locations merge what its
       owner claims with what the nodes report (`object_locations`).
 
-What cannot be rebuilt yet (see the notes in the rejoin block): a task that was running when the head
-died is run again (its worker is killed and the owner's re-sent spec queues it); an actor's creation
-spec is not reported by its worker, so an actor found again cannot be restarted by the new head.
+What is not rebuilt yet (phase 2 of issue 17):
+  - a task running when the head died runs again: its worker reports it and is killed (KILL), and the
+    owner's re-sent spec queues it; a DONE sent while the head was away is dropped with its message.
+    Next: adopt the busy worker with its task, or keep unacknowledged DONEs in the worker's report.
+  - an actor found again has no creation arguments (they stayed with the old head): it cannot restart
+    (no_restart, spec without arguments). Next: drivers re-send the creation specs of the actors they
+    made (client keeps them), merged by actor id with what the actor's worker reports.
+  - actors being created, tasks submitted by workers and actors (nested tasks), actor call
+    registrations (ACTOR_CALLS) and request_resources are not re-sent.
+  - a stored object whose node never rejoins keeps its stale location (a get fails at the pull):
+    after REJOIN_GRACE_S such objects should become ObjectLostError naming the node
+    (`lost_object_reason`), pushed to their holders.
 """
+from __future__"""
 from __future__ import annotations
 
 WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
