@@ -32,7 +32,6 @@ What is not rebuilt yet (phase 2 of issue 17):
     after REJOIN_GRACE_S such objects should become ObjectLostError naming the node
     (`lost_object_reason`), pushed to their holders.
 """
-from __future__"""
 from __future__ import annotations
 
 WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
