@@ -176,6 +176,7 @@ class Head:
         self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
+        self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
         self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
@@ -271,6 +272,7 @@ class Head:
         if peer is None:
             first = messages[0]
             if first[0] != P.HELLO:
+                self.keep_rejoin_results(messages, now)
                 return self.ask_rejoin(ident, now)      # a process of the head that ran here before this one
             self.on_hello(ident, first[1], first[2], now)
             peer = self.peers.get(ident)
@@ -1591,15 +1593,38 @@ class Head:
             obj.data = R.object_locations(claimed, self.node_reports, oid)
             if not obj.data:
                 self.lose_rebuilt_object(oid, obj, R.lost_object_reason(oid, claimed, self.node_reports))
+        kept = 0
         for spec in what["tasks"]:
             self.on_submit(ident, peer, now, spec)
+            if spec[0] in self.rejoin_results:
+                kept += self.use_rejoin_result(spec[0], now)
         self.on_hold(ident, peer, now, what["holds"])
         self.on_get(ident, peer, now, what["gets"])
         if what.get("request_resources"):
             self.requested_resources = list(what["request_resources"])
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: job {job_id} rejoined: {len(what['functions'])} "
               f"function(s), {len(what['inline']) + len(what['stored'])} object(s), {len(what['tasks'])} task(s) "
-              f"queued again", file=sys.stderr, flush=True)
+              f"re-sent ({kept} of them finished while the head was away)", file=sys.stderr, flush=True)
+
+    def keep_rejoin_results(self, messages: list, now: float) -> None:
+        """DONE from a worker this head does not know yet: the task ran while the head was away. Its
+        results are kept and used once the task is known again and still queued (its owner re-sends
+        it), so it does not run twice; a failure that may be retried is left to run again."""
+        for message in messages:
+            if message[0] == P.DONE and not message[3]:
+                self.rejoin_results[message[1]] = message[2]
+                if message[1] in self.tasks:
+                    self.use_rejoin_result(message[1], now)
+
+    def use_rejoin_result(self, task_id: bytes, now: float) -> bool:
+        """Finish a queued task with the results its worker sent while no head knew it; False if it
+        runs again already (that run's DONE finishes it)."""
+        task = self.tasks.get(task_id)
+        if task is None or task.worker is not None or task.waiting_on or not self.sched.remove_pending(task):
+            return False
+        results = self.rejoin_results.pop(task_id)
+        self.finish(task, results, "succeeded" if results[0][1] != P.ERROR else "failed", now)
+        return True
 
     def query_while_rejoining(self, ident: bytes, req_id, arg: dict, asked_at: float, now: float) -> None:
         """An actor looked up by name while processes are still rejoining: its worker may not have

@@ -20,9 +20,10 @@ How a head is recovered (no external store):
       owner claims with what the nodes report (`object_locations`).
 
 What is not rebuilt yet (phase 2 of issue 17):
-  - a task running when the head died runs again: its worker reports it and is killed (KILL), and the
-    owner's re-sent spec queues it; a DONE sent while the head was away is dropped with its message.
-    Next: adopt the busy worker with its task, or keep unacknowledged DONEs in the worker's report.
+  - a task still running when its worker rejoins runs again: the worker is killed (KILL) and the
+    owner's re-sent spec queues it (the respawn is most of the ~1.5 s to the first result). A DONE
+    that reaches the new head before its worker rejoins is kept (head.keep_rejoin_results) and
+    finishes the task once its owner re-sends it. Next: adopt the busy worker with its task.
   - an actor found again has no creation arguments (they stayed with the old head): it cannot restart
     (no_restart, spec without arguments). Next: drivers re-send the creation specs of the actors they
     made (client keeps them), merged by actor id with what the actor's worker reports.
