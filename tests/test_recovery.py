@@ -68,6 +68,11 @@ def test_lookup_waits(found, now, first_rejoin_at, expected, asked_at, waits):
     assert R.lookup_waits(found, now, first_rejoin_at, expected, asked_at) is waits
 
 
+def test_not_rejoined_reason_names_the_object_its_nodes_and_the_wait():
+    reason = R.not_rejoined_reason(A, ["n1", "n2"], 6.0)
+    assert A.hex() in reason and "n1, n2" in reason and "6 s" in reason and "put it again" in reason
+
+
 def test_give_up_message_says_how_long_and_what_to_do():
     text = R.give_up_message("tasuki driver", "tcp://10.0.0.1:6380", 61.2, 60)
     assert "tcp://10.0.0.1:6380" in text and "61 s" in text and "TASUKI_HEAD_RECONNECT_S=60" in text

@@ -174,6 +174,7 @@ class Head:
         self.rejoin_waiting: dict[str, list] = {}    # node id -> [(ident, info)]: its workers that rejoined first
         self.node_reports: dict[str, set] = {}       # node id -> the object ids it stored when it rejoined
         self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
+        self.rejoin_sweep_at: float | None = None    # when objects on nodes that did not rejoin are declared lost
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
@@ -216,7 +217,7 @@ class Head:
                 self.answer_early_gets(now)
             if self.early_actor_messages:
                 self.answer_early_actor_messages(now)
-            if self.deferred_lookups or self.workers_expected:
+            if self.deferred_lookups or self.workers_expected or self.rejoin_sweep_at:
                 self.rejoin_tick(now)
             if self.control in events:
                 self.answer_control()
@@ -1475,6 +1476,9 @@ class Head:
     def rejoin_tick(self, now: float) -> None:
         """Workers a node listed that have not said HELLO: tell them again (the first REJOIN may have
         found no connection); lookups by name waiting for them: answer those that need wait no more."""
+        if self.rejoin_sweep_at is not None and now >= self.rejoin_sweep_at:
+            self.rejoin_sweep_at = None
+            self.lose_objects_of_absent_nodes()
         self.workers_expected &= self.sched.workers.keys()     # (one that exited meanwhile is not waited for)
         for wid in self.workers_expected:
             self.ask_rejoin(wid, now)
@@ -1485,7 +1489,7 @@ class Head:
     def rejoin(self, ident: bytes, role: str, info: dict, now: float) -> None:
         what = info["rejoin"]
         if self.first_rejoin_at is None:
-            self.first_rejoin_at = now
+            self.first_rejoin_at, self.rejoin_sweep_at = now, now + R.REJOIN_GRACE_S
         if role == "node":
             self.rejoin_node(ident, info, what, now)
         elif role == "worker":
@@ -1634,6 +1638,17 @@ class Head:
             self.deferred_lookups.append((ident, req_id, arg, asked_at))
         else:
             self.send(ident, (P.ANSWER, req_id, answer))
+
+    def lose_objects_of_absent_nodes(self) -> None:
+        """REJOIN_GRACE_S after the first rejoin: locations on nodes that did not come back are dropped;
+        an object left with none is lost, and its holders are told why."""
+        for oid, obj in list(self.objects.items()):
+            if obj.kind == P.STORED_KIND:
+                absent = [n for n in obj.data if n not in self.sched.nodes]
+                if absent:
+                    obj.data = [n for n in obj.data if n in self.sched.nodes]
+                    if not obj.data:
+                        self.lose_rebuilt_object(oid, obj, R.not_rejoined_reason(oid, absent, R.REJOIN_GRACE_S))
 
     def lose_rebuilt_object(self, oid: bytes, obj: Obj, reason: str) -> None:
         """A stored object no rejoined node has: its holders and waiters get ObjectLostError(reason)."""

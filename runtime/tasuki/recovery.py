@@ -29,9 +29,8 @@ What is not rebuilt yet (phase 2 of issue 17):
     made (client keeps them), merged by actor id with what the actor's worker reports.
   - actors being created, tasks submitted by workers and actors (nested tasks), actor call
     registrations (ACTOR_CALLS) and request_resources are not re-sent.
-  - a stored object whose node never rejoins keeps its stale location (a get fails at the pull):
-    after REJOIN_GRACE_S such objects should become ObjectLostError naming the node
-    (`lost_object_reason`), pushed to their holders.
+  - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
+    (`not_rejoined_reason`, pushed to its holders); a node that rejoins later does not bring it back.
 """
 from __future__ import annotations
 
@@ -98,6 +97,14 @@ def lost_object_reason(oid: bytes, claimed: list[str], reports: dict[str, set]) 
     where = ", ".join(claimed) or "no node"
     return (f"object {oid.hex()} was stored on {where}, which rejoined the restarted head without it "
             f"(the node restarted, or evicted it while the head was away): it cannot be rebuilt")
+
+
+def not_rejoined_reason(oid: bytes, nodes: list[str], grace_s: float) -> str:
+    """Why stored object `oid` is lost: the nodes that held it did not rejoin the restarted head
+    within `grace_s` seconds of the first process that did."""
+    return (f"object {oid.hex()} was stored on {', '.join(nodes)}, which did not rejoin the restarted head within "
+            f"{grace_s:g} s (the node died with the head, or cannot reach it): it cannot be rebuilt; make it again "
+            f"(call the task that returned it, or put it again)")
 
 
 def give_up_message(who: str, address: str, silent_s: float, reconnect_s: float) -> str:
