@@ -198,3 +198,37 @@ def test_a_named_actor_is_found_again_by_name_with_its_state(tmp_path):
             head.kill()
             head.wait()
         cluster.stop()
+
+
+def test_an_object_whose_node_did_not_come_back_is_reported_lost(tmp_path):
+    cluster = start_cluster(tmp_path)
+    head = None
+    try:
+        node_id, node_pid = cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"far": 1}')
+        proc = driver(cluster, """
+            import sys, numpy as np, tasuki
+            tasuki.init(address="auto")
+            @tasuki.remote(resources={"far": 1})
+            def make():
+                return np.ones(2_000_000)            # 16 MB: stored on the far node
+            ref = make.remote()
+            tasuki.wait([ref])
+            print("MADE", flush=True)
+            sys.stdin.readline()
+            try:
+                tasuki.get(ref, timeout=60)
+            except tasuki.exceptions.ObjectLostError as e:
+                print("LOST", str(e).replace("\\n", " "), flush=True)
+        """)
+        read_line(proc, "MADE")
+        os.kill(node_pid, signal.SIGKILL)
+        head, _ = restart_head(cluster)
+        proc_stdin_write(proc)
+        lost = read_line(proc, "LOST")
+        assert node_id in lost and "did not rejoin the restarted head" in lost, lost
+        assert proc.wait(60) == 0
+    finally:
+        if head is not None:
+            head.kill()
+            head.wait()
+        cluster.stop()
