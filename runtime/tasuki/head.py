@@ -1,7 +1,7 @@
 """The head: the cluster's control plane, one event loop that owns all cluster state.
 
 It keeps the node table, the pending task queue (via scheduler.Scheduler), the object directory
-with reference counts, and the registered functions. Drivers, node agents and workers all connect
+(via object_directory.ObjectDirectory), and the registered functions. Drivers, node agents and workers all connect
 to its one ROUTER socket; the HTTP thread (metrics.py) asks it questions over an inproc socket.
 
 Per-task path (a small task, everything inline):
@@ -13,13 +13,16 @@ Every incoming zmq message is a batch; replies are collected per peer and sent o
 
 Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
 objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
-themselves live in scheduler.py. The actor directory is the natural first piece to move out.
+themselves live in scheduler.py and object_directory.py. The actor directory is the natural next
+piece to move out.
 
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
 deduplicated there) or something pins it (a pending task's arguments, a stored object containing
 the ref). Small values are kept here inline; large ones stay in node stores and only their
-locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
-the nodes storing it.
+locations are kept here. The records, refcounts, early GETs and copies are object_directory.py's,
+over plain data: its methods say what must happen (the objects forgotten, whom to tell, the tasks
+to wake, the copies a dead node took with it) and this loop does it: FREE to the nodes storing a
+forgotten object, OBJECT to its owner and waiters, and the tasks' bookkeeping.
 
 Draining (the block at the end of the class; decisions in drain.py): a node agent given SIGTERM
 sends LEAVING, or the HTTP API asks; each drain tick hands back tasks past the deadline, moves
@@ -38,7 +41,6 @@ import os
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zmq
@@ -46,6 +48,7 @@ import zmq
 from . import __version__, config, drain as D, protocol as P, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
+from .object_directory import Forgotten, ObjectDirectory
 from .relay import Relay
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
 
@@ -76,19 +79,6 @@ class LogLimiter:
             line += f" ({self.held} more such line(s) held back in the last {self.interval_s:g} s)"
         self.next_at, self.held = now + self.interval_s, 0
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", file=sys.stderr, flush=True)
-
-
-@dataclass(eq=False)
-class Obj:
-    owner: bytes
-    kind: str | None = None          # None until ready; then VALUE, STORED_KIND or ERROR
-    data: object = None              # bytes (VALUE, ERROR) or list of node ids (STORED_KIND)
-    size: int = 0
-    holders: set = field(default_factory=set)
-    pins: int = 0
-    contained: list = field(default_factory=list)
-    waiters: list = field(default_factory=list)
-    dependents: list = field(default_factory=list)   # tasks waiting for this object
 
 
 @dataclass(eq=False)
@@ -134,9 +124,8 @@ class Head:
         self.control.bind("inproc://head-control")
         self.lifeline_fd = lifeline_fd
         self.sched = Scheduler()
-        self.objects: dict[bytes, Obj] = {}
+        self.objects = ObjectDirectory()             # refcounts, early gets, copies (object_directory.py)
         self.tasks: dict[bytes, Task] = {}          # live tasks by task id
-        self.producer: dict[bytes, Task] = {}       # return object id -> its live task
         self.functions: dict[bytes, bytes] = {}
         self.function_peers: dict[bytes, set] = {}   # function id -> the connected peers that registered it
         self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
@@ -151,12 +140,8 @@ class Head:
         self.actor_by_worker: dict[bytes, Actor] = {}
         self.actor_owners: dict[bytes, int] = {}      # process -> how many live non-detached actors it created
         self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
-        # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
-        # call, on another connection. Such GETs wait here; an id freed lately fails at once.
-        self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
-        self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
-        # likewise a call can beat its actor's creation: an actor returns a handle to an actor it
-        # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
+        # as a GET can beat its PUT (object_directory.py), a call can beat its actor's creation: an
+        # actor returns a handle to an actor it just made, and the caller calls it before the creator's CREATE_ACTOR is read here
         self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
         self.last_gc = float("-inf")                 # when every process was last told to collect garbage
@@ -204,7 +189,7 @@ class Head:
                     self.drop_message(e.identity, e.__cause__)
                 except Exception as e:      # a first message that is no HELLO(role, info)
                     self.drop_message(ident, e)
-            if self.early_gets:
+            if self.objects.early_gets:
                 self.answer_early_gets(now)
             if self.early_actor_messages:
                 self.answer_early_actor_messages(now)
@@ -344,35 +329,24 @@ class Head:
             task.depth = submitter.task.depth + 1
             submitter.task.has_children = True
         for oid in return_ids:
-            self.objects[oid] = Obj(owner=ident, holders={ident})
+            self.objects.add(oid, ident, maker=task)
         self.admit(task, now)
 
     def admit(self, task: Task, now: float, pin: bool = True) -> None:
         """Register a task, pin its argument refs, and queue it once its dependencies are ready."""
         self.tasks[task.task_id] = task
-        for oid in task.return_ids:
-            self.producer[oid] = task
         if pin:
-            self.pin_all(task.contained)
-        name = task.name
-        for oid in task.deps:
-            obj = self.objects.get(oid)
+            self.objects.pin(task.contained)
+        waiting, failed = self.objects.add_dependent(task, task.deps)
+        task.waiting_on += waiting
+        if failed is not None:
+            obj = self.objects.get(failed)
             if obj is None:
                 return self.finish_with_error(task, ObjectLostError(
-                    f"argument {oid.hex()} of task {name} was freed before the task was submitted"), now)
-            if obj.kind == P.ERROR:
-                return self.finish_with_blob(task, obj.data, "failed", now)
-            if obj.kind is None:
-                obj.dependents.append(task)
-                task.waiting_on += 1
+                    f"argument {failed.hex()} of task {task.name} was freed before the task was submitted"), now)
+            return self.finish_with_blob(task, obj.data, "failed", now)
         if task.waiting_on == 0:
             self.enqueue(task)
-
-    def pin_all(self, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.pins += 1
 
     def enqueue(self, task: Task) -> None:
         self.sched.enqueue(task)
@@ -398,52 +372,24 @@ class Head:
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
 
     def on_hold(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.add(ident)
+        self.objects.hold(ident, oids)
 
     def on_release(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.release(ident, oids)
+        if forgotten:
+            self.free(forgotten, now)
 
     def on_put(self, ident, peer, now, oid, kind, data, contained, size=0) -> None:
-        obj = Obj(owner=ident, holders={ident})
-        self.objects[oid] = obj
-        self.set_ready(oid, obj, kind, data, contained, size, now)
+        self.objects.add(oid, ident)
+        self.set_ready(oid, kind, data, contained, size, now)
 
     def on_get(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is None:
-                if oid in self.forgotten:
-                    self.send(ident, self.unknown_object(oid))
-                else:
-                    self.early_gets.setdefault(oid, (now, []))[1].append(ident)
-            elif obj.kind is None:
-                obj.waiters.append(ident)
-            else:
-                self.send(ident, self.object_message(oid, obj))
+        for oid in self.objects.ask(ident, oids, now):
+            self.send(ident, self.object_message(oid))
 
     def answer_early_gets(self, now: float) -> None:
-        for oid, (since, askers) in list(self.early_gets.items()):
-            if oid in self.objects or oid in self.forgotten or now - since > config.EARLY_GET_WAIT_S:
-                del self.early_gets[oid]
-                for ident in askers:
-                    if oid in self.objects:
-                        self.on_get(ident, None, now, [oid])
-                    else:
-                        self.send(ident, self.unknown_object(oid))
-
-    @staticmethod
-    def unknown_object(oid: bytes) -> tuple:
-        return (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
-            f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
-            f"its only copy was lost")))
+        for ident, oid in self.objects.due_early_gets(now, config.EARLY_GET_WAIT_S):
+            self.send(ident, self.object_message(oid))
 
     def on_done(self, ident, peer, now, task_id, results, retryable) -> None:
         worker = self.sched.workers.get(ident)
@@ -481,7 +427,7 @@ class Head:
     def on_cancel(self, ident, peer, now, oid, force, recursive=False) -> None:
         if P.is_actor_call(oid):
             return self.cancel_actor_call(oid)
-        task = self.producer.get(oid)
+        task = self.objects.maker_of(oid)
         if task is None or task.cancelled:
             return
         task.cancelled = True
@@ -496,10 +442,7 @@ class Head:
             task.worker = None
         if task.worker is None:
             self.sched.remove_pending(task)
-            for dep in task.deps:
-                obj = self.objects.get(dep)
-                if obj is not None and task in obj.dependents:
-                    obj.dependents.remove(task)
+            self.objects.remove_dependent(task, task.deps)
             self.finish_with_error(task, error, now, outcome="cancelled")
         elif force:
             node = self.sched.nodes[task.worker.node_id]
@@ -568,12 +511,8 @@ class Head:
                 f"{describe_exit(code)}"), now)
 
     def on_stored(self, ident, peer, now, oid, size) -> None:
-        obj = self.objects.get(oid)
-        node_id = peer.info["node_id"]
-        if obj is None:
+        if not self.objects.add_copy(oid, peer.info["node_id"]):
             self.send(ident, (P.FREE, [oid]))
-        elif obj.kind == P.STORED_KIND and node_id not in obj.data:
-            obj.data.append(node_id)
 
     def on_bye(self, ident, peer, now) -> None:
         self.forget_peer(ident)
@@ -603,10 +542,10 @@ class Head:
         actor = Actor(actor_id, info, ident, spec, job_id=self.job_of(ident))
         self.actors[actor_id] = actor
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
-        self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
+        self.objects.add(actor_id, ident, kind=HANDLE_KIND)
         if not info["detached"]:
             self.actor_owners[ident] = self.actor_owners.get(ident, 0) + 1
-        self.pin_all(contained)            # the constructor's arguments live as long as the actor
+        self.objects.pin(contained)        # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
         if actor_id in self.early_actor_messages:
             self.replay_actor_messages(actor_id, now)
@@ -662,8 +601,8 @@ class Head:
         actor = self.actors.get(actor_id)
         for return_ids, contained in calls:
             for oid in return_ids:
-                self.objects[oid] = Obj(owner=ident, holders={ident})
-            self.pin_all(contained)
+                self.objects.add(oid, ident)
+            self.objects.pin(contained)
             self.register_call(actor, actor_id, ident, return_ids, contained, now)
 
     def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
@@ -706,15 +645,13 @@ class Head:
             self.early_results[first] = (ident, peer, now, actor_id, first, results)
             return
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:
+            if oid not in self.objects:
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
             # the caller already has inline results from the actor; stored ones it learns from us
-            self.set_ready(oid, obj, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
-        for oid in call[1]:
-            self.unpin(oid)
+            self.set_ready(oid, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
+        self.unpin(call[1], now)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
         if actor.unreferenced and not actor.pending:
             self.end_actor(actor, now)
@@ -726,9 +663,8 @@ class Head:
         for oid in return_ids:
             obj = self.objects.get(oid)
             if obj is not None and obj.kind is None:
-                self.set_ready(oid, obj, P.ERROR, blob, [], len(blob), now)
-        for oid in contained:
-            self.unpin(oid)
+                self.set_ready(oid, P.ERROR, blob, [], len(blob), now)
+        self.unpin(contained, now)
 
     def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
         actor = self.actors.get(actor_id)
@@ -785,10 +721,7 @@ class Head:
         if task.worker is not None:
             return False                 # its constructor runs: on_actor_ready sees the actor dead
         self.sched.remove_pending(task)
-        for dep in task.deps:
-            obj = self.objects.get(dep)
-            if obj is not None and task in obj.dependents:
-                obj.dependents.remove(task)
+        self.objects.remove_dependent(task, task.deps)
         self.tasks.pop(task.task_id, None)
         return True
 
@@ -835,8 +768,7 @@ class Head:
         for first, (return_ids, contained) in list(actor.pending.items()):
             self.fail_call(actor, actor.actor_id, return_ids, contained, now)
         actor.pending.clear()
-        for oid in actor.spec[4]:
-            self.unpin(oid)
+        self.unpin(actor.spec[4], now)
         self.free_name(actor)
 
     # --- relayed transfers and actor calls, for drivers that reach only the head (relay.py) ---
@@ -914,7 +846,8 @@ class Head:
             if task.fn_id not in worker.functions:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
-            deps = {oid: self.payload(self.objects[oid]) for oid in task.deps}
+            nodes = self.sched.nodes
+            deps = {oid: self.objects.payload(oid, nodes) for oid in task.deps}
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
@@ -923,10 +856,6 @@ class Head:
             self.spawn_workers(node_id, count)
         for shape in [s for s, q in self.sched.queues.items() if not q]:
             del self.sched.queues[shape]
-
-    def payload(self, obj: Obj) -> tuple:
-        """(kind, data) of a ready object as it travels: locations of live copies for a stored one."""
-        return obj.kind, self.locations(obj) if obj.kind == P.STORED_KIND else obj.data
 
     def spawn_workers(self, node_id: str, count: int) -> None:
         ids = [b"W" + os.urandom(8) for _ in range(count)]
@@ -954,12 +883,11 @@ class Head:
                 self.actor_died(actor, "its constructor could not run: one of its arguments failed", now)
             return
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:          # nobody holds the result any more
+            if oid not in self.objects:          # nobody holds the result any more
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
-            self.set_ready(oid, obj, kind, data, contained, size, now)
+            self.set_ready(oid, kind, data, contained, size, now)
         self.task_ended(task, outcome, now)
 
     def finish_with_error(self, task: Task, error: BaseException, now: float, outcome: str = "failed") -> None:
@@ -970,10 +898,8 @@ class Head:
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
-        for oid in task.return_ids:
-            self.producer.pop(oid, None)
-        for oid in task.contained:
-            self.unpin(oid)
+        self.objects.made(task.return_ids)
+        self.unpin(task.contained, now)
         self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed
@@ -993,67 +919,45 @@ class Head:
         else:
             self.finish_with_error(task, error, now, "crashed")
 
-    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now, push_owner: bool = True) -> None:
-        obj.kind, obj.size, obj.contained = kind, size, contained
-        obj.data = [data] if kind == P.STORED_KIND else data
-        for inner in contained:
-            inner_obj = self.objects.get(inner)
-            if inner_obj is not None:
-                inner_obj.pins += 1
-        message = None
-        if push_owner and obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
-            message = self.object_message(oid, obj)
-            self.send(obj.owner, message)
-        for waiter in obj.waiters:
-            if waiter != obj.owner or message is None:
-                self.send(waiter, message or self.object_message(oid, obj))
-        obj.waiters = []
-        dependents, obj.dependents = obj.dependents, []
+    def set_ready(self, oid, kind, data, contained, size, now, push_owner: bool = True) -> None:
+        """The object is made: tell its owner and waiters, wake or fail the tasks waiting for it,
+        and forget it if no one wants it (after the tasks: failing one can unpin it first)."""
+        tell, dependents = self.objects.ready(oid, kind, data, contained, size, self.peers, push_owner)
+        if tell:
+            message = self.object_message(oid)
+            for ident in tell:
+                self.send(ident, message)
         for task in dependents:
             if task.cancelled:
                 continue
             if kind == P.ERROR:
                 self.finish_with_blob(task, data, "failed", now)
-                for other in task.deps:
-                    other_obj = self.objects.get(other)
-                    if other_obj is not None and task in other_obj.dependents:
-                        other_obj.dependents.remove(task)
+                self.objects.remove_dependent(task, task.deps)
                 continue
             task.waiting_on -= 1
             if task.waiting_on == 0:
                 self.enqueue(task)
-        if not obj.holders and obj.pins <= 0:
-            self.forget(oid, obj)
+        forgotten = self.objects.drop_if_unreferenced(oid)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def object_message(self, oid: bytes, obj: Obj) -> tuple:
-        return (P.OBJECT, oid, *self.payload(obj))
+    def object_message(self, oid: bytes) -> tuple:
+        """OBJECT(id, kind, data) as the head sends it (an ObjectLostError for an unknown id)."""
+        return self.objects.message(oid, self.sched.nodes)
 
-    def locations(self, obj: Obj) -> list:
-        nodes = self.sched.nodes
-        return [(n, nodes[n].address) for n in obj.data if n in nodes and nodes[n].state != DEAD]
+    def unpin(self, oids, now: float) -> None:
+        forgotten = self.objects.unpin(oids)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def unpin(self, oid: bytes) -> None:
-        obj = self.objects.get(oid)
-        if obj is not None:
-            obj.pins -= 1
-            if obj.pins <= 0 and not obj.holders:
-                self.forget(oid, obj)
-
-    def forget(self, oid: bytes, obj: Obj) -> None:
-        if obj.kind is None and oid in self.producer:
-            return              # still being computed: the result is dropped when it arrives
-        if self.objects.get(oid) is not obj:
-            return              # already forgotten (set_ready failing a dependent can unpin it first)
-        del self.objects[oid]
-        self.forgotten[oid] = None
-        if len(self.forgotten) > 100_000:
-            self.forgotten.popitem(last=False)
-        if obj.kind == P.STORED_KIND:
-            self.free_on_nodes(oid, obj.data)
-        elif obj.kind == HANDLE_KIND:
-            self.handles_gone(oid, time.time())
-        for inner in obj.contained:
-            self.unpin(inner)
+    def free(self, forgotten: Forgotten, now: float) -> None:
+        """Objects were forgotten: FREE the stored ones on their nodes; an actor whose handles'
+        entry went ends once its calls are answered."""
+        for oid, obj in forgotten:
+            if obj.kind == P.STORED_KIND:
+                self.free_on_nodes(oid, obj.data)
+            elif obj.kind == HANDLE_KIND:
+                self.handles_gone(oid, now)
 
     def free_on_nodes(self, oid: bytes, node_ids) -> None:
         for node_id in node_ids if isinstance(node_ids, list) else [node_ids]:
@@ -1072,11 +976,9 @@ class Head:
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
                     self.task_ended(task, "cancelled", time.time())
-        for oid, obj in list(self.objects.items()):
-            if ident in obj.holders:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.holder_gone(ident)
+        if forgotten:
+            self.free(forgotten, time.time())
         self.release_functions(ident, peer)
 
     def end_owned_actors(self, ident: bytes, peer: Peer) -> None:
@@ -1148,23 +1050,17 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        for oid, obj in self.objects.items():
-            if obj.kind == P.STORED_KIND and node.node_id in obj.data:
-                obj.data.remove(node.node_id)
-                if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
-                        f"object {oid.hex()} is lost: its only copy was on node {node.node_id} ({node.ip}), "
-                        f"which stopped heartbeating and was declared dead; make it again (call the task "
-                        f"that returned it, or put it again)"))
-                self.tell_holders(oid, obj)        # they may hold its stale location, or be fetching it
+        touched, _lost = self.objects.node_lost(node.node_id, node.ip)     # _lost: for lineage, later
+        for oid in touched:
+            self.tell_holders(oid)        # they may hold its stale location, or be fetching it
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
                 self.send(ident, (P.NODE_DIED, node.node_id, node.address))
 
-    def tell_holders(self, oid: bytes, obj: Obj) -> None:
+    def tell_holders(self, oid: bytes) -> None:
         """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
-        message = self.object_message(oid, obj)
-        for ident in obj.holders:
+        message = self.object_message(oid)
+        for ident in self.objects[oid].holders:
             if ident in self.peers:
                 self.send(ident, message)
 
@@ -1228,7 +1124,7 @@ class Head:
             busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
             idle = node.idle_since is not None
             if idle and node.stats.get("objects"):      # secondary copies and freed objects keep no node busy
-                primaries = self.primary_objects() if primaries is None else primaries
+                primaries = self.objects.primary_counts(self.node_states()) if primaries is None else primaries
                 idle = not primaries.get(node.node_id)
             out.append({
                 "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
@@ -1312,7 +1208,7 @@ class Head:
 
     def drain_answer(self, node: Node, now: float) -> dict:
         running, actors = self.node_load(node)
-        moves = D.objects_to_move(self.stored_objects(), node.node_id, self.node_states())
+        moves = D.objects_to_move(self.objects.stored(), node.node_id, self.node_states())
         return D.answer(node.node_id, node.state, running, actors, moves, node.stats.get("objects", 0),
                         self.drains.get(node.node_id), now)
 
@@ -1357,14 +1253,6 @@ class Head:
     def node_states(self) -> dict:
         return {n.node_id: n.state for n in self.sched.nodes.values()}
 
-    def stored_objects(self) -> list:
-        """(id, node ids holding it, size) of each referenced object kept in node stores."""
-        return [(oid, obj.data, obj.size) for oid, obj in self.objects.items() if obj.kind == P.STORED_KIND]
-
-    def primary_objects(self) -> dict:
-        """Node id -> the objects it holds that no other alive node does (a scan: at query time only)."""
-        return D.primary_counts(self.stored_objects(), self.node_states())
-
     def drain_tick(self, now: float) -> None:
         """For each draining node: hand back its running tasks past the deadline, move its actors
         that may restart, copy the objects only it holds, and say DRAINED once nothing is left."""
@@ -1374,7 +1262,7 @@ class Head:
         self.next_drain_tick = now + max(DRAIN_TICK_S, 10 * (time.perf_counter() - started))
 
     def tick_drains(self, now: float) -> None:
-        states, stored = self.node_states(), self.stored_objects()
+        states, stored = self.node_states(), self.objects.stored()
         room = {n.node_id: n.stats.get("capacity", 0) - n.stats.get("used", 0)
                 for n in self.sched.nodes.values() if n.state == ALIVE and n.stats}
         for other in self.drains.values():          # copies under way take room not yet in the heartbeats
@@ -1395,7 +1283,7 @@ class Head:
                 del drain.copying[oid]               # copied (STORED added the location) or freed
             for oid, target in D.choose_targets(moves, room, drain.copying, now):
                 drain.copying[oid] = (target, now)
-                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.locations(self.objects[oid])))
+                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.objects.locations(oid, self.sched.nodes)))
             running, actors = self.node_load(node)
             if drain.reason == D.SIGTERM and not (running or actors or moves):
                 self.send(b"N" + node_id.encode(), (P.DRAINED,))
