@@ -141,7 +141,8 @@ class Head:
         self.actor_owners: dict[bytes, int] = {}      # process -> how many live non-detached actors it created
         self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
         # as a GET can beat its PUT (object_directory.py), a call can beat its actor's creation: an
-        # actor returns a handle to an actor it just made, and the caller calls it before the creator's CREATE_ACTOR is read here
+        # actor returns a handle to an actor it just made, and the caller calls it before the
+        # creator's CREATE_ACTOR is read here
         self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
         self.last_gc = float("-inf")                 # when every process was last told to collect garbage
@@ -841,12 +842,12 @@ class Head:
 
     def dispatch(self, now: float) -> None:
         assignments, spawns = self.sched.schedule(now)
+        nodes = self.sched.nodes
         for task, worker in assignments:
             fn_blob = None
             if task.fn_id not in worker.functions:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
-            nodes = self.sched.nodes
             deps = {oid: self.objects.payload(oid, nodes) for oid in task.deps}
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
@@ -1050,7 +1051,7 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        touched, _lost = self.objects.node_lost(node.node_id, node.ip)     # _lost: for lineage, later
+        touched, _ = self.objects.node_lost(node.node_id, node.ip)    # (those lost for good are ERROR now)
         for oid in touched:
             self.tell_holders(oid)        # they may hold its stale location, or be fetching it
         for ident, peer in self.peers.items():
