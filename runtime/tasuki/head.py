@@ -338,7 +338,7 @@ class Head:
         self.tasks[task.task_id] = task
         if pin:
             self.objects.pin(task.contained)
-        waiting, failed = self.objects.add_dependent(task, task.deps)
+        waiting, failed = self.objects.add_dependent(task, task.deps) if task.deps else (0, None)
         task.waiting_on += waiting
         if failed is not None:
             obj = self.objects.get(failed)
@@ -645,8 +645,9 @@ class Head:
         if call is None:
             self.early_results[first] = (ident, peer, now, actor_id, first, results)
             return
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            if oid not in self.objects:
+            if oid not in records:
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
@@ -883,8 +884,9 @@ class Head:
                 actor.no_restart = True
                 self.actor_died(actor, "its constructor could not run: one of its arguments failed", now)
             return
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            if oid not in self.objects:          # nobody holds the result any more
+            if oid not in records:               # nobody holds the result any more
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
@@ -900,7 +902,8 @@ class Head:
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
         self.objects.made(task.return_ids)
-        self.unpin(task.contained, now)
+        if task.contained:
+            self.unpin(task.contained, now)
         self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed

@@ -141,10 +141,17 @@ class ObjectDirectory:
             if obj is not None:
                 obj.pins += 1
 
-    def unpin(self, oids: Iterable[bytes]) -> Forgotten:
-        """Take back one pin of each of `oids`: forget those nothing holds or pins any more."""
-        out: Forgotten = []
-        self._unpin(oids, out)
+    def unpin(self, oids: Iterable[bytes], out: Forgotten | None = None) -> Forgotten:
+        """Take back one pin of each of `oids`: forget those nothing holds or pins any more (added
+        to `out` when given: forgetting an object unpins what it contains)."""
+        out = [] if out is None else out
+        records = self.records
+        for oid in oids:
+            obj = records.get(oid)
+            if obj is not None:
+                obj.pins -= 1
+                if obj.pins <= 0 and not obj.holders:
+                    self._forget(oid, obj, out)
         return out
 
     def drop_if_unreferenced(self, oid: bytes) -> Forgotten:
@@ -154,15 +161,6 @@ class ObjectDirectory:
         if obj is not None and not obj.holders and obj.pins <= 0:
             self._forget(oid, obj, out)
         return out
-
-    def _unpin(self, oids: Iterable[bytes], out: Forgotten) -> None:
-        records = self.records
-        for oid in oids:
-            obj = records.get(oid)
-            if obj is not None:
-                obj.pins -= 1
-                if obj.pins <= 0 and not obj.holders:
-                    self._forget(oid, obj, out)
 
     def _forget(self, oid: bytes, obj: Obj, out: Forgotten) -> None:
         if obj.kind is None and obj.maker is not None:
@@ -174,7 +172,8 @@ class ObjectDirectory:
         if len(self.forgotten) > FORGOTTEN_KEPT:
             self.forgotten.popitem(last=False)
         out.append((oid, obj))
-        self._unpin(obj.contained, out)
+        if obj.contained:
+            self.unpin(obj.contained, out)
 
     # --- producing ------------------------------------------------------------------------------
     def maker_of(self, oid: bytes) -> Task | None:
