@@ -130,6 +130,17 @@ def test_holder_gone_forgets_only_what_no_one_else_wants():
     assert Y in d and Z in d and d[Y].holders == {B}
 
 
+def test_a_process_that_leaves_frees_what_it_held_and_what_that_contained():
+    d = ObjectDirectory()
+    put(d, Y, kind=P.STORED_KIND, data="n1")         # A holds Y, and X, whose value contains Y
+    put(d, X, contained=[Y])
+    put(d, Z)
+    d.hold(B, [Z])
+    forgotten = d.holder_gone(A)
+    assert sorted(ids(forgotten)) == sorted([X, Y]) and Z in d
+    assert dict(forgotten)[Y].data == ["n1"]
+
+
 def test_forgetting_twice_is_harmless():
     d = ObjectDirectory()
     put(d, X)

@@ -165,8 +165,6 @@ class ObjectDirectory:
     def _forget(self, oid: bytes, obj: Obj, out: Forgotten) -> None:
         if obj.kind is None and obj.maker is not None:
             return              # still being computed: the result is dropped when it arrives
-        if self.records.get(oid) is not obj:
-            return              # already forgotten
         del self.records[oid]
         self.forgotten[oid] = None
         if len(self.forgotten) > FORGOTTEN_KEPT:
@@ -177,7 +175,8 @@ class ObjectDirectory:
 
     # --- producing ------------------------------------------------------------------------------
     def maker_of(self, oid: bytes) -> Task | None:
-        """The live task that will produce `oid` (None: produced already, a put, or unknown)."""
+        """The live task that will produce `oid` (None once that task ended, for a put or an actor
+        call's result, and for an unknown id)."""
         obj = self.records.get(oid)
         return obj.maker if obj is not None else None
 
