@@ -102,7 +102,7 @@ def test_a_result_still_being_computed_is_kept_until_it_arrives():
     tell, _ = d.ready(X, P.STORED_KIND, "n1", [], 5, CONNECTED)
     assert tell == []                                # the owner dropped it: nobody to tell
     assert [(oid, obj.data) for oid, obj in d.drop_if_unreferenced(X)] == [(X, ["n1"])]
-    d.made([X])                                      # (the head ends the task after its results)
+    assert d.task_ended([X], []) == []               # (the head ends the task after its results)
 
 
 def test_an_actor_call_result_has_no_maker_and_is_forgotten_before_it_is_ready():
@@ -112,12 +112,17 @@ def test_an_actor_call_result_has_no_maker_and_is_forgotten_before_it_is_ready()
     assert ids(d.release(A, [X])) == [X]
 
 
-def test_made_clears_the_maker():
+def test_a_task_that_ends_makes_its_results_no_more_and_unpins_its_arguments():
     d = ObjectDirectory()
-    t = task()
+    t = task("t", [Y])
+    put(d, Y)
     d.add(X, A, maker=t)
-    d.made([X, Y])                                   # unknown ids are fine
-    assert d.maker_of(X) is None and d.maker_of(Y) is None
+    d.pin([Y])
+    d.release(A, [Y, X])                             # X is kept while its task lives, Y while t does
+    assert X in d and Y in d
+    assert ids(d.task_ended([X, Z], [Y])) == [Y]     # unknown ids are fine
+    assert d.maker_of(X) is None
+    assert ids(d.drop_if_unreferenced(X)) == [X]     # its task was dropped unrun: nobody wants X
 
 
 def test_holder_gone_forgets_only_what_no_one_else_wants():

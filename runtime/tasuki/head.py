@@ -901,9 +901,9 @@ class Head:
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
-        self.objects.made(task.return_ids)
-        if task.contained:
-            self.unpin(task.contained, now)
+        forgotten = self.objects.task_ended(task.return_ids, task.contained)
+        if forgotten:
+            self.free(forgotten, now)
         self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed

@@ -180,13 +180,15 @@ class ObjectDirectory:
         obj = self.records.get(oid)
         return obj.maker if obj is not None else None
 
-    def made(self, oids: Iterable[bytes]) -> None:
-        """The task making `oids` ended (its results are in, or it failed for good)."""
+    def task_ended(self, return_ids: Iterable[bytes], contained: list) -> Forgotten:
+        """A task ended (its results are in, or it failed for good, or it was dropped unrun): it
+        makes `return_ids` no more, and its arguments (`contained`) are unpinned."""
         records = self.records
-        for oid in oids:
+        for oid in return_ids:
             obj = records.get(oid)
             if obj is not None:
                 obj.maker = None
+        return self.unpin(contained) if contained else []
 
     def ready(self, oid: bytes, kind: str, data, contained: list, size: int, connected: Container[bytes],
               push_owner: bool = True) -> tuple[list[bytes], list]:
