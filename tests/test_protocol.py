@@ -124,10 +124,12 @@ def test_docstring_lists_the_definition():
 
 
 def test_records_round_trip():
-    for record, value in (("TASK_SPEC", SPEC), ("RUN_TASK", RUN_TASK), ("RESULT", RESULT)):
+    actor_spec = P.actor_spec(b"f" * 16, "Counter", b"args", [], [], {}, {"name": None})
+    for record, value in (("TASK_SPEC", SPEC), ("RUN_TASK", RUN_TASK), ("RESULT", RESULT), ("ACTOR_SPEC", actor_spec)):
         fields = next(r.fields for r in P.RECORDS if r.name == record)
         assert type(value) is tuple and len(value) == len(fields)
         assert P.decode(P.encode([value])) == [value]
+    assert [r.name for r in P.RECORDS] == ["TASK_SPEC", "RUN_TASK", "RESULT", "ACTOR_SPEC"]
     assert SPEC[0] == TASK_ID and SPEC[-1] == () and RUN_TASK[-1] is None
 
 

@@ -80,7 +80,8 @@ tasuki.protocol` prints it; tests/test_protocol.py fails when it differs):
         the head is shutting down (SIGTERM, `tasuki stop`): pending gets and waits raise
         ClusterError(reason) at once
     CREATE_ACTOR(actor_id, spec, req)  caller → head
-        place a creation task; req None: no answer wanted, else ANSWER(req, actor id or why not)
+        place a creation task for an ACTOR_SPEC (below); req None: no answer wanted, else ANSWER(req,
+        actor id or why not)
     ACTOR_READY(actor_id, address, error)  actor worker → head
         constructed and listening at address, or its constructor failed (error: the pickled exception)
     ACTOR_LOCATE(actor_id)  caller → head
@@ -155,6 +156,8 @@ Nested tuples
         info for a creation task, else None
     RESULT(oid, object_kind, data, refs, size)
         one result in DONE and ACTOR_RESULT
+    ACTOR_SPEC(fn_id, class_name, args, deps, contained, placement, info)
+        CREATE_ACTOR's spec: the class, its constructor's arguments, where to place it, its options
 A process → its node's pin channel (a plain unix socket; fixed binary frames, see the end of this file)
     ALLOC(id, size) → ALLOCATED(offset | spill file path | error), SEAL(id, layout), PIN(id, identity) → PINNED(layout) | ELSEWHERE
 """
@@ -310,7 +313,7 @@ MESSAGES: tuple[Message, ...] = (
             "ClusterError(reason) at once"),
     # actors (see actor.py)
     Message(CREATE_ACTOR, "actor_id spec req", "caller → head",
-            "place a creation task; req None: no answer wanted, else ANSWER(req, actor id or why not)"),
+            "place a creation task for an ACTOR_SPEC (below); req None: no answer wanted, else ANSWER(req, actor id or why not)"),
     Message(ACTOR_READY, "actor_id address error", "actor worker → head",
             "constructed and listening at address, or its constructor failed (error: the pickled exception)"),
     Message(ACTOR_LOCATE, "actor_id", "caller → head", "where is it? answered (now or later) by ACTOR_INFO"),
@@ -373,6 +376,8 @@ RECORDS: tuple[Record, ...] = (
                        "shape actor", "RUN's task; fn_blob None when the worker has it; deps {oid: (kind, data)}; "
                                       "actor: the actor's info for a creation task, else None"),
     Record("RESULT", "oid object_kind data refs size", "one result in DONE and ACTOR_RESULT"),
+    Record("ACTOR_SPEC", "fn_id class_name args deps contained placement info",
+           "CREATE_ACTOR's spec: the class, its constructor's arguments, where to place it, its options"),
 )
 
 KINDS: dict[str, Message] = {m.kind: m for m in MESSAGES}
