@@ -201,3 +201,39 @@ def test_pin_channel_allocated_round_trips(offset, error):
 def test_views_never_reach_the_wire_by_pickle():
     with pytest.raises(TypeError):
         pickle.dumps(P.parse(P.submit(SPEC)))
+
+
+def test_head_handlers_take_the_defined_fields():
+    """The head dispatches `handler(self, ident, peer, now, *message[1:])` without parsing (its hot
+    path): each handler must take exactly its kind's fields, so a field added to a definition and
+    not to the handler (or the reverse) fails here, not on a cluster."""
+    import inspect
+
+    from tasuki.head import Head
+    for kind, handler in Head.handlers.items():
+        parameters = list(inspect.signature(handler).parameters.values())
+        if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            continue                      # the relay's answers: passed on whole
+        fields = [p.name for p in parameters[4:]]
+        definition = P.KINDS[kind]
+        assert len(fields) == len(definition.fields), f"Head.{handler.__name__}{tuple(fields)} for {definition.signature()}"
+        assert sum(p.default is p.empty for p in parameters[4:]) <= definition.required or kind == P.READ, \
+            f"Head.{handler.__name__} needs a field {definition.signature()} makes optional"
+
+
+# head.py is converted after the head's split (issue 17); then this set is empty
+NOT_CONVERTED_YET = {"head.py"}
+
+
+def test_messages_are_built_by_their_constructors():
+    """No module builds a message tuple by hand (`(P.SUBMIT, spec)`): a field change stays one edit."""
+    import pathlib
+    import re
+
+    kinds = "|".join(m.name for m in P.MESSAGES)
+    by_hand = re.compile(rf"(?<!in )\(P\.({kinds}),")
+    package = pathlib.Path(P.__file__).parent
+    found = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path.name not in NOT_CONVERTED_YET
+             for number, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert not found, "build these with the protocol's constructors:\n" + "\n".join(found)
