@@ -13,7 +13,7 @@ named fields (`parse(m).spec`; a missing optional field reads None) that raises 
 naming the kind, the fields it expects and what came. Senders use the constructors; hot receivers
 (the head's dispatch, a worker's RUN) index or unpack the tuple and call `check(message)` only to
 explain a message they could not handle. The list below is generated from MESSAGES (`python -m
-tasuki.protocol` prints it; tests/test_protocol.py fails when it differs):
+tasuki.protocol --write` rewrites it; tests/test_protocol.py fails when it differs):
 
     HELLO(role, info)  driver, worker or node → head
         first message; role: driver, worker or node; info has versions, job id, node id (workers),
@@ -263,21 +263,21 @@ def _view_class(name: str, fields: tuple) -> type:
 
 # the kind constants above by value ("submit" → "SUBMIT"): the names of the constructors and views
 _CONSTANT_NAMES = {value: name for name, value in list(globals().items()) if name.isupper() and isinstance(value, str)}
-ROUTE_HEAD = "driver or worker → head"
+_TO_HEAD = "driver or worker → head"
 MESSAGES: tuple[Message, ...] = (
     # driver or worker → head
     Message(HELLO, "role info", "driver, worker or node → head",
             "first message; role: driver, worker or node; info has versions, job id, node id (workers), "
             "resources (nodes)"),
-    Message(FUNCTION, "fn_id blob", ROUTE_HEAD, "a function or class pickled once; tasks refer to it by id"),
-    Message(SUBMIT, "spec", ROUTE_HEAD, "a task: spec is a TASK_SPEC (below)"),
-    Message(HOLD, "ids", ROUTE_HEAD, "this process starts holding refs to these objects (refcounting)"),
-    Message(RELEASE, "ids", ROUTE_HEAD, "this process stops holding them"),
-    Message(PUT, "oid object_kind data refs size", ROUTE_HEAD,
+    Message(FUNCTION, "fn_id blob", _TO_HEAD, "a function or class pickled once; tasks refer to it by id"),
+    Message(SUBMIT, "spec", _TO_HEAD, "a task: spec is a TASK_SPEC (below)"),
+    Message(HOLD, "ids", _TO_HEAD, "this process starts holding refs to these objects (refcounting)"),
+    Message(RELEASE, "ids", _TO_HEAD, "this process stops holding them"),
+    Message(PUT, "oid object_kind data refs size", _TO_HEAD,
             "a new object: object_kind VALUE (data: inline bytes) or STORED_KIND (data: the node id); refs: the "
             "object ids it contains; size in bytes"),
-    Message(GET, "ids", ROUTE_HEAD, "send me these objects (OBJECT) when they are ready"),
-    Message(CANCEL, "oid force recursive", ROUTE_HEAD,
+    Message(GET, "ids", _TO_HEAD, "send me these objects (OBJECT) when they are ready"),
+    Message(CANCEL, "oid force recursive", _TO_HEAD,
             "cancel the task making oid; recursive: the tasks it submitted, and theirs, too"),
     Message(DONE, "task_id results retryable", "worker → head",
             "a task finished: results = [RESULT]; retryable: it raised an exception its retry_exceptions allow"),
@@ -288,7 +288,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(LOG, "lines", "worker → head → driver", "output lines [(stream, text)], already prefixed"),
     Message(HEARTBEAT, "stats?", "any → head, head → any",
             "liveness; a node's carries its stats (store use, load), the head's none"),
-    Message(BYE, "", ROUTE_HEAD, "this process leaves"),
+    Message(BYE, "", _TO_HEAD, "this process leaves"),
     Message(QUERY, "req what arg", "driver → head", "state for the CLI and the HTTP API; answered ANSWER(req, data)"),
     Message(REQUEST_RESOURCES, "req bundles", "driver → head",
             "request_resources(): [(shape, count)] replaces the cluster's standing request for the autoscaler "
@@ -537,5 +537,18 @@ for _r in RECORDS:
 del _m, _r
 
 
+def write_docstring(path: str = __file__) -> None:
+    """Rewrite the message list in this module's docstring from MESSAGES (after adding a kind, or a merge)."""
+    with open(path) as f:
+        source = f.read()
+    start = source.index(_LIST_STARTS) + len(_LIST_STARTS)
+    end = source.index('\n"""\n', start)
+    with open(path, "w") as f:
+        f.write(source[:start] + describe() + source[end:])
+
+
+_LIST_STARTS = "tests/test_protocol.py fails when it differs):\n\n"
+
 if __name__ == "__main__":
-    print(describe())
+    import sys
+    write_docstring() if sys.argv[1:] == ["--write"] else print(describe())
