@@ -390,8 +390,8 @@ def check(message) -> Message:
         definition = KINDS[kind]
     except (TypeError, IndexError, KeyError):
         head = message[0] if isinstance(message, tuple) and message else message
-        raise ProtocolError(f"unknown message kind {str(head)[:80]!r} in {_show(message)}: known kinds are "
-                            f"{', '.join(sorted(KINDS))}; is the peer on another tasuki version?") from None
+        raise ProtocolError(f"unknown message kind {str(head)[:80]!r} in {_show(message)}: not one of the "
+                            f"{len(KINDS)} kinds in protocol.MESSAGES; is the peer on another tasuki version?") from None
     got = len(message) - 1
     if not definition.required <= got <= len(definition.fields):
         raise ProtocolError(f"{definition.expected()} after its kind, got {got}: "
