@@ -340,3 +340,12 @@ def test_the_directory_is_pure():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert imported <= {"__future__", "collections.abc", "dataclasses", "protocol"}
+
+
+def test_adopt_an_actor_known_on_another_worker_moves_it():
+    directory = ActorDirectory()
+    actor = alive(directory)
+    stale = actor.worker_id
+    assert directory.adopt(actor.actor_id, actor.info, DRIVER, "0001", b"W2", "n2", "tcp://n2:9000") is actor
+    assert directory.on_worker(stale) is None and directory.on_worker(b"W2") is actor
+    assert (actor.node_id, actor.address) == ("n2", "tcp://n2:9000")

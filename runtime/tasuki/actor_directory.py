@@ -161,6 +161,8 @@ class ActorDirectory:
 
     def bind(self, actor: Actor, worker_id: bytes, node_id: str, address: str) -> None:
         """The actor is constructed and listens at `address` on that worker: ALIVE."""
+        if actor.worker_id is not None:               # adopt() of an actor bound elsewhere: that worker is stale
+            self.by_worker.pop(actor.worker_id, None)
         actor.state, actor.worker_id, actor.node_id, actor.address = ALIVE_STATE, worker_id, node_id, address
         self.by_worker[worker_id] = actor
 
