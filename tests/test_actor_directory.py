@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from tasuki import actor_directory, protocol as P
-from tasuki.actor_directory import Actor, ActorDirectory, may_restart
+from tasuki.actor_directory import CALL_FAILS, Actor, ActorDirectory, may_restart
 
 NOW = 1000.0
 DRIVER, OTHER = b"D1", b"D2"
@@ -209,23 +209,54 @@ def call_ids(n: int) -> list:
     return [new_id() + bytes([i]) for i in range(n)]
 
 
+def add_call(directory: ActorDirectory, actor_id: bytes, return_ids: list, contained=(), park: bool = True):
+    return directory.add_call(directory.get(actor_id), actor_id, b"C1", return_ids, list(contained), NOW, park)
+
+
 def test_a_call_is_pending_until_its_result():
     directory = ActorDirectory()
     actor = alive(directory)
     ids = call_ids(2)
-    assert directory.add_call(actor, ids, [b"arg"]) is None
+    assert add_call(directory, actor.actor_id, ids, [b"arg"]) is None
     assert directory.call_of(ids[0]) == (actor, (ids, [b"arg"]))
-    assert directory.take_call(actor.actor_id, ids[0], ("result",)) == (ids, [b"arg"])
-    assert actor.pending == {} and directory.call_of(ids[0]) is None and directory.early_results == {}
+    assert actor.pending.pop(ids[0]) == (ids, [b"arg"])           # the head takes it when the result comes
+    assert directory.call_of(ids[0]) is None and directory.early_results == {}
 
 
 def test_a_result_that_beats_its_call_is_handed_back_when_the_call_comes():
     directory = ActorDirectory()
     actor = alive(directory)
     ids = call_ids(1)
-    assert directory.take_call(actor.actor_id, ids[0], ("result",)) is None
-    assert directory.add_call(actor, ids, []) == ("result",)
+    directory.keep_result(ids[0], ("result",))
+    assert add_call(directory, actor.actor_id, ids) == ("result",)
     assert directory.early_results == {}
+
+
+@pytest.mark.parametrize("state, park, outcome", [
+    ("alive", True, "pending"),
+    ("restarting", True, "pending"),          # sent again once it is back (or failed then)
+    ("pending", True, "pending"),
+    ("dead", True, "fails"),
+    ("unknown", True, "parked"),              # its creation may not have been read yet
+    ("unknown", False, "fails"),              # waited long enough: no such actor
+])
+def test_add_call_by_actor_state(state, park, outcome):
+    directory = ActorDirectory()
+    actor = None if state == "unknown" else alive(directory, max_restarts=1)
+    actor_id = actor.actor_id if actor else new_id()
+    if state == "restarting":
+        directory.died(actor, "its worker died")
+    elif state == "pending":
+        actor = create(directory)
+        actor_id = actor.actor_id
+    elif state == "dead":
+        directory.kill(actor, True, "killed")
+        directory.died(actor, "killed")
+    ids = call_ids(1)
+    result = add_call(directory, actor_id, ids, park=park)
+    assert result == {"pending": None, "parked": None, "fails": CALL_FAILS}[outcome]
+    assert (actor is not None and ids[0] in actor.pending) == (outcome == "pending")
+    assert (actor_id in directory.early_messages) == (outcome == "parked")
 
 
 @pytest.mark.parametrize("max_restarts, max_task_retries, failed, kept", [
@@ -238,7 +269,7 @@ def test_failed_calls_on_death(max_restarts, max_task_retries, failed, kept):
     directory = ActorDirectory()
     actor = alive(directory, max_restarts=max_restarts, max_task_retries=max_task_retries)
     for _ in range(2):
-        directory.add_call(actor, call_ids(1), [])
+        add_call(directory, actor.actor_id, call_ids(1))
     directory.died(actor, "its worker died")
     assert len(list(directory.failed_calls(actor))) == failed
     assert len(actor.pending) == kept
@@ -255,11 +286,11 @@ def test_an_actor_without_handles_ends_once_its_calls_are_answered(detached, nam
     actor = alive(directory, detached=detached, name=name)
     ids = call_ids(1)
     if pending:
-        directory.add_call(actor, ids, [])
+        add_call(directory, actor.actor_id, ids)
     assert (directory.unreferenced(actor.actor_id) is actor) == ends
     if pending:
-        directory.take_call(actor.actor_id, ids[0], ())
-        assert directory.ends_now(actor)
+        del actor.pending[ids[0]]                   # its result came
+        assert actor.unreferenced and not actor.pending
     directory.ending(actor)
     assert actor.no_restart and "handles went out of scope" in actor.cause
 

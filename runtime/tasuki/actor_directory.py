@@ -30,12 +30,13 @@ actor answered before its caller's ACTOR_CALLS arrived).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .protocol import ACTOR_LOCATE, ALIVE_STATE, DEAD_STATE, PENDING, RESTARTING
+from .protocol import ACTOR_CALLS, ACTOR_LOCATE, ALIVE_STATE, DEAD_STATE, PENDING, RESTARTING
 
 UNKNOWN_ACTOR = "no such actor in this cluster"      # the cause given for calls to an id never created
+CALL_FAILS = ("fails",)                              # add_call: the call fails at once (its actor is dead)
 
 
 @dataclass(eq=False)
@@ -82,15 +83,11 @@ class ActorDirectory:
         self.owners: dict[bytes, int] = {}             # process -> how many live non-detached actors it created
         self.early_results: dict[bytes, tuple] = {}    # first return id -> an actor result that beat its call
         self.early_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
+        # the dicts' own lookups: no Python call on the per-call path (ACTOR_CALLS, ACTOR_RESULT)
+        self.get: Callable[[bytes | None], Actor | None] = self.actors.get
+        self.on_worker: Callable[[bytes], Actor | None] = self.by_worker.get     # the actor ALIVE on this worker
 
-    # --- lookups ------------------------------------------------------------------------------
-    def get(self, actor_id: bytes | None) -> Actor | None:
-        return self.actors.get(actor_id)
-
-    def on_worker(self, worker_id: bytes) -> Actor | None:
-        """The actor bound to this worker (ALIVE there), if any."""
-        return self.by_worker.get(worker_id)
-
+    # --- lookups (and get, on_worker: see __init__) ------------------------------------------
     def named(self, namespace: str, name: str | None) -> Actor | None:
         """The actor holding this name now (a dead actor's name is free), or None."""
         actor = self.actors.get(self.names.get((namespace, name), b""))
@@ -202,12 +199,7 @@ class ActorDirectory:
         if actor is None or actor.state == DEAD_STATE or actor.info["detached"] or actor.info["name"] is not None:
             return None
         actor.unreferenced = True
-        return actor if self.ends_now(actor) else None
-
-    @staticmethod
-    def ends_now(actor: Actor) -> bool:
-        """Every handle is gone and every call answered."""
-        return actor.unreferenced and not actor.pending
+        return actor if not actor.pending else None
 
     @staticmethod
     def ending(actor: Actor) -> None:
@@ -261,21 +253,25 @@ class ActorDirectory:
             del self.names[key]
 
     # --- calls ----------------------------------------------------------------------------------
-    def add_call(self, actor: Actor, return_ids: list, contained: list) -> tuple | None:
-        """The call is pending until its result comes; returns the result if it came first (see
-        take_call)."""
+    def add_call(self, actor: Actor | None, actor_id: bytes, caller: bytes, return_ids: list, contained: list,
+                 now: float, park: bool = True) -> tuple | None:
+        """Register a call (`actor`: the directory's, or None if unknown). None: it is pending until
+        its result comes (the head then pops it off `actor.pending`), or it waits for its actor's
+        creation (unknown actor, `park` True). CALL_FAILS: it fails at once (the actor is dead, or
+        still unknown with `park` False). Else the result that came before the call (see keep_result)."""
+        if actor is None and park:
+            self.park(actor_id, ACTOR_CALLS, caller, (return_ids, contained), now)
+            return None
+        if actor is None or actor.state == DEAD_STATE:
+            return CALL_FAILS
         first = return_ids[0]
         actor.pending[first] = (return_ids, contained)
         return self.early_results.pop(first, None)
 
-    def take_call(self, actor_id: bytes, first: bytes, result: tuple) -> tuple | None:
-        """The result of call `first` came: its (return ids, contained), no longer pending. None
-        when the call is not registered yet: `result` is kept for add_call to hand back."""
-        actor = self.actors.get(actor_id)
-        call = actor.pending.pop(first, None) if actor is not None else None
-        if call is None:
-            self.early_results[first] = result
-        return call
+    def keep_result(self, first: bytes, result: tuple) -> None:
+        """A result that came before its call was registered (no pending call `first`), for
+        add_call to hand back."""
+        self.early_results[first] = result
 
     @staticmethod
     def failed_calls(actor: Actor) -> Iterator[tuple]:

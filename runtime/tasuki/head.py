@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from . import __version__, config, drain as D, protocol as P, serialization, transport
-from .actor_directory import UNKNOWN_ACTOR, Actor, ActorDirectory
+from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
 from .relay import Relay
@@ -621,20 +621,16 @@ class Head:
             for oid in return_ids:
                 self.objects[oid] = Obj(owner=ident, holders={ident})
             self.pin_all(contained)
-            self.register_call(actor, actor_id, ident, return_ids, contained, now)
+            early = self.actors.add_call(actor, actor_id, ident, return_ids, contained, now)
+            if early is not None:           # its actor is dead (or unknown), or its result came first
+                self.call_added(early, actor, actor_id, return_ids, contained, now)
 
-    def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
-                      now: float, park: bool = True) -> None:
-        """A call is pending until its result comes; it fails at once if its actor is dead, and
-        waits in the directory's early messages if its actor is not known yet (`park` False: no longer)."""
-        if actor is None and park:
-            self.actors.park(actor_id, P.ACTOR_CALLS, ident, (return_ids, contained), now)
-            return
-        if actor is None or actor.state == P.DEAD_STATE:
+    def call_added(self, early, actor: Actor | None, actor_id: bytes, return_ids: list, contained: list,
+                   now: float) -> None:
+        """What add_call said was not simply pending: fail the call, or handle its early result."""
+        if early is CALL_FAILS:
             self.fail_call(actor, actor_id, return_ids, contained, now)
-            return
-        early = self.actors.add_call(actor, return_ids, contained)
-        if early is not None:
+        else:
             self.on_actor_result(*early)
 
     def answer_early_actor_messages(self, now: float) -> None:
@@ -646,16 +642,19 @@ class Head:
         actor = self.actors.get(actor_id)
         for kind, ident, arg in self.actors.unpark(actor_id):
             if kind == P.ACTOR_CALLS:
-                self.register_call(actor, actor_id, ident, *arg, now, park=False)
+                early = self.actors.add_call(actor, actor_id, ident, *arg, now, park=False)
+                if early is not None:
+                    self.call_added(early, actor, actor_id, *arg, now)
             elif actor is not None:
                 self.on_actor_locate(ident, None, now, actor_id)
             else:
                 self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, UNKNOWN_ACTOR))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
-        call = self.actors.take_call(actor_id, first, (ident, peer, now, actor_id, first, results))
-        if call is None:
-            return                          # kept until the call is registered (add_call hands it back)
+        actor = self.actors.get(actor_id)
+        call = actor.pending.pop(first, None) if actor is not None else None    # (inline: the per-call path)
+        if call is None:                    # kept until the call is registered (add_call hands it back)
+            return self.actors.keep_result(first, (ident, peer, now, actor_id, first, results))
         for oid, kind, data, contained, size in results:
             obj = self.objects.get(oid)
             if obj is None:
@@ -667,8 +666,7 @@ class Head:
         for oid in call[1]:
             self.unpin(oid)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
-        actor = self.actors.get(actor_id)
-        if self.actors.ends_now(actor):
+        if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
 
     def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
