@@ -3,8 +3,9 @@ and the decisions about them (a name taken or not, restart or die). Plain data: 
 clock (`now` comes in); the head (head.py, its "actors" block) calls it and sends the messages
 its answers call for.
 
-  CREATE_ACTOR ──create──► Actor (PENDING) ──bind (ACTOR_READY)──► ALIVE ──died──► RESTARTING ──► … ──► DEAD
-                    └─► the existing id (get_if_exists) or why the name is taken
+  CREATE_ACTOR ──create──► PENDING ──bind (ACTOR_READY)──► ALIVE ──died──► RESTARTING ──bind──► ALIVE …
+                   │                                            └─(no restart left)──► DEAD (name freed)
+                   └─► name taken: the live actor's id (get_if_exists), or the error text
 
 An actor record (`Actor`) holds:
   - actor_id, and info: class name, name and namespace, detached, options (max_restarts,
@@ -18,10 +19,13 @@ An actor record (`Actor`) holds:
     id -> (return ids, contained refs): the refcount bookkeeping of calls not answered yet).
 
 Who could tell a restarted head about an actor (head recovery rebuilds this directory from such
-reports, with `adopt`): the actor's worker knows its id, its info and its address (and the node
-it runs on); its owner knows the creation spec (needed to restart it) and which calls it has not
-had results for; its callers know they subscribe. Names come back with the info; the owners'
-counts follow from the owners recorded.
+reports, with `adopt`): the actor's worker knows its id, its info, its address, the node it runs
+on and its restarts so far (its creation task carried them); its owner knows the creation spec
+(needed to restart it) and which calls it has not had results for; its callers know they
+subscribe. Names come back with the info; the owners' counts follow from the owners recorded;
+`unreferenced` follows from the handles' refcount entry, which the holders HOLD again. Lost with
+the head: `moves` (a moved actor's restarts count again), the cause of a death before, and the
+early messages (their senders time out or resend).
 
 The directory also keeps what arrived too early: calls and locates for an actor whose creation
 has not been read yet (an actor returns a handle to an actor it just made, and the caller calls it
@@ -45,7 +49,7 @@ class Actor:
     actor_id: bytes
     info: dict                       # class name, name, namespace, options, methods (for handles)
     owner: bytes
-    spec: tuple | None               # the creation task's arguments, kept for restarts (None: adopted, not reported yet)
+    spec: tuple | None               # the creation task's arguments, kept for restarts (None: adopted, owner not heard)
     state: str = PENDING
     worker_id: bytes | None = None
     node_id: str | None = None
@@ -138,7 +142,9 @@ class ActorDirectory:
               address: str, restarts: int = 0, spec: tuple | None = None) -> Actor | str:
         """Add an actor already ALIVE on a known worker, as its worker reports it to a restarted
         head (see the module docstring). An actor known already is bound to that worker (and
-        given `spec` if it had none). The error text when another live actor holds its name."""
+        given `spec` if it had none). The error text when another live actor holds its name.
+        Without `spec` (its owner not heard yet) it does not restart; the head reads the spec
+        elsewhere too (its function id, its pinned arguments), so it must wait for it or skip them."""
         actor = self.actors.get(actor_id)
         if actor is None:
             if info["name"] is not None:
@@ -286,7 +292,8 @@ class ActorDirectory:
 
     # --- what came before the actor's creation ------------------------------------------------
     def park(self, actor_id: bytes, kind: str, ident: bytes, arg, now: float) -> None:
-        """Keep a message for an actor not created yet (kind: ACTOR_LOCATE, or ACTOR_CALLS with (return ids, contained))."""
+        """Keep a message for an actor not created yet (kind: ACTOR_LOCATE, or ACTOR_CALLS with
+        arg (return ids, contained))."""
         self.early_messages.setdefault(actor_id, (now, []))[1].append((kind, ident, arg))
 
     def overdue(self, now: float, wait_s: float) -> list[bytes]:
