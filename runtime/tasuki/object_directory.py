@@ -314,8 +314,8 @@ class ObjectDirectory:
     def message(self, oid: bytes, nodes: Mapping[str, Node]) -> tuple:
         """OBJECT(id, kind, data) for a ready object; for an unknown one, an ObjectLostError."""
         if oid in self.records:
-            return (P.OBJECT, oid, *self.payload(oid, nodes))
-        return (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
+            return P.object(oid, *self.payload(oid, nodes))
+        return P.object(oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
             f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
             f"its only copy was lost")))
 
