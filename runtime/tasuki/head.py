@@ -602,7 +602,8 @@ class Head:
                 continue
             # the caller already has inline results from the actor; stored ones it learns from us
             self.set_ready(oid, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
-        self.unpin(call[1], now)
+        if call[1]:
+            self.unpin(call[1], now)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
         if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
@@ -842,7 +843,7 @@ class Head:
         and forget it if no one wants it (after the tasks: failing one can unpin it first)."""
         tell, dependents = self.objects.ready(oid, kind, data, contained, size, self.peers, push_owner)
         if tell:
-            message = self.object_message(oid)
+            message = P.object(oid, *self.objects.payload(oid, self.sched.nodes))
             for ident in tell:
                 self.send(ident, message)
         for task in dependents:
