@@ -271,7 +271,7 @@ def test_ready_hands_over_the_dependents_and_stores_the_payload():
     ([X], (0, None)),                                # ready
     ([Z], (1, None)),                                # pending
     ([X, Z, Z], (2, None)),                          # a ref passed twice is waited for twice
-    ([Z, Y], (1, Y)),                                # failed: stops there
+    ([Z, Y], (0, Y)),                                # failed: it cannot run, so it waits for nothing
     ([b"gone" * 4, Z], (0, b"gone" * 4)),            # unknown (freed before the task came)
 ], ids=lambda v: None)
 def test_add_dependent_counts_pending_args_and_stops_at_a_failed_one(deps, result):

@@ -214,14 +214,17 @@ class ObjectDirectory:
     # --- dependents ---------------------------------------------------------------------------
     def add_dependent(self, task: Task, deps: Iterable[bytes]) -> tuple[int, bytes | None]:
         """Make `task` wait for those of `deps` not ready yet. Returns (how many it now waits for,
-        the first dep that is unknown or an ERROR, or None): at such a dep it stops, the task
-        cannot run (the head fails it with that error, or ObjectLostError for an unknown one)."""
+        the first dep that is unknown or an ERROR, or None). At such a dep the task cannot run
+        (the head fails it with that error, or ObjectLostError for an unknown one): it waits for
+        nothing, else a pending dep made later would queue the failed task again."""
         waiting = 0
         records = self.records
         for oid in deps:
             obj = records.get(oid)
             if obj is None or obj.kind == P.ERROR:
-                return waiting, oid
+                if waiting:
+                    self.remove_dependent(task, deps)
+                return 0, oid
             if obj.kind is None:
                 obj.dependents.append(task)
                 waiting += 1
