@@ -1,8 +1,9 @@
 """The head: the cluster's control plane, one event loop that owns all cluster state.
 
 It keeps the node table, the pending task queue (via scheduler.Scheduler), the object directory
-with reference counts, and the registered functions. Drivers, node agents and workers all connect
-to its one ROUTER socket; the HTTP thread (metrics.py) asks it questions over an inproc socket.
+(object_directory.ObjectDirectory), the actor directory (actor_directory.ActorDirectory) and the
+registered functions. Drivers, node agents and workers all connect to its one ROUTER socket; the
+HTTP thread (metrics.py) asks it questions over an inproc socket.
 
 Per-task path (a small task, everything inline):
   driver SUBMIT ──► head: register return objects, pin argument refs, queue by shape, schedule()
@@ -13,13 +14,16 @@ Every incoming zmq message is a batch; replies are collected per peer and sent o
 
 Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
 objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
-themselves live in scheduler.py. The actor directory is the natural first piece to move out.
+themselves live in scheduler.py and object_directory.py. The actors' state and decisions (names,
+restarts, pending calls) live in actor_directory.py; the actors block below does their I/O.
 
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
 deduplicated there) or something pins it (a pending task's arguments, a stored object containing
 the ref). Small values are kept here inline; large ones stay in node stores and only their
-locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
-the nodes storing it.
+locations are kept here. The records, refcounts, early GETs and copies are object_directory.py's,
+over plain data: its methods say what must happen (the objects forgotten, whom to tell, the tasks
+to wake, the copies a dead node took with it) and this loop does it: FREE to the nodes storing a
+forgotten object, OBJECT to its owner and waiters, and the tasks' bookkeeping.
 
 Draining (the block at the end of the class; decisions in drain.py): a node agent given SIGTERM
 sends LEAVING, or the HTTP API asks; each drain tick hands back tasks past the deadline, moves
@@ -38,14 +42,15 @@ import os
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zmq
 
 from . import __version__, config, drain as D, protocol as P, recovery as R, serialization, transport
+from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
+from .object_directory import Forgotten, ObjectDirectory
 from .relay import Relay
 from .scheduler import (ACTOR, ALIVE, DEAD, DRAINING, Node, Scheduler, Task, acquire, format_key, format_shape,
                         shape_of)
@@ -80,40 +85,6 @@ class LogLimiter:
 
 
 @dataclass(eq=False)
-class Obj:
-    owner: bytes
-    kind: str | None = None          # None until ready; then VALUE, STORED_KIND or ERROR
-    data: object = None              # bytes (VALUE, ERROR) or list of node ids (STORED_KIND)
-    size: int = 0
-    holders: set = field(default_factory=set)
-    pins: int = 0
-    contained: list = field(default_factory=list)
-    waiters: list = field(default_factory=list)
-    dependents: list = field(default_factory=list)   # tasks waiting for this object
-
-
-@dataclass(eq=False)
-class Actor:
-    actor_id: bytes
-    info: dict                       # class name, name, namespace, options, methods (for handles)
-    owner: bytes
-    spec: tuple                      # the creation task's arguments, kept for restarts
-    state: str = P.PENDING
-    worker_id: bytes | None = None
-    node_id: str | None = None
-    address: str | None = None
-    restarts: int = 0
-    cause: str = ""
-    no_restart: bool = False
-    unreferenced: bool = False       # every handle is gone: it ends once its pending calls have results
-    subscribers: set = field(default_factory=set)
-    job_id: str = ""                 # the job of the process that created it
-    pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
-    moving: bool = False             # killed by a drain to restart elsewhere (see move_actors)
-    moves: int = 0                   # restarts from drains: they do not count against max_restarts (as in Ray)
-
-
-@dataclass(eq=False)
 class Peer:
     role: str                        # "driver", "worker" or "node"
     info: dict
@@ -135,9 +106,8 @@ class Head:
         self.control.bind("inproc://head-control")
         self.lifeline_fd = lifeline_fd
         self.sched = Scheduler()
-        self.objects: dict[bytes, Obj] = {}
+        self.objects = ObjectDirectory()             # refcounts, early gets, copies (object_directory.py)
         self.tasks: dict[bytes, Task] = {}          # live tasks by task id
-        self.producer: dict[bytes, Task] = {}       # return object id -> its live task
         self.functions: dict[bytes, bytes] = {}
         self.function_peers: dict[bytes, set] = {}   # function id -> the connected peers that registered it
         self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
@@ -147,18 +117,7 @@ class Head:
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()       # queue keys (shape, label selector) whose owner was warned
         self.requested_resources: list = []   # [(shape, count)]: request_resources(), until replaced
-        self.actors: dict[bytes, Actor] = {}
-        self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
-        self.actor_by_worker: dict[bytes, Actor] = {}
-        self.actor_owners: dict[bytes, int] = {}      # process -> how many live non-detached actors it created
-        self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
-        # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
-        # call, on another connection. Such GETs wait here; an id freed lately fails at once.
-        self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
-        self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
-        # likewise a call can beat its actor's creation: an actor returns a handle to an actor it
-        # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
-        self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
+        self.actors = ActorDirectory()                # names, workers, owners, pending calls (actor_directory.py)
         self.next_job = 1
         self.last_gc = float("-inf")                 # when every process was last told to collect garbage
         self.started_at = time.time()
@@ -213,9 +172,9 @@ class Head:
                     self.drop_message(e.identity, e.__cause__)
                 except Exception as e:      # a first message that is no HELLO(role, info)
                     self.drop_message(ident, e)
-            if self.early_gets:
+            if self.objects.early_gets:
                 self.answer_early_gets(now)
-            if self.early_actor_messages:
+            if self.actors.early_messages:
                 self.answer_early_actor_messages(now)
             if self.deferred_lookups or self.workers_expected or self.rejoin_sweep_at:
                 self.rejoin_tick(now)
@@ -366,35 +325,24 @@ class Head:
             task.depth = submitter.task.depth + 1
             submitter.task.has_children = True
         for oid in return_ids:
-            self.objects[oid] = Obj(owner=ident, holders={ident})
+            self.objects.add(oid, ident, maker=task)
         self.admit(task, now)
 
     def admit(self, task: Task, now: float, pin: bool = True) -> None:
         """Register a task, pin its argument refs, and queue it once its dependencies are ready."""
         self.tasks[task.task_id] = task
-        for oid in task.return_ids:
-            self.producer[oid] = task
         if pin:
-            self.pin_all(task.contained)
-        name = task.name
-        for oid in task.deps:
-            obj = self.objects.get(oid)
+            self.objects.pin(task.contained)
+        waiting, failed = self.objects.add_dependent(task, task.deps) if task.deps else (0, None)
+        task.waiting_on += waiting
+        if failed is not None:
+            obj = self.objects.get(failed)
             if obj is None:
                 return self.finish_with_error(task, ObjectLostError(
-                    f"argument {oid.hex()} of task {name} was freed before the task was submitted"), now)
-            if obj.kind == P.ERROR:
-                return self.finish_with_blob(task, obj.data, "failed", now)
-            if obj.kind is None:
-                obj.dependents.append(task)
-                task.waiting_on += 1
+                    f"argument {failed.hex()} of task {task.name} was freed before the task was submitted"), now)
+            return self.finish_with_blob(task, obj.data, "failed", now)
         if task.waiting_on == 0:
             self.enqueue(task)
-
-    def pin_all(self, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.pins += 1
 
     def enqueue(self, task: Task) -> None:
         self.sched.enqueue(task)
@@ -420,52 +368,24 @@ class Head:
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
 
     def on_hold(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.add(ident)
+        self.objects.hold(ident, oids)
 
     def on_release(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.release(ident, oids)
+        if forgotten:
+            self.free(forgotten, now)
 
     def on_put(self, ident, peer, now, oid, kind, data, contained, size=0) -> None:
-        obj = Obj(owner=ident, holders={ident})
-        self.objects[oid] = obj
-        self.set_ready(oid, obj, kind, data, contained, size, now)
+        self.objects.add(oid, ident)
+        self.set_ready(oid, kind, data, contained, size, now)
 
     def on_get(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is None:
-                if oid in self.forgotten:
-                    self.send(ident, self.unknown_object(oid))
-                else:
-                    self.early_gets.setdefault(oid, (now, []))[1].append(ident)
-            elif obj.kind is None:
-                obj.waiters.append(ident)
-            else:
-                self.send(ident, self.object_message(oid, obj))
+        for oid in self.objects.ask(ident, oids, now):
+            self.send(ident, self.object_message(oid))
 
     def answer_early_gets(self, now: float) -> None:
-        for oid, (since, askers) in list(self.early_gets.items()):
-            if oid in self.objects or oid in self.forgotten or now - since > config.EARLY_GET_WAIT_S:
-                del self.early_gets[oid]
-                for ident in askers:
-                    if oid in self.objects:
-                        self.on_get(ident, None, now, [oid])
-                    else:
-                        self.send(ident, self.unknown_object(oid))
-
-    @staticmethod
-    def unknown_object(oid: bytes) -> tuple:
-        return (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
-            f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
-            f"its only copy was lost")))
+        for ident, oid in self.objects.due_early_gets(now, config.EARLY_GET_WAIT_S):
+            self.send(ident, self.object_message(oid))
 
     def on_done(self, ident, peer, now, task_id, results, retryable) -> None:
         worker = self.sched.workers.get(ident)
@@ -473,7 +393,7 @@ class Head:
         if worker is None or task is None or worker.task is not task:
             return
         self.sched.task_done(worker, now)
-        if task.max_calls and self.sched.calls_used_up(worker, task) and ident not in self.actor_owners:
+        if task.max_calls and self.sched.calls_used_up(worker, task) and not self.actors.owns(ident):
             self.sched.worker_gone(ident, now)           # ran its max_calls: it exits, as in Ray
             self.send(ident, (P.EXIT,))
         self.retire_surplus(worker.node_id)
@@ -503,7 +423,7 @@ class Head:
     def on_cancel(self, ident, peer, now, oid, force, recursive=False) -> None:
         if P.is_actor_call(oid):
             return self.cancel_actor_call(oid)
-        task = self.producer.get(oid)
+        task = self.objects.maker_of(oid)
         if task is None or task.cancelled:
             return
         task.cancelled = True
@@ -518,10 +438,7 @@ class Head:
             task.worker = None
         if task.worker is None:
             self.sched.remove_pending(task)
-            for dep in task.deps:
-                obj = self.objects.get(dep)
-                if obj is not None and task in obj.dependents:
-                    obj.dependents.remove(task)
+            self.objects.remove_dependent(task, task.deps)
             self.finish_with_error(task, error, now, outcome="cancelled")
         elif force:
             node = self.sched.nodes[task.worker.node_id]
@@ -534,10 +451,11 @@ class Head:
         (the actor not located yet, or restarting); the actor skips it if queued there, cancels it
         if it is a running async call, else marks it (see worker.cancel_call)."""
         first = oid[:-1] + b"\0"
-        actor = next((a for a in self.actors.values() if first in a.pending), None)   # rare: a scan is fine
-        if actor is None:
+        found = self.actors.call_of(first)      # rare: a scan is fine
+        if found is None:
             return                    # finished already (no error, as in Ray), or unknown
-        owner = next((self.objects[o].owner for o in actor.pending[first][0] if o in self.objects), None)
+        actor, (return_ids, _) = found
+        owner = next((self.objects[o].owner for o in return_ids if o in self.objects), None)
         for target in {owner, actor.worker_id}:
             if target is not None and target in self.peers:
                 self.send(target, (P.CANCEL_CALL, first))
@@ -575,7 +493,7 @@ class Head:
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)
         self.forget_peer(worker_id)
-        actor = self.actor_by_worker.get(worker_id)
+        actor = self.actors.on_worker(worker_id)
         if actor is not None:
             self.actor_died(actor, f"its worker (pid {pid}, node {worker.node_id}) died: {describe_exit(code)}", now)
         elif task is not None and task.actor is not None:
@@ -590,12 +508,8 @@ class Head:
                 f"{describe_exit(code)}"), now)
 
     def on_stored(self, ident, peer, now, oid, size) -> None:
-        obj = self.objects.get(oid)
-        node_id = peer.info["node_id"]
-        if obj is None:
+        if not self.objects.add_copy(oid, peer.info["node_id"]):
             self.send(ident, (P.FREE, [oid]))
-        elif obj.kind == P.STORED_KIND and node_id not in obj.data:
-            obj.data.append(node_id)
 
     def on_bye(self, ident, peer, now) -> None:
         self.forget_peer(ident)
@@ -605,34 +519,21 @@ class Head:
             return self.query_while_rejoining(ident, req_id, arg, now, now)
         self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now, ident)))
 
-    # --- actors -------------------------------------------------------------------------------
+    # --- actors (their state and decisions: actor_directory.py) ------------------------------
     def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
         fn_id, class_name, args, deps, contained, placement, info = spec
         job = self.job_settings.get(self.job_of(ident), {})
         info["namespace"] = info["namespace"] or job.get("namespace", "default")
         if info["detached"] is None:           # no lifetime option: the job's default (JobConfig)
             info["detached"] = job.get("default_actor_lifetime") == "detached"
-        key = (info["namespace"], info["name"])
-        if info["name"] is not None:
-            existing = self.actors.get(self.actor_names.get(key, b""))
-            if existing is not None and existing.state != P.DEAD_STATE:
-                if info.get("get_if_exists"):
-                    return self.send(ident, (P.ANSWER, req, existing.actor_id))
-                return self.send(ident, (P.ANSWER, req, f"The name {info['name']!r} is already taken by a live "
-                                                        f"actor in namespace {info['namespace']!r}. Please use a "
-                                                        f"different name, or get the existing actor with "
-                                                        f"get_actor({info['name']!r}), or create it with "
-                                                        f"options(get_if_exists=True)"))
-            self.actor_names[key] = actor_id
-        actor = Actor(actor_id, info, ident, spec, job_id=self.job_of(ident))
-        self.actors[actor_id] = actor
+        actor = self.actors.create(actor_id, info, ident, spec, self.job_of(ident))
+        if not isinstance(actor, Actor):       # its name is taken: the live actor's id (get_if_exists), or why
+            return self.send(ident, (P.ANSWER, req, actor))
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
-        self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
-        if not info["detached"]:
-            self.actor_owners[ident] = self.actor_owners.get(ident, 0) + 1
-        self.pin_all(contained)            # the constructor's arguments live as long as the actor
+        self.objects.add(actor_id, ident, kind=HANDLE_KIND)
+        self.objects.pin(contained)        # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
-        if actor_id in self.early_actor_messages:
+        if actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor_id, now)
         if req is not None:
             self.send(ident, (P.ANSWER, req, actor_id))
@@ -664,17 +565,12 @@ class Head:
                 self.actor_died(actor, f"an error was raised in its creation task, {error}", now)
             return
         self.sched.bind_actor(worker, actor_id, shape_of(actor.info["held"]))
-        actor.state, actor.worker_id, actor.node_id, actor.address = P.ALIVE_STATE, ident, worker.node_id, address
-        self.actor_by_worker[ident] = actor
+        self.actors.bind(actor, ident, worker.node_id, address)
         self.tell_subscribers(actor)
 
     def on_actor_locate(self, ident, peer, now, actor_id) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append((P.ACTOR_LOCATE, ident, None))
-            return
-        actor.subscribers.add(ident)
-        if actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
+        actor = self.actors.subscribe(actor_id, ident, now)
+        if actor is not None and actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
             self.send(ident, (P.ACTOR_INFO, actor_id, actor.state, actor.address, actor.cause))
 
     def tell_subscribers(self, actor: Actor) -> None:
@@ -686,73 +582,65 @@ class Head:
         actor = self.actors.get(actor_id)
         for return_ids, contained in calls:
             for oid in return_ids:
-                self.objects[oid] = Obj(owner=ident, holders={ident})
-            self.pin_all(contained)
-            self.register_call(actor, actor_id, ident, return_ids, contained, now)
+                self.objects.add(oid, ident)
+            self.objects.pin(contained)
+            early = self.actors.add_call(actor, actor_id, ident, return_ids, contained, now)
+            if early is not None:           # its actor is dead (or unknown), or its result came first
+                self.call_added(early, actor, actor_id, return_ids, contained, now)
 
-    def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
-                      now: float, park: bool = True) -> None:
-        """A call is pending until its result comes; it fails at once if its actor is dead, and
-        waits in early_actor_messages if its actor is not known yet (`park` False: no longer)."""
-        if actor is None and park:
-            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append(
-                (P.ACTOR_CALLS, ident, (return_ids, contained)))
-            return
-        if actor is None or actor.state == P.DEAD_STATE:
+    def call_added(self, early, actor: Actor | None, actor_id: bytes, return_ids: list, contained: list,
+                   now: float) -> None:
+        """What add_call said was not simply pending: fail the call, or handle its early result."""
+        if early is CALL_FAILS:
             self.fail_call(actor, actor_id, return_ids, contained, now)
-            return
-        first = return_ids[0]
-        actor.pending[first] = (return_ids, contained)
-        early = self.early_results.pop(first, None)
-        if early is not None:
+        else:
             self.on_actor_result(*early)
 
     def answer_early_actor_messages(self, now: float) -> None:
-        for actor_id, (since, _) in list(self.early_actor_messages.items()):
-            if now - since > config.EARLY_GET_WAIT_S:      # no such actor after all: say so
-                self.replay_actor_messages(actor_id, now)
+        for actor_id in self.actors.overdue(now, config.EARLY_GET_WAIT_S):    # no such actor after all: say so
+            self.replay_actor_messages(actor_id, now)
 
     def replay_actor_messages(self, actor_id: bytes, now: float) -> None:
         """The locates and calls that came before the actor's creation, now that it exists (or never will)."""
         actor = self.actors.get(actor_id)
-        for kind, ident, arg in self.early_actor_messages.pop(actor_id, (0, []))[1]:
+        for kind, ident, arg in self.actors.unpark(actor_id):
             if kind == P.ACTOR_CALLS:
-                self.register_call(actor, actor_id, ident, *arg, now, park=False)
+                early = self.actors.add_call(actor, actor_id, ident, *arg, now, park=False)
+                if early is not None:
+                    self.call_added(early, actor, actor_id, *arg, now)
             elif actor is not None:
                 self.on_actor_locate(ident, None, now, actor_id)
             else:
-                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
+                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, UNKNOWN_ACTOR))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
         actor = self.actors.get(actor_id)
-        call = actor.pending.pop(first, None) if actor is not None else None
-        if call is None:
-            self.early_results[first] = (ident, peer, now, actor_id, first, results)
-            return
+        call = actor.pending.pop(first, None) if actor is not None else None    # (inline: the per-call path)
+        if call is None:                    # kept until the call is registered (add_call hands it back)
+            return self.actors.keep_result(first, (ident, peer, now, actor_id, first, results))
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:
+            if oid not in records:
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
             # the caller already has inline results from the actor; stored ones it learns from us
-            self.set_ready(oid, obj, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
-        for oid in call[1]:
-            self.unpin(oid)
+            self.set_ready(oid, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
+        if call[1]:
+            self.unpin(call[1], now)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
-        if actor.unreferenced and not actor.pending:
+        if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
 
     def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
         from .actor import died_error
-        cause = actor.cause if actor is not None else "no such actor in this cluster"
+        cause = actor.cause if actor is not None else UNKNOWN_ACTOR
         blob = serialization.dumps_inline(died_error(actor.info if actor else {}, actor_id, cause))
         for oid in return_ids:
             obj = self.objects.get(oid)
             if obj is not None and obj.kind is None:
-                self.set_ready(oid, obj, P.ERROR, blob, [], len(blob), now)
-        for oid in contained:
-            self.unpin(oid)
+                self.set_ready(oid, P.ERROR, blob, [], len(blob), now)
+        self.unpin(contained, now)
 
     def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
         actor = self.actors.get(actor_id)
@@ -760,12 +648,8 @@ class Head:
             self.kill_actor(actor, no_restart, "it was killed with tasuki.kill()", now)
 
     def kill_actor(self, actor: Actor, no_restart: bool, cause: str, now: float) -> None:
-        if actor.state == P.DEAD_STATE:
-            return
-        actor.no_restart = actor.no_restart or no_restart
-        actor.cause = cause
-        if actor.no_restart:
-            self.free_name(actor)           # a new actor may take the name at once
+        if not self.actors.kill(actor, no_restart, cause):
+            return                          # dead already
         if actor.worker_id is not None and actor.worker_id in self.sched.workers:
             self.send(b"N" + actor.node_id.encode(), (P.KILL, actor.worker_id))
         else:
@@ -774,27 +658,18 @@ class Head:
 
     def on_actor_exit(self, ident, peer, now, actor_id, cause) -> None:
         """The actor ends itself on purpose (its worker exits next): no restart; pending calls fail saying why."""
-        actor = self.actors.get(actor_id)
-        if actor is not None and actor.state != P.DEAD_STATE:
-            actor.no_restart = True
-            actor.cause = f"it ended itself on purpose: {cause} (Worker exit type: INTENDED_USER_EXIT, Ray's name)"
-            self.free_name(actor)
+        self.actors.exiting(actor_id, cause)
 
     def handles_gone(self, actor_id: bytes, now: float) -> None:
         """No process holds a handle to the actor, and no message or object carries one."""
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.state == P.DEAD_STATE or actor.info["detached"] or actor.info["name"] is not None:
-            return
-        actor.unreferenced = True
-        if not actor.pending:
+        actor = self.actors.unreferenced(actor_id)
+        if actor is not None:
             self.end_actor(actor, now)
 
     def end_actor(self, actor: Actor, now: float) -> None:
         """End an actor no one can call any more, gracefully: an alive one exits (its __del__ and atexit
         handlers run); one still being placed or restarted is dropped."""
-        actor.no_restart = True
-        actor.cause = actor.cause or ("all its handles went out of scope (an actor lives as long as a handle to it "
-                                      "does; name it or make it lifetime='detached' to keep it)")
+        self.actors.ending(actor)
         if actor.state == P.ALIVE_STATE and actor.worker_id in self.sched.workers:
             self.send(actor.worker_id, (P.EXIT,))
         elif actor.worker_id is None:
@@ -809,17 +684,9 @@ class Head:
         if task.worker is not None:
             return False                 # its constructor runs: on_actor_ready sees the actor dead
         self.sched.remove_pending(task)
-        for dep in task.deps:
-            obj = self.objects.get(dep)
-            if obj is not None and task in obj.dependents:
-                obj.dependents.remove(task)
+        self.objects.remove_dependent(task, task.deps)
         self.tasks.pop(task.task_id, None)
         return True
-
-    def free_name(self, actor: Actor) -> None:
-        key = (actor.info["namespace"], actor.info["name"])
-        if self.actor_names.get(key) == actor.actor_id:
-            del self.actor_names[key]
 
     def producer_of_actor(self, actor: Actor) -> Task | None:
         return next((t for t in self.tasks.values() if t.actor and t.actor["actor_id"] == actor.actor_id), None)
@@ -830,38 +697,20 @@ class Head:
             return
         if self.relay.links:
             self.relay.actor_gone(actor.actor_id)
-        self.actor_by_worker.pop(actor.worker_id, None)
-        actor.worker_id = actor.address = None
-        actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
-        limit = actor.info["max_restarts"]
-        if not actor.no_restart and (limit == -1 or actor.restarts - actor.moves < limit or (actor.moving and limit)):
-            actor.restarts += 1
-            actor.moves += actor.moving
-            actor.moving = False
-            actor.state = P.RESTARTING
-            self.tell_subscribers(actor)
-            if not actor.info["max_task_retries"]:
-                for first, (return_ids, contained) in list(actor.pending.items()):
-                    del actor.pending[first]
-                    self.fail_call(actor, actor.actor_id, return_ids, contained, now)
+        restarts = self.actors.died(actor, cause)
+        self.tell_subscribers(actor)
+        if restarts:
+            for return_ids, contained in self.actors.failed_calls(actor):
+                self.fail_call(actor, actor.actor_id, return_ids, contained, now)
             actor.cause = ""
             self.place_actor(actor, now)
             return
-        actor.state = P.DEAD_STATE
-        self.tell_subscribers(actor)
-        if not actor.info["detached"] and self.actor_owners.get(actor.owner):
-            self.actor_owners[actor.owner] -= 1
-            if not self.actor_owners[actor.owner]:
-                del self.actor_owners[actor.owner]
         fn_id = actor.spec[0]
         if fn_id in self.function_peers and not self.function_peers[fn_id]:    # its drivers have gone
             self.unused_functions.add(fn_id)
-        for first, (return_ids, contained) in list(actor.pending.items()):
+        for return_ids, contained in self.actors.failed_calls(actor):
             self.fail_call(actor, actor.actor_id, return_ids, contained, now)
-        actor.pending.clear()
-        for oid in actor.spec[4]:
-            self.unpin(oid)
-        self.free_name(actor)
+        self.unpin(actor.spec[4], now)
 
     # --- relayed transfers and actor calls, for drivers that reach only the head (relay.py) ---
     def relay_frames(self, ident: bytes, message: tuple, data: list) -> None:
@@ -933,12 +782,13 @@ class Head:
 
     def dispatch(self, now: float) -> None:
         assignments, spawns = self.sched.schedule(now)
+        nodes = self.sched.nodes
         for task, worker in assignments:
             fn_blob = None
             if task.fn_id not in worker.functions:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
-            deps = {oid: self.payload(self.objects[oid]) for oid in task.deps}
+            deps = {oid: self.objects.payload(oid, nodes) for oid in task.deps}
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
@@ -947,10 +797,6 @@ class Head:
             self.spawn_workers(node_id, count)
         for shape in [s for s, q in self.sched.queues.items() if not q]:
             del self.sched.queues[shape]
-
-    def payload(self, obj: Obj) -> tuple:
-        """(kind, data) of a ready object as it travels: locations of live copies for a stored one."""
-        return obj.kind, self.locations(obj) if obj.kind == P.STORED_KIND else obj.data
 
     def spawn_workers(self, node_id: str, count: int) -> None:
         ids = [b"W" + os.urandom(8) for _ in range(count)]
@@ -964,7 +810,7 @@ class Head:
         if node is None or self.sched.pending_count():
             return
         for worker in self.sched.surplus_idle_workers(node):
-            if worker.worker_id in self.actor_owners:      # its actors share its fate: keep it
+            if self.actors.owns(worker.worker_id):      # its actors share its fate: keep it
                 continue
             self.sched.worker_gone(worker.worker_id, time.time())
             self.send(worker.worker_id, (P.EXIT,))
@@ -977,13 +823,13 @@ class Head:
                 actor.no_restart = True
                 self.actor_died(actor, "its constructor could not run: one of its arguments failed", now)
             return
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:          # nobody holds the result any more
+            if oid not in records:               # nobody holds the result any more
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
-            self.set_ready(oid, obj, kind, data, contained, size, now)
+            self.set_ready(oid, kind, data, contained, size, now)
         self.task_ended(task, outcome, now)
 
     def finish_with_error(self, task: Task, error: BaseException, now: float, outcome: str = "failed") -> None:
@@ -994,10 +840,9 @@ class Head:
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
-        for oid in task.return_ids:
-            self.producer.pop(oid, None)
-        for oid in task.contained:
-            self.unpin(oid)
+        forgotten = self.objects.task_ended(task.return_ids, task.contained)
+        if forgotten:
+            self.free(forgotten, now)
         self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed
@@ -1017,67 +862,45 @@ class Head:
         else:
             self.finish_with_error(task, error, now, "crashed")
 
-    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now, push_owner: bool = True) -> None:
-        obj.kind, obj.size, obj.contained = kind, size, contained
-        obj.data = [data] if kind == P.STORED_KIND else data
-        for inner in contained:
-            inner_obj = self.objects.get(inner)
-            if inner_obj is not None:
-                inner_obj.pins += 1
-        message = None
-        if push_owner and obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
-            message = self.object_message(oid, obj)
-            self.send(obj.owner, message)
-        for waiter in obj.waiters:
-            if waiter != obj.owner or message is None:
-                self.send(waiter, message or self.object_message(oid, obj))
-        obj.waiters = []
-        dependents, obj.dependents = obj.dependents, []
+    def set_ready(self, oid, kind, data, contained, size, now, push_owner: bool = True) -> None:
+        """The object is made: tell its owner and waiters, wake or fail the tasks waiting for it,
+        and forget it if no one wants it (after the tasks: failing one can unpin it first)."""
+        tell, dependents = self.objects.ready(oid, kind, data, contained, size, self.peers, push_owner)
+        if tell:
+            message = P.object(oid, *self.objects.payload(oid, self.sched.nodes))
+            for ident in tell:
+                self.send(ident, message)
         for task in dependents:
             if task.cancelled:
                 continue
             if kind == P.ERROR:
                 self.finish_with_blob(task, data, "failed", now)
-                for other in task.deps:
-                    other_obj = self.objects.get(other)
-                    if other_obj is not None and task in other_obj.dependents:
-                        other_obj.dependents.remove(task)
+                self.objects.remove_dependent(task, task.deps)
                 continue
             task.waiting_on -= 1
             if task.waiting_on == 0:
                 self.enqueue(task)
-        if not obj.holders and obj.pins <= 0:
-            self.forget(oid, obj)
+        forgotten = self.objects.drop_if_unreferenced(oid)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def object_message(self, oid: bytes, obj: Obj) -> tuple:
-        return (P.OBJECT, oid, *self.payload(obj))
+    def object_message(self, oid: bytes) -> tuple:
+        """OBJECT(id, kind, data) as the head sends it (an ObjectLostError for an unknown id)."""
+        return self.objects.message(oid, self.sched.nodes)
 
-    def locations(self, obj: Obj) -> list:
-        nodes = self.sched.nodes
-        return [(n, nodes[n].address) for n in obj.data if n in nodes and nodes[n].state != DEAD]
+    def unpin(self, oids, now: float) -> None:
+        forgotten = self.objects.unpin(oids)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def unpin(self, oid: bytes) -> None:
-        obj = self.objects.get(oid)
-        if obj is not None:
-            obj.pins -= 1
-            if obj.pins <= 0 and not obj.holders:
-                self.forget(oid, obj)
-
-    def forget(self, oid: bytes, obj: Obj) -> None:
-        if obj.kind is None and oid in self.producer:
-            return              # still being computed: the result is dropped when it arrives
-        if self.objects.get(oid) is not obj:
-            return              # already forgotten (set_ready failing a dependent can unpin it first)
-        del self.objects[oid]
-        self.forgotten[oid] = None
-        if len(self.forgotten) > 100_000:
-            self.forgotten.popitem(last=False)
-        if obj.kind == P.STORED_KIND:
-            self.free_on_nodes(oid, obj.data)
-        elif obj.kind == HANDLE_KIND:
-            self.handles_gone(oid, time.time())
-        for inner in obj.contained:
-            self.unpin(inner)
+    def free(self, forgotten: Forgotten, now: float) -> None:
+        """Objects were forgotten: FREE the stored ones on their nodes; an actor whose handles'
+        entry went ends once its calls are answered."""
+        for oid, obj in forgotten:
+            if obj.kind == P.STORED_KIND:
+                self.free_on_nodes(oid, obj.data)
+            elif obj.kind == HANDLE_KIND:
+                self.handles_gone(oid, now)
 
     def free_on_nodes(self, oid: bytes, node_ids) -> None:
         for node_id in node_ids if isinstance(node_ids, list) else [node_ids]:
@@ -1088,31 +911,29 @@ class Head:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
-        if self.actor_owners.pop(ident, 0):
-            self.end_owned_actors(ident, peer)
+        owned = self.actors.owner_gone(ident)
+        if owned:
+            self.end_owned_actors(owned, peer)
         if peer.role == "driver":
             self.relay.forget(ident)
             self.drivers_by_job.pop(peer.job_id, None)
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
                     self.task_ended(task, "cancelled", time.time())
-        for oid, obj in list(self.objects.items()):
-            if ident in obj.holders:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.holder_gone(ident)
+        if forgotten:
+            self.free(forgotten, time.time())
         self.release_functions(ident, peer)
 
-    def end_owned_actors(self, ident: bytes, peer: Peer) -> None:
+    def end_owned_actors(self, owned: list, peer: Peer) -> None:
         """Fate sharing: the process that created these actors is gone, so are they (not the detached)."""
         if peer.role == "driver":
             cause = "its driver exited: the driver that created it owns it (use lifetime='detached' to keep it)"
         else:
             cause = (f"its owner died: the worker (pid {peer.info.get('pid')}) of the task or actor that created "
                      f"it exited. Create it with lifetime='detached' to let it outlive its creator")
-        for actor in list(self.actors.values()):
-            if actor.owner == ident and not actor.info["detached"]:
-                self.kill_actor(actor, True, cause, time.time())
+        for actor in owned:
+            self.kill_actor(actor, True, cause, time.time())
 
     def release_functions(self, ident: bytes, peer: Peer) -> None:
         """A peer left: the functions no connected peer registered any more are freed once no task
@@ -1129,7 +950,7 @@ class Head:
     def free_unused_functions(self) -> None:
         """Free the unused functions no live task runs; those a live actor runs wait for its death."""
         running = {task.fn_id for task in self.tasks.values()}
-        actors = {actor.spec[0] for actor in self.actors.values() if actor.state != P.DEAD_STATE}
+        actors = {actor.spec[0] for actor in self.actors.live()}
         freed = 0
         for fn_id in list(self.unused_functions):
             if fn_id in actors:
@@ -1161,7 +982,7 @@ class Head:
         self.relay.node_gone(node.node_id)
         for worker in self.sched.remove_node(node.node_id):
             self.forget_peer(worker.worker_id)       # its refs and its functions
-            actor = self.actor_by_worker.get(worker.worker_id)
+            actor = self.actors.on_worker(worker.worker_id)
             if actor is not None:
                 self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
             elif worker.task is not None and worker.task.actor is not None:
@@ -1172,23 +993,17 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        for oid, obj in self.objects.items():
-            if obj.kind == P.STORED_KIND and node.node_id in obj.data:
-                obj.data.remove(node.node_id)
-                if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
-                        f"object {oid.hex()} is lost: its only copy was on node {node.node_id} ({node.ip}), "
-                        f"which stopped heartbeating and was declared dead; make it again (call the task "
-                        f"that returned it, or put it again)"))
-                self.tell_holders(oid, obj)        # they may hold its stale location, or be fetching it
+        touched, _ = self.objects.node_lost(node.node_id, node.ip)    # (those lost for good are ERROR now)
+        for oid in touched:
+            self.tell_holders(oid)        # they may hold its stale location, or be fetching it
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
                 self.send(ident, (P.NODE_DIED, node.node_id, node.address))
 
-    def tell_holders(self, oid: bytes, obj: Obj) -> None:
+    def tell_holders(self, oid: bytes) -> None:
         """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
-        message = self.object_message(oid, obj)
-        for ident in obj.holders:
+        message = self.object_message(oid)
+        for ident in self.objects[oid].holders:
             if ident in self.peers:
                 self.send(ident, message)
 
@@ -1230,16 +1045,15 @@ class Head:
         if what == "drain":
             return self.drain(arg, now)
         if what == "actor":
-            key = (arg.get("namespace") or self.namespace_of(ident), arg.get("name"))
-            actor = self.actors.get(arg.get("actor_id") or self.actor_names.get(key, b""))
+            actor = self.actors.get(arg["actor_id"]) if arg.get("actor_id") else \
+                self.actors.named(arg.get("namespace") or self.namespace_of(ident), arg.get("name"))
             if actor is None or actor.state == P.DEAD_STATE:
                 return None
             return {"actor_id": actor.actor_id, "info": actor.info}
         if what == "actors":
-            return self.actor_table()
+            return self.actors.table()
         if what == "named_actors":      # the names taken now: a killed actor's is free before its process ends
-            return [{"name": name, "namespace": namespace} for (namespace, name), actor_id in self.actor_names.items()
-                    if actor_id in self.actors and self.actors[actor_id].state != P.DEAD_STATE]
+            return self.actors.names_taken()
         if what == "namespace":
             return self.namespace_of(ident)
         raise ValueError(f"unknown query {what!r}")
@@ -1252,7 +1066,7 @@ class Head:
             busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
             idle = node.idle_since is not None
             if idle and node.stats.get("objects"):      # secondary copies and freed objects keep no node busy
-                primaries = self.primary_objects() if primaries is None else primaries
+                primaries = self.objects.primary_counts(self.node_states()) if primaries is None else primaries
                 idle = not primaries.get(node.node_id)
             out.append({
                 "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
@@ -1286,7 +1100,7 @@ class Head:
                 "running": running, "finished": dict(self.finished), "node_deaths": dict(self.node_deaths),
                 "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
                             "sum": self.latency_sum},
-                "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actor_table()}
+                "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actors.table()}
 
     @staticmethod
     def pending_entry(key, count: int, **extra) -> dict:
@@ -1296,11 +1110,6 @@ class Head:
         if selector:
             entry["label_selector"] = selector_dict(selector)
         return entry
-
-    def actor_table(self) -> list[dict]:
-        return [{"actor_id": a.actor_id.hex(), "class_name": a.info["class_name"], "name": a.info["name"],
-                 "namespace": a.info["namespace"], "node_id": a.node_id, "state": a.state,
-                 "restarts": a.restarts, "cause": a.cause} for a in self.actors.values()]
 
     # --- drain: a node leaves and loses nothing (decisions in drain.py) ---------------------------
     def drain(self, arg: dict, now: float) -> dict:
@@ -1336,7 +1145,7 @@ class Head:
 
     def drain_answer(self, node: Node, now: float) -> dict:
         running, actors = self.node_load(node)
-        moves = D.objects_to_move(self.stored_objects(), node.node_id, self.node_states())
+        moves = D.objects_to_move(self.objects.stored(), node.node_id, self.node_states())
         return D.answer(node.node_id, node.state, running, actors, moves, node.stats.get("objects", 0),
                         self.drains.get(node.node_id), now)
 
@@ -1381,14 +1190,6 @@ class Head:
     def node_states(self) -> dict:
         return {n.node_id: n.state for n in self.sched.nodes.values()}
 
-    def stored_objects(self) -> list:
-        """(id, node ids holding it, size) of each referenced object kept in node stores."""
-        return [(oid, obj.data, obj.size) for oid, obj in self.objects.items() if obj.kind == P.STORED_KIND]
-
-    def primary_objects(self) -> dict:
-        """Node id -> the objects it holds that no other alive node does (a scan: at query time only)."""
-        return D.primary_counts(self.stored_objects(), self.node_states())
-
     def drain_tick(self, now: float) -> None:
         """For each draining node: hand back its running tasks past the deadline, move its actors
         that may restart, copy the objects only it holds, and say DRAINED once nothing is left."""
@@ -1398,7 +1199,7 @@ class Head:
         self.next_drain_tick = now + max(DRAIN_TICK_S, 10 * (time.perf_counter() - started))
 
     def tick_drains(self, now: float) -> None:
-        states, stored = self.node_states(), self.stored_objects()
+        states, stored = self.node_states(), self.objects.stored()
         room = {n.node_id: n.stats.get("capacity", 0) - n.stats.get("used", 0)
                 for n in self.sched.nodes.values() if n.state == ALIVE and n.stats}
         for other in self.drains.values():          # copies under way take room not yet in the heartbeats
@@ -1419,7 +1220,7 @@ class Head:
                 del drain.copying[oid]               # copied (STORED added the location) or freed
             for oid, target in D.choose_targets(moves, room, drain.copying, now):
                 drain.copying[oid] = (target, now)
-                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.locations(self.objects[oid])))
+                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.objects.locations(oid, self.sched.nodes)))
             running, actors = self.node_load(node)
             if drain.reason == D.SIGTERM and not (running or actors or moves):
                 self.send(b"N" + node_id.encode(), (P.DRAINED,))
@@ -1443,25 +1244,18 @@ class Head:
                 self.finish_with_error(task, TaskCancelledError(f"task {task.name} was cancelled"), now, "cancelled")
             else:
                 self.sched.requeue_front(task)
-        for actor in self.actors.values():
-            if actor.node_id == node.node_id and actor.worker_id is not None and actor.state == P.ALIVE_STATE \
-                    and actor.actor_id not in drain.moved_actors and not actor.no_restart:
-                self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor may "
-                                             f"not restart (max_restarts=0): give it max_restarts to have it moved "
-                                             f"to another node when its node drains", now)
+        for actor in self.actors.alive_on(node.node_id, drain.moved_actors):
+            self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor may "
+                                         f"not restart (max_restarts=0): give it max_restarts to have it moved "
+                                         f"to another node when its node drains", now)
 
     def move_actors(self, node: Node, drain: D.Drain, now: float) -> None:
         """Restart elsewhere the node's live actors that may restart (max_restarts not 0): kill the
         worker; its exit goes through actor_died, which places the actor again (never on a draining
         node). As in Ray, such a move does not count against max_restarts."""
-        for actor in self.actors.values():
-            if actor.node_id != node.node_id or actor.worker_id is None or actor.state != P.ALIVE_STATE \
-                    or actor.actor_id in drain.moved_actors or actor.no_restart:
-                continue
-            if actor.info["max_restarts"]:
+        for actor in self.actors.alive_on(node.node_id, drain.moved_actors):
+            if self.actors.move(actor, f"its node {node.node_id} ({node.ip}) was drained"):
                 drain.moved_actors.add(actor.actor_id)
-                actor.moving = True
-                actor.cause = f"its node {node.node_id} ({node.ip}) was drained"
                 self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
 
     # --- rejoin: a restarted head rebuilds its state from the processes that rejoin (recovery.py) ---
@@ -1515,15 +1309,14 @@ class Head:
             self.ask_rejoin(wid, now)
         self.spawn_workers(node_id, max(0, math.ceil(node.total.get("CPU", 0)) - len(what["workers"])))
         stored = self.node_reports[node_id] = {oid for oid, _size in what["objects"]}
-        for oid in stored:
+        for oid, size in what["objects"]:      # unknown ones wait for their owners' claims (rejoin_driver)
             obj = self.objects.get(oid)
-            if obj is not None and obj.kind == P.STORED_KIND and node_id not in obj.data:
-                obj.data.append(node_id)
-        for oid, obj in self.objects.items():      # a driver claimed it here first; the node lost it
+            if obj is not None and obj.kind == P.STORED_KIND:
+                self.objects.restore_copy(oid, node_id, size, self.peers)
+        for oid, obj in list(self.objects.records.items()):      # a driver claimed it here first; the node lost it
             if obj.kind == P.STORED_KIND and node_id in obj.data and oid not in stored:
-                obj.data.remove(node_id)
-                if not obj.data:
-                    self.lose_rebuilt_object(oid, obj, R.lost_object_reason(oid, [node_id], self.node_reports))
+                self.restore_locations(oid, [n for n in obj.data if n != node_id],
+                                       R.lost_object_reason(oid, [node_id], self.node_reports))
         for worker_ident, worker_info in self.rejoin_waiting.pop(node_id, []):
             self.rejoin_worker(worker_ident, worker_info, worker_info["rejoin"], now)
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: node {node_id} ({node.ip}) rejoined with "
@@ -1553,25 +1346,27 @@ class Head:
         """An actor found again through its worker: alive at the same address (its callers keep
         calling it directly), under its name. Its creation spec stayed with the old head: it cannot be
         restarted by this one (no_restart), which its cause says if it dies."""
+        info = report["info"]
+        spec = (report["fn_id"], info.get("class_name"), None, [], [], {}, info)   # no arguments: never placed again
+        actor = self.actors.adopt(report["actor_id"], info, b"", report.get("job_id", ""), worker.worker_id,
+                                  worker.node_id, report["address"], report.get("restarts", 0), spec)
+        if isinstance(actor, str):      # another live actor holds its name
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: {actor}; killing the worker",
+                  file=sys.stderr, flush=True)
+            self.sched.worker_gone(worker.worker_id, now)
+            self.send(b"N" + worker.node_id.encode(), (P.KILL, worker.worker_id))
+            return
+        actor.no_restart = True
         node = self.sched.nodes[worker.node_id]
         node.idle_workers.remove(worker)
         held = shape_of(report["held"])
         acquire(node.available, held)
-        worker.state, worker.actor_id, worker.held = ACTOR, report["actor_id"], held
+        worker.state, worker.actor_id, worker.held = ACTOR, actor.actor_id, held
         node.actors += 1
-        info = report["info"]
-        spec = (report["fn_id"], info.get("class_name"), None, [], [], {}, info)   # no arguments: never placed again
-        actor = Actor(report["actor_id"], info, b"", spec, state=P.ALIVE_STATE, worker_id=worker.worker_id,
-                      node_id=worker.node_id, address=report["address"], restarts=report.get("restarts", 0),
-                      no_restart=True, job_id=report.get("job_id", ""))
-        self.actors[actor.actor_id] = actor
-        self.actor_by_worker[worker.worker_id] = actor
-        if info.get("name") is not None:
-            self.actor_names[(info["namespace"], info["name"])] = actor.actor_id
-        handle = self.objects.get(actor.actor_id)
-        if handle is None:              # its holders HOLD it again as they rejoin
-            self.objects[actor.actor_id] = Obj(owner=b"", holders=set(), kind=HANDLE_KIND)
-        if actor.actor_id in self.early_actor_messages:
+        if actor.actor_id not in self.objects:      # its handles' entry: its holders HOLD it again as they rejoin
+            self.objects.add(actor.actor_id, b"", kind=HANDLE_KIND)
+            self.objects[actor.actor_id].holders.clear()
+        if actor.actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor.actor_id, now)
 
     def rejoin_driver(self, ident: bytes, info: dict, what: dict, now: float) -> None:
@@ -1588,15 +1383,14 @@ class Head:
         for fn_id, blob in what["functions"]:
             self.on_function(ident, peer, now, fn_id, blob)
         for oid, kind, data, size in what["inline"]:
-            if oid not in self.objects:
-                self.on_put(ident, peer, now, oid, kind, data, [], size)
+            if oid not in self.objects:         # a new record: no waiter, no dependent (early GETs: the loop)
+                self.objects.restore_value(oid, ident, kind, data, [], size, self.peers)
         for oid, claimed, size in what["stored"]:
             if oid in self.objects:
                 continue
-            obj = self.objects[oid] = Obj(owner=ident, holders={ident}, kind=P.STORED_KIND, size=size)
-            obj.data = R.object_locations(claimed, self.node_reports, oid)
-            if not obj.data:
-                self.lose_rebuilt_object(oid, obj, R.lost_object_reason(oid, claimed, self.node_reports))
+            self.objects.restore_value(oid, ident, P.STORED_KIND, claimed[0] if claimed else "", [], size, self.peers)
+            self.restore_locations(oid, R.object_locations(claimed, self.node_reports, oid),
+                                   R.lost_object_reason(oid, claimed, self.node_reports))
         kept = 0
         for spec in what["tasks"]:
             self.on_submit(ident, peer, now, spec)
@@ -1642,18 +1436,17 @@ class Head:
     def lose_objects_of_absent_nodes(self) -> None:
         """REJOIN_GRACE_S after the first rejoin: locations on nodes that did not come back are dropped;
         an object left with none is lost, and its holders are told why."""
-        for oid, obj in list(self.objects.items()):
-            if obj.kind == P.STORED_KIND:
-                absent = [n for n in obj.data if n not in self.sched.nodes]
-                if absent:
-                    obj.data = [n for n in obj.data if n in self.sched.nodes]
-                    if not obj.data:
-                        self.lose_rebuilt_object(oid, obj, R.not_rejoined_reason(oid, absent, R.REJOIN_GRACE_S))
+        for oid, node_ids, _size in self.objects.stored():
+            absent = [n for n in node_ids if n not in self.sched.nodes]
+            if absent:
+                self.restore_locations(oid, [n for n in node_ids if n in self.sched.nodes],
+                                       R.not_rejoined_reason(oid, absent, R.REJOIN_GRACE_S))
 
-    def lose_rebuilt_object(self, oid: bytes, obj: Obj, reason: str) -> None:
-        """A stored object no rejoined node has: its holders and waiters get ObjectLostError(reason)."""
-        obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(reason))
-        self.tell_holders(oid, obj)
+    def restore_locations(self, oid: bytes, node_ids: list, reason: str | None) -> None:
+        """A stored object is on `node_ids` only; with none it is lost, and its holders and waiters
+        get ObjectLostError(reason) at once."""
+        if self.objects.restore_locations(oid, node_ids, reason or f"object {oid.hex()} is lost"):
+            self.tell_holders(oid)
 
 Head.handlers[P.LEAVING] = Head.on_leaving      # (the drain block's handler, defined after the table)
 
