@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import CliCluster, free_port
+from conftest import CliCluster, free_port, wait_until
 
 RECONNECT_S = 60
 RUNS = int(os.environ.get("HEAD_RECOVERY_STRESS_RUNS", "1"))
@@ -142,6 +142,39 @@ def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(tmp_pa
         lines = finish(proc)
         assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
         report_first_completion("tasks", lines, started)
+    finally:
+        stop(cluster, heads)
+
+
+@repeated
+def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(tmp_path, run):
+    """The busy workers rejoin with their tasks; once the driver re-sends the specs, the new head
+    adopts each task on its worker (recovery.ADOPT_TASK) instead of killing it and running it again."""
+    cluster = start_cluster(tmp_path)
+    heads = []
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    try:
+        proc = driver(cluster, f"""
+            import os, time, tasuki
+            tasuki.init(address="auto")
+            @tasuki.remote
+            def slow(i):
+                open(os.path.join({str(runs)!r}, f"{{i}}-{{os.getpid()}}"), "w").close()
+                time.sleep(3)
+                return i
+            refs = [slow.remote(i) for i in range(2)]           # 2 CPUs: both run at once
+            for ref in refs:
+                print("AT", time.time(), tasuki.get(ref), flush=True)
+        """)
+        wait_until(lambda: len(list(runs.iterdir())) == 2, 60, "both tasks to start")
+        kill_at_random(2.0)
+        head, started = restart_head(cluster)
+        heads.append(head)
+        lines = finish(proc)
+        assert [at.split()[1] for at in lines["AT"]] == ["0", "1"]
+        assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1"]     # each ran once
+        report_first_completion("running", lines, started)
     finally:
         stop(cluster, heads)
 

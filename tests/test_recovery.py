@@ -26,15 +26,19 @@ def test_ask_again(asked_at, now, again):
     assert R.ask_again(asked_at, now) is again
 
 
-@pytest.mark.parametrize("node_known, actor_id, task_id, plan", [
-    (False, None, None, R.WAIT),
-    (False, A, None, R.WAIT),               # the node's table entry comes first, whatever the worker hosts
-    (True, A, None, R.ADOPT_ACTOR),
-    (True, None, None, R.ADOPT_IDLE),
-    (True, None, B, R.KILL),                # its task runs again from the owner's re-sent spec
+@pytest.mark.parametrize("node_known, actor_id, task_id, creating, task_queued, plan", [
+    (False, None, None, False, None, R.WAIT),
+    (False, A, None, False, None, R.WAIT),      # the node's table entry comes first, whatever the worker hosts
+    (False, None, B, False, True, R.WAIT),
+    (True, A, None, False, None, R.ADOPT_ACTOR),
+    (True, None, None, False, None, R.ADOPT_IDLE),
+    (True, None, B, False, None, R.WAIT_FOR_TASK),   # until the task's owner re-sends it
+    (True, None, B, False, True, R.ADOPT_TASK),      # re-sent and queued: it runs on, on this worker
+    (True, None, B, False, False, R.KILL),           # it runs elsewhere already, or ended
+    (True, None, A, True, None, R.KILL),             # an actor's construction: nobody re-sends it
 ])
-def test_worker_plan(node_known, actor_id, task_id, plan):
-    assert R.worker_plan(node_known, actor_id, task_id) == plan
+def test_worker_plan(node_known, actor_id, task_id, creating, task_queued, plan):
+    assert R.worker_plan(node_known, actor_id, task_id, creating, task_queued) == plan
 
 
 @pytest.mark.parametrize("claimed, reports, located", [

@@ -137,6 +137,7 @@ class Head:
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
+        self.rejoin_running: dict[bytes, tuple] = {} # task id -> (ident, info) of the worker running it, until re-sent
         self.log_dropped = LogLimiter()
         self.metrics_address = None
         if metrics_port is not None:
@@ -1325,22 +1326,31 @@ class Head:
     def rejoin_worker(self, ident: bytes, info: dict, what: dict, now: float) -> None:
         node_id = info["node_id"]
         actor = what.get("actor")
-        plan = R.worker_plan(node_id in self.sched.nodes, actor and actor["actor_id"], what.get("task_id"))
+        task = self.tasks.get(what.get("task_id") or b"")
+        queued = None if task is None else task.worker is None and not task.waiting_on
+        plan = R.worker_plan(node_id in self.sched.nodes, actor and actor["actor_id"], what.get("task_id"),
+                             what.get("creating", False), queued)
         if plan == R.WAIT:
             self.rejoin_waiting.setdefault(node_id, []).append((ident, info))
             return
         self.workers_expected.discard(ident)
+        if plan == R.WAIT_FOR_TASK:      # rejoin_driver adopts it with the task its owner re-sends
+            self.rejoin_running[what["task_id"]] = (ident, info)
+            return
         if ident not in self.sched.workers:
             self.sched.worker_starting(node_id, ident)
-        if plan == R.KILL:           # its task's owner re-sends the spec: it runs again (its result is not kept)
+        if plan == R.KILL:           # an actor's construction, or a task running elsewhere already
             self.sched.worker_gone(ident, now)
             self.send(b"N" + node_id.encode(), (P.KILL, ident))
             return
-        self.peers[ident] = Peer("worker", info, last_seen=now)
+        peer = self.peers[ident] = Peer("worker", info, last_seen=now)
         worker = self.sched.worker_ready(ident, info["pid"], now)
         self.send(ident, (P.WELCOME, {"session": self.started_at}))
         if plan == R.ADOPT_ACTOR:
             self.adopt_actor(worker, actor, now)
+        elif plan == R.ADOPT_TASK and self.sched.remove_pending(task):
+            self.sched.adopt_running(task, worker, now)
+        self.rejoin_owned(ident, peer, what, now)     # (the tasks its task submitted are its children)
 
     def adopt_actor(self, worker, report: dict, now: float) -> None:
         """An actor found again through its worker: alive at the same address (its callers keep
@@ -1380,6 +1390,18 @@ class Head:
                                      "default_actor_lifetime": info.get("default_actor_lifetime")}
         self.next_job = max(self.next_job, int(job_id) + 1) if job_id.isdigit() else self.next_job
         self.send(ident, (P.WELCOME, {"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
+        kept = self.rejoin_owned(ident, peer, what, now)
+        if what.get("request_resources"):
+            self.requested_resources = list(what["request_resources"])
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: job {job_id} rejoined: {len(what['functions'])} "
+              f"function(s), {len(what['inline']) + len(what['stored'])} object(s), {len(what['tasks'])} task(s) "
+              f"re-sent ({kept} of them finished while the head was away)", file=sys.stderr, flush=True)
+
+    def rejoin_owned(self, ident: bytes, peer: Peer, what: dict, now: float) -> int:
+        """What a rejoining driver or worker owns: its functions, its objects (inline ones with their
+        bytes, stored ones where it put them and the nodes report them), its tasks without results
+        (queued again, or finished by a DONE kept meanwhile: returns how many), its refs (HOLD) and
+        its pending gets."""
         for fn_id, blob in what["functions"]:
             self.on_function(ident, peer, now, fn_id, blob)
         for oid, kind, data, size in what["inline"]:
@@ -1396,13 +1418,12 @@ class Head:
             self.on_submit(ident, peer, now, spec)
             if spec[0] in self.rejoin_results:
                 kept += self.use_rejoin_result(spec[0], now)
+            running_on = self.rejoin_running.pop(spec[0], None)
+            if running_on is not None and spec[0] in self.tasks:     # (not finished by a kept DONE)
+                self.rejoin_worker(running_on[0], running_on[1], running_on[1]["rejoin"], now)
         self.on_hold(ident, peer, now, what["holds"])
         self.on_get(ident, peer, now, what["gets"])
-        if what.get("request_resources"):
-            self.requested_resources = list(what["request_resources"])
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: job {job_id} rejoined: {len(what['functions'])} "
-              f"function(s), {len(what['inline']) + len(what['stored'])} object(s), {len(what['tasks'])} task(s) "
-              f"re-sent ({kept} of them finished while the head was away)", file=sys.stderr, flush=True)
+        return kept
 
     def keep_rejoin_results(self, messages: list, now: float) -> None:
         """DONE from a worker this head does not know yet: the task ran while the head was away. Its

@@ -20,10 +20,11 @@ How a head is recovered (no external store):
       owner claims with what the nodes report (`object_locations`).
 
 What is not rebuilt yet (phase 2 of issue 17):
-  - a task still running when its worker rejoins runs again: the worker is killed (KILL) and the
-    owner's re-sent spec queues it (the respawn is most of the ~1.5 s to the first result). A DONE
-    that reaches the new head before its worker rejoins is kept (head.keep_rejoin_results) and
-    finishes the task once its owner re-sends it. Next: adopt the busy worker with its task.
+  - a task still running when its worker rejoins goes on there: the worker waits (WAIT_FOR_TASK)
+    until the task's owner re-sends the spec, then runs it as if the new head had placed it
+    (ADOPT_TASK), and its DONE finishes it. A DONE that reaches the new head before its worker
+    rejoins is kept (head.keep_rejoin_results) and finishes the task once its owner re-sends it. A
+    worker still constructing an actor is killed (KILL): nobody re-sends an actor's creation yet.
   - an actor found again has no creation arguments (they stayed with the old head): it cannot restart
     (no_restart, spec without arguments). Next: drivers re-send the creation specs of the actors they
     made (client keeps them), merged by actor id with what the actor's worker reports.
@@ -35,6 +36,7 @@ What is not rebuilt yet (phase 2 of issue 17):
 from __future__ import annotations
 
 WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
+ADOPT_TASK, WAIT_FOR_TASK = "adopt_task", "wait_for_task"
 REJOIN_GRACE_S = 6.0      # seconds after the first rejoin during which more nodes are expected: as long as the
                           # head waits for a silent node before declaring it dead (config.NODE_TIMEOUT_S)
 LOOKUP_WAIT_S = 10.0      # the longest a lookup by name waits for the actor's worker to rejoin
@@ -56,16 +58,23 @@ def ask_again(asked_at: float | None, now: float) -> bool:
     return asked_at is None or now - asked_at >= REJOIN_RETRY_S
 
 
-def worker_plan(node_known: bool, actor_id: bytes | None, task_id: bytes | None) -> str:
+def worker_plan(node_known: bool, actor_id: bytes | None, task_id: bytes | None, creating: bool = False,
+                task_queued: bool | None = None) -> str:
     """What a new head does with a worker that says HELLO with info["rejoin"]:
     WAIT until its node rejoins (the node's table entry holds its resources), ADOPT_ACTOR (it hosts
-    an actor: keep it, callers reach it directly), ADOPT_IDLE, or KILL (it ran a task when the
-    head died: the task's owner re-sends the spec, and the task runs again elsewhere)."""
+    an actor: keep it, callers reach it directly), ADOPT_IDLE, or, for a worker running task
+    `task_id` (`creating`: an actor's construction, which nobody re-sends: KILL), as the head knows
+    that task (`task_queued`): None, its owner has not re-sent it yet (WAIT_FOR_TASK); True, queued
+    (ADOPT_TASK: it runs on, on this worker); False, it runs elsewhere already or ended (KILL)."""
     if not node_known:
         return WAIT
     if actor_id is not None:
         return ADOPT_ACTOR
-    return KILL if task_id is not None else ADOPT_IDLE
+    if task_id is None:
+        return ADOPT_IDLE
+    if creating or task_queued is False:
+        return KILL
+    return WAIT_FOR_TASK if task_queued is None else ADOPT_TASK
 
 
 def lookup_waits(found: bool, now: float, first_rejoin_at: float | None, workers_expected: int,

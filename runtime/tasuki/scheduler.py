@@ -226,6 +226,12 @@ class Scheduler:
         node.actors += 1
         worker.held = held
 
+    def adopt_running(self, task: Task, worker: Worker, now: float) -> None:
+        """An idle worker that rejoined a restarted head still runs `task` (not queued): BUSY with it."""
+        node = self.nodes[worker.node_id]
+        node.idle_workers.remove(worker)
+        self._start(task, worker, node, now)
+
     # --- tasks -------------------------------------------------------------------------
     def enqueue(self, task: Task) -> None:
         if task.actor is not None:

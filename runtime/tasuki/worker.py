@@ -103,7 +103,7 @@ class Worker:
                                                "held": self.actor.get("held", {}), "address": self.address,
                                                "restarts": self.actor.get("restarts", 0), "job_id": self.job_id,
                                                "fn_id": self.actor_fn_id}}
-        return {"task_id": self.task_id or self.actor_id, "actor": None}     # (an actor still constructing)
+        return {"task_id": self.task_id or self.actor_id, "actor": None, "creating": self.actor_id is not None}
 
     def on_message(self, message: tuple) -> None:      # on the IO thread
         kind = message[0]
