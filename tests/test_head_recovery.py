@@ -275,6 +275,50 @@ def test_named_and_detached_actors_are_found_again_by_name_with_their_state(tmp_
         stop(cluster, heads)
 
 
+def test_an_actor_found_again_restarts_from_the_spec_its_creator_re_sends(tmp_path):
+    """The driver re-sends the creation specs of its actors: an actor found again through its worker
+    may restart after the head's restart (max_restarts), from its constructor's arguments."""
+    cluster = start_cluster(tmp_path)
+    heads = []
+    try:
+        proc = driver(cluster, """
+            import os, signal, sys, tasuki
+            tasuki.init(address="auto", namespace="recovery")
+            @tasuki.remote(max_restarts=1, num_cpus=0.5)
+            class Counter:
+                def __init__(self, start):
+                    self.n = start
+                def add(self, k):
+                    self.n += k
+                    return self.n
+                def pid(self):
+                    return os.getpid()
+            counter = Counter.options(name="counter").remote(10)
+            assert tasuki.get(counter.add.remote(1)) == 11
+            pid = tasuki.get(counter.pid.remote())
+            print("READY", flush=True)
+            sys.stdin.readline()
+            tasuki.get_actor("counter")         # the head knows the actor again (and the driver rejoined)
+            print("FOUND", flush=True)
+            os.kill(pid, signal.SIGKILL)
+            while True:
+                try:
+                    print("AFTER", tasuki.get(counter.add.remote(1)), flush=True)
+                    break
+                except tasuki.exceptions.ActorDiedError:
+                    pass                        # restarting
+        """)
+        read_line(proc, "READY")
+        head, _ = restart_head(cluster)
+        heads.append(head)
+        proc_stdin_write(proc)
+        read_line(proc, "FOUND", 60)
+        lines = finish(proc, 60)
+        assert lines["AFTER"] == ["11"]          # restarted with start=10
+    finally:
+        stop(cluster, heads)
+
+
 @repeated
 def test_an_object_whose_node_did_not_come_back_is_reported_lost(tmp_path, run):
     cluster = start_cluster(tmp_path)

@@ -162,6 +162,17 @@ class ActorDirectory:
         self.bind(actor, worker_id, node_id, address)
         return actor
 
+    def restore_spec(self, actor: Actor, owner: bytes, spec: tuple) -> None:
+        """A restarted head learns an adopted actor's creation spec from its creator, rejoining after
+        the actor's worker: it may restart again, and shares its creator's fate unless detached."""
+        if not actor.info["detached"]:
+            if self.owners.get(actor.owner):
+                self.owners[actor.owner] -= 1
+                if not self.owners[actor.owner]:
+                    del self.owners[actor.owner]
+            self.owners[owner] = self.owners.get(owner, 0) + 1
+        actor.spec, actor.owner, actor.no_restart = spec, owner, False
+
     def bind(self, actor: Actor, worker_id: bytes, node_id: str, address: str) -> None:
         """The actor is constructed and listens at `address` on that worker: ALIVE."""
         if actor.worker_id is not None:               # adopt() of an actor bound elsewhere: that worker is stale

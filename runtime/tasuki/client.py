@@ -71,6 +71,7 @@ class Client:
         self.ref_lock = threading.Lock()
         self.functions_sent: dict[bytes, bytes] = {}    # function id -> its blob (re-sent to a restarted head)
         self.unanswered: dict[bytes, tuple] = {}       # task id -> SUBMIT spec, until a result arrives (recovery.py)
+        self.created_actors: dict[bytes, tuple] = {}   # actor id -> its CREATE_ACTOR spec (re-sent to a restarted head)
         self.stored_puts: dict[bytes, tuple] = {}      # object id -> (node id, size): puts kept in node stores
         self.session: float | None = None              # the head's (WELCOME); another in REJOIN: a new head
         self.rejoin_report = None                      # worker: () -> what it runs, for a new head (worker.py)
@@ -384,14 +385,16 @@ class Client:
                 stored.append((oid, [node_id for node_id, _ in data], 0))
         stored += [(oid, [node_id], size) for oid, (node_id, size) in list(self.stored_puts.items())]
         what = {"tasks": list(self.unanswered.values()), "holds": holds, "inline": inline, "stored": stored,
-                "functions": list(self.functions_sent.items()),
+                "functions": list(self.functions_sent.items()), "actors": list(self.created_actors.items()),
                 "gets": [oid for oid in list(self.requested) if oid not in self.objects]}
         if self.welcome is not None and "job_id" in self.welcome:
             what["job_id"] = self.welcome["job_id"]
         if self.rejoin_report is not None:
             what.update(self.rejoin_report())
         unanswered_requests = [slot[2] for slot in list(self.replies.values()) if len(slot) > 2 and slot[1] is None]
-        self.to_head.extendleft(reversed([P.hello(self.role, {**self.hello, "rejoin": what}), *unanswered_requests]))
+        located = [P.actor_locate(actor_id) for actor_id in list(self.actor_links)]   # told of restarts and deaths
+        self.to_head.extendleft(reversed([P.hello(self.role, {**self.hello, "rejoin": what}), *located,
+                                          *unanswered_requests]))
         self.last_heard = time.time()
 
     def _drain_server(self) -> None:
@@ -443,6 +446,9 @@ class Client:
             self.stored_puts.pop(oid, None)
         if self.unanswered:         # no one waits for the task's results: not re-sent to a new head
             self.unanswered.pop(oid[:-1], None)
+        spec = self.created_actors.get(oid) if self.created_actors else None
+        if spec is not None and not spec[6].get("detached"):      # its last handle here: the actor ends
+            del self.created_actors[oid]
         if self.running:
             self.send_head(P.release([oid]))
 
@@ -487,10 +493,13 @@ class Client:
         blob, deps, contained, _holder = self.serialize_arguments(f"{class_name}.__init__", args, kwargs)
         actor_id = self.new_id()
         spec = P.actor_spec(fn_id, class_name, blob, deps, contained, placement, info)
+        self.created_actors[actor_id] = spec
         if info["name"] is None:
             self.send_head(P.create_actor(actor_id, spec, None))
             return actor_id, True
         answer = self.request_head(lambda req: P.create_actor(actor_id, spec, req))
+        if answer != actor_id:
+            del self.created_actors[actor_id]
         if isinstance(answer, str):          # the head's one refusal: the name is taken
             from .exceptions import ActorAlreadyExistsError
             raise ActorAlreadyExistsError(answer)

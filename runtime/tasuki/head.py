@@ -137,6 +137,7 @@ class Head:
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
+        self.rejoin_actor_specs: dict[bytes, tuple] = {}  # actor id -> (creator, spec): its worker not back yet
         self.rejoin_running: dict[bytes, tuple] = {} # task id -> (ident, info) of the worker running it, until re-sent
         self.log_dropped = LogLimiter()
         self.metrics_address = None
@@ -1274,6 +1275,7 @@ class Head:
         if self.rejoin_sweep_at is not None and now >= self.rejoin_sweep_at:
             self.rejoin_sweep_at = None
             self.lose_objects_of_absent_nodes()
+            self.recreate_absent_actors(now)
         self.workers_expected &= self.sched.workers.keys()     # (one that exited meanwhile is not waited for)
         for wid in self.workers_expected:
             self.ask_rejoin(wid, now)
@@ -1354,11 +1356,13 @@ class Head:
 
     def adopt_actor(self, worker, report: dict, now: float) -> None:
         """An actor found again through its worker: alive at the same address (its callers keep
-        calling it directly), under its name. Its creation spec stayed with the old head: it cannot be
-        restarted by this one (no_restart), which its cause says if it dies."""
+        calling it directly), under its name. Its creation spec comes from its creator (rejoin_actor),
+        before or after; until then it cannot restart (no_restart)."""
         info = report["info"]
-        spec = (report["fn_id"], info.get("class_name"), None, [], [], {}, info)   # no arguments: never placed again
-        actor = self.actors.adopt(report["actor_id"], info, b"", report.get("job_id", ""), worker.worker_id,
+        creator, spec = self.rejoin_actor_specs.pop(report["actor_id"], (b"", None))
+        if spec is None:            # no arguments: never placed again
+            spec = (report["fn_id"], info.get("class_name"), None, [], [], {}, info)
+        actor = self.actors.adopt(report["actor_id"], info, creator, report.get("job_id", ""), worker.worker_id,
                                   worker.node_id, report["address"], report.get("restarts", 0), spec)
         if isinstance(actor, str):      # another live actor holds its name
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: {actor}; killing the worker",
@@ -1366,7 +1370,9 @@ class Head:
             self.sched.worker_gone(worker.worker_id, now)
             self.send(b"N" + worker.node_id.encode(), (P.KILL, worker.worker_id))
             return
-        actor.no_restart = True
+        actor.no_restart = not creator
+        if creator:
+            self.objects.pin(spec[4])         # its constructor's arguments live as long as it
         node = self.sched.nodes[worker.node_id]
         node.idle_workers.remove(worker)
         held = shape_of(report["held"])
@@ -1378,6 +1384,26 @@ class Head:
             self.objects[actor.actor_id].holders.clear()
         if actor.actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor.actor_id, now)
+
+    def rejoin_actor(self, ident: bytes, actor_id: bytes, spec: tuple) -> None:
+        """An actor its creator re-sends: one found again through its worker gets its creation spec
+        (it may restart again); one whose worker has not rejoined waits for it (adopt_actor) until the
+        sweep, REJOIN_GRACE_S after the first rejoin, and is then created again (recreate_absent_actors)."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            self.rejoin_actor_specs[actor_id] = (ident, spec)
+        elif actor.state != P.DEAD_STATE and actor.spec[2] is None:     # adopted without its arguments
+            self.actors.restore_spec(actor, ident, spec)
+            self.objects.pin(spec[4])
+
+    def recreate_absent_actors(self, now: float) -> None:
+        """Actors whose creators rejoined but whose workers did not (they died with the head): created
+        again from their specs, as a restart (their state is lost)."""
+        specs, self.rejoin_actor_specs = self.rejoin_actor_specs, {}
+        for actor_id, (ident, spec) in specs.items():
+            peer = self.peers.get(ident)
+            if peer is not None and actor_id not in self.actors.actors:
+                self.on_create_actor(ident, peer, now, actor_id, spec, None)
 
     def rejoin_driver(self, ident: bytes, info: dict, what: dict, now: float) -> None:
         """A driver of the previous head: same job id; its functions, its objects (inline ones with
@@ -1404,6 +1430,8 @@ class Head:
         its pending gets."""
         for fn_id, blob in what["functions"]:
             self.on_function(ident, peer, now, fn_id, blob)
+        for actor_id, spec in what.get("actors", ()):
+            self.rejoin_actor(ident, actor_id, spec)
         for oid, kind, data, size in what["inline"]:
             if oid not in self.objects:         # a new record: no waiter, no dependent (early GETs: the loop)
                 self.objects.restore_value(oid, ident, kind, data, [], size, self.peers)

@@ -25,9 +25,11 @@ What is not rebuilt yet (phase 2 of issue 17):
     (ADOPT_TASK), and its DONE finishes it. A DONE that reaches the new head before its worker
     rejoins is kept (head.keep_rejoin_results) and finishes the task once its owner re-sends it. A
     worker still constructing an actor is killed (KILL): nobody re-sends an actor's creation yet.
-  - an actor found again has no creation arguments (they stayed with the old head): it cannot restart
-    (no_restart, spec without arguments). Next: drivers re-send the creation specs of the actors they
-    made (client keeps them), merged by actor id with what the actor's worker reports.
+  - an actor's creator re-sends its creation spec (client.created_actors), merged by actor id with
+    what the actor's worker reports (head.rejoin_actor, adopt_actor): found again, it may restart;
+    an actor whose worker did not come back by the sweep is created again (its state is lost).
+    Until its creator rejoins, an actor found again cannot restart (no_restart). Callers re-send
+    ACTOR_LOCATE for the actors they call, to hear of restarts and deaths.
   - actors being created, tasks submitted by workers and actors (nested tasks), actor call
     registrations (ACTOR_CALLS) and request_resources are not re-sent.
   - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
