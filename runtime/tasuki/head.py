@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from . import __version__, config, drain as D, protocol as P, serialization, transport
+from . import __version__, config, drain as D, lineage as L, protocol as P, serialization, transport
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
 from .relay import Relay
@@ -168,6 +168,8 @@ class Head:
         self.running = True
         self.stop_reason = ""                        # why serve() ends, for the drivers (HEAD_STOPPING)
         self.drains: dict[str, D.Drain] = {}         # node id -> its drain (see the drain block below)
+        # finished tasks kept to recompute their lost results (see the lineage block at the end)
+        self.lineage = L.Lineage(int(config.env_float("LINEAGE_MAX_BYTES", config.LINEAGE_MAX_BYTES)))
         self.next_drain_tick = 0.0
         self.log_dropped = LogLimiter()
         self.metrics_address = None
@@ -975,6 +977,11 @@ class Head:
         for oid in task.contained:
             self.unpin(oid)
         self.finished[outcome] += 1
+        if outcome == "succeeded" and task.actor is None:      # lineage hook: keep its spec while its results live
+            objects = self.objects
+            live = sum(oid in objects for oid in task.return_ids)
+            if live:
+                self.lineage.add(task, live)
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed
         for i, bound in enumerate(LATENCY_BUCKETS):
@@ -1045,6 +1052,7 @@ class Head:
         if self.objects.get(oid) is not obj:
             return              # already forgotten (set_ready failing a dependent can unpin it first)
         del self.objects[oid]
+        self.lineage.object_freed(oid)      # lineage hook
         self.forgotten[oid] = None
         if len(self.forgotten) > 100_000:
             self.forgotten.popitem(last=False)
@@ -1148,15 +1156,16 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
+        lost = []
         for oid, obj in self.objects.items():
             if obj.kind == P.STORED_KIND and node.node_id in obj.data:
                 obj.data.remove(node.node_id)
                 if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
-                        f"object {oid.hex()} is lost: its only copy was on node {node.node_id} ({node.ip}), "
-                        f"which stopped heartbeating and was declared dead; make it again (call the task "
-                        f"that returned it, or put it again)"))
-                self.tell_holders(oid, obj)        # they may hold its stale location, or be fetching it
+                    lost.append(oid)               # lineage hook: recomputed, or failed, below
+                else:
+                    self.tell_holders(oid, obj)    # they may hold its stale location, or be fetching it
+        if lost:
+            self.objects_lost(lost, node, now)
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
                 self.send(ident, (P.NODE_DIED, node.node_id, node.address))
@@ -1167,6 +1176,51 @@ class Head:
         for ident in obj.holders:
             if ident in self.peers:
                 self.send(ident, message)
+
+    # --- lineage reconstruction (decisions in lineage.py) -----------------------------------
+    def objects_lost(self, lost: list, node: Node, now: float) -> None:
+        """The only copies of `lost` were on `node`: run again the tasks that made them (and those
+        of their lost or freed arguments); the objects that cannot be rebuilt become errors. Readers
+        of a stale copy find it gone and ask again (client.value): they get the new copy."""
+        where = f"node {node.node_id} ({node.ip}), which stopped heartbeating and was declared dead"
+        plan = L.plan(lost, self.lineage, self.has_copy, lambda oid: where)
+        for oid, why in plan.failed.items():
+            obj = self.objects[oid]
+            obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(why))
+            self.tell_holders(oid, obj)
+        needed = {dep for task in plan.rerun for dep in task.deps}
+        remade = set()
+        for task in plan.rerun:
+            for oid in task.return_ids:
+                obj = self.objects.get(oid)
+                if obj is None and oid in needed:       # a freed argument of a task run again
+                    obj = self.objects[oid] = Obj(owner=task.owner)
+                    self.lineage.object_remade(oid)
+                if obj is not None:
+                    # its old contained refs stay pinned (set_ready pins the new ones): a leak, not a loss
+                    obj.kind, obj.data, obj.contained = None, None, []
+                    remade.add(oid)
+        self.hold_back(remade)
+        for task in plan.rerun:
+            task.attempt += 1                            # a reconstruction is a retry, as in Ray
+            task.worker, task.waiting_on, task.stealing, task.submitted_at = None, 0, False, now
+            self.admit(task, now)
+
+    def has_copy(self, oid: bytes) -> bool:
+        """The head has the object's value, a live copy's location, or is computing it."""
+        obj = self.objects.get(oid)
+        return obj is not None and (obj.kind != P.STORED_KIND or bool(obj.data))
+
+    def hold_back(self, remade: set) -> None:
+        """Queued tasks whose arguments are being recomputed wait for them again."""
+        for queue in list(self.sched.queues.values()):
+            for task in [t for t in queue if any(oid in remade for oid in t.deps)]:
+                self.sched.remove_pending(task)
+                for oid in task.deps:
+                    obj = self.objects.get(oid)
+                    if obj is not None and obj.kind is None:
+                        obj.dependents.append(task)
+                        task.waiting_on += 1
 
     # --- state for the CLI, the HTTP API and metrics ---------------------------------------
     def answer_control(self) -> None:
