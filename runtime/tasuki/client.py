@@ -78,6 +78,7 @@ class Client:
         self.poller = zmq.Poller()
         self.replies: dict[int, list] = {}             # request id -> [event, reply]
         self.on_message = on_message                    # worker: RUN, INTERRUPT, EXIT
+        self.on_block = None        # worker: its set_blocked, while a task waits for a recomputed object
         self.welcome: dict | None = None
         self.refused: str | None = None
         self.nodes_cache: list | None = None
@@ -774,7 +775,7 @@ class Client:
                     if self.objects.get(oid, (None, None))[1] == sources:
                         del self.objects[oid]
                     self.requested.discard(oid)
-                kind, data = self.get_objects([oid], timeout)[0]
+                kind, data = self.get_objects([oid], timeout, self.on_block)[0]
                 if kind != P.STORED_KIND:
                     return self.value(oid, kind, data, timeout)
                 if data == sources:        # the head has not declared the node dead yet: ask again soon

@@ -88,6 +88,7 @@ class Worker:
                 "pin_socket": pin_socket_path(cfg)}
         self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
                              info={"node_id": cfg.node_id}, node=node, on_message=self.on_message)
+        self.client.on_block = self.set_blocked    # lends its CPU while an argument is recomputed
         self.client.activate()
 
     def on_message(self, message: tuple) -> None:      # on the IO thread
