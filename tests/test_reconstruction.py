@@ -2,8 +2,8 @@
 getters and dependent tasks get correct values; what cannot be rebuilt (a `put`, retries spent)
 raises ObjectLostError naming the object and the node, as soon as the head declares the node dead.
 
-Each test starts a node agent `doomed` with the custom resource {"spot": 1}, makes results there,
-starts a second one that can run them again, and kills the first. LINEAGE_STRESS_RUNS=20 repeats
+Each test starts a node agent `doomed` with a custom resource of its own, makes results there,
+starts a second one with it that can run them again, and kills the first. LINEAGE_STRESS_RUNS=20 repeats
 the kill-at-a-random-moment scenario (one run in the default suite)."""
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ from tasuki.exceptions import ObjectLostError
 MB = 1 << 20
 LOST_WITHIN_S = float(NODE_TIMEOUT_S) + 12     # the head's verdict, with room for a loaded machine
 STRESS_RUNS = int(os.environ.get("LINEAGE_STRESS_RUNS", "1"))
-SPOT = {"spot": 1}
 _ips = iter(range(20, 250))
 
 
-def node(cluster) -> tuple[str, int]:
-    """A fresh node agent with one CPU and the `spot` resource: (node id, pid)."""
-    return cluster.add_node(f"127.0.0.{next(_ips)}", "--num-cpus", "1", "--resources", '{"spot": 1}')
+def node(cluster, resource: str) -> tuple[str, int]:
+    """A fresh node agent with one CPU and `resource` (each test its own): (node id, pid)."""
+    return cluster.add_node(f"127.0.0.{next(_ips)}", "--num-cpus", "1", "--resources", f'{{"{resource}": 1}}')
 
 
 def kill(pid: int) -> None:
@@ -69,13 +68,13 @@ N = 2 * MB // 8
 
 
 def test_lost_task_outputs_are_recomputed_for_getters_and_dependent_tasks(cli_cluster, driver, tmp_path):
-    doomed, pid = node(cli_cluster)
+    doomed, pid = node(cli_cluster, "spot_1")
     log = str(tmp_path / "produce")
     try:
-        refs = [tasuki.remote(produce).options(resources=SPOT).remote(float(i), log) for i in range(3)]
+        refs = [tasuki.remote(produce).options(resources={"spot_1": 1}).remote(float(i), log) for i in range(3)]
         assert len(tasuki.wait(refs, num_returns=3, timeout=60)[0]) == 3
     finally:
-        node(cli_cluster)                 # somewhere to run them again
+        node(cli_cluster, "spot_1")                 # somewhere to run them again
         kill(pid)
     sums = [tasuki.remote(total).remote(ref) for ref in refs]          # submitted before the verdict
     assert tasuki.get(sums, timeout=120) == [float(i * N) for i in range(3)]
@@ -85,15 +84,15 @@ def test_lost_task_outputs_are_recomputed_for_getters_and_dependent_tasks(cli_cl
 
 
 def test_a_lost_result_whose_argument_was_freed_is_recomputed_transitively(cli_cluster, driver, tmp_path):
-    doomed, pid = node(cli_cluster)
+    doomed, pid = node(cli_cluster, "spot_2")
     first, second = str(tmp_path / "first"), str(tmp_path / "second")
     try:
-        arg = tasuki.remote(produce).options(resources=SPOT).remote(3.0, first)
-        doubled = tasuki.remote(double).options(resources=SPOT).remote(arg, second)
+        arg = tasuki.remote(produce).options(resources={"spot_2": 1}).remote(3.0, first)
+        doubled = tasuki.remote(double).options(resources={"spot_2": 1}).remote(arg, second)
         assert tasuki.wait([doubled], timeout=60)[0]
         del arg                           # freed: only its lineage is kept, for `doubled`
     finally:
-        node(cli_cluster)
+        node(cli_cluster, "spot_2")
         kill(pid)
     wait_until(lambda: node_state(doomed) == "DEAD", 30, f"node {doomed} to be declared dead")
     assert float(tasuki.get(doubled, timeout=120)[0]) == 6.0
@@ -101,9 +100,9 @@ def test_a_lost_result_whose_argument_was_freed_is_recomputed_transitively(cli_c
 
 
 def test_a_lost_result_whose_retries_are_spent_raises_object_lost(cli_cluster, driver, tmp_path):
-    doomed, pid = node(cli_cluster)
+    doomed, pid = node(cli_cluster, "spot_3")
     try:
-        ref = tasuki.remote(produce).options(resources=SPOT, max_retries=0).remote(1.0, str(tmp_path / "log"))
+        ref = tasuki.remote(produce).options(resources={"spot_3": 1}, max_retries=0).remote(1.0, str(tmp_path / "log"))
         assert tasuki.wait([ref], timeout=60)[0]
     finally:
         kill(pid)
@@ -116,9 +115,9 @@ def test_a_lost_result_whose_retries_are_spent_raises_object_lost(cli_cluster, d
 
 
 def test_a_lost_put_object_raises_object_lost_at_once_naming_it_and_its_node(cli_cluster, driver):
-    doomed, pid = node(cli_cluster)
+    doomed, pid = node(cli_cluster, "spot_4")
     try:
-        [inner] = tasuki.get(tasuki.remote(put_inside).options(resources=SPOT).remote(), timeout=60)
+        [inner] = tasuki.get(tasuki.remote(put_inside).options(resources={"spot_4": 1}).remote(), timeout=60)
     finally:
         kill(pid)
     wait_until(lambda: node_state(doomed) == "DEAD", 30, f"node {doomed} to be declared dead")
@@ -137,17 +136,21 @@ def chain_step(array, i: int):
 
 @pytest.mark.parametrize("run", range(STRESS_RUNS))
 def test_a_node_killed_at_a_random_moment_loses_no_result(cli_cluster, driver, tmp_path, run):
-    """Chains of 2 MB results on two `spot` nodes; one of them is killed at a random moment."""
-    doomed, pid = node(cli_cluster)
-    node(cli_cluster)
-    log = str(tmp_path / "log")
-    heads = [tasuki.remote(produce).options(resources=SPOT).remote(float(i), log) for i in range(4)]
-    ends = []
-    for i, ref in enumerate(heads):
-        for step in range(3):
-            ref = tasuki.remote(chain_step).options(resources=SPOT).remote(ref, step)
-        ends.append(ref)
-    time.sleep(random.uniform(0, 1.0))    # the random moment (not a wait for a condition)
-    kill(pid)
-    values = tasuki.get(ends, timeout=180)
-    assert [float(v[0]) for v in values] == [float(i) + 3 for i in range(4)]
+    """Chains of 2 MB results on two nodes; one of them is killed at a random moment."""
+    resource = f"spot_5_{run}"
+    doomed, pid = node(cli_cluster, resource)
+    _, survivor = node(cli_cluster, resource)
+    try:
+        log = str(tmp_path / "log")
+        ends = []
+        for i in range(4):
+            ref = tasuki.remote(produce).options(resources={resource: 1}).remote(float(i), log)
+            for step in range(3):
+                ref = tasuki.remote(chain_step).options(resources={resource: 1}).remote(ref, step)
+            ends.append(ref)
+        time.sleep(random.uniform(0, 1.0))    # the random moment (not a wait for a condition)
+        kill(pid)
+        values = tasuki.get(ends, timeout=180)
+        assert [float(v[0]) for v in values] == [float(i) + 3 for i in range(4)]
+    finally:
+        kill(survivor)

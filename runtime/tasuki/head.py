@@ -974,14 +974,16 @@ class Head:
         self.tasks.pop(task.task_id, None)
         for oid in task.return_ids:
             self.producer.pop(oid, None)
-        for oid in task.contained:
-            self.unpin(oid)
-        self.finished[outcome] += 1
-        if outcome == "succeeded" and task.actor is None:      # lineage hook: keep its spec while its results live
+        if outcome == "succeeded" and task.actor is None:
+            # lineage hook: keep its spec while its results live (before its arguments are unpinned:
+            # their lineage is kept for it)
             objects = self.objects
             live = sum(oid in objects for oid in task.return_ids)
             if live:
                 self.lineage.add(task, live)
+        for oid in task.contained:
+            self.unpin(oid)
+        self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed
         for i, bound in enumerate(LATENCY_BUCKETS):
