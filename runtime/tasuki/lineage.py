@@ -21,10 +21,10 @@ from typing import Callable, Iterable
 
 from .protocol import is_actor_call
 
-SPEC_OVERHEAD_BYTES = 600     # bytes a kept task costs besides its pickled arguments (measured: Task + entry + index)
+SPEC_OVERHEAD_BYTES = 850     # bytes a kept task costs besides its pickled arguments (measured: Task, its lists, entry, indexes)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """One finished task kept for its lineage: `task` is None once evicted (`name` stays for errors)."""
     task: object                 # scheduler.Task (task_id, name, args, deps, return_ids, attempt, max_retries)
