@@ -902,6 +902,9 @@ class Client:
                     kind, error = self.objects.get(oid, (None, None))
                     if kind == P.ERROR:
                         raise serialization.loads(error)
+                    if kind == P.STORED_KIND and not error:      # the head is recomputing it (lineage.py)
+                        raise ObjectLostError(f"object {oid.hex()} has no live copy now (node "
+                                              f"{channel.node_id} died); the head is making it again")
                 self.check_head()
         return wait
 

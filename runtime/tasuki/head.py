@@ -1202,6 +1202,10 @@ class Head:
                     # its old contained refs stay pinned (set_ready pins the new ones): a leak, not a loss
                     obj.kind, obj.data, obj.contained = None, None, []
                     remade.add(oid)
+                    gone = (P.OBJECT, oid, P.STORED_KIND, [])      # no live copy: readers ask again
+                    for ident in obj.holders:
+                        if ident in self.peers:
+                            self.send(ident, gone)
         self.hold_back(remade)
         for task in plan.rerun:
             task.attempt += 1                            # a reconstruction is a retry, as in Ray

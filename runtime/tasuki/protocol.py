@@ -26,7 +26,8 @@ Driver or worker → head
 Head → driver or worker
     WELCOME(info) / REFUSED(reason)
     OBJECT(id, kind, data)       VALUE: pickled bytes; STORED: [(node_id, address)]; ERROR: pickled exception
-                                 (pushed again to its holders when a node holding a copy dies)
+                                 (pushed again to its holders when a node holding a copy dies; STORED with []:
+                                 its only copy died and it is being recomputed (lineage.py): GET it again)
     RUN(task)                    worker: run this task: (task_id, fn_id, fn_blob or None, name, args, deps,
                                  return_ids, retry_exceptions, can_retry, gpu_ids, job_id, shape, actor)
     INTERRUPT(task_id)           worker: cancel the task (running, or queued there: skip it)
