@@ -154,3 +154,23 @@ def test_a_node_killed_at_a_random_moment_loses_no_result(cli_cluster, driver, t
         assert [float(v[0]) for v in values] == [float(i) + 3 for i in range(4)]
     finally:
         kill(survivor)
+
+
+class Maker:
+    def make(self):
+        return np.ones(2 * MB // 8)
+
+
+def test_a_lost_actor_call_result_raises_object_lost_saying_it_is_not_recomputed(cli_cluster, driver):
+    doomed, pid = node(cli_cluster, "spot_6")
+    try:
+        maker = tasuki.remote(Maker).options(resources={"spot_6": 1}).remote()
+        ref = maker.make.remote()
+        assert tasuki.wait([ref], timeout=60)[0]
+    finally:
+        kill(pid)
+    wait_until(lambda: node_state(doomed) == "DEAD", 30, f"node {doomed} to be declared dead")
+    with pytest.raises(ObjectLostError) as lost:
+        tasuki.get(ref, timeout=30)
+    message = str(lost.value)
+    assert ref.hex() in message and doomed in message and "actor call" in message, message
