@@ -19,8 +19,9 @@ def ret(n: int, i: int = 0) -> bytes:
     return tid(n) + bytes([i])
 
 
-def task(n: int, deps=(), attempt: int = 0, max_retries: int = 3, args: bytes = b"x" * 10, returns: int = 1) -> Task:
-    return Task(tid(n), b"fn", f"t{n}", args, list(deps), list(deps), [ret(n, i) for i in range(returns)], (),
+def task(n: int, deps=(), attempt: int = 0, max_retries: int = 3, args: bytes = b"x" * 10, returns: int = 1,
+         fn: bytes = b"fn") -> Task:
+    return Task(tid(n), fn, f"t{n}", args, list(deps), list(deps), [ret(n, i) for i in range(returns)], (),
                 max_retries, False, attempt=attempt)
 
 
@@ -56,6 +57,7 @@ PLANS = [
     ("an actor call's result", [], [CALL_ID], set(), [], {CALL_ID: ["actor call", CALL_ID.hex()]}),
     ("argument made by put and lost", [task(2, [PUT_ID])], [ret(2)], set(), [],
      {ret(2): ["its argument cannot", "made by `put`"]}),
+    ("its code is gone", [task(1, fn=b"gone")], [ret(1)], set(), [], {ret(1): ["code is gone", "t1"]}),
     ("one fails, the other runs", [task(1, attempt=3), task(2)], [ret(1), ret(2)], set(), ["t2"],
      {ret(1): ["retries are spent"]}),
 ]
@@ -63,7 +65,8 @@ PLANS = [
 
 @pytest.mark.parametrize("case, tasks, lost, available, rerun, failed", PLANS, ids=[p[0] for p in PLANS])
 def test_plan(case, tasks, lost, available, rerun, failed):
-    result = plan(lost, kept(*tasks), available.__contains__, lambda oid: "node 7 (10.0.0.7)")
+    result = plan(lost, kept(*tasks), available.__contains__, lambda oid: "node 7 (10.0.0.7)",
+                  lambda fn_id: fn_id != b"gone")
     assert names(result.rerun) == rerun
     assert set(result.failed) == set(failed)
     for oid, words in failed.items():

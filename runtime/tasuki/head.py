@@ -1185,7 +1185,7 @@ class Head:
         of their lost or freed arguments); the objects that cannot be rebuilt become errors. Readers
         of a stale copy find it gone and ask again (client.value): they get the new copy."""
         where = f"node {node.node_id} ({node.ip}), which stopped heartbeating and was declared dead"
-        plan = L.plan(lost, self.lineage, self.has_copy, lambda oid: where)
+        plan = L.plan(lost, self.lineage, self.has_copy, lambda oid: where, self.functions.__contains__)
         for oid, why in plan.failed.items():
             obj = self.objects[oid]
             obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(why))

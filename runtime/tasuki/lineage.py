@@ -125,11 +125,13 @@ def retries_left(task) -> bool:
 
 
 def plan(lost: Iterable[bytes], lineage: Lineage, available: Callable[[bytes], bool],
-         where: Callable[[bytes], str] = lambda oid: "a node that died") -> Plan:
+         where: Callable[[bytes], str] = lambda oid: "a node that died",
+         has_function: Callable[[bytes], bool] = lambda fn_id: True) -> Plan:
     """What to do for `lost` objects (their only copy is gone). `available(oid)`: the head has the
     object or a live copy or is computing it (then it needs no rebuilding). `where(oid)`: the node
-    the copy was on, for the error. Tasks are re-run once each, arguments' tasks first; an object
-    whose task cannot run (its own reason or an argument's) gets the reason in `failed`."""
+    the copy was on, for the error. `has_function(fn_id)`: the head still has the task's code (it
+    frees the code of processes that left). Tasks are re-run once each, arguments' tasks first; an
+    object whose task cannot run (its own reason or an argument's) gets the reason in `failed`."""
     result = Plan()
     state: dict[bytes, str | None] = {}          # task id -> None (ok, planned) or why it cannot run
 
@@ -149,6 +151,11 @@ def plan(lost: Iterable[bytes], lineage: Lineage, available: Callable[[bytes], b
             why = (f"object {oid.hex()} (a result of task {entry.name}) is lost: its only copy was on "
                    f"{where(lost_at)}, and the task cannot run again: its retries are spent (max_retries="
                    f"{task.max_retries}; each reconstruction counts as a retry, as in Ray)")
+            state[task.task_id] = why
+            return why
+        if not has_function(task.fn_id):
+            why = (f"object {oid.hex()} (a result of task {entry.name}) is lost: its only copy was on "
+                   f"{where(lost_at)}, and the task's code is gone (every process that registered it left)")
             state[task.task_id] = why
             return why
         state[task.task_id] = None             # a cycle cannot happen (ids are made before their users)
