@@ -234,7 +234,7 @@ def test_relay_fails_the_requests_of_a_node_that_died():
     sent.clear()
     relay.node_gone("n1")
     assert sorted((to, m[0], m[1]) for to, m in sent) == [(b"D1", P.CHUNK, 1), (b"D2", P.ALLOCATED, 2)]
-    assert all("n1" in (m[-2] if m[0] == P.ALLOCATED else m[-1]) for _, m in sent)
+    assert all("n1" in P.parse(m).error for _, m in sent)
     assert len(relay.requests) == 1 and relay.open_puts == {b"D2": {}}
 
 

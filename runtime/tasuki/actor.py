@@ -358,7 +358,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     no_restart (the default) its name is free again at once."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, got {type(actor).__name__}")
-    api._get_client().send_head((P.KILL_ACTOR, actor._actor_id, bool(no_restart)))
+    api._get_client().send_head(P.kill_actor(actor._actor_id, bool(no_restart)))
 
 
 def died_error(info: dict, actor_id: bytes, cause: str) -> ActorDiedError:

@@ -654,7 +654,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise ValueError(f"force=True is not supported for actor tasks: {ref} is the result of an actor call, "
                          f"and killing its worker would end the actor. Cancel it without force (a queued call "
                          f"never runs, a running async one is cancelled), or end the actor with tasuki.kill().")
-    _get_client().send_head((P.CANCEL, ref.id, bool(force), bool(recursive)))
+    _get_client().send_head(P.cancel(ref.id, bool(force), bool(recursive)))
 
 
 def _type_name(value) -> str:

@@ -90,7 +90,7 @@ class Client:
         self.watch_lock = threading.Lock()
         self.callbacks: queue.SimpleQueue | None = None   # run by the callback thread, started on first use
         hello = {"version": __version__, "python": PYTHON_VERSION, "pid": os.getpid(), **(info or {})}
-        self.to_head.append((P.HELLO, role, hello))
+        self.to_head.append(P.hello(role, hello))
         self._wake()                    # send HELLO now, not at the IO loop's first 500 ms poll timeout
         self.thread = threading.Thread(target=self._io_loop, name="tasuki-io", daemon=True)
         self.thread.start()
@@ -122,7 +122,7 @@ class Client:
             return
         if object_ref._client is self:
             object_ref._client = None
-        self.send_head((P.BYE,))
+        self.send_head(P.bye())
         self.running = False
         self._fail_waiting()
         if self.callbacks is not None:
@@ -201,7 +201,7 @@ class Client:
         return slot[1][2]
 
     def query(self, what: str, arg=None, timeout: float = 30.0):
-        return self.request_head(lambda req: (P.QUERY, req, what, arg), timeout)
+        return self.request_head(lambda req: P.query(req, what, arg), timeout)
 
     # --- the IO thread ---------------------------------------------------------------------
     def _io_loop(self) -> None:
@@ -248,7 +248,7 @@ class Client:
                 self._drain(sock)
             now = time.time()
             if now >= next_beat and self.role == "driver":
-                self.to_head.append((P.HEARTBEAT,))
+                self.to_head.append(P.heartbeat())
                 next_beat = now + HEARTBEAT_S
             self._flush()
 
@@ -298,14 +298,15 @@ class Client:
         for message in messages:
             kind = message[0]
             if kind == P.OBJECT:
-                self.objects[message[1]] = (message[2], message[3])
+                _, oid, object_kind, payload = message
+                self.objects[oid] = (object_kind, payload)
                 arrived = True
-                if message[2] == P.ERROR:
+                if object_kind == P.ERROR:
                     self.errors_arrived += 1
                 if self.watchers:
-                    watched.append(message[1])
+                    watched.append(oid)
                 if link is not None:
-                    link.inflight.pop(message[1], None)
+                    link.inflight.pop(oid, None)
             elif kind == P.ACTOR_INFO:
                 self._on_actor_info(*message[1:])
             elif kind == P.CANCEL_CALL:
@@ -323,7 +324,7 @@ class Client:
                     slot[1] = message
                     slot[0].set()
                 elif kind == P.PINNED and message[3] is not None:
-                    self.to_node.append((P.UNPIN, [message[2]]))    # its get timed out: let it go
+                    self.to_node.append(P.unpin([message[2]]))    # its get timed out: let it go
             elif kind == P.LOG:
                 if self.log_to_driver:
                     self._print_logs(message[1])
@@ -381,7 +382,7 @@ class Client:
             count = self.refcounts.get(oid, 0)
             self.refcounts[oid] = count + 1
         if count == 0 and not registered:
-            self.send_head((P.HOLD, [oid]))
+            self.send_head(P.hold([oid]))
 
     def remove_ref(self, oid: bytes) -> None:
         with self.ref_lock:
@@ -393,7 +394,7 @@ class Client:
         self.objects.pop(oid, None)
         self.requested.discard(oid)
         if self.running:
-            self.send_head((P.RELEASE, [oid]))
+            self.send_head(P.release([oid]))
 
     def new_id(self) -> bytes:
         return self.id_prefix + next(self.counter).to_bytes(7, "little")
@@ -402,7 +403,7 @@ class Client:
     def register_function(self, fn_id: bytes, blob: bytes) -> None:
         if fn_id not in self.functions_sent:
             self.functions_sent.add(fn_id)
-            self.send_head((P.FUNCTION, fn_id, blob))
+            self.send_head(P.function(fn_id, blob))
 
     def serialize_arguments(self, name: str, args: tuple, kwargs: dict) -> tuple[object, list, list, object]:
         """(blob, deps, contained, holder) of a call: large arguments go to the object store once,
@@ -423,8 +424,8 @@ class Client:
         return_ids = [task_id + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the head pushes results to their owner
-        self.send_head((P.SUBMIT, (task_id, fn_id, name, blob, deps, contained, return_ids, shape,
-                                   max_retries, retry_exceptions, max_calls, selector)))
+        self.send_head(P.submit(P.task_spec(task_id, fn_id, name, blob, deps, contained, return_ids, shape,
+                                            max_retries, retry_exceptions, max_calls, selector)))
         return refs
 
     # --- actors ------------------------------------------------------------------------------
@@ -434,11 +435,11 @@ class Client:
         The head holds the new actor's id for this process (its handle's ref is registered)."""
         blob, deps, contained, _holder = self.serialize_arguments(f"{class_name}.__init__", args, kwargs)
         actor_id = self.new_id()
-        spec = (fn_id, class_name, blob, deps, contained, placement, info)
+        spec = P.actor_spec(fn_id, class_name, blob, deps, contained, placement, info)
         if info["name"] is None:
-            self.send_head((P.CREATE_ACTOR, actor_id, spec, None))
+            self.send_head(P.create_actor(actor_id, spec, None))
             return actor_id, True
-        answer = self.request_head(lambda req: (P.CREATE_ACTOR, actor_id, spec, req))
+        answer = self.request_head(lambda req: P.create_actor(actor_id, spec, req))
         if isinstance(answer, str):          # the head's one refusal: the name is taken
             from .exceptions import ActorAlreadyExistsError
             raise ActorAlreadyExistsError(answer)
@@ -454,10 +455,8 @@ class Client:
         return_ids = [first + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the actor answers us directly
-        self.to_head.append((P.ACTOR_CALLS, actor_id, [(return_ids, contained)]))
-        call = (P.CALL, return_ids, method, blob, deps, name) if retry is None else \
-            (P.CALL, return_ids, method, blob, deps, name, retry)
-        self.to_actors.append((actor_id, info, call))
+        self.to_head.append(P.actor_calls(actor_id, [(return_ids, contained)]))
+        self.to_actors.append((actor_id, info, P.call(return_ids, method, blob, deps, name, retry)))
         if not self.wake_pending:
             self._wake()
         return refs
@@ -476,7 +475,7 @@ class Client:
                                                f"before it was sent to the actor")
                     results = P.error_results(serialization.dumps_inline(error), message[1])
                     self._fail_locally(message[1], results[0][2])
-                    self.to_head.append((P.ACTOR_RESULT, actor_id, first, results))
+                    self.to_head.append(P.actor_result(actor_id, first, results))
                     return
 
     def _fail_locally(self, return_ids: list, blob: bytes) -> None:
@@ -496,7 +495,7 @@ class Client:
             link = self.actor_links.get(actor_id)
             if link is None:
                 link = self.actor_links[actor_id] = _ActorLink(info, actor_id)
-                self.to_head.append((P.ACTOR_LOCATE, actor_id))
+                self.to_head.append(P.actor_locate(actor_id))
             link.queue.append(message)
             self.touched_links.add(link)
 
@@ -508,7 +507,7 @@ class Client:
         for message in batch:
             link.inflight[message[1][0]] = message
         if self.via_head:           # the head sends them on (relay.py), after what is queued for it
-            self.to_head.append((P.ACTOR_SEND, link.actor_id, link.address, batch))
+            self.to_head.append(P.actor_send(link.actor_id, link.address, batch))
             transport.send(self.head, [self.to_head.popleft() for _ in range(len(self.to_head))])
         else:
             transport.send(link.sock, batch)
@@ -555,16 +554,16 @@ class Client:
         ref = ObjectRef(oid, True)
         if not s.buffers and len(s.header) <= config.INLINE_OBJECT_LIMIT:
             self.objects[oid] = (P.VALUE, s.header)
-            self.send_head((P.PUT, oid, P.VALUE, s.header, s.refs, len(s.header)))
+            self.send_head(P.put(oid, P.VALUE, s.header, s.refs, len(s.header)))
         else:
             node_id = self.store_locally(oid, s)
             if node_id is None:      # no node shares memory with us: stream it to one, in chunks
                 node_id = self.store_remotely(oid, s)
-                self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
+                self.send_head(P.put(oid, P.STORED_KIND, node_id, s.refs, s.size))
             else:
                 # known here at once: a get of it goes straight to the node, not first to the head
                 self.objects[oid] = (P.STORED_KIND, [(node_id, self.node.get("address"))])
-                self.send_head((P.PUT, oid, P.STORED_KIND, node_id, s.refs, s.size))
+                self.send_head(P.put(oid, P.STORED_KIND, node_id, s.refs, s.size))
         return ref
 
     def store_locally(self, oid: bytes, s: serialization.Serialized) -> str | None:
@@ -576,7 +575,8 @@ class Client:
         if reply is not None:
             offset, error = P.decode_allocated(reply)
         else:
-            _, _, offset, error = self.request_node(lambda req: (P.ALLOC, req, oid, size))
+            allocated = P.parse(self.request_node(lambda req: P.alloc(req, oid, size)))
+            offset, error = allocated.offset, allocated.error
         if offset is None:
             from .exceptions import ObjectStoreFullError
             raise ObjectStoreFullError(error)
@@ -587,7 +587,7 @@ class Client:
         else:
             parts = self.arena.write(offset, s.header, s.buffers)
         if not self.on_pin_channel(P.encode_seal_request(oid, parts)):     # so this thread's get of it is quick
-            self.send_node((P.SEAL, oid, parts))
+            self.send_node(P.seal(oid, parts))
         return self.node["node_id"]
 
     def store_remotely(self, oid: bytes, s: serialization.Serialized) -> str:
@@ -654,7 +654,7 @@ class Client:
             ask = [oid for oid in missing if oid not in self.requested]
             if ask:
                 self.requested.update(ask)
-                self.send_head((P.GET, ask))
+                self.send_head(P.get(ask))
             deadline = None if timeout is None else time.time() + timeout
             blocked = False
             pending = deque(missing)     # results arrive mostly in order: drop the ready prefix
@@ -692,7 +692,7 @@ class Client:
         ask = [oid for oid in ids if oid not in self.objects and oid not in self.requested]
         if ask:
             self.requested.update(ask)
-            self.send_head((P.GET, ask))
+            self.send_head(P.get(ask))
         return [oid in self.objects for oid in ids]
 
     def when_ready(self, oid: bytes, callback) -> None:
@@ -792,7 +792,7 @@ class Client:
             if pinned is not None:
                 offset, parts = pinned
             else:                     # not sealed here yet, or spilled, or on another node: ask over zmq
-                ask = lambda req: (P.PIN, req, oid, sources)      # noqa: E731
+                ask = lambda req: P.pin(req, oid, sources)      # noqa: E731
                 if timeout is None:
                     reply = self.request_node(ask)
                 else:
@@ -943,7 +943,7 @@ class _Unpinner:
 
     def __call__(self) -> None:
         if self.client.running:
-            self.client.send_node((P.UNPIN, [self.oid]))
+            self.client.send_node(P.unpin([self.oid]))
 
 
 def fetch_timeout_error(oid: bytes, sources: list) -> GetTimeoutError:

@@ -13,7 +13,8 @@ Every incoming zmq message is a batch; replies are collected per peer and sent o
 
 Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
 objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
-themselves live in scheduler.py. The actor directory is the natural first piece to move out.
+themselves live in scheduler.py. The actors' state and decisions (names, restarts, pending
+calls) live in actor_directory.py; the actors block below does their I/O.
 
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
 deduplicated there) or something pins it (a pending task's arguments, a stored object containing
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from . import __version__, config, drain as D, lineage as L, protocol as P, serialization, transport
+from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
 from .relay import Relay
@@ -92,27 +94,6 @@ class Obj:
 
 
 @dataclass(eq=False)
-class Actor:
-    actor_id: bytes
-    info: dict                       # class name, name, namespace, options, methods (for handles)
-    owner: bytes
-    spec: tuple                      # the creation task's arguments, kept for restarts
-    state: str = P.PENDING
-    worker_id: bytes | None = None
-    node_id: str | None = None
-    address: str | None = None
-    restarts: int = 0
-    cause: str = ""
-    no_restart: bool = False
-    unreferenced: bool = False       # every handle is gone: it ends once its pending calls have results
-    subscribers: set = field(default_factory=set)
-    job_id: str = ""                 # the job of the process that created it
-    pending: dict = field(default_factory=dict)      # first return id -> (return ids, contained)
-    moving: bool = False             # killed by a drain to restart elsewhere (see move_actors)
-    moves: int = 0                   # restarts from drains: they do not count against max_restarts (as in Ray)
-
-
-@dataclass(eq=False)
 class Peer:
     role: str                        # "driver", "worker" or "node"
     info: dict
@@ -146,18 +127,11 @@ class Head:
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()       # queue keys (shape, label selector) whose owner was warned
         self.requested_resources: list = []   # [(shape, count)]: request_resources(), until replaced
-        self.actors: dict[bytes, Actor] = {}
-        self.actor_names: dict[tuple, bytes] = {}     # (namespace, name) -> actor id
-        self.actor_by_worker: dict[bytes, Actor] = {}
-        self.actor_owners: dict[bytes, int] = {}      # process -> how many live non-detached actors it created
-        self.early_results: dict[bytes, tuple] = {}   # actor results that beat their registration
+        self.actors = ActorDirectory()                # names, workers, owners, pending calls (actor_directory.py)
         # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
         # call, on another connection. Such GETs wait here; an id freed lately fails at once.
         self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
         self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
-        # likewise a call can beat its actor's creation: an actor returns a handle to an actor it
-        # just made, and the caller calls it before the creator's CREATE_ACTOR is read here
-        self.early_actor_messages: dict[bytes, tuple[float, list]] = {}   # actor id -> (since, [(kind, ident, arg)])
         self.next_job = 1
         self.last_gc = float("-inf")                 # when every process was last told to collect garbage
         self.started_at = time.time()
@@ -208,7 +182,7 @@ class Head:
                     self.drop_message(ident, e)
             if self.early_gets:
                 self.answer_early_gets(now)
-            if self.early_actor_messages:
+            if self.actors.early_messages:
                 self.answer_early_actor_messages(now)
             if self.control in events:
                 self.answer_control()
@@ -453,7 +427,7 @@ class Head:
         if worker is None or task is None or worker.task is not task:
             return
         self.sched.task_done(worker, now)
-        if task.max_calls and self.sched.calls_used_up(worker, task) and ident not in self.actor_owners:
+        if task.max_calls and self.sched.calls_used_up(worker, task) and not self.actors.owns(ident):
             self.sched.worker_gone(ident, now)           # ran its max_calls: it exits, as in Ray
             self.send(ident, (P.EXIT,))
         self.retire_surplus(worker.node_id)
@@ -514,10 +488,11 @@ class Head:
         (the actor not located yet, or restarting); the actor skips it if queued there, cancels it
         if it is a running async call, else marks it (see worker.cancel_call)."""
         first = oid[:-1] + b"\0"
-        actor = next((a for a in self.actors.values() if first in a.pending), None)   # rare: a scan is fine
-        if actor is None:
+        found = self.actors.call_of(first)      # rare: a scan is fine
+        if found is None:
             return                    # finished already (no error, as in Ray), or unknown
-        owner = next((self.objects[o].owner for o in actor.pending[first][0] if o in self.objects), None)
+        actor, (return_ids, _) = found
+        owner = next((self.objects[o].owner for o in return_ids if o in self.objects), None)
         for target in {owner, actor.worker_id}:
             if target is not None and target in self.peers:
                 self.send(target, (P.CANCEL_CALL, first))
@@ -555,7 +530,7 @@ class Head:
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)
         self.forget_peer(worker_id)
-        actor = self.actor_by_worker.get(worker_id)
+        actor = self.actors.on_worker(worker_id)
         if actor is not None:
             self.actor_died(actor, f"its worker (pid {pid}, node {worker.node_id}) died: {describe_exit(code)}", now)
         elif task is not None and task.actor is not None:
@@ -583,34 +558,21 @@ class Head:
     def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
         self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now, ident)))
 
-    # --- actors -------------------------------------------------------------------------------
+    # --- actors (their state and decisions: actor_directory.py) ------------------------------
     def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
         fn_id, class_name, args, deps, contained, placement, info = spec
         job = self.job_settings.get(self.job_of(ident), {})
         info["namespace"] = info["namespace"] or job.get("namespace", "default")
         if info["detached"] is None:           # no lifetime option: the job's default (JobConfig)
             info["detached"] = job.get("default_actor_lifetime") == "detached"
-        key = (info["namespace"], info["name"])
-        if info["name"] is not None:
-            existing = self.actors.get(self.actor_names.get(key, b""))
-            if existing is not None and existing.state != P.DEAD_STATE:
-                if info.get("get_if_exists"):
-                    return self.send(ident, (P.ANSWER, req, existing.actor_id))
-                return self.send(ident, (P.ANSWER, req, f"The name {info['name']!r} is already taken by a live "
-                                                        f"actor in namespace {info['namespace']!r}. Please use a "
-                                                        f"different name, or get the existing actor with "
-                                                        f"get_actor({info['name']!r}), or create it with "
-                                                        f"options(get_if_exists=True)"))
-            self.actor_names[key] = actor_id
-        actor = Actor(actor_id, info, ident, spec, job_id=self.job_of(ident))
-        self.actors[actor_id] = actor
+        actor = self.actors.create(actor_id, info, ident, spec, self.job_of(ident))
+        if not isinstance(actor, Actor):       # its name is taken: the live actor's id (get_if_exists), or why
+            return self.send(ident, (P.ANSWER, req, actor))
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
         self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
-        if not info["detached"]:
-            self.actor_owners[ident] = self.actor_owners.get(ident, 0) + 1
         self.pin_all(contained)            # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
-        if actor_id in self.early_actor_messages:
+        if actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor_id, now)
         if req is not None:
             self.send(ident, (P.ANSWER, req, actor_id))
@@ -642,17 +604,12 @@ class Head:
                 self.actor_died(actor, f"an error was raised in its creation task, {error}", now)
             return
         self.sched.bind_actor(worker, actor_id, shape_of(actor.info["held"]))
-        actor.state, actor.worker_id, actor.node_id, actor.address = P.ALIVE_STATE, ident, worker.node_id, address
-        self.actor_by_worker[ident] = actor
+        self.actors.bind(actor, ident, worker.node_id, address)
         self.tell_subscribers(actor)
 
     def on_actor_locate(self, ident, peer, now, actor_id) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append((P.ACTOR_LOCATE, ident, None))
-            return
-        actor.subscribers.add(ident)
-        if actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
+        actor = self.actors.subscribe(actor_id, ident, now)
+        if actor is not None and actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
             self.send(ident, (P.ACTOR_INFO, actor_id, actor.state, actor.address, actor.cause))
 
     def tell_subscribers(self, actor: Actor) -> None:
@@ -666,47 +623,40 @@ class Head:
             for oid in return_ids:
                 self.objects[oid] = Obj(owner=ident, holders={ident})
             self.pin_all(contained)
-            self.register_call(actor, actor_id, ident, return_ids, contained, now)
+            early = self.actors.add_call(actor, actor_id, ident, return_ids, contained, now)
+            if early is not None:           # its actor is dead (or unknown), or its result came first
+                self.call_added(early, actor, actor_id, return_ids, contained, now)
 
-    def register_call(self, actor: Actor | None, actor_id: bytes, ident: bytes, return_ids: list, contained: list,
-                      now: float, park: bool = True) -> None:
-        """A call is pending until its result comes; it fails at once if its actor is dead, and
-        waits in early_actor_messages if its actor is not known yet (`park` False: no longer)."""
-        if actor is None and park:
-            self.early_actor_messages.setdefault(actor_id, (now, []))[1].append(
-                (P.ACTOR_CALLS, ident, (return_ids, contained)))
-            return
-        if actor is None or actor.state == P.DEAD_STATE:
+    def call_added(self, early, actor: Actor | None, actor_id: bytes, return_ids: list, contained: list,
+                   now: float) -> None:
+        """What add_call said was not simply pending: fail the call, or handle its early result."""
+        if early is CALL_FAILS:
             self.fail_call(actor, actor_id, return_ids, contained, now)
-            return
-        first = return_ids[0]
-        actor.pending[first] = (return_ids, contained)
-        early = self.early_results.pop(first, None)
-        if early is not None:
+        else:
             self.on_actor_result(*early)
 
     def answer_early_actor_messages(self, now: float) -> None:
-        for actor_id, (since, _) in list(self.early_actor_messages.items()):
-            if now - since > config.EARLY_GET_WAIT_S:      # no such actor after all: say so
-                self.replay_actor_messages(actor_id, now)
+        for actor_id in self.actors.overdue(now, config.EARLY_GET_WAIT_S):    # no such actor after all: say so
+            self.replay_actor_messages(actor_id, now)
 
     def replay_actor_messages(self, actor_id: bytes, now: float) -> None:
         """The locates and calls that came before the actor's creation, now that it exists (or never will)."""
         actor = self.actors.get(actor_id)
-        for kind, ident, arg in self.early_actor_messages.pop(actor_id, (0, []))[1]:
+        for kind, ident, arg in self.actors.unpark(actor_id):
             if kind == P.ACTOR_CALLS:
-                self.register_call(actor, actor_id, ident, *arg, now, park=False)
+                early = self.actors.add_call(actor, actor_id, ident, *arg, now, park=False)
+                if early is not None:
+                    self.call_added(early, actor, actor_id, *arg, now)
             elif actor is not None:
                 self.on_actor_locate(ident, None, now, actor_id)
             else:
-                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, "no such actor in this cluster"))
+                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, UNKNOWN_ACTOR))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
         actor = self.actors.get(actor_id)
-        call = actor.pending.pop(first, None) if actor is not None else None
-        if call is None:
-            self.early_results[first] = (ident, peer, now, actor_id, first, results)
-            return
+        call = actor.pending.pop(first, None) if actor is not None else None    # (inline: the per-call path)
+        if call is None:                    # kept until the call is registered (add_call hands it back)
+            return self.actors.keep_result(first, (ident, peer, now, actor_id, first, results))
         for oid, kind, data, contained, size in results:
             obj = self.objects.get(oid)
             if obj is None:
@@ -718,12 +668,12 @@ class Head:
         for oid in call[1]:
             self.unpin(oid)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
-        if actor.unreferenced and not actor.pending:
+        if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
 
     def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
         from .actor import died_error
-        cause = actor.cause if actor is not None else "no such actor in this cluster"
+        cause = actor.cause if actor is not None else UNKNOWN_ACTOR
         blob = serialization.dumps_inline(died_error(actor.info if actor else {}, actor_id, cause))
         for oid in return_ids:
             obj = self.objects.get(oid)
@@ -738,12 +688,8 @@ class Head:
             self.kill_actor(actor, no_restart, "it was killed with tasuki.kill()", now)
 
     def kill_actor(self, actor: Actor, no_restart: bool, cause: str, now: float) -> None:
-        if actor.state == P.DEAD_STATE:
-            return
-        actor.no_restart = actor.no_restart or no_restart
-        actor.cause = cause
-        if actor.no_restart:
-            self.free_name(actor)           # a new actor may take the name at once
+        if not self.actors.kill(actor, no_restart, cause):
+            return                          # dead already
         if actor.worker_id is not None and actor.worker_id in self.sched.workers:
             self.send(b"N" + actor.node_id.encode(), (P.KILL, actor.worker_id))
         else:
@@ -752,27 +698,18 @@ class Head:
 
     def on_actor_exit(self, ident, peer, now, actor_id, cause) -> None:
         """The actor ends itself on purpose (its worker exits next): no restart; pending calls fail saying why."""
-        actor = self.actors.get(actor_id)
-        if actor is not None and actor.state != P.DEAD_STATE:
-            actor.no_restart = True
-            actor.cause = f"it ended itself on purpose: {cause} (Worker exit type: INTENDED_USER_EXIT, Ray's name)"
-            self.free_name(actor)
+        self.actors.exiting(actor_id, cause)
 
     def handles_gone(self, actor_id: bytes, now: float) -> None:
         """No process holds a handle to the actor, and no message or object carries one."""
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.state == P.DEAD_STATE or actor.info["detached"] or actor.info["name"] is not None:
-            return
-        actor.unreferenced = True
-        if not actor.pending:
+        actor = self.actors.unreferenced(actor_id)
+        if actor is not None:
             self.end_actor(actor, now)
 
     def end_actor(self, actor: Actor, now: float) -> None:
         """End an actor no one can call any more, gracefully: an alive one exits (its __del__ and atexit
         handlers run); one still being placed or restarted is dropped."""
-        actor.no_restart = True
-        actor.cause = actor.cause or ("all its handles went out of scope (an actor lives as long as a handle to it "
-                                      "does; name it or make it lifetime='detached' to keep it)")
+        self.actors.ending(actor)
         if actor.state == P.ALIVE_STATE and actor.worker_id in self.sched.workers:
             self.send(actor.worker_id, (P.EXIT,))
         elif actor.worker_id is None:
@@ -794,11 +731,6 @@ class Head:
         self.tasks.pop(task.task_id, None)
         return True
 
-    def free_name(self, actor: Actor) -> None:
-        key = (actor.info["namespace"], actor.info["name"])
-        if self.actor_names.get(key) == actor.actor_id:
-            del self.actor_names[key]
-
     def producer_of_actor(self, actor: Actor) -> Task | None:
         return next((t for t in self.tasks.values() if t.actor and t.actor["actor_id"] == actor.actor_id), None)
 
@@ -808,38 +740,21 @@ class Head:
             return
         if self.relay.links:
             self.relay.actor_gone(actor.actor_id)
-        self.actor_by_worker.pop(actor.worker_id, None)
-        actor.worker_id = actor.address = None
-        actor.cause = actor.cause or cause       # a kill or its driver's exit said why first
-        limit = actor.info["max_restarts"]
-        if not actor.no_restart and (limit == -1 or actor.restarts - actor.moves < limit or (actor.moving and limit)):
-            actor.restarts += 1
-            actor.moves += actor.moving
-            actor.moving = False
-            actor.state = P.RESTARTING
-            self.tell_subscribers(actor)
-            if not actor.info["max_task_retries"]:
-                for first, (return_ids, contained) in list(actor.pending.items()):
-                    del actor.pending[first]
-                    self.fail_call(actor, actor.actor_id, return_ids, contained, now)
+        restarts = self.actors.died(actor, cause)
+        self.tell_subscribers(actor)
+        if restarts:
+            for return_ids, contained in self.actors.failed_calls(actor):
+                self.fail_call(actor, actor.actor_id, return_ids, contained, now)
             actor.cause = ""
             self.place_actor(actor, now)
             return
-        actor.state = P.DEAD_STATE
-        self.tell_subscribers(actor)
-        if not actor.info["detached"] and self.actor_owners.get(actor.owner):
-            self.actor_owners[actor.owner] -= 1
-            if not self.actor_owners[actor.owner]:
-                del self.actor_owners[actor.owner]
         fn_id = actor.spec[0]
         if fn_id in self.function_peers and not self.function_peers[fn_id]:    # its drivers have gone
             self.unused_functions.add(fn_id)
-        for first, (return_ids, contained) in list(actor.pending.items()):
+        for return_ids, contained in self.actors.failed_calls(actor):
             self.fail_call(actor, actor.actor_id, return_ids, contained, now)
-        actor.pending.clear()
         for oid in actor.spec[4]:
             self.unpin(oid)
-        self.free_name(actor)
 
     # --- relayed transfers and actor calls, for drivers that reach only the head (relay.py) ---
     def relay_frames(self, ident: bytes, message: tuple, data: list) -> None:
@@ -942,7 +857,7 @@ class Head:
         if node is None or self.sched.pending_count():
             return
         for worker in self.sched.surplus_idle_workers(node):
-            if worker.worker_id in self.actor_owners:      # its actors share its fate: keep it
+            if self.actors.owns(worker.worker_id):      # its actors share its fate: keep it
                 continue
             self.sched.worker_gone(worker.worker_id, time.time())
             self.send(worker.worker_id, (P.EXIT,))
@@ -1074,8 +989,9 @@ class Head:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
-        if self.actor_owners.pop(ident, 0):
-            self.end_owned_actors(ident, peer)
+        owned = self.actors.owner_gone(ident)
+        if owned:
+            self.end_owned_actors(owned, peer)
         if peer.role == "driver":
             self.relay.forget(ident)
             self.drivers_by_job.pop(peer.job_id, None)
@@ -1089,16 +1005,15 @@ class Head:
                     self.forget(oid, obj)
         self.release_functions(ident, peer)
 
-    def end_owned_actors(self, ident: bytes, peer: Peer) -> None:
+    def end_owned_actors(self, owned: list, peer: Peer) -> None:
         """Fate sharing: the process that created these actors is gone, so are they (not the detached)."""
         if peer.role == "driver":
             cause = "its driver exited: the driver that created it owns it (use lifetime='detached' to keep it)"
         else:
             cause = (f"its owner died: the worker (pid {peer.info.get('pid')}) of the task or actor that created "
                      f"it exited. Create it with lifetime='detached' to let it outlive its creator")
-        for actor in list(self.actors.values()):
-            if actor.owner == ident and not actor.info["detached"]:
-                self.kill_actor(actor, True, cause, time.time())
+        for actor in owned:
+            self.kill_actor(actor, True, cause, time.time())
 
     def release_functions(self, ident: bytes, peer: Peer) -> None:
         """A peer left: the functions no connected peer registered any more are freed once no task
@@ -1115,7 +1030,7 @@ class Head:
     def free_unused_functions(self) -> None:
         """Free the unused functions no live task runs; those a live actor runs wait for its death."""
         running = {task.fn_id for task in self.tasks.values()}
-        actors = {actor.spec[0] for actor in self.actors.values() if actor.state != P.DEAD_STATE}
+        actors = {actor.spec[0] for actor in self.actors.live()}
         freed = 0
         for fn_id in list(self.unused_functions):
             if fn_id in actors:
@@ -1147,7 +1062,7 @@ class Head:
         self.relay.node_gone(node.node_id)
         for worker in self.sched.remove_node(node.node_id):
             self.forget_peer(worker.worker_id)       # its refs and its functions
-            actor = self.actor_by_worker.get(worker.worker_id)
+            actor = self.actors.on_worker(worker.worker_id)
             if actor is not None:
                 self.actor_died(actor, f"its node {node.node_id} ({node.ip}) died", now)
             elif worker.task is not None and worker.task.actor is not None:
@@ -1266,16 +1181,15 @@ class Head:
         if what == "drain":
             return self.drain(arg, now)
         if what == "actor":
-            key = (arg.get("namespace") or self.namespace_of(ident), arg.get("name"))
-            actor = self.actors.get(arg.get("actor_id") or self.actor_names.get(key, b""))
+            actor = self.actors.get(arg["actor_id"]) if arg.get("actor_id") else \
+                self.actors.named(arg.get("namespace") or self.namespace_of(ident), arg.get("name"))
             if actor is None or actor.state == P.DEAD_STATE:
                 return None
             return {"actor_id": actor.actor_id, "info": actor.info}
         if what == "actors":
-            return self.actor_table()
+            return self.actors.table()
         if what == "named_actors":      # the names taken now: a killed actor's is free before its process ends
-            return [{"name": name, "namespace": namespace} for (namespace, name), actor_id in self.actor_names.items()
-                    if actor_id in self.actors and self.actors[actor_id].state != P.DEAD_STATE]
+            return self.actors.names_taken()
         if what == "namespace":
             return self.namespace_of(ident)
         raise ValueError(f"unknown query {what!r}")
@@ -1322,7 +1236,7 @@ class Head:
                 "running": running, "finished": dict(self.finished), "node_deaths": dict(self.node_deaths),
                 "latency": {"buckets": list(zip([str(b) for b in LATENCY_BUCKETS], self.latency_counts)),
                             "sum": self.latency_sum},
-                "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actor_table()}
+                "objects": len(self.objects), "drivers": len(self.drivers_by_job), "actors": self.actors.table()}
 
     @staticmethod
     def pending_entry(key, count: int, **extra) -> dict:
@@ -1332,11 +1246,6 @@ class Head:
         if selector:
             entry["label_selector"] = selector_dict(selector)
         return entry
-
-    def actor_table(self) -> list[dict]:
-        return [{"actor_id": a.actor_id.hex(), "class_name": a.info["class_name"], "name": a.info["name"],
-                 "namespace": a.info["namespace"], "node_id": a.node_id, "state": a.state,
-                 "restarts": a.restarts, "cause": a.cause} for a in self.actors.values()]
 
     # --- drain: a node leaves and loses nothing (decisions in drain.py) ---------------------------
     def drain(self, arg: dict, now: float) -> dict:
@@ -1479,25 +1388,18 @@ class Head:
                 self.finish_with_error(task, TaskCancelledError(f"task {task.name} was cancelled"), now, "cancelled")
             else:
                 self.sched.requeue_front(task)
-        for actor in self.actors.values():
-            if actor.node_id == node.node_id and actor.worker_id is not None and actor.state == P.ALIVE_STATE \
-                    and actor.actor_id not in drain.moved_actors and not actor.no_restart:
-                self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor may "
-                                             f"not restart (max_restarts=0): give it max_restarts to have it moved "
-                                             f"to another node when its node drains", now)
+        for actor in self.actors.alive_on(node.node_id, drain.moved_actors):
+            self.kill_actor(actor, True, f"its node {node.node_id} ({node.ip}) left (SIGTERM) and the actor may "
+                                         f"not restart (max_restarts=0): give it max_restarts to have it moved "
+                                         f"to another node when its node drains", now)
 
     def move_actors(self, node: Node, drain: D.Drain, now: float) -> None:
         """Restart elsewhere the node's live actors that may restart (max_restarts not 0): kill the
         worker; its exit goes through actor_died, which places the actor again (never on a draining
         node). As in Ray, such a move does not count against max_restarts."""
-        for actor in self.actors.values():
-            if actor.node_id != node.node_id or actor.worker_id is None or actor.state != P.ALIVE_STATE \
-                    or actor.actor_id in drain.moved_actors or actor.no_restart:
-                continue
-            if actor.info["max_restarts"]:
+        for actor in self.actors.alive_on(node.node_id, drain.moved_actors):
+            if self.actors.move(actor, f"its node {node.node_id} ({node.ip}) was drained"):
                 drain.moved_actors.add(actor.actor_id)
-                actor.moving = True
-                actor.cause = f"its node {node.node_id} ({node.ip}) was drained"
                 self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
 
 

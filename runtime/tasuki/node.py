@@ -149,7 +149,7 @@ class NodeAgent:
     # --- loop --------------------------------------------------------------------------
     def serve(self) -> None:
         zmq = self.zmq
-        transport.send(self.head, [(P.HELLO, "node", self.info())])
+        transport.send(self.head, [P.hello("node", self.info())])
         for sock in (self.head, self.local, self.remote):
             self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.zygote.fileno(), zmq.POLLIN)
@@ -198,7 +198,7 @@ class NodeAgent:
                     self.exit_code = 1
                     break
             if now >= next_beat:
-                self.head_messages.append((P.HEARTBEAT, {
+                self.head_messages.append(P.heartbeat({
                     "used": self.store.used(), "capacity": self.store.capacity,
                     "objects": len(self.store.entries), "spilled": self.store.spilled_bytes}))
                 next_beat = now + config.NODE_HEARTBEAT_S
@@ -212,7 +212,7 @@ class NodeAgent:
         answers DRAINED once nothing is left here, and then this agent exits 0."""
         timeout = config.env_float("DRAIN_TIMEOUT_S", config.DRAIN_TIMEOUT_S)
         self.leave_deadline = now + timeout + config.DRAIN_MARGIN_S
-        self.head_messages.append((P.LEAVING, timeout))
+        self.head_messages.append(P.leaving(timeout))
         print(f"tasuki node {self.cfg.node_id}: SIGTERM: draining (running tasks may finish for up to "
               f"TASUKI_DRAIN_TIMEOUT_S={timeout:g} s; objects only this node holds are copied away)",
               file=sys.stderr, flush=True)
@@ -286,7 +286,10 @@ class NodeAgent:
             except self.zmq.Again:
                 return
             for message in P.decode(frames[0].buffer):
-                handle(message, frames[1:])
+                try:
+                    handle(message, frames[1:])
+                except P.ProtocolError as e:
+                    self.drop_message(e)
 
     def drain_router(self, sock) -> None:
         while True:
@@ -296,7 +299,14 @@ class NodeAgent:
                 return
             ident = frames[0].bytes
             for message in P.decode(frames[1].buffer):
-                self.on_client_message(sock, ident, message, frames[2:])
+                try:
+                    self.on_client_message(sock, ident, message, frames[2:])
+                except P.ProtocolError as e:
+                    self.drop_message(e)
+
+    def drop_message(self, error: P.ProtocolError) -> None:
+        """A message that does not match its kind's definition: say so and go on with the others."""
+        print(f"tasuki node {self.cfg.node_id}: dropped a malformed message: {error}", file=sys.stderr, flush=True)
 
     def shutdown(self) -> None:
         try:
@@ -327,29 +337,30 @@ class NodeAgent:
 
     # --- the head ------------------------------------------------------------------------
     def on_head_message(self, message: tuple, data) -> None:
-        kind = message[0]
+        m = P.parse(message)
+        kind = m.kind
         if kind == P.SPAWN:
-            for worker_id in message[1]:
+            for worker_id in m.worker_ids:
                 self.zygote.sendall(json.dumps({"spawn": worker_id.hex()}).encode() + b"\n")
         elif kind == P.FREE:
-            for oid in message[1]:
+            for oid in m.ids:
                 self.store.free(oid)
         elif kind == P.KILL:
-            pid = self.pids.get(message[1])
+            pid = self.pids.get(m.worker_id)
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         elif kind == P.REFUSED:
-            print(f"tasuki node: the head refused this node: {message[1]}", file=sys.stderr, flush=True)
+            print(f"tasuki node: the head refused this node: {m.reason}", file=sys.stderr, flush=True)
             self.running = False
         elif kind == P.SHUTDOWN:
             self.running = False
         elif kind == P.NODE_DIED:
-            self.source_died(message[1], message[2])
+            self.source_died(m.node_id, m.address)
         elif kind == P.REPLICATE:
-            self.replicate(message[1], message[2])
+            self.replicate(m.oid, m.sources)
         elif kind == P.DRAINED:
             print(f"tasuki node {self.cfg.node_id}: drained: nothing is left here; exiting", file=sys.stderr, flush=True)
             self.running = False
@@ -380,40 +391,39 @@ class NodeAgent:
                     for oid, count in self.pins.pop(worker_id, {}).items():
                         for _ in range(count):
                             self.store.unpin(oid)
-                    self.head_messages.append((P.WORKER_EXITED, worker_id, event["exited"], event["code"]))
+                    self.head_messages.append(P.worker_exited(worker_id, event["exited"], event["code"]))
 
     # --- object store clients --------------------------------------------------------------
     def on_client_message(self, sock, ident: bytes, message: tuple, data) -> None:
-        kind = message[0]
+        m = P.parse(message)
+        kind = m.kind
         if kind == P.ALLOC:
-            _, req, oid, size = message
-            transport.send(sock, [(P.ALLOCATED, req, *self.allocate(oid, size))], to=ident)
+            transport.send(sock, [P.allocated(m.req, *self.allocate(m.oid, m.size))], to=ident)
         elif kind == P.SEAL:
-            self.seal(message[1], message[2])
+            self.seal(m.oid, m.layout)
         elif kind == P.PIN:
-            _, req, oid, sources = message
-            self.pin(sock, ident, req, oid, sources)
+            self.pin(sock, ident, m.req, m.oid, m.sources)
         elif kind == P.UNPIN:
-            self.unpin_for(ident, message[1])
+            self.unpin_for(ident, m.ids)
         elif kind == P.READ:
-            _, req, oid, start, length = message
+            req, oid, start, length = m.req, m.oid, m.start, m.length
             entry = self.store.entries.get(oid)
             if entry is None or not entry.sealed or entry.freed:
-                transport.send(sock, [(P.CHUNK, req, oid, start, None, None, "not stored on this node")], to=ident)
+                transport.send(sock, [P.chunk(req, oid, start, None, None, "not stored on this node")], to=ident)
                 return
             if entry.offset is None:
                 self.store.pin(oid)      # restores from spill when the arena has room
                 self.store.unpin(oid)
             view = self.store.read_range(entry, start, length)
-            transport.send(sock, [(P.CHUNK, req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
+            transport.send(sock, [P.chunk(req, oid, start, entry.size, entry.parts, None)], to=ident, data=[view])
         elif kind == P.WRITE:
-            oid, offset = message[1], message[2]
+            oid, offset = m.oid, m.offset
             entry = self.store.entries.get(oid)
             chunk = data[0].buffer
             written = entry is not None and not entry.sealed and self.store.write_range(entry, offset, chunk)
-            if len(message) > 3:         # a windowed writer (transfer.write) waits for this
+            if m.req is not None:        # a windowed writer (transfer.write) waits for this
                 error = None if written else f"object {oid.hex()} has no open block of that size on node {self.cfg.node_id}"
-                transport.send(sock, [(P.WRITTEN, message[3], oid, offset, error)], to=ident)
+                transport.send(sock, [P.written(m.req, oid, offset, error)], to=ident)
 
     def pin(self, sock, ident, req, oid, sources) -> None:
         entry = self.store.entries.get(oid)
@@ -443,10 +453,10 @@ class NodeAgent:
     def reply_pin(self, sock, ident, req, oid) -> None:
         entry, error = self.pin_for(ident, oid)
         if entry is None:
-            transport.send(sock, [(P.PINNED, req, oid, None, None, error)], to=ident)
+            transport.send(sock, [P.pinned(req, oid, None, None, error)], to=ident)
         else:
             where = entry.offset if entry.offset is not None else entry.spill_path     # offset, or its spill file
-            transport.send(sock, [(P.PINNED, req, oid, where, entry.parts, None)], to=ident)
+            transport.send(sock, [P.pinned(req, oid, where, entry.parts, None)], to=ident)
 
     def pin_for(self, ident: bytes, oid: bytes):
         """Pin an object for the process `ident` (restoring it if spilled): (entry, None) or (None, why)."""
@@ -482,7 +492,7 @@ class NodeAgent:
             if sock is None:                  # a copy the head asked for: its next drain tick asks again
                 return
             where = f": node {', '.join(dead)} held it and was declared dead" if dead else ""
-            transport.send(sock, [(P.PINNED, req, oid, None, None, str(ObjectLostError(
+            transport.send(sock, [P.pinned(req, oid, None, None, str(ObjectLostError(
                 f"object {oid.hex()} has no live copy on any node{where}")))], to=ident)
             return
         self.pulls[oid] = {"waiters": [(sock, ident, req)] if sock is not None else [], "sources": list(sources),
@@ -495,7 +505,7 @@ class NodeAgent:
         no one waiting; on_chunk reports STORED when it is sealed."""
         entry = self.store.entries.get(oid)
         if entry is not None and entry.sealed and not entry.freed:
-            self.head_messages.append((P.STORED, oid, entry.size))
+            self.head_messages.append(P.stored(oid, entry.size))
         elif entry is None and oid not in self.pulls:
             self.start_pull(None, None, None, oid, [s for s in sources if s[0] != self.cfg.node_id])
 
@@ -510,11 +520,11 @@ class NodeAgent:
     def request_chunk(self, oid: bytes, start: int) -> None:
         pull = self.pulls[oid]
         address = pull["sources"][0][1]
-        transport.send(self.source(address), [(P.READ, oid, oid, start, config.TRANSFER_CHUNK)])
+        transport.send(self.source(address), [P.read(oid, oid, start, config.TRANSFER_CHUNK)])   # req: the oid
         pull["next"] = start + config.TRANSFER_CHUNK
 
     def on_chunk(self, message: tuple, data) -> None:
-        _, _req, oid, start, size, parts, error = message
+        _, _req, oid, start, size, parts, error = P.parse(message)
         pull = self.pulls.get(oid)
         if pull is None:
             return
@@ -536,7 +546,7 @@ class NodeAgent:
         if pull["received"] >= size:
             del self.pulls[oid]
             self.store.seal(oid, pull["parts"])
-            self.head_messages.append((P.STORED, oid, size))
+            self.head_messages.append(P.stored(oid, size))
             for sock, ident, req in pull["waiters"]:
                 self.reply_pin(sock, ident, req, oid)
 
@@ -567,7 +577,7 @@ class NodeAgent:
         pull = self.pulls.pop(oid)
         self.store.free(oid)
         for sock, ident, req in pull["waiters"]:
-            transport.send(sock, [(P.PINNED, req, oid, None, None, reason)], to=ident)
+            transport.send(sock, [P.pinned(req, oid, None, None, reason)], to=ident)
 
 
 def pin_socket_path(cfg: NodeConfig) -> str:

@@ -41,13 +41,13 @@ class Relay:
         self.poller: zmq.Poller | None = None         # the head's, set by its loop
 
     # --- objects -----------------------------------------------------------------------------
-    def forward(self, ident: bytes, req: int, node_id: str, kind: str, message: tuple, data=()) -> None:
-        """Send a request to a node on the driver's behalf; its answer comes back to `answer`."""
+    def forward(self, ident: bytes, req: int, node_id: str, kind: str, oid: bytes, build, data=()) -> None:
+        """Send a request to a node on the driver's behalf, `build(relay_req)` (the driver's request
+        under a request id of the head's); its answer comes back to `answer`."""
         relay_req = next(self.counter)
-        oid = message[1] if kind == P.WRITE else message[2]
         self.requests[relay_req] = (ident, req, node_id, kind, oid)
         node = b"N" + node_id.encode()
-        message = (message[0], relay_req, *message[2:]) if kind != P.WRITE else (*message[:3], relay_req)
+        message = build(relay_req)
         if data:
             transport.send(self.sock, [message], to=node, data=data)
         else:
@@ -56,29 +56,29 @@ class Relay:
     def read(self, ident: bytes, req: int, oid: bytes, start: int, length: int, node_id: str,
              connected: bool) -> None:
         if not connected:
-            return self.send(ident, (P.CHUNK, req, oid, start, None, None, f"node {node_id} is not connected "
-                                                                          f"to the head (it left or died)"))
-        self.forward(ident, req, node_id, P.READ, (P.READ, req, oid, start, length))
+            return self.send(ident, P.chunk(req, oid, start, None, None, f"node {node_id} is not connected "
+                                                                        f"to the head (it left or died)"))
+        self.forward(ident, req, node_id, P.READ, oid, lambda relay_req: P.read(relay_req, oid, start, length))
 
     def alloc(self, ident: bytes, req: int, oid: bytes, size: int, nodes: list) -> None:
         node = transfer.pick_store_node(nodes, size)
         if node is None:
-            return self.send(ident, (P.ALLOCATED, req, None, f"no live node to store object {oid.hex()} "
-                                                              f"({size:,} bytes) on: start a node", None))
+            return self.send(ident, P.allocated(req, None, f"no live node to store object {oid.hex()} "
+                                                            f"({size:,} bytes) on: start a node"))
         self.open_puts.setdefault(ident, {})[oid] = node["node_id"]
-        self.forward(ident, req, node["node_id"], P.ALLOC, (P.ALLOC, req, oid, size))
+        self.forward(ident, req, node["node_id"], P.ALLOC, oid, lambda relay_req: P.alloc(relay_req, oid, size))
 
     def write(self, ident: bytes, message: tuple, data: list) -> None:
         _, oid, offset, req = message
         node_id = self.open_puts.get(ident, {}).get(oid)
         if node_id is None:
-            return self.send(ident, (P.WRITTEN, req, oid, offset, f"object {oid.hex()} has no open block"))
-        self.forward(ident, req, node_id, P.WRITE, message, data)
+            return self.send(ident, P.written(req, oid, offset, f"object {oid.hex()} has no open block"))
+        self.forward(ident, req, node_id, P.WRITE, oid, lambda relay_req: P.write(oid, offset, relay_req), data)
 
     def seal(self, ident: bytes, oid: bytes, parts: list) -> None:
         node_id = self.open_puts.get(ident, {}).pop(oid, None)
         if node_id is not None:
-            self.send(b"N" + node_id.encode(), (P.SEAL, oid, parts))
+            self.send(b"N" + node_id.encode(), P.seal(oid, parts))
 
     def answer(self, message: tuple, data=()) -> None:
         """A node's CHUNK, ALLOCATED or WRITTEN for a relayed request: to its driver, with its data frame."""
@@ -86,11 +86,13 @@ class Relay:
         if entry is None:
             return                                    # its driver left
         ident, req, node_id, _, oid = entry
-        reply = (message[0], req, *message[2:])
-        if message[0] == P.ALLOCATED:
-            if message[2] is None:                    # no room there: nothing to seal
+        answer = P.parse(message)
+        if answer.kind == P.ALLOCATED:
+            if answer.offset is None:                 # no room there: nothing to seal
                 self.open_puts.get(ident, {}).pop(oid, None)
-            reply = (*reply, node_id)
+            reply = P.allocated(req, answer.offset, answer.error, node_id)
+        else:                                         # CHUNK or WRITTEN: as the node sent it, with the driver's req
+            reply = (answer.kind, req, *message[2:])
         if data:
             transport.send(self.sock, [reply], to=ident, data=data)
         else:
@@ -104,11 +106,11 @@ class Relay:
                 continue
             del self.requests[relay_req]
             if kind == P.READ:
-                self.send(ident, (P.CHUNK, req, oid, 0, None, None, why))
+                self.send(ident, P.chunk(req, oid, 0, None, None, why))
             elif kind == P.ALLOC:
-                self.send(ident, (P.ALLOCATED, req, None, why, None))
+                self.send(ident, P.allocated(req, None, why))
             else:
-                self.send(ident, (P.WRITTEN, req, oid, 0, why))
+                self.send(ident, P.written(req, oid, 0, why))
         for puts in self.open_puts.values():
             for oid in [oid for oid, node in puts.items() if node == node_id]:
                 del puts[oid]
@@ -137,7 +139,7 @@ class Relay:
         """Forward what actors answered on the head's DEALERs, unread, to their drivers."""
         for sock in [s for s in events if s in self.socks]:
             ident, actor_id = self.socks[sock]
-            header = P.encode([(P.ACTOR_REPLY, actor_id)])
+            header = P.encode([P.actor_reply(actor_id)])
             while True:
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -157,7 +159,7 @@ class Relay:
         for key in [k for k in self.links if k[0] == ident]:
             self._close(self.links.pop(key)[1])
         for oid, node_id in self.open_puts.pop(ident, {}).items():
-            self.send(b"N" + node_id.encode(), (P.FREE, [oid]))
+            self.send(b"N" + node_id.encode(), P.free([oid]))
         if self.requests:
             for relay_req in [r for r, entry in self.requests.items() if entry[0] == ident]:
                 del self.requests[relay_req]

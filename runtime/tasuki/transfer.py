@@ -131,7 +131,7 @@ class NodeChannel:
         return next(self.client.counter)
 
     def read_message(self, req: int, oid: bytes, start: int, length: int) -> tuple:
-        return (P.READ, req, oid, start, length)
+        return P.read(req, oid, start, length)
 
     def send(self, message: tuple, data=()) -> None:
         transport.send(self.sock, [message], data=data)
@@ -163,7 +163,7 @@ class HeadChannel:
         return req
 
     def read_message(self, req: int, oid: bytes, start: int, length: int) -> tuple:
-        return (P.READ, req, oid, start, length, self.node_id)
+        return P.read(req, oid, start, length, self.node_id)
 
     def send(self, message: tuple, data=()) -> None:
         self.client.send_head_frames(message, data)
@@ -194,13 +194,13 @@ def read(channel, oid: bytes, wait) -> tuple[bytearray, list]:
     while inflight:
         message, frames = wait(channel)
         inflight -= 1
-        _, _, _, start, total, layout, error = message
-        if error is not None:
-            raise SourceFailed(error)
+        chunk_answer = P.parse(message)
+        if chunk_answer.error is not None:
+            raise SourceFailed(chunk_answer.error)
         if data is None:
-            data, parts, size = bytearray(total), layout, total
+            data, parts, size = bytearray(chunk_answer.size), chunk_answer.layout, chunk_answer.size
         piece = frames[0].buffer
-        data[start:start + len(piece)] = piece
+        data[chunk_answer.start:chunk_answer.start + len(piece)] = piece
         while inflight < WINDOW and next_at < size:
             channel.send(channel.read_message(channel.new_req(), oid, next_at, chunk))
             next_at += chunk
@@ -212,27 +212,27 @@ def write(channel, oid: bytes, size: int, parts: list, payloads: list, wait) -> 
     """Store a serialized object on the channel's node (or the one the head picks): ALLOC, the
     pieces as WRITEs with WINDOW unacknowledged at most, then SEAL. Returns the node id;
     ObjectStoreFullError when no store has room."""
-    channel.send((P.ALLOC, channel.new_req(), oid, size))
-    message, _ = wait(channel)
-    offset, error = message[2], message[3]
-    node_id = message[4] if len(message) > 4 else channel.node_id
-    if offset is None:            # the node's store has no room, or (no node named) the head found no node
+    channel.send(P.alloc(channel.new_req(), oid, size))
+    allocated = P.parse(wait(channel)[0])
+    node_id = allocated.node_id or channel.node_id      # the head names the node it picked
+    if allocated.offset is None:  # the node's store has no room, or (no node named) the head found no node
         from .exceptions import ClusterError, ObjectStoreFullError
-        raise (ObjectStoreFullError if node_id is not None else ClusterError)(error)
+        raise (ObjectStoreFullError if node_id is not None else ClusterError)(allocated.error)
     inflight = 0
     for at, view in pieces(parts, payloads, config.TRANSFER_CHUNK):
         while inflight >= WINDOW:
             inflight -= _acknowledged(wait(channel)[0], oid, node_id)
-        channel.send((P.WRITE, oid, at, channel.new_req()), data=[view])
+        channel.send(P.write(oid, at, channel.new_req()), data=[view])
         inflight += 1
     while inflight:
         inflight -= _acknowledged(wait(channel)[0], oid, node_id)
-    channel.send((P.SEAL, oid, parts))
+    channel.send(P.seal(oid, parts))
     return node_id
 
 
 def _acknowledged(message: tuple, oid: bytes, node_id: str) -> int:
-    if message[0] == P.WRITTEN and message[4] is not None:
+    written = P.parse(message)
+    if written.kind == P.WRITTEN and written.error is not None:
         from .exceptions import ClusterError
-        raise ClusterError(f"writing object {oid.hex()} to node {node_id} failed: {message[4]}; put it again")
+        raise ClusterError(f"writing object {oid.hex()} to node {node_id} failed: {written.error}; put it again")
     return 1

@@ -96,7 +96,7 @@ class Worker:
         if kind == P.RUN:
             with self.block_lock:
                 if self.blocked and message[1][-1] is None:
-                    self.client.send_head((P.BLOCKED, [message[1][0]]))   # do not wait behind a blocked task
+                    self.client.send_head(P.blocked([message[1][0]]))   # do not wait behind a blocked task
                 else:
                     self.queued.add(message[1][0])
                     self.inbox.put(message[1])
@@ -112,7 +112,7 @@ class Worker:
                 if message[1] in self.queued:          # not started: give it back
                     self.queued.discard(message[1])
                     self.skip.add(message[1])
-                    self.client.send_head((P.RETURNED, [message[1]]))
+                    self.client.send_head(P.returned([message[1]]))
         elif kind == P.EXIT:
             self.inbox.put(None)
         elif kind == P.CANCEL_CALL:
@@ -142,7 +142,7 @@ class Worker:
             return
         if not blocked:
             self.blocked = False
-            self.client.send_head((P.UNBLOCKED,))
+            self.client.send_head(P.unblocked())
             return
         with self.block_lock:
             self.blocked = True
@@ -160,7 +160,7 @@ class Worker:
                     kept.append(item)
             for item in kept:
                 self.inbox.put(item)
-        self.client.send_head((P.BLOCKED, [task[0] for task in returned]))
+        self.client.send_head(P.blocked([task[0] for task in returned]))
 
     def run(self, task: tuple) -> None:
         (task_id, fn_id, fn_blob, name, args_blob, deps, return_ids, retry_exceptions,
@@ -200,7 +200,7 @@ class Worker:
             sys.stdout.flush()
             sys.stderr.flush()
             _sync_output(self)           # the task's output goes to the head before its DONE
-        self.client.send_head((P.DONE, task_id, results, retryable))
+        self.client.send_head(P.done(task_id, results, retryable))
 
     # --- actors -------------------------------------------------------------------------------
     def serve_actor(self, task: tuple) -> None:
@@ -226,7 +226,7 @@ class Worker:
             else:
                 tb = str(self.task_error(e, f"{actor['class_name']}.__init__"))
             self.instance = None
-            self.client.send_head((P.ACTOR_READY, self.actor_id, None, tb))
+            self.client.send_head(P.actor_ready(self.actor_id, None, tb))
             while self.inbox.get() is not None:     # the head answers with EXIT once it has the error
                 pass
             return
@@ -246,7 +246,7 @@ class Worker:
             self.loop = asyncio.new_event_loop()
             self.semaphore = asyncio.Semaphore(concurrency)
             self.client.serve_calls(sock, self.on_async_call)
-            self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
+            self.client.send_head(P.actor_ready(self.actor_id, address, None))
             try:
                 self.loop.run_until_complete(self.serve_async())
             except SystemExit as e:     # exit_actor() or sys.exit() in an asyncio task of its own, not a call's
@@ -266,7 +266,7 @@ class Worker:
         else:
             pool = None
             self.client.serve_calls(sock, self.queue_call)
-        self.client.send_head((P.ACTOR_READY, self.actor_id, address, None))
+        self.client.send_head(P.actor_ready(self.actor_id, address, None))
         while self.exit_cause is None:
             item = self.inbox.get()
             if item is None:
@@ -418,7 +418,7 @@ class Worker:
         the one running, and the head learns it is on purpose (no restart; pending calls fail, saying why)."""
         if self.exit_cause is None:
             self.exit_cause = cause
-            self.client.send_head((P.ACTOR_EXIT, self.actor_id, cause))
+            self.client.send_head(P.actor_exit(self.actor_id, cause))
 
     def exit_results(self, name: str, return_ids: list) -> list:
         from .actor import died_error
@@ -525,10 +525,10 @@ class Worker:
         return P.error_results(_pickle_error(self.task_error(e, name)), return_ids)
 
     def reply_call(self, ident: bytes, return_ids: list, results: list) -> None:
-        direct = [(P.OBJECT, oid, kind, data) for oid, kind, data, _, _ in results if kind != P.STORED_KIND]
+        direct = [P.object(oid, kind, data) for oid, kind, data, _, _ in results if kind != P.STORED_KIND]
         if direct:
             self.client.reply(ident, direct)
-        self.client.send_head((P.ACTOR_RESULT, self.actor_id, return_ids[0], results))
+        self.client.send_head(P.actor_result(self.actor_id, return_ids[0], results))
         for oid in _contained(results):        # held by call_results until now
             self.client.remove_ref(oid)
 
@@ -607,9 +607,9 @@ class Worker:
             except SerializationError as e:
                 raise SerializationError(f"the result of task {name} cannot be sent back: {e}") from None
             if s.buffers or len(s.header) > serialization.INLINE_OBJECT_LIMIT:
-                out.append((oid, P.STORED_KIND, self.client.store_locally(oid, s), s.refs, s.size))
+                out.append(P.result(oid, P.STORED_KIND, self.client.store_locally(oid, s), s.refs, s.size))
             else:
-                out.append((oid, P.VALUE, s.header, s.refs, len(s.header)))
+                out.append(P.result(oid, P.VALUE, s.header, s.refs, len(s.header)))
         return out
 
     def task_error(self, e: BaseException, name: str) -> TaskError:
@@ -728,8 +728,8 @@ def _forward(worker: Worker, fd: int, stream: str) -> None:
             if b"\n" in pending:
                 *lines, pending = pending.split(b"\n")
                 prefix = f"({worker.task_name or 'worker'} pid={os.getpid()} node={worker.cfg.node_id})"
-                worker.client.send_head((P.LOG, [(stream, f"{prefix} {line.decode(errors='replace')}")
-                                                 for line in lines]))
+                worker.client.send_head(P.log([(stream, f"{prefix} {line.decode(errors='replace')}")
+                                               for line in lines]))
             worker.output_cond.notify_all()
 
 

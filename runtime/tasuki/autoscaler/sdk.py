@@ -44,4 +44,4 @@ def request_resources(num_cpus: int | None = None, bundles: list[dict] | None = 
     that need them are submitted. Replaces the previous request; with nothing, clears it."""
     from ..api import _get_client
     request = bundles_of(num_cpus, bundles)
-    _get_client().request_head(lambda req: (P.REQUEST_RESOURCES, req, request))
+    _get_client().request_head(lambda req: P.request_resources(req, request))
