@@ -174,3 +174,26 @@ def test_a_lost_actor_call_result_raises_object_lost_saying_it_is_not_recomputed
         tasuki.get(ref, timeout=30)
     message = str(lost.value)
     assert ref.hex() in message and doomed in message and "actor call" in message, message
+
+
+def test_a_driver_that_reaches_only_the_head_reads_the_recomputed_copy(cli_cluster, tmp_path, monkeypatch):
+    """Its reads go through the head (relay.py, client.read_remote): one from the dead node fails,
+    and it asks the head again instead of failing."""
+    monkeypatch.setenv("TASUKI_VIA_HEAD", "1")
+    tasuki.init(address=cli_cluster.host_port)
+    try:
+        doomed, pid = node(cli_cluster, "spot_7")
+        try:
+            ref = tasuki.remote(produce).options(resources={"spot_7": 1}).remote(5.0, str(tmp_path / "log"))
+            assert tasuki.wait([ref], timeout=60)[0]
+        finally:
+            _, survivor = node(cli_cluster, "spot_7")
+            kill(pid)
+        try:
+            assert tasuki.api._get_client().ensure_route(), "the driver should work through the head"
+            assert float(tasuki.get(ref, timeout=120)[0]) == 5.0
+            assert node_state(doomed) == "DEAD"
+        finally:
+            kill(survivor)
+    finally:
+        tasuki.shutdown()
