@@ -197,3 +197,26 @@ def test_a_driver_that_reaches_only_the_head_reads_the_recomputed_copy(cli_clust
             kill(survivor)
     finally:
         tasuki.shutdown()
+
+
+def wrap(refs: list):
+    """2 MB and the ref it was given: the stored result contains a ref (pinned while the result lives)."""
+    return np.full(2 * MB // 8, 1.0), refs[0]
+
+
+def test_a_recomputed_result_still_holds_the_ref_it_contained(cli_cluster, driver):
+    doomed, pid = node(cli_cluster, "spot_8")
+    try:
+        inner = tasuki.put("inner value")
+        ref = tasuki.remote(wrap).options(resources={"spot_8": 1}).remote([inner])
+        assert tasuki.wait([ref], timeout=60)[0]
+        del inner                     # only the result (and, while it reruns, its task's arguments) pin it
+    finally:
+        _, survivor = node(cli_cluster, "spot_8")
+        kill(pid)
+    try:
+        wait_until(lambda: node_state(doomed) == "DEAD", 30, f"node {doomed} to be declared dead")
+        array, inner = tasuki.get(ref, timeout=120)
+        assert float(array[0]) == 1.0 and tasuki.get(inner, timeout=30) == "inner value"
+    finally:
+        kill(survivor)

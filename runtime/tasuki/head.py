@@ -1106,7 +1106,7 @@ class Head:
             obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(why))
             self.tell_holders(oid, obj)
         needed = {dep for task in plan.rerun for dep in task.deps}
-        remade = set()
+        remade, stale_pins = set(), []
         for task in plan.rerun:
             for oid in task.return_ids:
                 obj = self.objects.get(oid)
@@ -1114,7 +1114,7 @@ class Head:
                     obj = self.objects[oid] = Obj(owner=task.owner)
                     self.lineage.object_remade(oid)
                 if obj is not None:
-                    # its old contained refs stay pinned (set_ready pins the new ones): a leak, not a loss
+                    stale_pins += obj.contained          # set_ready pins what the new copy contains
                     obj.kind, obj.data, obj.contained = None, None, []
                     remade.add(oid)
                     gone = (P.OBJECT, oid, P.STORED_KIND, [])      # no live copy: readers ask again
@@ -1126,6 +1126,8 @@ class Head:
             task.attempt += 1                            # a reconstruction is a retry, as in Ray
             task.worker, task.waiting_on, task.stealing, task.submitted_at = None, 0, False, now
             self.admit(task, now)
+        for oid in stale_pins:       # after admit: a ref the task passes through stays pinned by its arguments
+            self.unpin(oid)
 
     def has_copy(self, oid: bytes) -> bool:
         """The head has the object's value, a live copy's location, or is computing it."""
