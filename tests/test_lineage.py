@@ -89,7 +89,7 @@ def test_a_spec_lives_while_its_results_or_its_users_lineage_do():
     lineage.object_freed(ret(1, 1))
     assert tid(1) in lineage.entries            # task 2's lineage needs it (its argument's, not its value)
     lineage.object_freed(ret(2))
-    assert lineage.entries == {} and lineage.by_object == {} and lineage.bytes == 0
+    assert lineage.entries == {} and lineage.by_object == {} and lineage.specs == {} and lineage.bytes == 0
 
 
 def test_a_remade_argument_counts_live_until_freed_again():
@@ -111,3 +111,13 @@ def test_keeping_a_task_twice_keeps_it_once():
 @pytest.mark.parametrize("oid, words", [(PUT_ID, "`put`"), (CALL_ID, "actor call"), (ret(5), "no longer known")])
 def test_cannot_rebuild_says_how_the_object_was_made(oid, words):
     assert words in cannot_rebuild(oid, "node n1")
+
+
+def test_eviction_keeps_the_bound_and_stays_cheap_past_it():
+    lineage = Lineage(10 * (10 + SPEC_OVERHEAD_BYTES))
+    for n in range(10_000):                  # quadratic eviction would take minutes here
+        lineage.add(task(n), 1)
+    assert lineage.bytes <= lineage.max_bytes and len(lineage.specs) == 10 and lineage.evicted == 9_990
+    for n in range(10_000):
+        lineage.object_freed(ret(n))
+    assert lineage.entries == {} and lineage.specs == {} and lineage.bytes == 0
