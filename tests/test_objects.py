@@ -231,3 +231,36 @@ def test_the_store_does_not_grow_over_1000_put_get_del():
     assert peak <= 200 * MB, f"the store held {peak / MB:.0f} MiB at some point"
     wait_for(lambda: store()["used"] == 0, what="every block to be freed")
     wait_for(lambda: head_objects() <= base_objects, what="the head to forget every object")
+
+
+@tasuki.remote
+def _fails():
+    raise ValueError("an argument that failed")
+
+
+@tasuki.remote(max_retries=0)
+def _takes_two(a, b):
+    return "ran"
+
+
+def test_a_task_failed_by_one_argument_does_not_run_when_another_comes(tmp_path):
+    """f(pending, failed) fails at once; when the pending argument is made later, f is not queued
+    again (it used to run and hold a CPU for good: the head had forgotten it)."""
+    failed = _fails.remote()
+    with pytest.raises(Exception):
+        tasuki.get(failed)
+    gate = tmp_path / "go"
+    pending = _wait_for_file.remote(str(gate))
+    with pytest.raises(Exception, match="an argument that failed"):
+        tasuki.get(_takes_two.remote(pending, failed), timeout=30)
+    gate.write_text("")
+    assert tasuki.get(pending, timeout=30) == 1
+    wait_for(lambda: tasuki.available_resources().get("CPU") == 2.0, what="both CPUs free")
+
+
+@tasuki.remote
+def _wait_for_file(path: str) -> int:
+    import os
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return 1

@@ -1,8 +1,9 @@
 """The head: the cluster's control plane, one event loop that owns all cluster state.
 
 It keeps the node table, the pending task queue (via scheduler.Scheduler), the object directory
-with reference counts, and the registered functions. Drivers, node agents and workers all connect
-to its one ROUTER socket; the HTTP thread (metrics.py) asks it questions over an inproc socket.
+(object_directory.ObjectDirectory), the actor directory (actor_directory.ActorDirectory) and the
+registered functions. Drivers, node agents and workers all connect to its one ROUTER socket; the
+HTTP thread (metrics.py) asks it questions over an inproc socket.
 
 Per-task path (a small task, everything inline):
   driver SUBMIT ──► head: register return objects, pin argument refs, queue by shape, schedule()
@@ -13,14 +14,16 @@ Every incoming zmq message is a batch; replies are collected per peer and sent o
 
 Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
 objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
-themselves live in scheduler.py. The actors' state and decisions (names, restarts, pending
-calls) live in actor_directory.py; the actors block below does their I/O.
+themselves live in scheduler.py and object_directory.py. The actors' state and decisions (names,
+restarts, pending calls) live in actor_directory.py; the actors block below does their I/O.
 
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
 deduplicated there) or something pins it (a pending task's arguments, a stored object containing
 the ref). Small values are kept here inline; large ones stay in node stores and only their
-locations are kept here. When nothing holds or pins an object it is forgotten and FREE goes to
-the nodes storing it.
+locations are kept here. The records, refcounts, early GETs and copies are object_directory.py's,
+over plain data: its methods say what must happen (the objects forgotten, whom to tell, the tasks
+to wake, the copies a dead node took with it) and this loop does it: FREE to the nodes storing a
+forgotten object, OBJECT to its owner and waiters, and the tasks' bookkeeping.
 
 Draining (the block at the end of the class; decisions in drain.py): a node agent given SIGTERM
 sends LEAVING, or the HTTP API asks; each drain tick hands back tasks past the deadline, moves
@@ -39,7 +42,6 @@ import os
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zmq
@@ -48,6 +50,7 @@ from . import __version__, config, drain as D, lineage as L, protocol as P, seri
 from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
+from .object_directory import Forgotten, ObjectDirectory
 from .relay import Relay
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
 
@@ -81,19 +84,6 @@ class LogLimiter:
 
 
 @dataclass(eq=False)
-class Obj:
-    owner: bytes
-    kind: str | None = None          # None until ready; then VALUE, STORED_KIND or ERROR
-    data: object = None              # bytes (VALUE, ERROR) or list of node ids (STORED_KIND)
-    size: int = 0
-    holders: set = field(default_factory=set)
-    pins: int = 0
-    contained: list = field(default_factory=list)
-    waiters: list = field(default_factory=list)
-    dependents: list = field(default_factory=list)   # tasks waiting for this object
-
-
-@dataclass(eq=False)
 class Peer:
     role: str                        # "driver", "worker" or "node"
     info: dict
@@ -115,9 +105,10 @@ class Head:
         self.control.bind("inproc://head-control")
         self.lifeline_fd = lifeline_fd
         self.sched = Scheduler()
-        self.objects: dict[bytes, Obj] = {}
+        # refcounts, early gets, copies, and finished tasks' lineage (object_directory.py, lineage.py)
+        lineage_bytes = int(config.env_float("LINEAGE_MAX_BYTES", config.LINEAGE_MAX_BYTES))
+        self.objects = ObjectDirectory(L.Lineage(lineage_bytes))
         self.tasks: dict[bytes, Task] = {}          # live tasks by task id
-        self.producer: dict[bytes, Task] = {}       # return object id -> its live task
         self.functions: dict[bytes, bytes] = {}
         self.function_peers: dict[bytes, set] = {}   # function id -> the connected peers that registered it
         self.unused_functions: set = set()           # no peer registers them: freed once no task runs them
@@ -128,10 +119,6 @@ class Head:
         self.warned_shapes: set = set()       # queue keys (shape, label selector) whose owner was warned
         self.requested_resources: list = []   # [(shape, count)]: request_resources(), until replaced
         self.actors = ActorDirectory()                # names, workers, owners, pending calls (actor_directory.py)
-        # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
-        # call, on another connection. Such GETs wait here; an id freed lately fails at once.
-        self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
-        self.forgotten: OrderedDict[bytes, None] = OrderedDict()  # the ids freed last
         self.next_job = 1
         self.last_gc = float("-inf")                 # when every process was last told to collect garbage
         self.started_at = time.time()
@@ -142,8 +129,6 @@ class Head:
         self.running = True
         self.stop_reason = ""                        # why serve() ends, for the drivers (HEAD_STOPPING)
         self.drains: dict[str, D.Drain] = {}         # node id -> its drain (see the drain block below)
-        # finished tasks kept to recompute their lost results (see the lineage block at the end)
-        self.lineage = L.Lineage(int(config.env_float("LINEAGE_MAX_BYTES", config.LINEAGE_MAX_BYTES)))
         self.next_drain_tick = 0.0
         self.log_dropped = LogLimiter()
         self.metrics_address = None
@@ -180,7 +165,7 @@ class Head:
                     self.drop_message(e.identity, e.__cause__)
                 except Exception as e:      # a first message that is no HELLO(role, info)
                     self.drop_message(ident, e)
-            if self.early_gets:
+            if self.objects.early_gets:
                 self.answer_early_gets(now)
             if self.actors.early_messages:
                 self.answer_early_actor_messages(now)
@@ -320,35 +305,24 @@ class Head:
             task.depth = submitter.task.depth + 1
             submitter.task.has_children = True
         for oid in return_ids:
-            self.objects[oid] = Obj(owner=ident, holders={ident})
+            self.objects.add(oid, ident, maker=task)
         self.admit(task, now)
 
     def admit(self, task: Task, now: float, pin: bool = True) -> None:
         """Register a task, pin its argument refs, and queue it once its dependencies are ready."""
         self.tasks[task.task_id] = task
-        for oid in task.return_ids:
-            self.producer[oid] = task
         if pin:
-            self.pin_all(task.contained)
-        name = task.name
-        for oid in task.deps:
-            obj = self.objects.get(oid)
+            self.objects.pin(task.contained)
+        waiting, failed = self.objects.add_dependent(task, task.deps) if task.deps else (0, None)
+        task.waiting_on += waiting
+        if failed is not None:
+            obj = self.objects.get(failed)
             if obj is None:
                 return self.finish_with_error(task, ObjectLostError(
-                    f"argument {oid.hex()} of task {name} was freed before the task was submitted"), now)
-            if obj.kind == P.ERROR:
-                return self.finish_with_blob(task, obj.data, "failed", now)
-            if obj.kind is None:
-                obj.dependents.append(task)
-                task.waiting_on += 1
+                    f"argument {failed.hex()} of task {task.name} was freed before the task was submitted"), now)
+            return self.finish_with_blob(task, obj.data, "failed", now)
         if task.waiting_on == 0:
             self.enqueue(task)
-
-    def pin_all(self, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.pins += 1
 
     def enqueue(self, task: Task) -> None:
         self.sched.enqueue(task)
@@ -374,52 +348,24 @@ class Head:
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
 
     def on_hold(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.add(ident)
+        self.objects.hold(ident, oids)
 
     def on_release(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.release(ident, oids)
+        if forgotten:
+            self.free(forgotten, now)
 
     def on_put(self, ident, peer, now, oid, kind, data, contained, size=0) -> None:
-        obj = Obj(owner=ident, holders={ident})
-        self.objects[oid] = obj
-        self.set_ready(oid, obj, kind, data, contained, size, now)
+        self.objects.add(oid, ident)
+        self.set_ready(oid, kind, data, contained, size, now)
 
     def on_get(self, ident, peer, now, oids) -> None:
-        for oid in oids:
-            obj = self.objects.get(oid)
-            if obj is None:
-                if oid in self.forgotten:
-                    self.send(ident, self.unknown_object(oid))
-                else:
-                    self.early_gets.setdefault(oid, (now, []))[1].append(ident)
-            elif obj.kind is None:
-                obj.waiters.append(ident)
-            else:
-                self.send(ident, self.object_message(oid, obj))
+        for oid in self.objects.ask(ident, oids, now):
+            self.send(ident, self.object_message(oid))
 
     def answer_early_gets(self, now: float) -> None:
-        for oid, (since, askers) in list(self.early_gets.items()):
-            if oid in self.objects or oid in self.forgotten or now - since > config.EARLY_GET_WAIT_S:
-                del self.early_gets[oid]
-                for ident in askers:
-                    if oid in self.objects:
-                        self.on_get(ident, None, now, [oid])
-                    else:
-                        self.send(ident, self.unknown_object(oid))
-
-    @staticmethod
-    def unknown_object(oid: bytes) -> tuple:
-        return (P.OBJECT, oid, P.ERROR, serialization.dumps_inline(ObjectLostError(
-            f"object {oid.hex()} is unknown to the head: it was freed (no reference was left) or "
-            f"its only copy was lost")))
+        for ident, oid in self.objects.due_early_gets(now, config.EARLY_GET_WAIT_S):
+            self.send(ident, self.object_message(oid))
 
     def on_done(self, ident, peer, now, task_id, results, retryable) -> None:
         worker = self.sched.workers.get(ident)
@@ -457,7 +403,7 @@ class Head:
     def on_cancel(self, ident, peer, now, oid, force, recursive=False) -> None:
         if P.is_actor_call(oid):
             return self.cancel_actor_call(oid)
-        task = self.producer.get(oid)
+        task = self.objects.maker_of(oid)
         if task is None or task.cancelled:
             return
         task.cancelled = True
@@ -472,10 +418,7 @@ class Head:
             task.worker = None
         if task.worker is None:
             self.sched.remove_pending(task)
-            for dep in task.deps:
-                obj = self.objects.get(dep)
-                if obj is not None and task in obj.dependents:
-                    obj.dependents.remove(task)
+            self.objects.remove_dependent(task, task.deps)
             self.finish_with_error(task, error, now, outcome="cancelled")
         elif force:
             node = self.sched.nodes[task.worker.node_id]
@@ -545,12 +488,8 @@ class Head:
                 f"{describe_exit(code)}"), now)
 
     def on_stored(self, ident, peer, now, oid, size) -> None:
-        obj = self.objects.get(oid)
-        node_id = peer.info["node_id"]
-        if obj is None:
+        if not self.objects.add_copy(oid, peer.info["node_id"]):
             self.send(ident, (P.FREE, [oid]))
-        elif obj.kind == P.STORED_KIND and node_id not in obj.data:
-            obj.data.append(node_id)
 
     def on_bye(self, ident, peer, now) -> None:
         self.forget_peer(ident)
@@ -569,8 +508,8 @@ class Head:
         if not isinstance(actor, Actor):       # its name is taken: the live actor's id (get_if_exists), or why
             return self.send(ident, (P.ANSWER, req, actor))
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
-        self.objects[actor_id] = Obj(owner=ident, holders={ident}, kind=HANDLE_KIND)
-        self.pin_all(contained)            # the constructor's arguments live as long as the actor
+        self.objects.add(actor_id, ident, kind=HANDLE_KIND)
+        self.objects.pin(contained)        # the constructor's arguments live as long as the actor
         self.place_actor(actor, now)
         if actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor_id, now)
@@ -621,8 +560,8 @@ class Head:
         actor = self.actors.get(actor_id)
         for return_ids, contained in calls:
             for oid in return_ids:
-                self.objects[oid] = Obj(owner=ident, holders={ident})
-            self.pin_all(contained)
+                self.objects.add(oid, ident)
+            self.objects.pin(contained)
             early = self.actors.add_call(actor, actor_id, ident, return_ids, contained, now)
             if early is not None:           # its actor is dead (or unknown), or its result came first
                 self.call_added(early, actor, actor_id, return_ids, contained, now)
@@ -657,16 +596,16 @@ class Head:
         call = actor.pending.pop(first, None) if actor is not None else None    # (inline: the per-call path)
         if call is None:                    # kept until the call is registered (add_call hands it back)
             return self.actors.keep_result(first, (ident, peer, now, actor_id, first, results))
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:
+            if oid not in records:
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
             # the caller already has inline results from the actor; stored ones it learns from us
-            self.set_ready(oid, obj, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
-        for oid in call[1]:
-            self.unpin(oid)
+            self.set_ready(oid, kind, data, contained, size, now, push_owner=kind == P.STORED_KIND)
+        if call[1]:
+            self.unpin(call[1], now)
         self.finished["succeeded" if results and results[0][1] != P.ERROR else "failed"] += 1
         if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
@@ -678,9 +617,8 @@ class Head:
         for oid in return_ids:
             obj = self.objects.get(oid)
             if obj is not None and obj.kind is None:
-                self.set_ready(oid, obj, P.ERROR, blob, [], len(blob), now)
-        for oid in contained:
-            self.unpin(oid)
+                self.set_ready(oid, P.ERROR, blob, [], len(blob), now)
+        self.unpin(contained, now)
 
     def on_kill_actor(self, ident, peer, now, actor_id, no_restart) -> None:
         actor = self.actors.get(actor_id)
@@ -724,10 +662,7 @@ class Head:
         if task.worker is not None:
             return False                 # its constructor runs: on_actor_ready sees the actor dead
         self.sched.remove_pending(task)
-        for dep in task.deps:
-            obj = self.objects.get(dep)
-            if obj is not None and task in obj.dependents:
-                obj.dependents.remove(task)
+        self.objects.remove_dependent(task, task.deps)
         self.tasks.pop(task.task_id, None)
         return True
 
@@ -753,8 +688,7 @@ class Head:
             self.unused_functions.add(fn_id)
         for return_ids, contained in self.actors.failed_calls(actor):
             self.fail_call(actor, actor.actor_id, return_ids, contained, now)
-        for oid in actor.spec[4]:
-            self.unpin(oid)
+        self.unpin(actor.spec[4], now)
 
     # --- relayed transfers and actor calls, for drivers that reach only the head (relay.py) ---
     def relay_frames(self, ident: bytes, message: tuple, data: list) -> None:
@@ -826,12 +760,13 @@ class Head:
 
     def dispatch(self, now: float) -> None:
         assignments, spawns = self.sched.schedule(now)
+        nodes = self.sched.nodes
         for task, worker in assignments:
             fn_blob = None
             if task.fn_id not in worker.functions:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
-            deps = {oid: self.payload(self.objects[oid]) for oid in task.deps}
+            deps = {oid: self.objects.payload(oid, nodes) for oid in task.deps}
             self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
@@ -840,10 +775,6 @@ class Head:
             self.spawn_workers(node_id, count)
         for shape in [s for s, q in self.sched.queues.items() if not q]:
             del self.sched.queues[shape]
-
-    def payload(self, obj: Obj) -> tuple:
-        """(kind, data) of a ready object as it travels: locations of live copies for a stored one."""
-        return obj.kind, self.locations(obj) if obj.kind == P.STORED_KIND else obj.data
 
     def spawn_workers(self, node_id: str, count: int) -> None:
         ids = [b"W" + os.urandom(8) for _ in range(count)]
@@ -870,13 +801,13 @@ class Head:
                 actor.no_restart = True
                 self.actor_died(actor, "its constructor could not run: one of its arguments failed", now)
             return
+        records = self.objects.records
         for oid, kind, data, contained, size in results:
-            obj = self.objects.get(oid)
-            if obj is None:          # nobody holds the result any more
+            if oid not in records:               # nobody holds the result any more
                 if kind == P.STORED_KIND:
                     self.free_on_nodes(oid, data)
                 continue
-            self.set_ready(oid, obj, kind, data, contained, size, now)
+            self.set_ready(oid, kind, data, contained, size, now)
         self.task_ended(task, outcome, now)
 
     def finish_with_error(self, task: Task, error: BaseException, now: float, outcome: str = "failed") -> None:
@@ -887,17 +818,11 @@ class Head:
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
-        for oid in task.return_ids:
-            self.producer.pop(oid, None)
-        if outcome == "succeeded" and task.actor is None:
-            # lineage hook: keep its spec while its results live (before its arguments are unpinned:
-            # their lineage is kept for it)
-            objects = self.objects
-            live = sum(oid in objects for oid in task.return_ids)
-            if live:
-                self.lineage.add(task, live)
-        for oid in task.contained:
-            self.unpin(oid)
+        # a task that succeeded is kept for its results' lineage (object_directory.py, lineage.py)
+        kept = task if outcome == "succeeded" and task.actor is None else None
+        forgotten = self.objects.task_ended(task.return_ids, task.contained, kept)
+        if forgotten:
+            self.free(forgotten, now)
         self.finished[outcome] += 1
         elapsed = now - task.submitted_at
         self.latency_sum += elapsed
@@ -917,68 +842,45 @@ class Head:
         else:
             self.finish_with_error(task, error, now, "crashed")
 
-    def set_ready(self, oid, obj: Obj, kind, data, contained, size, now, push_owner: bool = True) -> None:
-        obj.kind, obj.size, obj.contained = kind, size, contained
-        obj.data = [data] if kind == P.STORED_KIND else data
-        for inner in contained:
-            inner_obj = self.objects.get(inner)
-            if inner_obj is not None:
-                inner_obj.pins += 1
-        message = None
-        if push_owner and obj.owner in obj.holders and self.peers.get(obj.owner) is not None:
-            message = self.object_message(oid, obj)
-            self.send(obj.owner, message)
-        for waiter in obj.waiters:
-            if waiter != obj.owner or message is None:
-                self.send(waiter, message or self.object_message(oid, obj))
-        obj.waiters = []
-        dependents, obj.dependents = obj.dependents, []
+    def set_ready(self, oid, kind, data, contained, size, now, push_owner: bool = True) -> None:
+        """The object is made: tell its owner and waiters, wake or fail the tasks waiting for it,
+        and forget it if no one wants it (after the tasks: failing one can unpin it first)."""
+        tell, dependents = self.objects.ready(oid, kind, data, contained, size, self.peers, push_owner)
+        if tell:
+            message = P.object(oid, *self.objects.payload(oid, self.sched.nodes))
+            for ident in tell:
+                self.send(ident, message)
         for task in dependents:
             if task.cancelled:
                 continue
             if kind == P.ERROR:
                 self.finish_with_blob(task, data, "failed", now)
-                for other in task.deps:
-                    other_obj = self.objects.get(other)
-                    if other_obj is not None and task in other_obj.dependents:
-                        other_obj.dependents.remove(task)
+                self.objects.remove_dependent(task, task.deps)
                 continue
             task.waiting_on -= 1
             if task.waiting_on == 0:
                 self.enqueue(task)
-        if not obj.holders and obj.pins <= 0:
-            self.forget(oid, obj)
+        forgotten = self.objects.drop_if_unreferenced(oid)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def object_message(self, oid: bytes, obj: Obj) -> tuple:
-        return (P.OBJECT, oid, *self.payload(obj))
+    def object_message(self, oid: bytes) -> tuple:
+        """OBJECT(id, kind, data) as the head sends it (an ObjectLostError for an unknown id)."""
+        return self.objects.message(oid, self.sched.nodes)
 
-    def locations(self, obj: Obj) -> list:
-        nodes = self.sched.nodes
-        return [(n, nodes[n].address) for n in obj.data if n in nodes and nodes[n].state != DEAD]
+    def unpin(self, oids, now: float) -> None:
+        forgotten = self.objects.unpin(oids)
+        if forgotten:
+            self.free(forgotten, now)
 
-    def unpin(self, oid: bytes) -> None:
-        obj = self.objects.get(oid)
-        if obj is not None:
-            obj.pins -= 1
-            if obj.pins <= 0 and not obj.holders:
-                self.forget(oid, obj)
-
-    def forget(self, oid: bytes, obj: Obj) -> None:
-        if obj.kind is None and oid in self.producer:
-            return              # still being computed: the result is dropped when it arrives
-        if self.objects.get(oid) is not obj:
-            return              # already forgotten (set_ready failing a dependent can unpin it first)
-        del self.objects[oid]
-        self.lineage.object_freed(oid)      # lineage hook
-        self.forgotten[oid] = None
-        if len(self.forgotten) > 100_000:
-            self.forgotten.popitem(last=False)
-        if obj.kind == P.STORED_KIND:
-            self.free_on_nodes(oid, obj.data)
-        elif obj.kind == HANDLE_KIND:
-            self.handles_gone(oid, time.time())
-        for inner in obj.contained:
-            self.unpin(inner)
+    def free(self, forgotten: Forgotten, now: float) -> None:
+        """Objects were forgotten: FREE the stored ones on their nodes; an actor whose handles'
+        entry went ends once its calls are answered."""
+        for oid, obj in forgotten:
+            if obj.kind == P.STORED_KIND:
+                self.free_on_nodes(oid, obj.data)
+            elif obj.kind == HANDLE_KIND:
+                self.handles_gone(oid, now)
 
     def free_on_nodes(self, oid: bytes, node_ids) -> None:
         for node_id in node_ids if isinstance(node_ids, list) else [node_ids]:
@@ -998,11 +900,9 @@ class Head:
             for task in [t for t in self.tasks.values() if t.owner == ident and t.worker is None]:
                 if self.sched.remove_pending(task):
                     self.task_ended(task, "cancelled", time.time())
-        for oid, obj in list(self.objects.items()):
-            if ident in obj.holders:
-                obj.holders.discard(ident)
-                if not obj.holders and obj.pins <= 0:
-                    self.forget(oid, obj)
+        forgotten = self.objects.holder_gone(ident)
+        if forgotten:
+            self.free(forgotten, time.time())
         self.release_functions(ident, peer)
 
     def end_owned_actors(self, owned: list, peer: Peer) -> None:
@@ -1073,77 +973,43 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        lost = []
-        for oid, obj in self.objects.items():
-            if obj.kind == P.STORED_KIND and node.node_id in obj.data:
-                obj.data.remove(node.node_id)
-                if not obj.data:
-                    lost.append(oid)               # lineage hook: recomputed, or failed, below
-                else:
-                    self.tell_holders(oid, obj)    # they may hold its stale location, or be fetching it
-        if lost:
-            self.objects_lost(lost, node, now)
+        loss = self.objects.node_lost(node.node_id, node.ip, self.functions.__contains__)
+        for oid in loss.touched:
+            self.tell_holders(oid)        # they may hold its stale location, be fetching it, or it is lost
+        if loss.remade:
+            self.objects_remade(loss, now)
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
                 self.send(ident, (P.NODE_DIED, node.node_id, node.address))
 
-    def tell_holders(self, oid: bytes, obj: Obj) -> None:
+    def tell_holders(self, oid: bytes) -> None:
         """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
-        message = self.object_message(oid, obj)
-        for ident in obj.holders:
+        message = self.object_message(oid)
+        for ident in self.objects[oid].holders:
             if ident in self.peers:
                 self.send(ident, message)
 
-    # --- lineage reconstruction (decisions in lineage.py) -----------------------------------
-    def objects_lost(self, lost: list, node: Node, now: float) -> None:
-        """The only copies of `lost` were on `node`: run again the tasks that made them (and those
-        of their lost or freed arguments); the objects that cannot be rebuilt become errors. Readers
-        of a stale copy find it gone and ask again (client.value): they get the new copy."""
-        where = f"node {node.node_id} ({node.ip}), which stopped heartbeating and was declared dead"
-        plan = L.plan(lost, self.lineage, self.has_copy, lambda oid: where, self.functions.__contains__)
-        for oid, why in plan.failed.items():
-            obj = self.objects[oid]
-            obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(why))
-            self.tell_holders(oid, obj)
-        needed = {dep for task in plan.rerun for dep in task.deps}
-        remade, stale_pins = set(), []
-        for task in plan.rerun:
-            for oid in task.return_ids:
-                obj = self.objects.get(oid)
-                if obj is None and oid in needed:       # a freed argument of a task run again
-                    obj = self.objects[oid] = Obj(owner=task.owner)
-                    self.lineage.object_remade(oid)
-                if obj is not None:
-                    stale_pins += obj.contained          # set_ready pins what the new copy contains
-                    obj.kind, obj.data, obj.contained = None, None, []
-                    remade.add(oid)
-                    gone = (P.OBJECT, oid, P.STORED_KIND, [])      # no live copy: readers ask again
-                    for ident in obj.holders:
-                        if ident in self.peers:
-                            self.send(ident, gone)
-        self.hold_back(remade)
-        for task in plan.rerun:
-            task.attempt += 1                            # a reconstruction is a retry, as in Ray
-            task.worker, task.waiting_on, task.stealing, task.submitted_at = None, 0, False, now
-            self.admit(task, now)
-        for oid in stale_pins:       # after admit: a ref the task passes through stays pinned by its arguments
-            self.unpin(oid)
-
-    def has_copy(self, oid: bytes) -> bool:
-        """The head has the object's value, a live copy's location, or is computing it."""
-        obj = self.objects.get(oid)
-        return obj is not None and (obj.kind != P.STORED_KIND or bool(obj.data))
-
-    def hold_back(self, remade: set) -> None:
-        """Queued tasks whose arguments are being recomputed wait for them again."""
+    # --- lineage reconstruction (decisions in lineage.py and object_directory.node_lost) ------
+    def objects_remade(self, loss, now: float) -> None:
+        """The only copies of `loss.remade` died with their node: tell their holders to GET them
+        again (a reader of the stale copy finds it gone and asks again: client.read_stored_again),
+        hold back the queued tasks that need them, and run again the tasks that make them."""
+        for oid in loss.remade:
+            gone = P.object(oid, P.STORED_KIND, [])       # no live copy: GET it again
+            for ident in self.objects[oid].holders:
+                if ident in self.peers:
+                    self.send(ident, gone)
+        remade = set(loss.remade)
         for queue in list(self.sched.queues.values()):
             for task in [t for t in queue if any(oid in remade for oid in t.deps)]:
                 self.sched.remove_pending(task)
-                for oid in task.deps:
-                    obj = self.objects.get(oid)
-                    if obj is not None and obj.kind is None:
-                        obj.dependents.append(task)
-                        task.waiting_on += 1
+                self.admit(task, now, pin=False)          # it waits for them again
+        for task in loss.rerun:
+            task.attempt += 1                             # a reconstruction is a retry, as in Ray
+            task.worker, task.waiting_on, task.stealing, task.submitted_at = None, 0, False, now
+            self.admit(task, now)
+        if loss.stale:        # after admit: a ref the task passes through stays pinned by its arguments
+            self.unpin(loss.stale, now)
 
     # --- state for the CLI, the HTTP API and metrics ---------------------------------------
     def answer_control(self) -> None:
@@ -1204,7 +1070,7 @@ class Head:
             busy = sum(1 for w in node.workers if self.sched.workers[w].task is not None)
             idle = node.idle_since is not None
             if idle and node.stats.get("objects"):      # secondary copies and freed objects keep no node busy
-                primaries = self.primary_objects() if primaries is None else primaries
+                primaries = self.objects.primary_counts(self.node_states()) if primaries is None else primaries
                 idle = not primaries.get(node.node_id)
             out.append({
                 "node_id": node.node_id, "ip": node.ip, "state": node.state, "address": node.address,
@@ -1283,7 +1149,7 @@ class Head:
 
     def drain_answer(self, node: Node, now: float) -> dict:
         running, actors = self.node_load(node)
-        moves = D.objects_to_move(self.stored_objects(), node.node_id, self.node_states())
+        moves = D.objects_to_move(self.objects.stored(), node.node_id, self.node_states())
         return D.answer(node.node_id, node.state, running, actors, moves, node.stats.get("objects", 0),
                         self.drains.get(node.node_id), now)
 
@@ -1328,14 +1194,6 @@ class Head:
     def node_states(self) -> dict:
         return {n.node_id: n.state for n in self.sched.nodes.values()}
 
-    def stored_objects(self) -> list:
-        """(id, node ids holding it, size) of each referenced object kept in node stores."""
-        return [(oid, obj.data, obj.size) for oid, obj in self.objects.items() if obj.kind == P.STORED_KIND]
-
-    def primary_objects(self) -> dict:
-        """Node id -> the objects it holds that no other alive node does (a scan: at query time only)."""
-        return D.primary_counts(self.stored_objects(), self.node_states())
-
     def drain_tick(self, now: float) -> None:
         """For each draining node: hand back its running tasks past the deadline, move its actors
         that may restart, copy the objects only it holds, and say DRAINED once nothing is left."""
@@ -1345,7 +1203,7 @@ class Head:
         self.next_drain_tick = now + max(DRAIN_TICK_S, 10 * (time.perf_counter() - started))
 
     def tick_drains(self, now: float) -> None:
-        states, stored = self.node_states(), self.stored_objects()
+        states, stored = self.node_states(), self.objects.stored()
         room = {n.node_id: n.stats.get("capacity", 0) - n.stats.get("used", 0)
                 for n in self.sched.nodes.values() if n.state == ALIVE and n.stats}
         for other in self.drains.values():          # copies under way take room not yet in the heartbeats
@@ -1366,7 +1224,7 @@ class Head:
                 del drain.copying[oid]               # copied (STORED added the location) or freed
             for oid, target in D.choose_targets(moves, room, drain.copying, now):
                 drain.copying[oid] = (target, now)
-                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.locations(self.objects[oid])))
+                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.objects.locations(oid, self.sched.nodes)))
             running, actors = self.node_load(node)
             if drain.reason == D.SIGTERM and not (running or actors or moves):
                 self.send(b"N" + node_id.encode(), (P.DRAINED,))

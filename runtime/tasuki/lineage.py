@@ -1,6 +1,6 @@
 """Lineage: what the head keeps of finished tasks to recompute objects lost with a node. No I/O, no clock.
 
-The head owns one `Lineage`. A task that finished is kept here (its spec: the scheduler's Task,
+The head's object directory (object_directory.py) owns one `Lineage`. A task that finished is kept here (its spec: the scheduler's Task,
 args included, no copy) while any of its return objects is still referenced, or while the
 lineage of a kept task needs it (its return was that task's argument: Ray keeps an argument's
 lineage, not its value). Kept specs count against `max_bytes` (config LINEAGE_MAX_BYTES); past
@@ -11,8 +11,9 @@ again (transitively through lost or freed arguments, each once, arguments' tasks
 the objects that cannot be rebuilt, why (made by `put`, by an actor call, retries spent, lineage
 evicted). Each re-run counts as a retry of its task, as in Ray.
 
-    head.task_ended ──► Lineage.add(task)        head.forget ──► Lineage.object_freed(oid)
-    head.node_died  ──► plan(lost, lineage, available) ──► Plan(rerun, failed) ──► head re-admits
+    ObjectDirectory.task_ended ──► Lineage.add(task)     ObjectDirectory._forget ──► Lineage.object_freed(oid)
+    ObjectDirectory.node_lost  ──► plan(lost, lineage, available) ──► Plan(rerun, failed)
+                               ──► Loss(remade, rerun, lost) ──► head.objects_remade re-admits the tasks
 
 Cost (measured December 2026): about 2-3 µs of head time per task (add, then free), and about 980
 bytes of head memory per kept task with small arguments (~95 MiB per 100,000 finished tasks whose
