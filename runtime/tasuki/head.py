@@ -50,7 +50,7 @@ from . import __version__, config, drain as D, lineage as L, protocol as P, seri
 from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
-from .object_directory import Forgotten, ObjectDirectory
+from .object_directory import Forgotten, Loss, ObjectDirectory
 from .relay import Relay
 from .scheduler import (ALIVE, DEAD, DRAINING, Node, Scheduler, Task, format_key, format_shape, shape_of)
 
@@ -990,7 +990,7 @@ class Head:
                 self.send(ident, message)
 
     # --- lineage reconstruction (decisions in lineage.py and object_directory.node_lost) ------
-    def objects_remade(self, loss, now: float) -> None:
+    def objects_remade(self, loss: Loss, now: float) -> None:
         """The only copies of `loss.remade` died with their node: tell their holders to GET them
         again (a reader of the stale copy finds it gone and asks again: client.read_stored_again),
         hold back the queued tasks that need them, and run again the tasks that make them."""

@@ -37,7 +37,8 @@ node agents report the ids and sizes of the objects in their stores (`restore_co
 re-send the small values they put (`restore_value`), HOLD the refs they hold (`hold`) and submit
 again the tasks whose results they have not received (`add`). Nobody re-sends the waiters (they
 GET again), the forgotten ids, or the refs contained in a stored object (a node's report carries
-none: an inner object stays only as long as someone holds it).
+none: an inner object stays only as long as someone holds it), nor the lineage of finished tasks:
+an object lost after a restart, with its task finished before it, cannot be made again (ObjectLostError).
 """
 from __future__ import annotations
 
