@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasuki.lineage import SPEC_OVERHEAD_BYTES, Lineage, cannot_rebuild, plan
+from tasuki.lineage import COMPACT_SLACK, SPEC_OVERHEAD_BYTES, Lineage, cannot_rebuild, plan
 from tasuki.protocol import ACTOR_CALL_BIT
 from tasuki.scheduler import Task
 
@@ -87,9 +87,9 @@ def test_a_spec_lives_while_its_results_or_its_users_lineage_do():
     lineage = kept(task(1, returns=2), task(2, [ret(1, 0)]))
     lineage.object_freed(ret(1, 0))
     lineage.object_freed(ret(1, 1))
-    assert tid(1) in lineage.entries            # task 2's lineage needs it (its argument's, not its value)
+    assert lineage.origin(ret(1, 0)) is not None            # task 2's lineage needs it (its argument's, not its value)
     lineage.object_freed(ret(2))
-    assert lineage.entries == {} and lineage.by_object == {} and lineage.specs == {} and lineage.bytes == 0
+    assert lineage.by_object == {} and lineage.kept == 0 and lineage.bytes == 0
 
 
 def test_a_remade_argument_counts_live_until_freed_again():
@@ -98,14 +98,14 @@ def test_a_remade_argument_counts_live_until_freed_again():
     lineage.object_remade(ret(1))
     lineage.object_freed(ret(1))
     lineage.object_freed(ret(2))
-    assert lineage.entries == {}
+    assert lineage.by_object == {}
 
 
 def test_keeping_a_task_twice_keeps_it_once():
     t = task(1)
     lineage = kept(t)
     lineage.add(t, 1)
-    assert len(lineage.entries) == 1 and lineage.bytes == len(t.args) + SPEC_OVERHEAD_BYTES
+    assert lineage.kept == 1 and lineage.bytes == len(t.args) + SPEC_OVERHEAD_BYTES
 
 
 @pytest.mark.parametrize("oid, words", [(PUT_ID, "`put`"), (CALL_ID, "actor call"), (ret(5), "no longer known")])
@@ -117,7 +117,20 @@ def test_eviction_keeps_the_bound_and_stays_cheap_past_it():
     lineage = Lineage(10 * (10 + SPEC_OVERHEAD_BYTES))
     for n in range(10_000):                  # quadratic eviction would take minutes here
         lineage.add(task(n), 1)
-    assert lineage.bytes <= lineage.max_bytes and len(lineage.specs) == 10 and lineage.evicted == 9_990
+    assert lineage.bytes <= lineage.max_bytes and lineage.evicted == 9_990
+    assert lineage.kept == len(lineage.specs) == 10
     for n in range(10_000):
         lineage.object_freed(ret(n))
-    assert lineage.entries == {} and lineage.specs == {} and lineage.bytes == 0
+    assert lineage.by_object == {} and lineage.kept == 0 and lineage.bytes == 0
+
+
+def test_dropped_specs_are_compacted_away_and_skipped_by_eviction():
+    lineage = Lineage(10 * (10 + SPEC_OVERHEAD_BYTES))
+    for n in range(10_000):                  # each freed at once: the index of kept specs stays small
+        lineage.add(task(n), 1)
+        lineage.object_freed(ret(n))
+    assert lineage.kept == 0 and len(lineage.specs) <= COMPACT_SLACK + 1 and lineage.bytes == 0
+    for n in range(10_000, 10_011):          # eviction skips the dropped entries, evicts the oldest kept
+        lineage.add(task(n), 1)
+    assert lineage.evicted == 1 and lineage.kept == 10 and lineage.origin(ret(10_000)).task is None
+    assert lineage.origin(ret(10_010)).task is not None

@@ -15,25 +15,27 @@ evicted). Each re-run counts as a retry of its task, as in Ray.
     ObjectDirectory.node_lost  ──► plan(lost, lineage, available) ──► Plan(rerun, failed)
                                ──► Loss(remade, rerun, lost) ──► head.objects_remade re-admits the tasks
 
-Cost (measured December 2026): about 2-3 µs of head time per task (add, then free), and about 980
-bytes of head memory per kept task with small arguments (~95 MiB per 100,000 finished tasks whose
-results are still referenced; tracemalloc, and the head's RSS). Rebuilding is eager: every lost object still referenced is made again
-when the node is declared dead, not when first read (Ray rebuilds on demand).
+Cost (measured December 2026): about 1.4 µs of head CPU per task (add, then free), and about 720
+bytes of head memory per kept task with 40 bytes of arguments, the Task included (~70 MiB per 100,000
+finished tasks whose results are still referenced; tracemalloc; ~150 of them are this module's
+indexes). Rebuilding is eager: every lost object still referenced is made again when the node is
+declared dead, not when first read (Ray rebuilds on demand).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .protocol import is_actor_call
 
-SPEC_OVERHEAD_BYTES = 950     # bytes a kept task costs besides its pickled arguments (measured: Task, its lists, entry, indexes)
+COMPACT_SLACK = 1024          # dropped entries `specs` may hold beyond as many as it keeps
+SPEC_OVERHEAD_BYTES = 700     # bytes a kept task costs besides its pickled arguments (measured: Task, its lists, entry, indexes)
 
 
 @dataclass(eq=False, slots=True)
 class Entry:
-    """One finished task kept for its lineage: `task` is None once evicted (`name` stays for errors)."""
+    """One finished task kept for its lineage: `task` is None once evicted or dropped (`name` stays for errors)."""
     task: object                 # scheduler.Task (task_id, name, args, deps, return_ids, attempt, max_retries)
     task_id: bytes
     name: str
@@ -41,7 +43,6 @@ class Entry:
     deps: list
     live: int                    # its return objects still referenced
     needed_by: int = 0           # kept entries whose task took one of its returns as an argument
-    size: int = 0
 
 
 @dataclass
@@ -56,30 +57,32 @@ class Lineage:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: dict[bytes, Entry] = {}       # task id -> entry
-        self.specs: OrderedDict[bytes, Entry] = OrderedDict()   # the entries not evicted, oldest first
-        self.by_object: dict[bytes, Entry] = {}     # return object id -> its task's entry
+        # the entries kept, oldest first, for eviction; dropped ones (task None) stay until compacted
+        # (a deque of pointers: an OrderedDict by task id cost ~100 more bytes per kept task)
+        self.specs: deque[Entry] = deque()
+        self.kept = 0                               # entries in `specs` neither dropped nor evicted
+        self.by_object: dict[bytes, Entry] = {}     # return object id -> its task's entry (evicted ones too)
         self.bytes = 0
         self.evicted = 0
 
     def add(self, task, live_returns: int) -> None:
         """A task succeeded and `live_returns` of its returns are referenced: keep its spec. A task
         run again (reconstruction) is kept once."""
-        entry = self.entries.get(task.task_id)
-        if entry is not None:
-            return
         if not live_returns:
             return
-        size = len(task.args) + SPEC_OVERHEAD_BYTES
-        entry = Entry(task, task.task_id, task.name, task.return_ids, task.deps, live_returns, size=size)
-        self.entries[task.task_id] = self.specs[task.task_id] = entry
+        known = self.by_object.get(task.return_ids[0])
+        if known is not None and known.task_id == task.task_id:
+            return
+        entry = Entry(task, task.task_id, task.name, task.return_ids, task.deps, live_returns)
+        self.specs.append(entry)
+        self.kept += 1
         for oid in task.return_ids:
             self.by_object[oid] = entry
         for oid in task.deps:
             parent = self.by_object.get(oid)
             if parent is not None:
                 parent.needed_by += 1
-        self.bytes += size
+        self.bytes += spec_bytes(task)
         if self.bytes > self.max_bytes:
             self._evict()
 
@@ -105,26 +108,37 @@ class Lineage:
         stack = [entry]
         while stack:
             entry = stack.pop()
-            del self.entries[entry.task_id]
-            self.specs.pop(entry.task_id, None)
+            if entry.task is not None:          # not evicted
+                self.bytes -= spec_bytes(entry.task)
+                entry.task = None
+                self.kept -= 1
             for oid in entry.return_ids:
                 if self.by_object.get(oid) is entry:
                     del self.by_object[oid]
-            self.bytes -= entry.size
             for oid in entry.deps:
                 parent = self.by_object.get(oid)
                 if parent is not None:
                     parent.needed_by -= 1
                     if parent.live <= 0 and parent.needed_by <= 0:
                         stack.append(parent)
+        if len(self.specs) > 2 * self.kept + COMPACT_SLACK:      # amortized: after as many drops as kept
+            self.specs = deque(e for e in self.specs if e.task is not None)
 
     def _evict(self) -> None:
         """Drop the oldest specs (keeping their entries, for the error) until under max_bytes."""
         while self.bytes > self.max_bytes and self.specs:
-            _, entry = self.specs.popitem(last=False)
-            self.bytes -= entry.size
-            entry.task, entry.size = None, 0
+            entry = self.specs.popleft()
+            if entry.task is None:              # dropped
+                continue
+            self.bytes -= spec_bytes(entry.task)
+            entry.task = None
+            self.kept -= 1
             self.evicted += 1
+
+
+def spec_bytes(task) -> int:
+    """What keeping a task's spec counts against max_bytes: its pickled arguments and the overhead."""
+    return len(task.args) + SPEC_OVERHEAD_BYTES
 
 
 def retries_left(task) -> bool:
