@@ -1,5 +1,6 @@
-"""Objects whose node dies or hangs: `get` raises ObjectLostError (naming the object and the node)
-as soon as the head declares the node dead, and its `timeout` bounds the fetch between nodes."""
+"""Objects whose node dies or hangs: `get` of one that cannot be recomputed (here: max_retries=0)
+raises ObjectLostError (naming the object and the node) as soon as the head declares the node dead,
+and its `timeout` bounds the fetch between nodes."""
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ def ten_megabytes(seed: int):
 
 
 def stored_on(resource: str, seed: int = 0):
-    """A 10 MB result made on the node that has `resource`: it lives only in that node's store."""
-    ref = tasuki.remote(ten_megabytes).options(resources={resource: 1}).remote(seed)
+    """A 10 MB result made on the node that has `resource`: it lives only in that node's store.
+    max_retries=0: lost with its node, it cannot be recomputed (test_reconstruction.py: when it can)."""
+    ref = tasuki.remote(ten_megabytes).options(resources={resource: 1}, max_retries=0).remote(seed)
     ready, _ = tasuki.wait([ref], timeout=60)
     assert ready, f"the task on the {resource!r} node did not finish within 60 s"
     return ref
@@ -48,6 +50,7 @@ def test_get_of_an_object_lost_with_its_node_raises_object_lost(cli_cluster, dri
     elapsed = time.monotonic() - started
     assert elapsed < LOST_WITHIN_S, f"ObjectLostError came after {elapsed:.1f} s"
     assert in_flight.hex() in str(lost.value) and node in str(lost.value), str(lost.value)
+    assert "max_retries=0" in str(lost.value), str(lost.value)
     # fetched after the verdict: this driver's copy of the location is stale, the error is immediate
     wait_until(lambda: node_state(node) == "DEAD", 30, f"node {node} to be declared dead")
     started = time.monotonic()

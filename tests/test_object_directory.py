@@ -293,15 +293,68 @@ def test_a_node_that_dies_takes_its_copies_and_the_objects_only_it_held():
     d.add_copy(X, "n2")                              # X has a second copy
     put(d, Y, kind=P.STORED_KIND, data="n1")         # Y's only copy is on n1
     put(d, Z)                                        # an inline value does not care
-    touched, lost = d.node_lost("n1", "10.0.0.7")
-    assert touched == [X, Y] and lost == [Y]
+    loss = d.node_lost("n1", "10.0.0.7")
+    assert loss.touched == [X, Y] and loss.lost == [Y] and loss.remade == loss.rerun == []
     assert (d[X].kind, d[X].data) == (P.STORED_KIND, ["n2"])
     assert d[Y].kind == P.ERROR and d[Z].data == b"v"
     error = error_of(d[Y].data)
-    assert isinstance(error, ObjectLostError)
-    assert Y.hex() in str(error) and "n1 (10.0.0.7)" in str(error) and "put it again" in str(error)
-    assert d.node_lost("n1", "10.0.0.7") == ([], [])
+    assert isinstance(error, ObjectLostError)               # Y has no lineage (no task kept for it)
+    assert Y.hex() in str(error) and "n1 (10.0.0.7)" in str(error) and "call the task again" in str(error)
+    assert d.node_lost("n1", "10.0.0.7") == OD.Loss()
     assert d.message(Y, {})[2] == P.ERROR
+
+
+# --- lineage: results lost with a node are made again (lineage.py decides) -----------------------------
+def made(d: ObjectDirectory, oid: bytes, deps=(), max_retries: int = 1, contained=()) -> Task:
+    """A task that made `oid` (stored on n1, held by A) and succeeded, its arguments `deps` pinned till then."""
+    t = Task(b"t" + oid[:1], b"fn", "t" + oid[:1].decode(), b"", list(deps), list(deps), [oid], (("CPU", 1),),
+             max_retries, False)
+    d.add(oid, A, maker=t)
+    d.pin(deps)
+    d.ready(oid, P.STORED_KIND, "n1", list(contained), 1, CONNECTED)
+    assert d.task_ended([oid], list(deps), succeeded=t) == []
+    return t
+
+
+def test_a_result_lost_with_its_node_is_made_again_by_its_task():
+    d = ObjectDirectory()
+    put(d, Y)
+    put(d, Z)
+    t = made(d, X, deps=[Y], contained=[Z])
+    loss = d.node_lost("n1", "10.0.0.7")
+    assert (loss.remade, loss.rerun, loss.touched, loss.lost, loss.stale) == ([X], [t], [], [], [Z])
+    assert d[X].kind is None and d[X].maker is t and d[X].holders == {A} and d[X].contained == []
+    assert ids(d.release(A, [X])) == []                     # being made again: kept till its result comes
+
+
+@pytest.mark.parametrize("max_retries, has_code, why", [
+    (0, True, "retries are spent (max_retries=0"),
+    (1, False, "the task's code is gone"),
+])
+def test_a_result_whose_task_cannot_run_again_is_lost_saying_why(max_retries, has_code, why):
+    d = ObjectDirectory()
+    made(d, X, max_retries=max_retries)
+    loss = d.node_lost("n1", "10.0.0.7", lambda fn_id: has_code)
+    assert (loss.touched, loss.lost, loss.remade, loss.rerun) == ([X], [X], [], [])
+    assert why in str(error_of(d[X].data)) and "n1 (10.0.0.7)" in str(error_of(d[X].data))
+
+
+def test_a_freed_argument_of_a_lost_result_is_made_again_first():
+    d = ObjectDirectory()
+    t1 = made(d, Y)
+    t2 = made(d, X, deps=[Y])
+    assert ids(d.release(A, [Y])) == [Y]                    # Y is freed; its lineage stays for X's
+    loss = d.node_lost("n1", "10.0.0.7")
+    assert loss.rerun == [t1, t2] and loss.remade == [Y, X]
+    assert d[Y].maker is t1 and Y not in d.forgotten
+
+
+def test_a_forgotten_result_drops_its_lineage():
+    d = ObjectDirectory()
+    made(d, X)
+    assert d.lineage.origin(X) is not None
+    d.release(A, [X])
+    assert d.lineage.origin(X) is None and d.node_lost("n1", "10.0.0.7") == OD.Loss()
 
 
 def test_add_copy_of_an_unknown_object_asks_the_node_to_free_it():

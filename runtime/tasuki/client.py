@@ -85,6 +85,7 @@ class Client:
         self.poller = zmq.Poller()
         self.replies: dict[int, list] = {}             # request id -> [event, reply]
         self.on_message = on_message                    # worker: RUN, INTERRUPT, EXIT
+        self.on_block = None        # worker: its set_blocked, while a task waits for a recomputed object
         self.welcome: dict | None = None
         self.refused: str | None = None
         self.nodes_cache: list | None = None
@@ -818,10 +819,34 @@ class Client:
             if kind == P.VALUE:
                 return serialization.loads(data)
             if kind != P.ERROR:
-                return self.read_stored(oid, data, timeout)
+                return self.read_stored_again(oid, data, timeout)
         except SerializationError as e:
             raise _unpickling_error(oid, kind, data, e) from e.__cause__
         raise serialization.loads(data)     # a TaskError rebuilds its cause here, or says why it cannot
+
+    def read_stored_again(self, oid: bytes, sources: list, timeout: float | None = None):
+        """read_stored, but a copy lost with its node is asked of the head again: the head may be
+        recomputing it from its lineage (lineage.py), and answers with the new copy, or the error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stale_until = time.monotonic() + 3 * config.env_float("NODE_TIMEOUT", config.NODE_TIMEOUT_S)
+        while True:
+            try:
+                return self.read_stored(oid, sources, timeout)
+            except ObjectLostError:
+                with self.cond:
+                    if self.objects.get(oid, (None, None))[1] == sources:
+                        del self.objects[oid]
+                    self.requested.discard(oid)
+                kind, data = self.get_objects([oid], timeout, self.on_block)[0]
+                if kind != P.STORED_KIND:
+                    return self.value(oid, kind, data, timeout)
+                if data == sources:        # the head has not declared the node dead yet: ask again soon
+                    if time.monotonic() > stale_until:
+                        raise
+                    time.sleep(0.2)
+                sources = data
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
 
     def read_stored(self, oid: bytes, sources: list, timeout: float | None = None):
         if self.local_store():
@@ -939,6 +964,9 @@ class Client:
                     kind, error = self.objects.get(oid, (None, None))
                     if kind == P.ERROR:
                         raise serialization.loads(error)
+                    if kind == P.STORED_KIND and not error:      # the head is recomputing it (lineage.py)
+                        raise ObjectLostError(f"object {oid.hex()} has no live copy now (node "
+                                              f"{channel.node_id} died); the head is making it again")
                 self.check_head()
         return wait
 

@@ -28,6 +28,8 @@ STORE_FRACTION = 0.3                      # default store size: this share of ph
 TRANSFER_CHUNK = 8 * 1024 * 1024          # bytes per chunk when objects cross nodes
 GC_STORE_FRACTION = 0.7                   # a node's store this full: every worker and driver runs gc.collect() (Ray's
 GC_MIN_INTERVAL_S = 30.0                  # high_plasma_storage_usage), at most once per this many seconds (Ray's too)
+LINEAGE_MAX_BYTES = 256 << 20             # bytes of finished tasks' specs the head keeps to recompute lost objects
+                                          # (lineage.py; Ray's max_lineage_bytes); TASUKI_LINEAGE_MAX_BYTES overrides
 
 
 def env(name: str, default=None):

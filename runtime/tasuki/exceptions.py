@@ -164,7 +164,8 @@ class TaskCancelledError(TasukiError):
 
 
 class ObjectLostError(TasukiError):
-    """Every copy of an object is gone (its node died) and it cannot be rebuilt."""
+    """Every copy of an object is gone (its node died) and it cannot be rebuilt: it was made by `put`
+    or an actor call, or its task's retries are spent, or its lineage was dropped (lineage.py)."""
 
 
 class ObjectStoreFullError(TasukiError):

@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from . import __version__, config, drain as D, protocol as P, recovery as R, serialization, transport
+from . import __version__, config, drain as D, lineage as L, protocol as P, recovery as R, serialization, transport
 from .actor_directory import CALL_FAILS, UNKNOWN_ACTOR, Actor, ActorDirectory
 from .exceptions import (NodeDiedError, ObjectLostError, TaskCancelledError, WorkerCrashedError)
 from .labels import selector_dict
-from .object_directory import Forgotten, ObjectDirectory
+from .object_directory import Forgotten, Loss, ObjectDirectory
 from .relay import Relay
 from .scheduler import (ACTOR, ALIVE, DEAD, DRAINING, Node, Scheduler, Task, acquire, format_key, format_shape,
                         shape_of)
@@ -106,7 +106,9 @@ class Head:
         self.control.bind("inproc://head-control")
         self.lifeline_fd = lifeline_fd
         self.sched = Scheduler()
-        self.objects = ObjectDirectory()             # refcounts, early gets, copies (object_directory.py)
+        # refcounts, early gets, copies, and finished tasks' lineage (object_directory.py, lineage.py)
+        lineage_bytes = int(config.env_float("LINEAGE_MAX_BYTES", config.LINEAGE_MAX_BYTES))
+        self.objects = ObjectDirectory(L.Lineage(lineage_bytes))
         self.tasks: dict[bytes, Task] = {}          # live tasks by task id
         self.functions: dict[bytes, bytes] = {}
         self.function_peers: dict[bytes, set] = {}   # function id -> the connected peers that registered it
@@ -842,7 +844,9 @@ class Head:
 
     def task_ended(self, task: Task, outcome: str, now: float) -> None:
         self.tasks.pop(task.task_id, None)
-        forgotten = self.objects.task_ended(task.return_ids, task.contained)
+        # a task that succeeded is kept for its results' lineage (object_directory.py, lineage.py)
+        kept = task if outcome == "succeeded" and task.actor is None else None
+        forgotten = self.objects.task_ended(task.return_ids, task.contained, kept)
         if forgotten:
             self.free(forgotten, now)
         self.finished[outcome] += 1
@@ -995,9 +999,11 @@ class Head:
             elif worker.task is not None:
                 self.task_lost(worker.task, NodeDiedError(
                     f"node {node.node_id} ({node.ip}) stopped heartbeating while it ran task {worker.task.name}"), now)
-        touched, _ = self.objects.node_lost(node.node_id, node.ip)    # (those lost for good are ERROR now)
-        for oid in touched:
-            self.tell_holders(oid)        # they may hold its stale location, or be fetching it
+        loss = self.objects.node_lost(node.node_id, node.ip, self.functions.__contains__)
+        for oid in loss.touched:
+            self.tell_holders(oid)        # they may hold its stale location, be fetching it, or it is lost
+        if loss.remade:
+            self.objects_remade(loss, now)
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
                 self.send(ident, (P.NODE_DIED, node.node_id, node.address))
@@ -1008,6 +1014,28 @@ class Head:
         for ident in self.objects[oid].holders:
             if ident in self.peers:
                 self.send(ident, message)
+
+    # --- lineage reconstruction (decisions in lineage.py and object_directory.node_lost) ------
+    def objects_remade(self, loss: Loss, now: float) -> None:
+        """The only copies of `loss.remade` died with their node: tell their holders to GET them
+        again (a reader of the stale copy finds it gone and asks again: client.read_stored_again),
+        hold back the queued tasks that need them, and run again the tasks that make them."""
+        for oid in loss.remade:
+            gone = P.object(oid, P.STORED_KIND, [])       # no live copy: GET it again
+            for ident in self.objects[oid].holders:
+                if ident in self.peers:
+                    self.send(ident, gone)
+        remade = set(loss.remade)
+        for queue in list(self.sched.queues.values()):
+            for task in [t for t in queue if any(oid in remade for oid in t.deps)]:
+                self.sched.remove_pending(task)
+                self.admit(task, now, pin=False)          # it waits for them again
+        for task in loss.rerun:
+            task.attempt += 1                             # a reconstruction is a retry, as in Ray
+            task.worker, task.waiting_on, task.stealing, task.submitted_at = None, 0, False, now
+            self.admit(task, now)
+        if loss.stale:        # after admit: a ref the task passes through stays pinned by its arguments
+            self.unpin(loss.stale, now)
 
     # --- state for the CLI, the HTTP API and metrics ---------------------------------------
     def answer_control(self) -> None:

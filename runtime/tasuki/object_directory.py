@@ -18,13 +18,15 @@ An object record (`Obj`) holds:
   waiters      processes whose GET came before it was ready (told once it is)
   dependents   tasks waiting for it as an argument (scheduler.Task)
   maker        the live task that will produce it (None once produced, and for a put or an actor
-               call). Room for lineage: keep the task that made an object past its end, to run it
-               again when the object's only copy is lost (`node_lost`'s second answer).
+               call). A task that succeeded is kept past its end in `lineage` (lineage.py) while
+               its results are referenced, to run it again when their only copy is lost (`node_lost`).
 
 Life of an object:
 
   add (SUBMIT, ACTOR_CALLS) ──ready──► VALUE │ STORED │ ERROR ──no holder, no pin──► forgotten
   add + ready (PUT)                      ▲ copies: add_copy (STORED, REPLICATE), node_lost
+                                         │
+  node_lost, last copy gone ─► not ready again, its task re-run (lineage) │ ERROR (cannot be rebuilt)
 
 A forgotten id stays a while in `forgotten` (the last FORGOTTEN_KEPT), so that a GET of it fails
 at once; a GET of an id never seen waits in `early_gets` (it may have beaten its PUT, sent on
@@ -35,17 +37,19 @@ node agents report the ids and sizes of the objects in their stores (`restore_co
 re-send the small values they put (`restore_value`), HOLD the refs they hold (`hold`) and submit
 again the tasks whose results they have not received (`add`). Nobody re-sends the waiters (they
 GET again), the forgotten ids, or the refs contained in a stored object (a node's report carries
-none: an inner object stays only as long as someone holds it).
+none: an inner object stays only as long as someone holds it), nor the lineage of finished tasks:
+an object lost after a restart, with its task finished before it, cannot be made again (ObjectLostError).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import drain as D, protocol as P, serialization
+from . import config, drain as D, protocol as P, serialization
 from .exceptions import ObjectLostError
+from .lineage import Lineage, plan
 from .scheduler import DEAD
 
 if TYPE_CHECKING:
@@ -72,14 +76,28 @@ class Obj:
 Forgotten = list[tuple[bytes, Obj]]   # records just forgotten: the head frees the stored ones on their nodes
 
 
+@dataclass
+class Loss:
+    """What a node's death did to the objects (`node_lost`). The head tells the holders of `touched`
+    their new state (fewer copies, or ERROR for those in `lost`), tells those of `remade` to GET
+    again, re-admits `rerun` (each run counts as a retry), then unpins `stale`."""
+    touched: list = field(default_factory=list)   # ids that lost a copy (remade ones excepted)
+    lost: list = field(default_factory=list)      # of those, the ones lost for good: ERROR with ObjectLostError
+    remade: list = field(default_factory=list)    # ids whose only copy went, made again: not ready, maker set
+    rerun: list = field(default_factory=list)     # the tasks that make them again, arguments' tasks first
+    stale: list = field(default_factory=list)     # refs the lost copies contained (the new copies pin theirs)
+
+
 class ObjectDirectory:
     """The head's objects: records by id, reference counts, early GETs and recently forgotten ids.
 
     Methods that may forget objects return them (`Forgotten`); methods that make an object ready
     return (the processes to send it to, the tasks that waited for it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lineage: Lineage | None = None) -> None:
         self.records: dict[bytes, Obj] = {}
+        # finished tasks kept to make their results again (lineage.py)
+        self.lineage = lineage if lineage is not None else Lineage(config.LINEAGE_MAX_BYTES)
         # a GET can beat the PUT it needs: an actor asks for a ref its caller put just before the
         # call, on another connection. Such GETs wait here; an id freed lately fails at once.
         self.early_gets: dict[bytes, tuple[float, list]] = {}     # object id -> (since, askers)
@@ -166,6 +184,7 @@ class ObjectDirectory:
         if obj.kind is None and obj.maker is not None:
             return              # still being computed: the result is dropped when it arrives
         del self.records[oid]
+        self.lineage.object_freed(oid)
         self.forgotten[oid] = None
         if len(self.forgotten) > FORGOTTEN_KEPT:
             self.forgotten.popitem(last=False)
@@ -180,14 +199,20 @@ class ObjectDirectory:
         obj = self.records.get(oid)
         return obj.maker if obj is not None else None
 
-    def task_ended(self, return_ids: Iterable[bytes], contained: list) -> Forgotten:
+    def task_ended(self, return_ids: Iterable[bytes], contained: list, succeeded: Task | None = None) -> Forgotten:
         """A task ended (its results are in, or it failed for good, or it was dropped unrun): it
-        makes `return_ids` no more, and its arguments (`contained`) are unpinned."""
+        makes `return_ids` no more, and its arguments (`contained`) are unpinned. `succeeded`: the
+        task, if it succeeded and is no actor's: it is kept in the lineage while any of its results
+        is referenced (added before its arguments are unpinned: their lineage is kept for it)."""
         records = self.records
+        live = 0
         for oid in return_ids:
             obj = records.get(oid)
             if obj is not None:
                 obj.maker = None
+                live += 1
+        if live and succeeded is not None:
+            self.lineage.add(succeeded, live)
         return self.unpin(contained) if contained else []
 
     def ready(self, oid: bytes, kind: str, data, contained: list, size: int, connected: Container[bytes],
@@ -281,21 +306,49 @@ class ObjectDirectory:
             obj.data.append(node_id)
         return True
 
-    def node_lost(self, node_id: str, ip: str) -> tuple[list[bytes], list[bytes]]:
-        """The node died (or left): drop its copies (a scan). Returns (the ids that lost a copy,
-        those of them lost for good: no copy is left, they are now ERROR with ObjectLostError)."""
-        touched, lost = [], []
+    def node_lost(self, node_id: str, ip: str,
+                  has_function: Callable[[bytes], bool] = lambda fn_id: True) -> Loss:
+        """The node died (or left): drop its copies (a scan). An object whose only copy it held is
+        made again by re-running its task from the lineage (and those of its lost or freed
+        arguments: `lineage.plan`; `has_function(fn_id)`: the head still has the task's code),
+        or, if it cannot be, becomes ERROR with an ObjectLostError saying why."""
+        loss, gone = Loss(), []
         for oid, obj in self.records.items():
             if obj.kind == P.STORED_KIND and node_id in obj.data:
                 obj.data.remove(node_id)
                 if not obj.data:
-                    obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(
-                        f"object {oid.hex()} is lost: its only copy was on node {node_id} ({ip}), "
-                        f"which stopped heartbeating and was declared dead; make it again (call the task "
-                        f"that returned it, or put it again)"))
-                    lost.append(oid)
-                touched.append(oid)
-        return touched, lost
+                    gone.append(oid)
+                loss.touched.append(oid)
+        if not gone:
+            return loss
+        where = f"node {node_id} ({ip}), which stopped heartbeating and was declared dead"
+        decided = plan(gone, self.lineage, self.has_copy, lambda oid: where, has_function)
+        for oid, why in decided.failed.items():
+            obj = self.records[oid]
+            obj.kind, obj.data = P.ERROR, serialization.dumps_inline(ObjectLostError(why))
+            loss.lost.append(oid)
+        needed = {dep for task in decided.rerun for dep in task.deps}
+        for task in decided.rerun:
+            for oid in task.return_ids:
+                obj = self.records.get(oid)
+                if obj is None and oid in needed:       # a freed argument of a task run again
+                    obj = self.records[oid] = Obj(owner=task.owner)
+                    self.forgotten.pop(oid, None)
+                    self.lineage.object_remade(oid)
+                if obj is not None:
+                    loss.stale += obj.contained
+                    obj.kind, obj.data, obj.contained, obj.maker = None, None, [], task
+                    loss.remade.append(oid)
+        if loss.remade:
+            remade = set(loss.remade)
+            loss.touched = [oid for oid in loss.touched if oid not in remade]
+        loss.rerun = decided.rerun
+        return loss
+
+    def has_copy(self, oid: bytes) -> bool:
+        """The head has the object's value, a live copy's location, or is computing it."""
+        obj = self.records.get(oid)
+        return obj is not None and (obj.kind != P.STORED_KIND or bool(obj.data))
 
     def stored(self) -> list[tuple[bytes, list, int]]:
         """(id, node ids holding it, size) of each object kept in node stores (a scan)."""

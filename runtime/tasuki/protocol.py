@@ -62,7 +62,8 @@ tasuki.protocol --write` rewrites it; tests/test_protocol.py fails when it diffe
         hello refused (versions differ)
     OBJECT(oid, object_kind, data)  head or actor worker → driver or worker
         VALUE: pickled bytes; STORED_KIND: [(node_id, address)]; ERROR: a pickled exception (pushed
-        again to its holders when a node holding a copy dies)
+        again to its holders when a node holding a copy dies; STORED_KIND with []: its only copy died
+        and it is being recomputed (lineage.py): GET it again)
     RUN(task)  head → worker
         run this task: a RUN_TASK (below)
     INTERRUPT(task_id)  head → worker
@@ -305,7 +306,8 @@ MESSAGES: tuple[Message, ...] = (
     Message(REFUSED, "reason", "head → driver, worker or node", "hello refused (versions differ)"),
     Message(OBJECT, "oid object_kind data", "head or actor worker → driver or worker",
             "VALUE: pickled bytes; STORED_KIND: [(node_id, address)]; ERROR: a pickled exception (pushed again "
-            "to its holders when a node holding a copy dies)"),
+            "to its holders when a node holding a copy dies; STORED_KIND with []: its only copy died and it is "
+            "being recomputed (lineage.py): GET it again)"),
     Message(RUN, "task", "head → worker", "run this task: a RUN_TASK (below)"),
     Message(INTERRUPT, "task_id", "head → worker", "cancel the task (running, or queued there: skip it)"),
     Message(STEAL, "task_id", "head → worker", "give this queued task back (RETURNED) if it has not started"),

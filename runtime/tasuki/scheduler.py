@@ -73,7 +73,7 @@ def format_key(key: Key) -> str:
     return format_shape(shape) + (f" on nodes labelled {format_selector(selector)}" if selector else "")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)     # slots: the head keeps finished tasks for their lineage (lineage.py)
 class Task:
     task_id: bytes
     fn_id: bytes

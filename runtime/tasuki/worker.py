@@ -90,6 +90,7 @@ class Worker:
         self.client = Client(cfg.head_address, cfg.token, "worker", identity=worker_id,
                              info={"node_id": cfg.node_id}, node=node, on_message=self.on_message)
         self.client.rejoin_report = self.rejoin_report
+        self.client.on_block = self.set_blocked    # lends its CPU while an argument is recomputed
         self.client.activate()
 
     def rejoin_report(self) -> dict:      # on the IO thread
