@@ -1513,11 +1513,17 @@ class Head:
     def lose_objects_of_absent_nodes(self) -> None:
         """REJOIN_GRACE_S after the first rejoin: locations on nodes that did not come back are dropped;
         an object left with none is lost, and its holders are told why."""
+        gone = set()
         for oid, node_ids, _size in self.objects.stored():
             absent = [n for n in node_ids if n not in self.sched.nodes]
             if absent:
+                gone.update(absent)
                 self.restore_locations(oid, [n for n in node_ids if n in self.sched.nodes],
                                        R.not_rejoined_reason(oid, absent, R.REJOIN_GRACE_S))
+        for ident, peer in self.peers.items():
+            if peer.role == "node":          # their pulls from those nodes fail now (the address is unknown here)
+                for node_id in gone:
+                    self.send(ident, (P.NODE_DIED, node_id, ""))
 
     def restore_locations(self, oid: bytes, node_ids: list, reason: str | None) -> None:
         """A stored object is on `node_ids` only; with none it is lost, and its holders and waiters
