@@ -74,6 +74,7 @@ class Client:
         self.created_actors: dict[bytes, tuple] = {}   # actor id -> its CREATE_ACTOR spec (re-sent to a restarted head)
         self.stored_puts: dict[bytes, tuple] = {}      # object id -> (node id, size): puts kept in node stores
         self.session: float | None = None              # the head's (WELCOME); another in REJOIN: a new head
+        self.rejoined_at = float("-inf")               # when this process last said HELLO again to a new head
         self.rejoin_report = None                      # worker: () -> what it runs, for a new head (worker.py)
         self.to_actors: deque = deque()                # (actor id, info, CALL) from user threads
         self.actor_links: dict[bytes, _ActorLink] = {}  # IO thread only
@@ -374,6 +375,7 @@ class Client:
                 self._fail_waiting(ClusterError(self.head_stopped))
             return
         self.session = session
+        self.rejoined_at = time.time()
         with self.ref_lock:
             holds = list(self.refcounts)
         inline, stored = [], []
@@ -663,6 +665,9 @@ class Client:
             channel = transfer.HeadChannel(self)
         else:
             node = transfer.pick_store_node(self.nodes(), size)
+            while node is None and time.time() < self.rejoined_at + R.REJOIN_GRACE_S:
+                time.sleep(0.2)      # a restarted head: its nodes are still rejoining (recovery.py)
+                node = transfer.pick_store_node(self.nodes(), size)
             if node is None:
                 raise ClusterError(f"no live node to store object {oid.hex()} ({size:,} bytes) on: start a node "
                                    f"(`tasuki start --address {self.head_address.split('://')[-1]}`)")

@@ -12,9 +12,9 @@ Per-task path (a small task, everything inline):
                   wake dependent tasks, schedule the next task onto the now idle worker
 Every incoming zmq message is a batch; replies are collected per peer and sent once per loop turn.
 
-Why one module of ~900 lines: one event loop owns all cluster state, and its handlers (tasks,
-objects, actors, liveness, queries, in that order below) all mutate that state; the decisions
-themselves live in scheduler.py and object_directory.py. The actors' state and decisions (names,
+Why one module of ~1,600 lines: one event loop owns all cluster state, and its handlers (tasks,
+objects, actors, liveness, queries, drains, rejoins, in that order below) all mutate that state; the
+decisions live in scheduler.py, object_directory.py, lineage.py, drain.py and recovery.py. The actors' state and decisions (names,
 restarts, pending calls) live in actor_directory.py; the actors block below does their I/O.
 
 Objects: an object lives while some process holds a ref to it (HOLD/RELEASE from each process,
@@ -211,12 +211,12 @@ class Head:
 
     def shutdown(self) -> None:
         why = f" ({self.stop_reason})" if self.stop_reason else ""
-        stopping = (P.HEAD_STOPPING, f"the tasuki head at {self.address} shut down{why}: the cluster stopped, and "
+        stopping = P.head_stopping(f"the tasuki head at {self.address} shut down{why}: the cluster stopped, and "
                                      f"the tasks, objects and actors it held are gone. Start it again (`tasuki start "
                                      f"--head`) and reconnect with init().")
         for ident, peer in list(self.peers.items()):
             if peer.role == "node":
-                self.send(ident, (P.SHUTDOWN,))
+                self.send(ident, P.shutdown())
             else:                             # drivers and workers: their gets fail now, not after HEAD_RECONNECT_S
                 self.send(ident, stopping)
         self.flush()
@@ -262,7 +262,7 @@ class Head:
                          f"{os.path.basename(where.filename)} line {where.lineno}). A peer running another "
                          f"tasuki version, or a bug: please report it.")
         if peer is not None:
-            self.send(ident, (P.WARN, f"the head dropped a message from this process ({text}); "
+            self.send(ident, P.warn(f"the head dropped a message from this process ({text}); "
                                       f"does it run tasuki {__version__}?"))
 
     def on_hello(self, ident: bytes, role: str, info: dict, now: float) -> None:
@@ -272,7 +272,7 @@ class Head:
         if info.get("python") != PYTHON_VERSION:
             mismatch.append(f"Python {info.get('python')} (head runs {PYTHON_VERSION})")
         if mismatch:
-            self.send(ident, (P.REFUSED, f"this {role} runs " + " and ".join(mismatch) +
+            self.send(ident, P.refused(f"this {role} runs " + " and ".join(mismatch) +
                               f"; install tasuki {__version__} on Python {PYTHON_VERSION} on every node and driver"))
             return
         if info.get("rejoin") is not None:
@@ -285,14 +285,14 @@ class Head:
             self.drivers_by_job[peer.job_id] = ident
             self.job_settings[peer.job_id] = {"namespace": info.get("namespace") or "default",
                                               "default_actor_lifetime": info.get("default_actor_lifetime")}
-            self.send(ident, (P.WELCOME, {"job_id": peer.job_id, "nodes": self.node_directory(),
+            self.send(ident, P.welcome({"job_id": peer.job_id, "nodes": self.node_directory(),
                                           "session": self.started_at}))
         elif role == "node":
             node = Node(info["node_id"], info["address"], info["ip"], dict(info["resources"]),
                         dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info,
                         labels=dict(info.get("labels") or {}))
             self.sched.add_node(node, now)
-            self.send(ident, (P.WELCOME, {"nodes": self.node_directory(), "session": self.started_at}))
+            self.send(ident, P.welcome({"nodes": self.node_directory(), "session": self.started_at}))
             self.spawn_workers(node.node_id, math.ceil(node.total.get("CPU", 0)))    # 1.5 CPUs: 2 workers
             for key in list(self.warned_shapes):
                 if self.sched.feasible(*key):
@@ -300,10 +300,10 @@ class Head:
         elif role == "worker":
             worker = self.sched.worker_ready(ident, info["pid"], now)
             if worker is None:                     # not a worker we asked for, or too late
-                self.send(ident, (P.EXIT,))
+                self.send(ident, P.exit())
                 del self.peers[ident]
             else:
-                self.send(ident, (P.WELCOME, {"session": self.started_at}))
+                self.send(ident, P.welcome({"session": self.started_at}))
 
     def on_function(self, ident, peer, now, fn_id: bytes, blob: bytes) -> None:
         self.functions[fn_id] = blob
@@ -366,7 +366,7 @@ class Head:
             shapes = sorted({format_shape(shape_of(n.total)) + (
                 f" labelled {', '.join(f'{k}={v}' for k, v in sorted(n.labels.items())) or '(none)'}"
                 if task.selector else "") for n in alive})
-            self.send(task.owner, (P.WARN,
+            self.send(task.owner, P.warn(
                 f"task {task.name} asks for {format_key(key)}, which no node can provide "
                 f"(nodes offer: {'; '.join(shapes) or 'no nodes'}). It stays pending until a node that "
                 f"fits joins the cluster (the autoscaler sees it in /api/v1/demand)."))
@@ -399,7 +399,7 @@ class Head:
         self.sched.task_done(worker, now)
         if task.max_calls and self.sched.calls_used_up(worker, task) and not self.actors.owns(ident):
             self.sched.worker_gone(ident, now)           # ran its max_calls: it exits, as in Ray
-            self.send(ident, (P.EXIT,))
+            self.send(ident, P.exit())
         self.retire_surplus(worker.node_id)
         if retryable and not task.cancelled and task.attempt < task.max_retries:
             task.attempt += 1
@@ -438,7 +438,7 @@ class Head:
         error = TaskCancelledError(f"task {task.name} was cancelled")
         if task.worker is not None and task in task.worker.backlog:     # sent, not started
             task.worker.backlog.remove(task)
-            self.send(task.worker.worker_id, (P.INTERRUPT, task.task_id))
+            self.send(task.worker.worker_id, P.interrupt(task.task_id))
             task.worker = None
         if task.worker is None:
             self.sched.remove_pending(task)
@@ -446,9 +446,9 @@ class Head:
             self.finish_with_error(task, error, now, outcome="cancelled")
         elif force:
             node = self.sched.nodes[task.worker.node_id]
-            self.send(b"N" + node.node_id.encode(), (P.KILL, task.worker.worker_id))
+            self.send(b"N" + node.node_id.encode(), P.kill(task.worker.worker_id))
         else:
-            self.send(task.worker.worker_id, (P.INTERRUPT, task.task_id))
+            self.send(task.worker.worker_id, P.interrupt(task.task_id))
 
     def cancel_actor_call(self, oid: bytes) -> None:
         """cancel() of an actor call not finished yet: its caller drops it if it still holds it
@@ -462,23 +462,23 @@ class Head:
         owner = next((self.objects[o].owner for o in return_ids if o in self.objects), None)
         for target in {owner, actor.worker_id}:
             if target is not None and target in self.peers:
-                self.send(target, (P.CANCEL_CALL, first))
+                self.send(target, P.cancel_call(first))
 
     def on_log(self, ident, peer, now, lines) -> None:
         worker = self.sched.workers.get(ident)
         job = worker.task.job_id if worker is not None and worker.task is not None else ""
         targets = [self.drivers_by_job[job]] if job in self.drivers_by_job else list(self.drivers_by_job.values())
         for target in targets:
-            self.send(target, (P.LOG, lines))
+            self.send(target, P.log(lines))
 
     def on_heartbeat(self, ident, peer, now, stats=None) -> None:
         if peer.role == "driver":
-            self.send(ident, (P.HEARTBEAT,))     # drivers time out a head that stops answering
+            self.send(ident, P.heartbeat())     # drivers time out a head that stops answering
         elif peer.role == "node":
             node = self.sched.nodes.get(peer.info["node_id"])
             if node is not None:
                 node.last_heartbeat = now
-                self.send(ident, (P.HEARTBEAT,))     # and so do nodes (TASUKI_HEAD_RECONNECT_S)
+                self.send(ident, P.heartbeat())     # and so do nodes (TASUKI_HEAD_RECONNECT_S)
                 node.stats = stats or {}
                 if stats and stats.get("used", 0) > config.GC_STORE_FRACTION * stats.get("capacity", float("inf")):
                     self.collect_garbage(now)
@@ -492,7 +492,7 @@ class Head:
         self.last_gc = now
         for ident, peer in self.peers.items():
             if peer.role in ("worker", "driver"):
-                self.send(ident, (P.GC,))
+                self.send(ident, P.gc())
 
     def on_worker_exited(self, ident, peer, now, worker_id, pid, code) -> None:
         worker, task = self.sched.worker_gone(worker_id, now)
@@ -513,7 +513,7 @@ class Head:
 
     def on_stored(self, ident, peer, now, oid, size) -> None:
         if not self.objects.add_copy(oid, peer.info["node_id"]):
-            self.send(ident, (P.FREE, [oid]))
+            self.send(ident, P.free([oid]))
 
     def on_bye(self, ident, peer, now) -> None:
         self.forget_peer(ident)
@@ -521,7 +521,7 @@ class Head:
     def on_query(self, ident, peer, now, req_id, what, arg=None) -> None:
         if what == "actor" and self.first_rejoin_at is not None:
             return self.query_while_rejoining(ident, req_id, arg, now, now)
-        self.send(ident, (P.ANSWER, req_id, self.query(what, arg, now, ident)))
+        self.send(ident, P.answer(req_id, self.query(what, arg, now, ident)))
 
     # --- actors (their state and decisions: actor_directory.py) ------------------------------
     def on_create_actor(self, ident, peer, now, actor_id, spec, req) -> None:
@@ -532,7 +532,7 @@ class Head:
             info["detached"] = job.get("default_actor_lifetime") == "detached"
         actor = self.actors.create(actor_id, info, ident, spec, self.job_of(ident))
         if not isinstance(actor, Actor):       # its name is taken: the live actor's id (get_if_exists), or why
-            return self.send(ident, (P.ANSWER, req, actor))
+            return self.send(ident, P.answer(req, actor))
         # the creator holds the actor's handles' refcount entry; a process that unpickles a handle HOLDs it
         self.objects.add(actor_id, ident, kind=HANDLE_KIND)
         self.objects.pin(contained)        # the constructor's arguments live as long as the actor
@@ -540,7 +540,7 @@ class Head:
         if actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor_id, now)
         if req is not None:
-            self.send(ident, (P.ANSWER, req, actor_id))
+            self.send(ident, P.answer(req, actor_id))
 
     def place_actor(self, actor: Actor, now: float) -> None:
         fn_id, class_name, args, deps, contained, placement, info = actor.spec
@@ -563,7 +563,7 @@ class Head:
         if actor is None or actor.state == P.DEAD_STATE or error is not None:
             self.sched.worker_gone(ident, now)       # this worker exits; it must not get new work
             self.forget_peer(ident)
-            self.send(ident, (P.EXIT,))
+            self.send(ident, P.exit())
             if actor is not None and actor.state != P.DEAD_STATE:
                 actor.no_restart = True
                 self.actor_died(actor, f"an error was raised in its creation task, {error}", now)
@@ -575,12 +575,12 @@ class Head:
     def on_actor_locate(self, ident, peer, now, actor_id) -> None:
         actor = self.actors.subscribe(actor_id, ident, now)
         if actor is not None and actor.state in (P.ALIVE_STATE, P.DEAD_STATE):
-            self.send(ident, (P.ACTOR_INFO, actor_id, actor.state, actor.address, actor.cause))
+            self.send(ident, P.actor_info(actor_id, actor.state, actor.address, actor.cause))
 
     def tell_subscribers(self, actor: Actor) -> None:
         for ident in actor.subscribers:
             if ident in self.peers:
-                self.send(ident, (P.ACTOR_INFO, actor.actor_id, actor.state, actor.address, actor.cause))
+                self.send(ident, P.actor_info(actor.actor_id, actor.state, actor.address, actor.cause))
 
     def on_actor_calls(self, ident, peer, now, actor_id, calls) -> None:
         actor = self.actors.get(actor_id)
@@ -615,7 +615,7 @@ class Head:
             elif actor is not None:
                 self.on_actor_locate(ident, None, now, actor_id)
             else:
-                self.send(ident, (P.ACTOR_INFO, actor_id, P.DEAD_STATE, None, UNKNOWN_ACTOR))
+                self.send(ident, P.actor_info(actor_id, P.DEAD_STATE, None, UNKNOWN_ACTOR))
 
     def on_actor_result(self, ident, peer, now, actor_id, first, results) -> None:
         actor = self.actors.get(actor_id)
@@ -655,7 +655,7 @@ class Head:
         if not self.actors.kill(actor, no_restart, cause):
             return                          # dead already
         if actor.worker_id is not None and actor.worker_id in self.sched.workers:
-            self.send(b"N" + actor.node_id.encode(), (P.KILL, actor.worker_id))
+            self.send(b"N" + actor.node_id.encode(), P.kill(actor.worker_id))
         else:
             self.drop_creation(actor)
             self.actor_died(actor, actor.cause, now)
@@ -675,7 +675,7 @@ class Head:
         handlers run); one still being placed or restarted is dropped."""
         self.actors.ending(actor)
         if actor.state == P.ALIVE_STATE and actor.worker_id in self.sched.workers:
-            self.send(actor.worker_id, (P.EXIT,))
+            self.send(actor.worker_id, P.exit())
         elif actor.worker_id is None:
             if self.drop_creation(actor):
                 self.actor_died(actor, actor.cause, now)
@@ -770,7 +770,7 @@ class Head:
         [(shape, count)] already checked and merged by the caller; [] clears it. It outlives the
         driver that made it, as Ray's: the autoscaler keeps the capacity until told otherwise."""
         self.requested_resources = [(tuple(shape), int(count)) for shape, count in bundles if count > 0]
-        self.send(ident, (P.ANSWER, req, None))
+        self.send(ident, P.answer(req, None))
 
     def requested_entries(self) -> list[dict]:
         return [{"shape": dict(shape), "count": count} for shape, count in self.requested_resources]
@@ -782,7 +782,7 @@ class Head:
         if self.sched.queues:
             self.dispatch(now)
         for task, victim in self.sched.steals():
-            self.send(victim.worker_id, (P.STEAL, task.task_id))
+            self.send(victim.worker_id, P.steal(task.task_id))
 
     def dispatch(self, now: float) -> None:
         assignments, spawns = self.sched.schedule(now)
@@ -793,7 +793,7 @@ class Head:
                 worker.functions.add(task.fn_id)
                 fn_blob = self.functions.get(task.fn_id)
             deps = {oid: self.objects.payload(oid, nodes) for oid in task.deps}
-            self.send(worker.worker_id, (P.RUN, (task.task_id, task.fn_id, fn_blob, task.name, task.args,
+            self.send(worker.worker_id, P.run((task.task_id, task.fn_id, fn_blob, task.name, task.args,
                                                  deps, task.return_ids, task.retry_exceptions,
                                                  task.attempt < task.max_retries, task.gpu_ids,
                                                  task.job_id, task.shape, task.actor)))
@@ -807,7 +807,7 @@ class Head:
         for wid in ids:
             self.sched.worker_starting(node_id, wid)
         if ids:
-            self.send(b"N" + node_id.encode(), (P.SPAWN, ids))
+            self.send(b"N" + node_id.encode(), P.spawn(ids))
 
     def retire_surplus(self, node_id: str) -> None:
         node = self.sched.nodes.get(node_id)
@@ -817,7 +817,7 @@ class Head:
             if self.actors.owns(worker.worker_id):      # its actors share its fate: keep it
                 continue
             self.sched.worker_gone(worker.worker_id, time.time())
-            self.send(worker.worker_id, (P.EXIT,))
+            self.send(worker.worker_id, P.exit())
 
     def finish(self, task: Task, results: list, outcome: str, now: float) -> None:
         if task.actor is not None:     # a creation task that could not run (an argument failed, cancelled)
@@ -910,7 +910,7 @@ class Head:
 
     def free_on_nodes(self, oid: bytes, node_ids) -> None:
         for node_id in node_ids if isinstance(node_ids, list) else [node_ids]:
-            self.send(b"N" + node_id.encode(), (P.FREE, [oid]))
+            self.send(b"N" + node_id.encode(), P.free([oid]))
 
     def forget_peer(self, ident: bytes) -> None:
         """A driver or worker left: release everything it held."""
@@ -1006,7 +1006,7 @@ class Head:
             self.objects_remade(loss, now)
         for ident, peer in self.peers.items():
             if peer.role == "node":                # their pulls from the dead node fail now
-                self.send(ident, (P.NODE_DIED, node.node_id, node.address))
+                self.send(ident, P.node_died(node.node_id, node.address))
 
     def tell_holders(self, oid: bytes) -> None:
         """Push an object's new state (fewer copies, or its loss) to the processes holding it."""
@@ -1183,7 +1183,7 @@ class Head:
         """A node agent got SIGTERM: drain it, handing its running tasks back after timeout_s."""
         node = self.sched.nodes.get(peer.info.get("node_id"))
         if node is None or node.state == DEAD:
-            self.send(ident, (P.DRAINED,))
+            self.send(ident, P.drained())
             return
         timeout_s = max(0.0, float(timeout_s))
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: node {node.node_id} ({node.ip}) is leaving "
@@ -1204,7 +1204,7 @@ class Head:
             for task in worker.backlog if worker is not None else ():
                 if not task.stealing:
                     task.stealing = True
-                    self.send(wid, (P.STEAL, task.task_id))
+                    self.send(wid, P.steal(task.task_id))
         self.next_drain_tick = now
 
     def node_load(self, node: Node) -> tuple[int, int]:
@@ -1250,10 +1250,10 @@ class Head:
                 del drain.copying[oid]               # copied (STORED added the location) or freed
             for oid, target in D.choose_targets(moves, room, drain.copying, now):
                 drain.copying[oid] = (target, now)
-                self.send(b"N" + target.encode(), (P.REPLICATE, oid, self.objects.locations(oid, self.sched.nodes)))
+                self.send(b"N" + target.encode(), P.replicate(oid, self.objects.locations(oid, self.sched.nodes)))
             running, actors = self.node_load(node)
             if drain.reason == D.SIGTERM and not (running or actors or moves):
-                self.send(b"N" + node_id.encode(), (P.DRAINED,))
+                self.send(b"N" + node_id.encode(), P.drained())
                 self.node_died(node, now)            # it left: its workers and its copies are forgotten now
 
     def hand_back(self, node: Node, drain: D.Drain, now: float) -> None:
@@ -1267,7 +1267,7 @@ class Head:
                 continue
             _, task = self.sched.worker_gone(wid, now)      # frees its resources, requeues its backlog
             self.forget_peer(wid)
-            self.send(to_node, (P.KILL, wid))
+            self.send(to_node, P.kill(wid))
             task.worker = None
             drain.handed_back += 1
             if task.cancelled and task.actor is None:
@@ -1286,7 +1286,7 @@ class Head:
         for actor in self.actors.alive_on(node.node_id, drain.moved_actors):
             if self.actors.move(actor, f"its node {node.node_id} ({node.ip}) was drained"):
                 drain.moved_actors.add(actor.actor_id)
-                self.send(b"N" + node.node_id.encode(), (P.KILL, actor.worker_id))
+                self.send(b"N" + node.node_id.encode(), P.kill(actor.worker_id))
 
     # --- rejoin: a restarted head rebuilds its state from the processes that rejoin (recovery.py) ---
     # A process of the head that ran here before sends something other than HELLO: it is told REJOIN
@@ -1295,7 +1295,7 @@ class Head:
     def ask_rejoin(self, ident: bytes, now: float) -> None:
         if R.ask_again(self.rejoin_asked.get(ident), now):
             self.rejoin_asked[ident] = now
-            self.send(ident, (P.REJOIN, self.started_at))
+            self.send(ident, P.rejoin(self.started_at))
 
     def rejoin_tick(self, now: float) -> None:
         """Workers a node listed that have not said HELLO: tell them again (the first REJOIN may have
@@ -1333,7 +1333,7 @@ class Head:
         node = Node(node_id, info["address"], info["ip"], dict(info["resources"]), dict(info["resources"]),
                     gpu_ids=list(info.get("gpu_ids", [])), info=info, labels=dict(info.get("labels") or {}))
         self.sched.add_node(node, now)
-        self.send(ident, (P.WELCOME, {"nodes": self.node_directory(), "session": self.started_at}))
+        self.send(ident, P.welcome({"nodes": self.node_directory(), "session": self.started_at}))
         for wid, _pid in what["workers"]:
             self.sched.worker_starting(node_id, wid)
             self.workers_expected.add(wid)
@@ -1371,11 +1371,11 @@ class Head:
             self.sched.worker_starting(node_id, ident)
         if plan == R.KILL:           # an actor's construction, or a task running elsewhere already
             self.sched.worker_gone(ident, now)
-            self.send(b"N" + node_id.encode(), (P.KILL, ident))
+            self.send(b"N" + node_id.encode(), P.kill(ident))
             return
         peer = self.peers[ident] = Peer("worker", info, last_seen=now)
         worker = self.sched.worker_ready(ident, info["pid"], now)
-        self.send(ident, (P.WELCOME, {"session": self.started_at}))
+        self.send(ident, P.welcome({"session": self.started_at}))
         if plan == R.ADOPT_ACTOR:
             self.adopt_actor(worker, actor, now)
         elif plan == R.ADOPT_TASK and self.sched.remove_pending(task):
@@ -1396,7 +1396,7 @@ class Head:
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: {actor}; killing the worker",
                   file=sys.stderr, flush=True)
             self.sched.worker_gone(worker.worker_id, now)
-            self.send(b"N" + worker.node_id.encode(), (P.KILL, worker.worker_id))
+            self.send(b"N" + worker.node_id.encode(), P.kill(worker.worker_id))
             return
         actor.no_restart = not creator
         if creator:
@@ -1443,7 +1443,7 @@ class Head:
         self.job_settings[job_id] = {"namespace": info.get("namespace") or "default",
                                      "default_actor_lifetime": info.get("default_actor_lifetime")}
         self.next_job = max(self.next_job, int(job_id) + 1) if job_id.isdigit() else self.next_job
-        self.send(ident, (P.WELCOME, {"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
+        self.send(ident, P.welcome({"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
         kept = self.rejoin_owned(ident, peer, what, now)
         if what.get("request_resources"):
             self.requested_resources = list(what["request_resources"])
@@ -1508,7 +1508,7 @@ class Head:
         if R.lookup_waits(answer is not None, now, self.first_rejoin_at, len(self.workers_expected), asked_at):
             self.deferred_lookups.append((ident, req_id, arg, asked_at))
         else:
-            self.send(ident, (P.ANSWER, req_id, answer))
+            self.send(ident, P.answer(req_id, answer))
 
     def lose_objects_of_absent_nodes(self) -> None:
         """REJOIN_GRACE_S after the first rejoin: locations on nodes that did not come back are dropped;
@@ -1523,7 +1523,7 @@ class Head:
         for ident, peer in self.peers.items():
             if peer.role == "node":          # their pulls from those nodes fail now (the address is unknown here)
                 for node_id in gone:
-                    self.send(ident, (P.NODE_DIED, node_id, ""))
+                    self.send(ident, P.node_died(node_id, ""))
 
     def restore_locations(self, oid: bytes, node_ids: list, reason: str | None) -> None:
         """A stored object is on `node_ids` only; with none it is lost, and its holders and waiters
