@@ -353,3 +353,29 @@ def test_an_object_whose_node_did_not_come_back_is_reported_lost(tmp_path, run):
             head.kill()
             head.wait()
         cluster.stop()
+
+
+def test_a_standing_request_resources_is_re_sent_to_the_restarted_head(tmp_path):
+    """request_resources() outlives the head: the driver that made it re-sends it when it rejoins,
+    so the autoscaler keeps the capacity asked for (/api/v1/demand's "requested")."""
+    cluster = start_cluster(tmp_path)
+    heads = []
+    try:
+        proc = driver(cluster, """
+            import json, sys, tasuki
+            from tasuki.api import _get_client
+            from tasuki.autoscaler import request_resources
+            tasuki.init(address="auto")
+            request_resources(bundles=[{"CPU": 4}] * 3)
+            print("ASKED", flush=True)
+            sys.stdin.readline()                  # the head is restarted meanwhile
+            print("REQUESTED", json.dumps(_get_client().query("demand")["requested"]), flush=True)
+        """)
+        read_line(proc, "ASKED")
+        head, _ = restart_head(cluster)
+        heads.append(head)
+        proc_stdin_write(proc)
+        lines = finish(proc)
+        assert json.loads(lines["REQUESTED"][0]) == [{"shape": {"CPU": 4.0}, "count": 3}]
+    finally:
+        stop(cluster, heads)

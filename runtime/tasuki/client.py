@@ -75,6 +75,7 @@ class Client:
         self.stored_puts: dict[bytes, tuple] = {}      # object id -> (node id, size): puts kept in node stores
         self.session: float | None = None              # the head's (WELCOME); another in REJOIN: a new head
         self.rejoined_at = float("-inf")               # when this process last said HELLO again to a new head
+        self.requested_resources: list | None = None    # this driver's last request_resources(), for a new head
         self.rejoin_report = None                      # worker: () -> what it runs, for a new head (worker.py)
         self.to_actors: deque = deque()                # (actor id, info, CALL) from user threads
         self.actor_links: dict[bytes, _ActorLink] = {}  # IO thread only
@@ -390,6 +391,8 @@ class Client:
         what = {"tasks": list(self.unanswered.values()), "holds": holds, "inline": inline, "stored": stored,
                 "functions": list(self.functions_sent.items()), "actors": list(self.created_actors.items()),
                 "gets": [oid for oid in list(self.requested) if oid not in self.objects]}
+        if self.requested_resources is not None:
+            what["request_resources"] = self.requested_resources
         if self.welcome is not None and "job_id" in self.welcome:
             what["job_id"] = self.welcome["job_id"]
         if self.rejoin_report is not None:

@@ -8,10 +8,11 @@ How a head is recovered (no external store):
       themselves to the same address and queue what is sent meanwhile; gets and waits block; each
       gives up after TASUKI_HEAD_RECONNECT_S of silence (`give_up_message`)
   a new head starts at the same address ──► the queued messages arrive from identities it does not
-      know: it answers each such identity once with REJOIN(session) and drops the message
+      know: it answers each with REJOIN(session), again every 0.5 s until HELLO, and drops the message
   the process compares the session (`head_changed`) and says HELLO again with info["rejoin"]:
       node agent: its resources, labels, live workers [(worker id, pid)] and stored objects [(id, size)]
-      worker:     its node id, the actor it hosts (id, info, address, job id) or the task it runs
+      worker:     its node id, the actor it hosts (id, info, address, job id) or the task it runs,
+                  and, as a driver does, what it owns (the tasks its task submitted, its refs)
       driver:     its job id, the functions it registered, the refs it holds, its inline objects
                   [(id, kind, data, size)], its stored puts [(id, node id, size)], the specs of its
                   tasks without results, and its request_resources bundles
@@ -30,8 +31,8 @@ What is not rebuilt yet (phase 2 of issue 17):
     an actor whose worker did not come back by the sweep is created again (its state is lost).
     Until its creator rejoins, an actor found again cannot restart (no_restart). Callers re-send
     ACTOR_LOCATE for the actors they call, to hear of restarts and deaths.
-  - actors being created, tasks submitted by workers and actors (nested tasks), actor call
-    registrations (ACTOR_CALLS) and request_resources are not re-sent.
+  - actors being created and actor call registrations (ACTOR_CALLS) are not re-sent; a standing
+    request_resources() is re-sent only by the driver that made it, while it is connected.
   - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
     (`not_rejoined_reason`, pushed to its holders); a node that rejoins later does not bring it back.
 """

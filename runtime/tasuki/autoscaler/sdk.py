@@ -44,4 +44,6 @@ def request_resources(num_cpus: int | None = None, bundles: list[dict] | None = 
     that need them are submitted. Replaces the previous request; with nothing, clears it."""
     from ..api import _get_client
     request = bundles_of(num_cpus, bundles)
-    _get_client().request_head(lambda req: P.request_resources(req, request))
+    client = _get_client()
+    client.request_head(lambda req: P.request_resources(req, request))
+    client.requested_resources = request        # re-sent to a restarted head (recovery.py)
