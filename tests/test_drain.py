@@ -355,12 +355,13 @@ def test_the_heads_sigterm_fails_a_waiting_get_at_once(tmp_path, block):
         driver = subprocess.Popen([sys.executable, "-c", WAITING_DRIVER, other.host_port], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert driver.stdout.readline().strip() == "WAITING"
+        host = other.host_port.split(":")[0]       # read now: a stopping `start --block` removes the file
         os.kill(foreground.pid if block else info["head_pid"], signal.SIGTERM)
         out, _ = driver.communicate(timeout=60)
         assert out.startswith("RAISED"), out
         seconds = float(out.split()[1])
         assert seconds < 15, out
-        assert "shut down (SIGTERM)" in out and other.host_port.split(":")[0] in out, out
+        assert "shut down (SIGTERM)" in out and host in out, out
         wait_until(lambda: not [p for p in other.processes() if p.pid != driver.pid], 60,
                    "the node agent and its workers to exit")
         if block:
