@@ -462,15 +462,10 @@ def start(args) -> int:
     return block(started, info, lifeline_w)
 
 
-def restart_head(args, existing: dict, nodes: list[int], started: list, lifeline: int | None) -> dict:
-    """The recorded cluster's head is gone and its node agents still run (they keep trying to reach it
-    for TASUKI_HEAD_RECONNECT_S): start a head at the same address with the same token; the nodes,
-    their workers and actors, and the drivers rejoin it (recovery.py). Called with the cluster file
-    locked."""
-    address, token = existing["address"], existing["token"]
-    metrics = existing.get("metrics")
-    metrics_port = metrics.rsplit(":", 1)[1] if metrics else "0"
-    metrics_host = args.metrics_host or address.split("://", 1)[1].rsplit(":", 1)[0]
+def spawn_head(address: str, metrics_port: str, metrics_host: str, token: str, started: list,
+               lifeline: int | None) -> tuple[subprocess.Popen, dict]:
+    """Start a head process at `address` and wait for its ready file; returns it and what it wrote
+    there (its bound address and metrics URL)."""
     ready = os.path.join(config.session_dir(), f"head-ready-{secrets.token_hex(4)}.json")
     head_log = log_path("head.log")
     head = spawn([sys.executable, "-m", "tasuki.head", "--address", address, "--metrics-port", metrics_port,
@@ -483,7 +478,21 @@ def restart_head(args, existing: dict, nodes: list[int], started: list, lifeline
         if time.time() > deadline:
             raise CliError(f"the head (pid {head.pid}) did not start within {START_TIMEOUT_S:g} s; see {head_log}")
         time.sleep(0.05)
+    ready_info = json.loads(config.read_private_file(ready))
     os.unlink(ready)
+    return head, ready_info
+
+
+def restart_head(args, existing: dict, nodes: list[int], started: list, lifeline: int | None) -> dict:
+    """The recorded cluster's head is gone and its node agents still run (they keep trying to reach it
+    for TASUKI_HEAD_RECONNECT_S): start a head at the same address with the same token; the nodes,
+    their workers and actors, and the drivers rejoin it (recovery.py). Called with the cluster file
+    locked."""
+    address, token = existing["address"], existing["token"]
+    metrics = existing.get("metrics")
+    metrics_port = metrics.rsplit(":", 1)[1] if metrics else "0"
+    metrics_host = args.metrics_host or address.split("://", 1)[1].rsplit(":", 1)[0]
+    head, _ = spawn_head(address, metrics_port, metrics_host, token, started, lifeline)
     stores = remove_stores(existing.get("node_pids", []))
     info = {**existing, "head_pid": head.pid, "node_pids": nodes}
     write_cluster_file(info)
@@ -528,21 +537,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
         check_port(metrics_host, metrics_port, "metrics", "--metrics-port")
     token = args.token or secrets.token_hex(16)
 
-    ready = os.path.join(config.session_dir(), f"head-ready-{secrets.token_hex(4)}.json")
-    head_log = log_path("head.log")
-    head = spawn([sys.executable, "-m", "tasuki.head", "--address", f"tcp://{ip}:{port}",
-                  "--metrics-port", str(metrics_port), "--metrics-host", metrics_host, "--ready-file", ready],
-                 token, head_log, lifeline)
-    started.append(head)
-    deadline = time.time() + START_TIMEOUT_S
-    while not os.path.exists(ready):
-        if head.poll() is not None:
-            raise died_error("head", head, head_log)
-        if time.time() > deadline:
-            raise CliError(f"the head (pid {head.pid}) did not start within {START_TIMEOUT_S:g} s; see {head_log}")
-        time.sleep(0.05)
-    ready_info = json.loads(config.read_private_file(ready))
-    os.unlink(ready)
+    head, ready_info = spawn_head(f"tcp://{ip}:{port}", str(metrics_port), metrics_host, token, started, lifeline)
     address = ready_info["address"]
     metrics = ready_info.get("metrics")
     url_host = ip if metrics_host in ("0.0.0.0", "::") else metrics_host      # a wildcard is no URL
@@ -567,7 +562,7 @@ def start_head(args, flags: list[str], started: list, lifeline: int | None) -> d
     hp = host_port(address)
     print(f"Started a tasuki head at {address} (head pid {head.pid}; node agent {registered['node_id']}, "
           f"pid {node.pid}, {describe_resources(registered['resources'], registered.get('labels'))}).\n"
-          f"Logs: {os.path.dirname(head_log)}\n\n"
+          f"Logs: {os.path.dirname(log_path('head.log'))}\n\n"
           f"Connect from Python on this machine:\n"
           f"    tasuki.init(address=\"auto\")\n"
           f"From another machine:\n"
