@@ -280,19 +280,10 @@ class Head:
         peer = Peer(role, info, last_seen=now)
         self.peers[ident] = peer
         if role == "driver":
-            peer.job_id = f"{self.next_job:04d}"
+            self.add_driver(ident, peer, f"{self.next_job:04d}")
             self.next_job += 1
-            self.drivers_by_job[peer.job_id] = ident
-            self.job_settings[peer.job_id] = {"namespace": info.get("namespace") or "default",
-                                              "default_actor_lifetime": info.get("default_actor_lifetime")}
-            self.send(ident, P.welcome({"job_id": peer.job_id, "nodes": self.node_directory(),
-                                          "session": self.started_at}))
         elif role == "node":
-            node = Node(info["node_id"], info["address"], info["ip"], dict(info["resources"]),
-                        dict(info["resources"]), gpu_ids=list(info.get("gpu_ids", [])), info=info,
-                        labels=dict(info.get("labels") or {}))
-            self.sched.add_node(node, now)
-            self.send(ident, P.welcome({"nodes": self.node_directory(), "session": self.started_at}))
+            node = self.add_node(ident, info, now)
             self.spawn_workers(node.node_id, math.ceil(node.total.get("CPU", 0)))    # 1.5 CPUs: 2 workers
             for key in list(self.warned_shapes):
                 if self.sched.feasible(*key):
@@ -304,6 +295,24 @@ class Head:
                 del self.peers[ident]
             else:
                 self.send(ident, P.welcome({"session": self.started_at}))
+
+    def add_driver(self, ident: bytes, peer: Peer, job_id: str) -> None:
+        """A driver's HELLO (first, or rejoining a restarted head with its job id): its job's settings,
+        and WELCOME with the job id, the node directory and this head's session."""
+        peer.job_id = job_id
+        self.drivers_by_job[job_id] = ident
+        self.job_settings[job_id] = {"namespace": peer.info.get("namespace") or "default",
+                                     "default_actor_lifetime": peer.info.get("default_actor_lifetime")}
+        self.send(ident, P.welcome({"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
+
+    def add_node(self, ident: bytes, info: dict, now: float) -> Node:
+        """A node agent's HELLO (first, or rejoining a restarted head): its resources join the
+        scheduler, and it is welcomed with the node directory and this head's session."""
+        node = Node(info["node_id"], info["address"], info["ip"], dict(info["resources"]), dict(info["resources"]),
+                    gpu_ids=list(info.get("gpu_ids", [])), info=info, labels=dict(info.get("labels") or {}))
+        self.sched.add_node(node, now)
+        self.send(ident, P.welcome({"nodes": self.node_directory(), "session": self.started_at}))
+        return node
 
     def on_function(self, ident, peer, now, fn_id: bytes, blob: bytes) -> None:
         self.functions[fn_id] = blob
@@ -1330,10 +1339,7 @@ class Head:
         if node_id in self.sched.nodes:
             return
         self.peers[ident] = Peer("node", info, last_seen=now)
-        node = Node(node_id, info["address"], info["ip"], dict(info["resources"]), dict(info["resources"]),
-                    gpu_ids=list(info.get("gpu_ids", [])), info=info, labels=dict(info.get("labels") or {}))
-        self.sched.add_node(node, now)
-        self.send(ident, P.welcome({"nodes": self.node_directory(), "session": self.started_at}))
+        node = self.add_node(ident, info, now)
         for wid, _pid in what["workers"]:
             self.sched.worker_starting(node_id, wid)
             self.workers_expected.add(wid)
@@ -1438,12 +1444,9 @@ class Head:
         their bytes, stored ones where it put them and the nodes report them), its tasks without
         results (queued again), its refs (HOLD) and its request_resources."""
         job_id = what["job_id"]
-        peer = self.peers[ident] = Peer("driver", info, job_id=job_id, last_seen=now)
-        self.drivers_by_job[job_id] = ident
-        self.job_settings[job_id] = {"namespace": info.get("namespace") or "default",
-                                     "default_actor_lifetime": info.get("default_actor_lifetime")}
+        peer = self.peers[ident] = Peer("driver", info, last_seen=now)
+        self.add_driver(ident, peer, job_id)
         self.next_job = max(self.next_job, int(job_id) + 1) if job_id.isdigit() else self.next_job
-        self.send(ident, P.welcome({"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
         kept = self.rejoin_owned(ident, peer, what, now)
         if what.get("request_resources"):
             self.requested_resources = list(what["request_resources"])
