@@ -30,13 +30,21 @@ RUNS = int(os.environ.get("HEAD_RECOVERY_STRESS_RUNS", "1"))
 repeated = pytest.mark.parametrize("run", range(RUNS))
 
 
-def start_cluster(tmp_path) -> CliCluster:
+@pytest.fixture
+def cluster(tmp_path):
+    """A cluster of a head and a node on 127.0.0.1 whose head the test kills and restarts
+    (`restart_head`); stopped afterwards with every head started."""
     cluster = CliCluster(tmp_path / "session")
     cluster.env["TASUKI_HEAD_RECONNECT_S"] = str(RECONNECT_S)
     cluster.port = free_port()
+    cluster.heads = []
     cluster.cli("start", "--head", "--port", str(cluster.port), "--node-ip-address", "127.0.0.1",
                 "--metrics-port", "0", "--num-cpus", "2", "--object-store-memory", "512M")
-    return cluster
+    yield cluster
+    for head in cluster.heads:
+        head.kill()
+        head.wait()
+    cluster.stop()
 
 
 def kill_at_random(upto: float) -> None:
@@ -46,19 +54,20 @@ def kill_at_random(upto: float) -> None:
     time.sleep(delay)
 
 
-def restart_head(cluster: CliCluster) -> tuple[subprocess.Popen, float]:
+def restart_head(cluster: CliCluster) -> float:
     """SIGKILL the head and start another at the same address with the same token (as a supervisor
-    or Kubernetes would); returns it and when it started. cluster.json names the new head (the next
-    SIGKILL goes to it)."""
+    or Kubernetes would); returns when it started. cluster.json names the new head (the next
+    SIGKILL goes to it), and the `cluster` fixture stops it."""
     info = cluster.info
     os.kill(info["head_pid"], signal.SIGKILL)
     started = time.time()
     head = subprocess.Popen([sys.executable, "-m", "tasuki.head", "--address", info["address"]],
                             env={**cluster.env, "TASUKI_TOKEN": info["token"]}, stdin=subprocess.DEVNULL)
     info["head_pid"] = head.pid
+    cluster.heads.append(head)
     with open(os.path.join(cluster.tmpdir, "cluster.json"), "w") as f:
         json.dump(info, f)
-    return head, started
+    return started
 
 
 def driver(cluster: CliCluster, script: str) -> subprocess.Popen:
@@ -105,13 +114,6 @@ def report_first_completion(scenario: str, lines: dict, started: float) -> None:
     print(f"FIGURE {scenario} {min(after):.3f}" if after else f"FIGURE {scenario} none (the job ended before)")
 
 
-def stop(cluster: CliCluster, heads: list) -> None:
-    for head in heads:
-        head.kill()
-        head.wait()
-    cluster.stop()
-
-
 TASKS_DRIVER = """
     import time, tasuki
     tasuki.init(address="auto")
@@ -130,252 +132,202 @@ TASKS_DRIVER = """
 
 
 @repeated
-def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(tmp_path, run):
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, TASKS_DRIVER)
-        read_line(proc, "SUBMITTED")
-        kill_at_random(4.0)           # 1,000 tasks of 10 ms on 2 CPUs: about 5 s
-        head, started = restart_head(cluster)
-        heads.append(head)
-        lines = finish(proc)
-        assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
-        report_first_completion("tasks", lines, started)
-    finally:
-        stop(cluster, heads)
+def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(cluster, run):
+    proc = driver(cluster, TASKS_DRIVER)
+    read_line(proc, "SUBMITTED")
+    kill_at_random(4.0)           # 1,000 tasks of 10 ms on 2 CPUs: about 5 s
+    started = restart_head(cluster)
+    lines = finish(proc)
+    assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
+    report_first_completion("tasks", lines, started)
 
 
 @repeated
-def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(tmp_path, run):
+def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(cluster, tmp_path, run):
     """The busy workers rejoin with their tasks; once the driver re-sends the specs, the new head
     adopts each task on its worker (recovery.ADOPT_TASK) instead of killing it and running it again."""
-    cluster = start_cluster(tmp_path)
-    heads = []
     runs = tmp_path / "runs"
     runs.mkdir()
-    try:
-        proc = driver(cluster, f"""
-            import os, time, tasuki
-            tasuki.init(address="auto")
-            @tasuki.remote
-            def slow(i):
-                open(os.path.join({str(runs)!r}, f"{{i}}-{{os.getpid()}}"), "w").close()
-                time.sleep(3)
-                return i
-            refs = [slow.remote(i) for i in range(2)]           # 2 CPUs: both run at once
-            for ref in refs:
-                print("AT", time.time(), tasuki.get(ref), flush=True)
-        """)
-        wait_until(lambda: len(list(runs.iterdir())) == 2, 60, "both tasks to start")
+    proc = driver(cluster, f"""
+        import os, time, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote
+        def slow(i):
+            open(os.path.join({str(runs)!r}, f"{{i}}-{{os.getpid()}}"), "w").close()
+            time.sleep(3)
+            return i
+        refs = [slow.remote(i) for i in range(2)]           # 2 CPUs: both run at once
+        for ref in refs:
+            print("AT", time.time(), tasuki.get(ref), flush=True)
+    """)
+    wait_until(lambda: len(list(runs.iterdir())) == 2, 60, "both tasks to start")
+    kill_at_random(2.0)
+    started = restart_head(cluster)
+    lines = finish(proc)
+    assert [at.split()[1] for at in lines["AT"]] == ["0", "1"]
+    assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1"]     # each ran once
+    report_first_completion("running", lines, started)
+
+
+@repeated
+def test_a_head_killed_twice_in_a_row(cluster, run):
+    proc = driver(cluster, TASKS_DRIVER)
+    read_line(proc, "SUBMITTED")
+    for _ in range(2):
         kill_at_random(2.0)
-        head, started = restart_head(cluster)
-        heads.append(head)
-        lines = finish(proc)
-        assert [at.split()[1] for at in lines["AT"]] == ["0", "1"]
-        assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1"]     # each ran once
-        report_first_completion("running", lines, started)
-    finally:
-        stop(cluster, heads)
+        started = restart_head(cluster)
+    lines = finish(proc)
+    assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
+    report_first_completion("twice", lines, started)
 
 
 @repeated
-def test_a_head_killed_twice_in_a_row(tmp_path, run):
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, TASKS_DRIVER)
-        read_line(proc, "SUBMITTED")
-        for _ in range(2):
-            kill_at_random(2.0)
-            head, started = restart_head(cluster)
-            heads.append(head)
-        lines = finish(proc)
-        assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
-        report_first_completion("twice", lines, started)
-    finally:
-        stop(cluster, heads)
+def test_a_stored_object_put_before_the_crash_is_still_readable(cluster, run):
+    proc = driver(cluster, """
+        import sys, threading, time, numpy as np, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote
+        def total(a):
+            return int(a.sum())
+        print("STARTED", flush=True)
+        ref = tasuki.put(np.arange(25_000_000, dtype=np.int64))      # 200 MB
+        go_on = threading.Thread(target=sys.stdin.readline)          # until the head is restarted
+        go_on.start()
+        while go_on.is_alive():
+            result = tasuki.get(total.remote(ref))
+            print("AT", time.time(), result, flush=True)
+        print("AT", time.time(), tasuki.get(total.remote(ref)), flush=True)
+        print("LOCAL", int(tasuki.get(ref)[-1]), flush=True)
+    """)
+    read_line(proc, "STARTED")
+    kill_at_random(2.0)           # before, during or after the put, or while tasks read it
+    started = restart_head(cluster)
+    proc_stdin_write(proc)
+    lines = finish(proc)
+    assert {at.split()[1] for at in lines["AT"]} == {str(sum(range(25_000_000)))}
+    assert lines["LOCAL"] == [str(25_000_000 - 1)]
+    report_first_completion("put", lines, started)
 
 
 @repeated
-def test_a_stored_object_put_before_the_crash_is_still_readable(tmp_path, run):
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, """
-            import sys, threading, time, numpy as np, tasuki
-            tasuki.init(address="auto")
-            @tasuki.remote
-            def total(a):
-                return int(a.sum())
-            print("STARTED", flush=True)
-            ref = tasuki.put(np.arange(25_000_000, dtype=np.int64))      # 200 MB
-            go_on = threading.Thread(target=sys.stdin.readline)          # until the head is restarted
-            go_on.start()
-            while go_on.is_alive():
-                result = tasuki.get(total.remote(ref))
-                print("AT", time.time(), result, flush=True)
-            print("AT", time.time(), tasuki.get(total.remote(ref)), flush=True)
-            print("LOCAL", int(tasuki.get(ref)[-1]), flush=True)
-        """)
-        read_line(proc, "STARTED")
-        kill_at_random(2.0)           # before, during or after the put, or while tasks read it
-        head, started = restart_head(cluster)
-        heads.append(head)
-        proc_stdin_write(proc)
-        lines = finish(proc)
-        assert {at.split()[1] for at in lines["AT"]} == {str(sum(range(25_000_000)))}
-        assert lines["LOCAL"] == [str(25_000_000 - 1)]
-        report_first_completion("put", lines, started)
-    finally:
-        stop(cluster, heads)
+def test_named_and_detached_actors_are_found_again_by_name_with_their_state(cluster, run):
+    proc = driver(cluster, """
+        import sys, threading, time, tasuki
+        tasuki.init(address="auto", namespace="recovery")
+        @tasuki.remote(num_cpus=0.5)
+        class Counter:
+            def __init__(self):
+                self.n = 0
+            def add(self, k):
+                self.n += k
+                return self.n
+        named = Counter.options(name="named").remote()
+        detached = Counter.options(name="detached", lifetime="detached").remote()
+        assert tasuki.get([named.add.remote(1), detached.add.remote(2)]) == [1, 2]
+        print("STARTED", flush=True)
+        go_on = threading.Thread(target=sys.stdin.readline)          # until the head is restarted
+        go_on.start()
+        i = 1
+        while go_on.is_alive():                    # calls go to the actors directly
+            i += 1
+            assert tasuki.get([named.add.remote(1), detached.add.remote(2)]) == [i, 2 * i]
+            print("AT", time.time(), flush=True)
+        for name, k in (("named", 1), ("detached", 2)):
+            n = tasuki.get(tasuki.get_actor(name).add.remote(k))
+            print("AT", time.time(), flush=True)
+            print("FOUND", name, n, i + 1, flush=True)
+    """)
+    read_line(proc, "STARTED")
+    kill_at_random(1.5)
+    started = restart_head(cluster)
+    proc_stdin_write(proc)
+    lines = finish(proc)
+    (named, n, calls), (detached, m, _) = (found.split() for found in lines["FOUND"])
+    assert (named, detached) == ("named", "detached") and (int(n), int(m)) == (int(calls), 2 * int(calls))
+    report_first_completion("actors", lines, started)
 
 
-@repeated
-def test_named_and_detached_actors_are_found_again_by_name_with_their_state(tmp_path, run):
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, """
-            import sys, threading, time, tasuki
-            tasuki.init(address="auto", namespace="recovery")
-            @tasuki.remote(num_cpus=0.5)
-            class Counter:
-                def __init__(self):
-                    self.n = 0
-                def add(self, k):
-                    self.n += k
-                    return self.n
-            named = Counter.options(name="named").remote()
-            detached = Counter.options(name="detached", lifetime="detached").remote()
-            assert tasuki.get([named.add.remote(1), detached.add.remote(2)]) == [1, 2]
-            print("STARTED", flush=True)
-            go_on = threading.Thread(target=sys.stdin.readline)          # until the head is restarted
-            go_on.start()
-            i = 1
-            while go_on.is_alive():                    # calls go to the actors directly
-                i += 1
-                assert tasuki.get([named.add.remote(1), detached.add.remote(2)]) == [i, 2 * i]
-                print("AT", time.time(), flush=True)
-            for name, k in (("named", 1), ("detached", 2)):
-                n = tasuki.get(tasuki.get_actor(name).add.remote(k))
-                print("AT", time.time(), flush=True)
-                print("FOUND", name, n, i + 1, flush=True)
-        """)
-        read_line(proc, "STARTED")
-        kill_at_random(1.5)
-        head, started = restart_head(cluster)
-        heads.append(head)
-        proc_stdin_write(proc)
-        lines = finish(proc)
-        (named, n, calls), (detached, m, _) = (found.split() for found in lines["FOUND"])
-        assert (named, detached) == ("named", "detached") and (int(n), int(m)) == (int(calls), 2 * int(calls))
-        report_first_completion("actors", lines, started)
-    finally:
-        stop(cluster, heads)
-
-
-def test_an_actor_found_again_restarts_from_the_spec_its_creator_re_sends(tmp_path):
+def test_an_actor_found_again_restarts_from_the_spec_its_creator_re_sends(cluster):
     """The driver re-sends the creation specs of its actors: an actor found again through its worker
     may restart after the head's restart (max_restarts), from its constructor's arguments."""
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, """
-            import os, signal, sys, tasuki
-            tasuki.init(address="auto", namespace="recovery")
-            @tasuki.remote(max_restarts=1, num_cpus=0.5)
-            class Counter:
-                def __init__(self, start):
-                    self.n = start
-                def add(self, k):
-                    self.n += k
-                    return self.n
-                def pid(self):
-                    return os.getpid()
-            counter = Counter.options(name="counter").remote(10)
-            assert tasuki.get(counter.add.remote(1)) == 11
-            pid = tasuki.get(counter.pid.remote())
-            print("READY", flush=True)
-            sys.stdin.readline()
-            tasuki.get_actor("counter")         # the head knows the actor again (and the driver rejoined)
-            print("FOUND", flush=True)
-            os.kill(pid, signal.SIGKILL)
-            while True:
-                try:
-                    print("AFTER", tasuki.get(counter.add.remote(1)), flush=True)
-                    break
-                except tasuki.exceptions.ActorDiedError:
-                    pass                        # restarting
-        """)
-        read_line(proc, "READY")
-        head, _ = restart_head(cluster)
-        heads.append(head)
-        proc_stdin_write(proc)
-        read_line(proc, "FOUND", 60)
-        lines = finish(proc, 60)
-        assert lines["AFTER"] == ["11"]          # restarted with start=10
-    finally:
-        stop(cluster, heads)
+    proc = driver(cluster, """
+        import os, signal, sys, tasuki
+        tasuki.init(address="auto", namespace="recovery")
+        @tasuki.remote(max_restarts=1, num_cpus=0.5)
+        class Counter:
+            def __init__(self, start):
+                self.n = start
+            def add(self, k):
+                self.n += k
+                return self.n
+            def pid(self):
+                return os.getpid()
+        counter = Counter.options(name="counter").remote(10)
+        assert tasuki.get(counter.add.remote(1)) == 11
+        pid = tasuki.get(counter.pid.remote())
+        print("READY", flush=True)
+        sys.stdin.readline()
+        tasuki.get_actor("counter")         # the head knows the actor again (and the driver rejoined)
+        print("FOUND", flush=True)
+        os.kill(pid, signal.SIGKILL)
+        while True:
+            try:
+                print("AFTER", tasuki.get(counter.add.remote(1)), flush=True)
+                break
+            except tasuki.exceptions.ActorDiedError:
+                pass                        # restarting
+    """)
+    read_line(proc, "READY")
+    restart_head(cluster)
+    proc_stdin_write(proc)
+    read_line(proc, "FOUND", 60)
+    lines = finish(proc, 60)
+    assert lines["AFTER"] == ["11"]          # restarted with start=10
 
 
 @repeated
-def test_an_object_whose_node_did_not_come_back_is_reported_lost(tmp_path, run):
-    cluster = start_cluster(tmp_path)
-    head = None
-    try:
-        node_id, node_pid = cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"far": 1}')
-        proc = driver(cluster, """
-            import sys, numpy as np, tasuki
-            tasuki.init(address="auto")
-            @tasuki.remote(resources={"far": 1})
-            def make():
-                return np.ones(2_000_000)            # 16 MB: stored on the far node
-            ref = make.remote()
-            tasuki.wait([ref])
-            print("MADE", flush=True)
-            sys.stdin.readline()
-            try:
-                tasuki.get(ref, timeout=60)
-            except tasuki.exceptions.ObjectLostError as e:
-                print("LOST", str(e).replace("\\n", " "), flush=True)
-        """)
-        read_line(proc, "MADE")
-        os.kill(node_pid, signal.SIGKILL)
-        kill_at_random(1.0)           # before or after the head sees the node go
-        head, _ = restart_head(cluster)
-        proc_stdin_write(proc)
-        lost = read_line(proc, "LOST")
-        assert node_id in lost and ("did not rejoin the restarted head" in lost or "declared dead" in lost), lost
-        assert proc.wait(60) == 0
-    finally:
-        if head is not None:
-            head.kill()
-            head.wait()
-        cluster.stop()
+def test_an_object_whose_node_did_not_come_back_is_reported_lost(cluster, run):
+    node_id, node_pid = cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"far": 1}')
+    proc = driver(cluster, """
+        import sys, numpy as np, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote(resources={"far": 1})
+        def make():
+            return np.ones(2_000_000)            # 16 MB: stored on the far node
+        ref = make.remote()
+        tasuki.wait([ref])
+        print("MADE", flush=True)
+        sys.stdin.readline()
+        try:
+            tasuki.get(ref, timeout=60)
+        except tasuki.exceptions.ObjectLostError as e:
+            print("LOST", str(e).replace("\\n", " "), flush=True)
+    """)
+    read_line(proc, "MADE")
+    os.kill(node_pid, signal.SIGKILL)
+    kill_at_random(1.0)           # before or after the head sees the node go
+    restart_head(cluster)
+    proc_stdin_write(proc)
+    lost = read_line(proc, "LOST")
+    assert node_id in lost and ("did not rejoin the restarted head" in lost or "declared dead" in lost), lost
+    assert proc.wait(60) == 0
 
 
-def test_a_standing_request_resources_is_re_sent_to_the_restarted_head(tmp_path):
+def test_a_standing_request_resources_is_re_sent_to_the_restarted_head(cluster):
     """request_resources() outlives the head: the driver that made it re-sends it when it rejoins,
     so the autoscaler keeps the capacity asked for (/api/v1/demand's "requested")."""
-    cluster = start_cluster(tmp_path)
-    heads = []
-    try:
-        proc = driver(cluster, """
-            import json, sys, tasuki
-            from tasuki.api import _get_client
-            from tasuki.autoscaler import request_resources
-            tasuki.init(address="auto")
-            request_resources(bundles=[{"CPU": 4}] * 3)
-            print("ASKED", flush=True)
-            sys.stdin.readline()                  # the head is restarted meanwhile
-            print("REQUESTED", json.dumps(_get_client().query("demand")["requested"]), flush=True)
-        """)
-        read_line(proc, "ASKED")
-        head, _ = restart_head(cluster)
-        heads.append(head)
-        proc_stdin_write(proc)
-        lines = finish(proc)
-        assert json.loads(lines["REQUESTED"][0]) == [{"shape": {"CPU": 4.0}, "count": 3}]
-    finally:
-        stop(cluster, heads)
+    proc = driver(cluster, """
+        import json, sys, tasuki
+        from tasuki.api import _get_client
+        from tasuki.autoscaler import request_resources
+        tasuki.init(address="auto")
+        request_resources(bundles=[{"CPU": 4}] * 3)
+        print("ASKED", flush=True)
+        sys.stdin.readline()                  # the head is restarted meanwhile
+        print("REQUESTED", json.dumps(_get_client().query("demand")["requested"]), flush=True)
+    """)
+    read_line(proc, "ASKED")
+    restart_head(cluster)
+    proc_stdin_write(proc)
+    lines = finish(proc)
+    assert json.loads(lines["REQUESTED"][0]) == [{"shape": {"CPU": 4.0}, "count": 3}]
