@@ -117,6 +117,46 @@ def test_get_timeout_bounds_a_pin_on_a_hung_local_node(tmp_path):
     assert f"SUM {10 * 2**20 // 8:.1f}" in proc.stdout, proc.stdout
 
 
+LOCAL_NODE_DECLARED_DEAD = r'''
+import os, signal, time
+import numpy as np
+import tasuki
+from tasuki import api
+from tasuki.exceptions import ClusterError
+
+tasuki.init(num_cpus=1)
+node = api._cluster.node
+os.kill(node.pid, signal.SIGSTOP)        # the node agent hangs: no heartbeat, no answer to the put's ALLOC
+started = time.monotonic()
+try:
+    tasuki.put(np.ones(4 * 2**20 // 8))
+    print("PUT")
+except ClusterError as e:
+    print(f"ERROR {time.monotonic() - started:.2f} {e}")
+os.kill(node.pid, signal.SIGCONT)        # told it was declared dead, it stops
+print("NODE EXIT", node.wait(timeout=60))
+'''
+
+
+def test_a_driver_waiting_on_its_node_fails_once_the_head_declares_that_node_dead(tmp_path):
+    """A put on a local node agent that stopped answering fails as soon as the head declares that
+    node dead (it waited for 300 s before), and the node agent, when it wakes, stops."""
+    leftovers = CliCluster(tmp_path)
+    try:
+        proc = subprocess.run([sys.executable, "-c", LOCAL_NODE_DECLARED_DEAD], env=cluster_env(str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        for process in leftovers.processes():
+            process.kill()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    outcome = proc.stdout.split()
+    assert outcome[0] == "ERROR", proc.stdout
+    assert float(NODE_TIMEOUT_S) <= float(outcome[1]) < LOST_WITHIN_S, proc.stdout
+    assert "the head declared it dead" in proc.stdout and "tasuki.init()" in proc.stdout, proc.stdout
+    assert "NODE EXIT 1" in proc.stdout, proc.stdout + proc.stderr
+    assert "declared this node dead and forgot it" in proc.stderr, proc.stderr
+
+
 def hold_refs_until(release: str, count: int) -> int:
     """A task that puts `count` objects and holds their refs until `release` appears (at most 120 s)."""
     refs = [tasuki.put(np.full(1000, float(i))) for i in range(count)]

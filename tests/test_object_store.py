@@ -12,7 +12,7 @@ import pytest
 from conftest import wait_until
 from tasuki import serialization
 from tasuki.exceptions import ObjectStoreFullError
-from tasuki.object_store import ALIGN, RESERVE_AT_START, Allocator, Arena, Store, align, block_size, layout_parts
+from tasuki.object_store import ALIGN, RESERVE_AT_START, SPILL_CHUNK, Allocator, Arena, Store, align, block_size, layout_parts
 
 MIB = 1 << 20
 
@@ -283,12 +283,14 @@ def reserved_on_disk(store: Store) -> int:
 
 @pytest.fixture
 def directory_with_room_for(monkeypatch):
-    """Make the store's directory hold only `limit` bytes: posix_fallocate past it fails with ENOSPC."""
+    """Make the store's directory hold only `limit` bytes (posix_fallocate of the arena past it fails
+    with ENOSPC), and the spill directory only `spill` bytes per file (no limit: None)."""
     real = os.posix_fallocate
 
-    def limit_to(limit: int) -> None:
+    def limit_to(limit: int, spill: int | None = None) -> None:
         def fallocate(fd: int, offset: int, length: int) -> None:
-            if offset + length > limit:
+            room = limit if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == "arena" else spill
+            if room is not None and offset + length > room:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real(fd, offset, length)
         monkeypatch.setattr(os, "posix_fallocate", fallocate)
@@ -307,7 +309,7 @@ def test_the_store_hands_out_reserved_space_only(tmp_path):
 
 
 def test_a_full_directory_spills_then_says_what_to_do(tmp_path, directory_with_room_for):
-    directory_with_room_for(6 * MIB + 12345)
+    directory_with_room_for(6 * MIB + 12345, spill=0)
     s = Store(str(tmp_path / "arena"), 16 * MIB, str(tmp_path / "spill"), reserve_ahead=0)
     try:
         for oid in (b"a", b"b", b"c"):
@@ -324,6 +326,42 @@ def test_a_full_directory_spills_then_says_what_to_do(tmp_path, directory_with_r
     assert f"object of 8,388,608 bytes cannot be stored: {tmp_path} is full (" in message and "MiB free of" in message
     assert "the store holds only 6 MiB of its 16 MiB" in message
     assert "--shm-size=" in message and "--object-store-memory" in message and "TASUKI_STORE_DIR" in message
+
+
+def test_an_object_larger_than_the_arena_can_grow_goes_to_a_file_without_spilling_the_others(
+        tmp_path, directory_with_room_for):
+    directory_with_room_for(6 * MIB)
+    s = Store(str(tmp_path / "arena"), 16 * MIB, str(tmp_path / "spill"), reserve_ahead=0)
+    try:
+        for oid in (b"a", b"b"):
+            s.allocate(oid, 2 * MIB)
+            s.seal(oid, [(0, 2 * MIB)])
+        path = s.allocate(b"big", 8 * MIB)              # 8 MiB > the 6 MiB the arena can hold: a file of its own
+        assert isinstance(path, str) and os.path.getsize(path) == 8 * MIB
+        assert s.entries[b"a"].offset is not None and s.entries[b"b"].offset is not None     # not spilled for nothing
+        assert s.spilled_total == 8 * MIB
+    finally:
+        s.close()
+
+
+def test_spilling_and_restoring_a_large_object_calls_during_io_between_its_pieces(tmp_path):
+    calls = []
+    s = Store(str(tmp_path / "arena"), 128 * MIB, str(tmp_path / "spill"), reserve_ahead=0,
+              during_io=lambda: calls.append(1))
+    try:
+        data = np.arange(100 * MIB // 8, dtype=np.int64)
+        s.add(b"a", b"", [memoryview(data).cast("B")])
+        s.allocate(b"b", 100 * MIB)                      # "a" spills to make room, in SPILL_CHUNK pieces
+        assert s.entries[b"a"].offset is None and len(calls) == -(-s.entries[b"a"].size // SPILL_CHUNK)
+        s.free(b"b")
+        calls.clear()
+        entry = s.pin(b"a")                              # restored, in pieces too
+        assert entry.offset is not None and len(calls) == -(-entry.size // SPILL_CHUNK)
+        at, n = entry.parts[-1]
+        assert (np.frombuffer(s.arena.view[entry.offset + at: entry.offset + at + n], np.int64) == data).all()
+        s.unpin(b"a")
+    finally:
+        s.close()
 
 
 def test_a_directory_without_room_for_the_first_extent_is_refused(tmp_path, directory_with_room_for):

@@ -19,6 +19,7 @@ import gc
 import itertools
 import os
 import queue
+import select
 import socket
 import sys
 import threading
@@ -53,6 +54,7 @@ class Client:
         self.head = transport.connect(self.context, head_address, token, self.identity)
         self.node = node                     # local node: {"node_id", "ipc", "store_path"} or None
         self.node_sock = None
+        self.node_died: str | None = None    # the local node's id once the head declared it dead
         self.via_head: bool | None = None    # a driver that reaches only the head (None: not decided yet)
         self.transfers: dict = {}            # request id -> the queue of a transfer relayed by the head
         self.to_head_frames: deque = deque()  # (message, data frames): each leaves as a zmq message of its own
@@ -190,13 +192,22 @@ class Client:
         default a ClusterError) when none comes within `timeout` seconds."""
         req = next(self.counter)
         slot = self.replies[req] = [threading.Event(), None]
-        self.send_node(message_fn(req))
+        if self.node_died is None:
+            self.send_node(message_fn(req))
         try:
-            if not slot[0].wait(timeout):
+            if self.node_died is None and not slot[0].wait(timeout):
                 raise timeout_error or ClusterError(f"the local node agent did not answer within {timeout:.0f} s")
         finally:
             del self.replies[req]
+        if slot[1] is None:
+            raise self.node_gone()
         return slot[1]
+
+    def node_gone(self) -> ClusterError:
+        """The error for a request to the local node agent once the head has declared it dead."""
+        return ClusterError(f"the local node agent {self.node_died} is gone: the head declared it dead (no heartbeat "
+                            f"for TASUKI_NODE_TIMEOUT s; its log says why). Start it again: for a cluster that "
+                            f"init() started, tasuki.shutdown() and then tasuki.init().")
 
     def request_head(self, message_fn, timeout: float = 30.0):
         """Send a request to the head and wait for its ANSWER."""
@@ -353,6 +364,12 @@ class Client:
                 arrived = True
             elif kind == P.REJOIN:
                 self._rejoin(message[1])
+            elif kind == P.NODE_DIED:
+                if self.node is not None and message[1] == self.node["node_id"]:
+                    self.node_died = message[1]
+                    for slot in list(self.replies.values()):
+                        if len(slot) == 2:      # a request to that node: it will not answer
+                            slot[0].set()
             elif kind == P.REFUSED:
                 self.refused = message[1]
                 arrived = True
@@ -890,7 +907,15 @@ class Client:
             return None
         if timeout is not None:
             timeout = max(timeout, 0.01)      # 0 would make the socket non-blocking
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            # the reply, or (checked every NODE_GONE_CHECK_S) the head declaring the node dead
+            while not select.select([conn], [], [], NODE_GONE_CHECK_S if deadline is None else
+                                    max(0.0, min(NODE_GONE_CHECK_S, deadline - time.monotonic())))[0]:
+                if self.node_died is not None:
+                    raise self.node_gone()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError
             if conn.gettimeout() != timeout:
                 conn.settimeout(timeout)
             size = int.from_bytes(_recv_exactly(conn, 4), "big")
@@ -900,6 +925,9 @@ class Client:
             raise GetTimeoutError(f"get timed out after {timeout:g} s: the node agent on this machine "
                                   f"({self.node.get('node_id')}) did not answer a request for an object in its "
                                   f"store (is it stopped or overloaded? see `tasuki status`)") from None
+        except ClusterError:
+            self._close_pin_channel()
+            raise
         except OSError:
             self._close_pin_channel()
             return None
@@ -1002,6 +1030,9 @@ class _ActorLink:
         self.sock = None
         self.queue: deque = deque()
         self.inflight: dict = {}       # first return id -> CALL
+
+
+NODE_GONE_CHECK_S = 0.5     # how often a wait for the local node agent's reply checks that it is still alive
 
 
 class _Unpinner:

@@ -1014,7 +1014,7 @@ class Head:
         if loss.remade:
             self.objects_remade(loss, now)
         for ident, peer in self.peers.items():
-            if peer.role == "node":                # their pulls from the dead node fail now
+            if peer.role in ("node", "driver"):    # their pulls from it fail now; a driver of it stops waiting on it
                 self.send(ident, P.node_died(node.node_id, node.address))
 
     def tell_holders(self, oid: bytes) -> None:

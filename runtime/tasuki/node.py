@@ -104,7 +104,7 @@ class NodeAgent:
         from .object_store import Store
         self.zmq = zmq
         self.cfg = cfg
-        self.store = Store(cfg.store_path, cfg.store_bytes, cfg.spill_dir)
+        self.store = Store(cfg.store_path, cfg.store_bytes, cfg.spill_dir, during_io=self.beat)
         self.context = zmq.Context()
         if cfg.tcp_address.startswith("tcp://"):
             transport.start_authenticator(self.context, cfg.token)
@@ -128,6 +128,7 @@ class NodeAgent:
         self.session: float | None = None             # the head's, from WELCOME (see recovery.py)
         self.head_heard = time.time()                 # the head's last message (it answers heartbeats)
         self.head_messages: list = []
+        self.next_beat = 0.0
         self.pin_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(pin_socket_path(cfg)):
             os.unlink(pin_socket_path(cfg))
@@ -158,7 +159,6 @@ class NodeAgent:
         self.poller.register(self.pin_listener.fileno(), zmq.POLLIN)
         if self.lifeline_fd is not None:
             self.poller.register(self.lifeline_fd, zmq.POLLIN)
-        next_beat = 0.0
         while self.running:
             events = dict(self.poller.poll(100))
             if self.pin_conns or self.pin_listener.fileno() in events:
@@ -198,15 +198,21 @@ class NodeAgent:
                           f"running here is retried elsewhere or lost).", file=sys.stderr, flush=True)
                     self.exit_code = 1
                     break
-            if now >= next_beat:
-                self.head_messages.append(P.heartbeat({
-                    "used": self.store.used(), "capacity": self.store.capacity,
-                    "objects": len(self.store.entries), "spilled": self.store.spilled_bytes}))
-                next_beat = now + config.NODE_HEARTBEAT_S
+            self.beat()
             if self.head_messages:
                 messages, self.head_messages = self.head_messages, []
                 transport.send(self.head, messages)
         self.shutdown()
+
+    def beat(self) -> None:
+        """Heartbeat the head if one is due: from the loop, and from the store between the pieces of
+        a long spill (a node silent for TASUKI_NODE_TIMEOUT s is declared dead)."""
+        now = time.time()
+        if now >= self.next_beat:
+            transport.send(self.head, [P.heartbeat({
+                "used": self.store.used(), "capacity": self.store.capacity,
+                "objects": len(self.store.entries), "spilled": self.store.spilled_bytes})])
+            self.next_beat = now + config.NODE_HEARTBEAT_S
 
     def leave(self, now: float) -> None:
         """SIGTERM (Kubernetes deletes the pod): ask the head to drain this node (LEAVING); it

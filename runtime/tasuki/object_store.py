@@ -36,6 +36,7 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ ALIGN = 64
 PARALLEL_COPY_MIN = 16 << 20     # bytes: larger buffers are copied into the arena by several threads
 COPY_THREADS = 4                 # more than two cores' worth: page faults wait on the kernel, not only the CPU
 RESERVE_EXTENT = 64 << 20        # bytes reserved per posix_fallocate call
+SPILL_CHUNK = 32 << 20           # bytes written to (read from) a spill file between two calls of during_io
 RESERVE_MIN = 1 << 20            # bytes: the smallest extent worth reserving
 RESERVE_AT_START = 4 << 20       # bytes reserved before the node starts: proves the directory has room
 RESERVE_AHEAD = 256 << 20        # bytes the background thread keeps reserved beyond the highest block
@@ -205,11 +207,15 @@ class Store:
     """The node agent's bookkeeping of the arena: objects, pins, spilling and reserving its memory
     (file I/O only for those two; a "tasuki-reserve" thread reserves ahead, under `_reserve_lock`)."""
 
-    def __init__(self, path: str, capacity: int, spill_dir: str, reserve_ahead: int = RESERVE_AHEAD) -> None:
+    def __init__(self, path: str, capacity: int, spill_dir: str, reserve_ahead: int = RESERVE_AHEAD,
+                 during_io: Callable[[], None] | None = None) -> None:
         """Create the arena file at `path` and reserve its first RESERVE_AT_START bytes; raises
         ObjectStoreFullError (saying what to do) when its directory cannot hold even that. With
-        `reserve_ahead`, a thread keeps that many bytes reserved beyond the highest block."""
+        `reserve_ahead`, a thread keeps that many bytes reserved beyond the highest block.
+        `during_io` is called between the SPILL_CHUNK pieces of spilling and restoring (the node
+        agent heartbeats there: a slow disk must not make the head declare it dead)."""
         self.path = path
+        self.during_io = during_io or (lambda: None)
         self.capacity = capacity
         self.spill_dir = spill_dir
         self.allocator = Allocator(0)                 # grows with the reservation: hands out reserved bytes only
@@ -318,6 +324,8 @@ class Store:
                 self._reserve(min(self.capacity, -(-needed // RESERVE_MIN) * RESERVE_MIN))
                 self.allocator.extend(self.reserved & ~(ALIGN - 1))
                 offset = self.allocator.allocate(size)
+        if offset is None and align(size) > self.allocator.capacity:
+            return None                 # the reserved arena is too small: spilling everything would not make room
         while offset is None and self._spill_one():
             offset = self.allocator.allocate(size)
         if offset is not None:
@@ -445,7 +453,9 @@ class Store:
                 os.makedirs(self.spill_dir, exist_ok=True)
                 entry.spill_path = os.path.join(self.spill_dir, entry.object_id.hex())
                 with open(entry.spill_path, "wb") as f:
-                    f.write(self.arena.view[entry.offset: entry.offset + entry.size])
+                    for start in range(entry.offset, entry.offset + entry.size, SPILL_CHUNK):
+                        f.write(self.arena.view[start: min(start + SPILL_CHUNK, entry.offset + entry.size)])
+                        self.during_io()
                 self.allocator.free(entry.offset, entry.size)
                 entry.offset = None
                 self.spilled_bytes += entry.size
@@ -458,7 +468,9 @@ class Store:
         if offset is None:
             raise ObjectStoreFullError(self._full_message(f"a spilled object of {entry.size:,} bytes", entry.size))
         with open(entry.spill_path, "rb") as f:
-            f.readinto(memoryview(self.arena.view[offset: offset + entry.size]))
+            for start in range(offset, offset + entry.size, SPILL_CHUNK):
+                f.readinto(memoryview(self.arena.view[start: min(start + SPILL_CHUNK, offset + entry.size)]))
+                self.during_io()
         _unlink(entry.spill_path)
         self.spilled_bytes -= entry.size
         entry.spill_path = None

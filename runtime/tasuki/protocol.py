@@ -124,8 +124,9 @@ tasuki.protocol --write` rewrites it; tests/test_protocol.py fails when it diffe
         delete these objects from the store
     SHUTDOWN()  head → node agent
         stop
-    NODE_DIED(node_id, address)  head → node agent
-        a node was declared dead: its pulls go to another copy, or fail
+    NODE_DIED(node_id, address)  head → node agent, driver
+        a node was declared dead: its pulls go to another copy, or fail; a driver of it stops waiting on
+        it
     LEAVING(timeout_s)  node agent → head
         it got SIGTERM; drain it within timeout_s seconds
     DRAINED()  head → node agent
@@ -354,8 +355,8 @@ MESSAGES: tuple[Message, ...] = (
     Message(KILL, "worker_id", "head → node agent", "SIGKILL this worker"),
     Message(FREE, "ids", "head → node agent", "delete these objects from the store"),
     Message(SHUTDOWN, "", "head → node agent", "stop"),
-    Message(NODE_DIED, "node_id address", "head → node agent",
-            "a node was declared dead: its pulls go to another copy, or fail"),
+    Message(NODE_DIED, "node_id address", "head → node agent, driver",
+            "a node was declared dead: its pulls go to another copy, or fail; a driver of it stops waiting on it"),
     # draining (see drain.py)
     Message(LEAVING, "timeout_s", "node agent → head", "it got SIGTERM; drain it within timeout_s seconds"),
     Message(DRAINED, "", "head → node agent", "nothing is left there (no task, actor or sole copy): exit 0"),
