@@ -331,3 +331,93 @@ def test_a_standing_request_resources_is_re_sent_to_the_restarted_head(cluster):
     proc_stdin_write(proc)
     lines = finish(proc)
     assert json.loads(lines["REQUESTED"][0]) == [{"shape": {"CPU": 4.0}, "count": 3}]
+
+
+@repeated
+def test_actor_calls_with_stored_results_in_flight_when_the_head_dies(cluster, run):
+    """An actor's large results are stored on its node and their location reaches the caller through
+    the head: the calls in flight when the head dies are registered again by their caller (ACTOR_CALLS)
+    and their results re-announced by the actor's worker, so every call's result arrives."""
+    proc = driver(cluster, """
+        import time, numpy as np, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote(num_cpus=0.5)
+        class Maker:
+            def make(self, i):
+                time.sleep(0.05)
+                return np.full(500_000, i)          # 4 MB: stored, not inline
+        maker = Maker.remote()
+        tasuki.get(maker.make.remote(0))
+        print("STARTED", flush=True)
+        refs = [maker.make.remote(i) for i in range(60)]      # about 3 s of calls
+        for i, ref in enumerate(refs):
+            value = tasuki.get(ref, timeout=120)
+            assert value.shape == (500_000,) and (value == i).all(), (i, value[:3])
+            print("AT", time.time(), flush=True)
+        print("DONE", len(refs), flush=True)
+    """)
+    read_line(proc, "STARTED")
+    kill_at_random(3.0)
+    started = restart_head(cluster)
+    lines = finish(proc)
+    assert lines["DONE"] == ["60"]
+    report_first_completion("actor-results", lines, started)
+
+
+@repeated
+def test_an_actor_being_constructed_when_the_head_dies_is_created(cluster, run):
+    proc = driver(cluster, """
+        import time, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote(num_cpus=0.5)
+        class Slow:
+            def __init__(self, start):
+                time.sleep(2)
+                self.n = start
+            def add(self, k):
+                self.n += k
+                return self.n
+        slow = Slow.remote(100)
+        print("STARTED", flush=True)
+        print("AT", time.time(), tasuki.get(slow.add.remote(1), timeout=120), flush=True)
+    """)
+    read_line(proc, "STARTED")
+    kill_at_random(2.0)            # while it is placed or constructed
+    started = restart_head(cluster)
+    lines = finish(proc)
+    assert [at.split()[1] for at in lines["AT"]] == ["101"]
+    report_first_completion("constructing", lines, started)
+
+
+def test_a_task_output_lost_after_the_restart_is_reported_with_why_it_cannot_be_recomputed(cluster):
+    """Lineage lives in the head's memory: a new head learns only the tasks still without results,
+    so an output whose node dies after the restart cannot be recomputed, and the error says so."""
+    node_id, node_pid = cluster.add_node("127.0.0.2", "--num-cpus", "1", "--resources", '{"far": 1}')
+    proc = driver(cluster, """
+        import sys, time, numpy as np, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote(resources={"far": 1})
+        def make():
+            return np.ones(2_000_000)            # 16 MB: stored on the far node
+        ref = make.remote()
+        tasuki.wait([ref])
+        print("MADE", flush=True)
+        sys.stdin.readline()                     # the head restarted
+        while not any(n["Alive"] and "far" in n["Resources"] for n in tasuki.nodes()):
+            time.sleep(0.1)                      # until the far node rejoined it (a get now would copy the object here)
+        print("REJOINED", flush=True)
+        sys.stdin.readline()                     # the far node was killed
+        try:
+            tasuki.get(ref, timeout=60)
+        except tasuki.exceptions.ObjectLostError as e:
+            print("LOST", str(e).replace("\\n", " "), flush=True)
+    """)
+    read_line(proc, "MADE")
+    restart_head(cluster)
+    proc_stdin_write(proc)
+    read_line(proc, "REJOINED")
+    os.kill(node_pid, signal.SIGKILL)
+    proc_stdin_write(proc)
+    lost = read_line(proc, "LOST")
+    assert node_id in lost and "finished before the head restarted" in lost, lost
+    assert proc.wait(60) == 0

@@ -53,6 +53,17 @@ def test_object_locations(claimed, reports, located):
     assert R.object_locations(claimed, reports, A) == located
 
 
+@pytest.mark.parametrize("return_ids, reports, results", [
+    ([A], {}, None),                                                  # no node rejoined yet
+    ([A], {"n1": {B: 5}}, None),                                      # not stored anywhere: the actor may still send it
+    ([A], {"n1": {A: 7}}, [(A, "n1", 7)]),
+    ([A, B], {"n1": {A: 7}}, None),                                   # one of two: wait for the other
+    ([A, B], {"n1": {A: 7}, "n2": {B: 9}}, [(A, "n1", 7), (B, "n2", 9)]),
+])
+def test_reported_results(return_ids, reports, results):
+    assert R.reported_results(return_ids, reports) == results
+
+
 def test_lost_object_reason_names_the_object_and_its_node():
     assert R.lost_object_reason(A, ["n1"], {"n1": {A}}) is None
     assert R.lost_object_reason(A, ["n1"], {}) is None
@@ -86,6 +97,7 @@ def test_give_up_message_says_how_long_and_what_to_do():
 def test_recovery_is_pure():
     import ast
     import inspect
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(inspect.getsource(R)))
-                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-    assert imported <= {"annotations"}, imported
+    tree = ast.walk(ast.parse(inspect.getsource(R)))
+    imported = {(node.module or "." if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+                for node in tree if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    assert imported <= {"__future__", "collections"}, imported     # (collections.abc: type hints)

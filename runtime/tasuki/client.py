@@ -73,6 +73,7 @@ class Client:
         self.ref_lock = threading.Lock()
         self.functions_sent: dict[bytes, bytes] = {}    # function id -> its blob (re-sent to a restarted head)
         self.unanswered: dict[bytes, tuple] = {}       # task id -> SUBMIT spec, until a result arrives (recovery.py)
+        self.unanswered_calls: dict[bytes, tuple] = {}  # call id -> (actor id, return ids, contained), as well
         self.created_actors: dict[bytes, tuple] = {}   # actor id -> its CREATE_ACTOR spec (re-sent to a restarted head)
         self.stored_puts: dict[bytes, tuple] = {}      # object id -> (node id, size): puts kept in node stores
         self.session: float | None = None              # the head's (WELCOME); another in REJOIN: a new head
@@ -323,6 +324,8 @@ class Client:
                 self.objects[oid] = (object_kind, payload)
                 if self.unanswered:
                     self.unanswered.pop(oid[:-1], None)
+                if self.unanswered_calls:
+                    self.unanswered_calls.pop(oid[:-1], None)
                 arrived = True
                 if object_kind == P.ERROR:
                     self.errors_arrived += 1
@@ -405,7 +408,8 @@ class Client:
             elif kind == P.STORED_KIND:
                 stored.append((oid, [node_id for node_id, _ in data], 0))
         stored += [(oid, [node_id], size) for oid, (node_id, size) in list(self.stored_puts.items())]
-        what = {"tasks": list(self.unanswered.values()), "holds": holds, "inline": inline, "stored": stored,
+        what = {"tasks": list(self.unanswered.values()), "actor_calls": list(self.unanswered_calls.values()),
+                "holds": holds, "inline": inline, "stored": stored,
                 "functions": list(self.functions_sent.items()), "actors": list(self.created_actors.items()),
                 "gets": [oid for oid in list(self.requested) if oid not in self.objects]}
         if self.requested_resources is not None:
@@ -469,6 +473,8 @@ class Client:
             self.stored_puts.pop(oid, None)
         if self.unanswered:         # no one waits for the task's results: not re-sent to a new head
             self.unanswered.pop(oid[:-1], None)
+        if self.unanswered_calls:
+            self.unanswered_calls.pop(oid[:-1], None)
         spec = self.created_actors.get(oid) if self.created_actors else None
         if spec is not None and not spec[6].get("detached"):      # its last handle here: the actor ends
             del self.created_actors[oid]
@@ -538,6 +544,7 @@ class Client:
         return_ids = [first + bytes([i]) for i in range(num_returns)]
         refs = [ObjectRef(oid, True) for oid in return_ids]
         self.requested.update(return_ids)        # the actor answers us directly
+        self.unanswered_calls[first] = (actor_id, return_ids, contained)
         self.to_head.append(P.actor_calls(actor_id, [(return_ids, contained)]))
         self.to_actors.append((actor_id, info, P.call(return_ids, method, blob, deps, name, retry)))
         if not self.wake_pending:

@@ -133,7 +133,7 @@ class Head:
         self.next_drain_tick = 0.0
         self.rejoin_asked: dict[bytes, float] = {}   # identity -> when it was last told REJOIN (rejoin block below)
         self.rejoin_waiting: dict[str, list] = {}    # node id -> [(ident, info)]: its workers that rejoined first
-        self.node_reports: dict[str, set] = {}       # node id -> the object ids it stored when it rejoined
+        self.node_reports: dict[str, dict] = {}      # node id -> {object id: size} it stored when it rejoined
         self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
         self.rejoin_sweep_at: float | None = None    # when objects on nodes that did not rejoin are declared lost
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
@@ -236,7 +236,7 @@ class Head:
         if peer is None:
             first = messages[0]
             if first[0] != P.HELLO:
-                self.keep_rejoin_results(messages, now)
+                self.keep_rejoin_results(ident, messages, now)
                 return self.ask_rejoin(ident, now)      # a process of the head that ran here before this one
             self.on_hello(ident, first[1], first[2], now)
             peer = self.peers.get(ident)
@@ -1313,6 +1313,7 @@ class Head:
             self.rejoin_sweep_at = None
             self.lose_objects_of_absent_nodes()
             self.recreate_absent_actors(now)
+            self.finish_reported_actor_calls(now)
         self.workers_expected &= self.sched.workers.keys()     # (one that exited meanwhile is not waited for)
         for wid in self.workers_expected:
             self.ask_rejoin(wid, now)
@@ -1345,7 +1346,7 @@ class Head:
             self.workers_expected.add(wid)
             self.ask_rejoin(wid, now)
         self.spawn_workers(node_id, max(0, math.ceil(node.total.get("CPU", 0)) - len(what["workers"])))
-        stored = self.node_reports[node_id] = {oid for oid, _size in what["objects"]}
+        stored = self.node_reports[node_id] = dict(what["objects"])
         for oid, size in what["objects"]:      # unknown ones wait for their owners' claims (rejoin_driver)
             obj = self.objects.get(oid)
             if obj is not None and obj.kind == P.STORED_KIND:
@@ -1439,6 +1440,16 @@ class Head:
             if peer is not None and actor_id not in self.actors.actors:
                 self.on_create_actor(ident, peer, now, actor_id, spec, None)
 
+    def finish_reported_actor_calls(self, now: float) -> None:
+        """Actor calls re-registered by their callers whose results a rejoined node stores: the actor
+        told the previous head, which died before passing them on (recovery.reported_results)."""
+        for actor in list(self.actors.live()):
+            for first, (return_ids, _contained) in list(actor.pending.items()):
+                stored = R.reported_results(return_ids, self.node_reports)
+                if stored is not None:
+                    self.on_actor_result(b"", None, now, actor.actor_id, first,
+                                         [(oid, P.STORED_KIND, node_id, [], size) for oid, node_id, size in stored])
+
     def rejoin_driver(self, ident: bytes, info: dict, what: dict, now: float) -> None:
         """A driver of the previous head: same job id; its functions, its objects (inline ones with
         their bytes, stored ones where it put them and the nodes report them), its tasks without
@@ -1472,6 +1483,8 @@ class Head:
             self.objects.restore_value(oid, ident, P.STORED_KIND, claimed[0] if claimed else "", [], size, self.peers)
             self.restore_locations(oid, R.object_locations(claimed, self.node_reports, oid),
                                    R.lost_object_reason(oid, claimed, self.node_reports))
+        for actor_id, return_ids, contained in what.get("actor_calls", ()):
+            self.on_actor_calls(ident, peer, now, actor_id, [(return_ids, contained)])
         kept = 0
         for spec in what["tasks"]:
             self.on_submit(ident, peer, now, spec)
@@ -1484,15 +1497,18 @@ class Head:
         self.on_get(ident, peer, now, what["gets"])
         return kept
 
-    def keep_rejoin_results(self, messages: list, now: float) -> None:
+    def keep_rejoin_results(self, ident: bytes, messages: list, now: float) -> None:
         """DONE from a worker this head does not know yet: the task ran while the head was away. Its
         results are kept and used once the task is known again and still queued (its owner re-sends
-        it), so it does not run twice; a failure that may be retried is left to run again."""
+        it), so it does not run twice; a failure that may be retried is left to run again. An
+        actor's ACTOR_RESULT is kept until its caller registers the call again (ACTOR_CALLS)."""
         for message in messages:
             if message[0] == P.DONE and not message[3]:
                 self.rejoin_results[message[1]] = message[2]
                 if message[1] in self.tasks:
                     self.use_rejoin_result(message[1], now)
+            elif message[0] == P.ACTOR_RESULT:
+                self.on_actor_result(ident, None, now, *message[1:])
 
     def use_rejoin_result(self, task_id: bytes, now: float) -> bool:
         """Finish a queued task with the results its worker sent while no head knew it; False if it

@@ -210,5 +210,6 @@ def cannot_rebuild(oid: bytes, where: str) -> str:
     elif len(oid) == 15:
         how = "it was made by `put`, which cannot be recomputed (put it again)"
     else:
-        how = "its task's lineage is no longer known (call the task again)"
+        how = ("its task's lineage is no longer known (the task finished before the head restarted: a new "
+               "head learns only the tasks still without results; call the task again)")
     return f"object {oid.hex()} is lost: its only copy was on {where}; {how}"

@@ -20,23 +20,27 @@ How a head is recovered (no external store):
       before its node waits for it (`worker_plan`); a stored object's locations merge what its
       owner claims with what the nodes report (`object_locations`).
 
-What is not rebuilt yet (phase 2 of issue 17):
+What is adopted rather than redone, and what cannot be rebuilt:
   - a task still running when its worker rejoins goes on there: the worker waits (WAIT_FOR_TASK)
     until the task's owner re-sends the spec, then runs it as if the new head had placed it
     (ADOPT_TASK), and its DONE finishes it. A DONE that reaches the new head before its worker
-    rejoins is kept (head.keep_rejoin_results) and finishes the task once its owner re-sends it. A
-    worker still constructing an actor is killed (KILL): nobody re-sends an actor's creation yet.
+    rejoins is kept (head.keep_rejoin_results) and finishes the task once its owner re-sends it.
   - an actor's creator re-sends its creation spec (client.created_actors), merged by actor id with
     what the actor's worker reports (head.rejoin_actor, adopt_actor): found again, it may restart;
     an actor whose worker did not come back by the sweep is created again (its state is lost).
     Until its creator rejoins, an actor found again cannot restart (no_restart). Callers re-send
     ACTOR_LOCATE for the actors they call, to hear of restarts and deaths.
-  - actors being created and actor call registrations (ACTOR_CALLS) are not re-sent; a standing
-    request_resources() is re-sent only by the driver that made it, while it is connected.
+  - an actor call without its results is re-registered by its caller (ACTOR_CALLS); the result an
+    actor sent while no head knew it is kept until then (as a DONE is); one the previous head got but
+    did not pass on is found in the store of a rejoined node at the sweep (`reported_results`).
+  - a worker constructing an actor is killed (its creator re-sends the spec: it is created again);
+    a standing request_resources() is re-sent only by the driver that made it, while it is connected.
   - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
     (`not_rejoined_reason`, pushed to its holders); a node that rejoins later does not bring it back.
 """
 from __future__ import annotations
+
+from collections.abc import Container, Mapping
 
 WAIT, ADOPT_ACTOR, ADOPT_IDLE, KILL = "wait", "adopt_actor", "adopt_idle", "kill"
 ADOPT_TASK, WAIT_FOR_TASK = "adopt_task", "wait_for_task"
@@ -91,7 +95,7 @@ def lookup_waits(found: bool, now: float, first_rejoin_at: float | None, workers
     return workers_expected > 0 or now - first_rejoin_at < REJOIN_GRACE_S
 
 
-def object_locations(claimed: list[str], reports: dict[str, set], oid: bytes) -> list[str]:
+def object_locations(claimed: list[str], reports: Mapping[str, Container[bytes]], oid: bytes) -> list[str]:
     """The nodes holding stored object `oid`, from what its owner claims (`claimed`: the node ids
     it put it on or got it from) and what rejoined nodes report (`reports`: node id -> the ids it
     stores). A node that rejoined without it lost it (evicted, or it restarted); a claimed node that
@@ -101,7 +105,20 @@ def object_locations(claimed: list[str], reports: dict[str, set], oid: bytes) ->
     return located
 
 
-def lost_object_reason(oid: bytes, claimed: list[str], reports: dict[str, set]) -> str | None:
+def reported_results(return_ids: list[bytes], reports: Mapping[str, Mapping[bytes, int]]) -> list[tuple] | None:
+    """The results of an actor call that rejoined nodes report in their stores, [(id, node id, size)]:
+    the actor stored them and told the previous head, which died before passing them on. None
+    unless every one of `return_ids` is found."""
+    results = []
+    for oid in return_ids:
+        node_id = next((n for n, stored in reports.items() if oid in stored), None)
+        if node_id is None:
+            return None
+        results.append((oid, node_id, reports[node_id][oid]))
+    return results
+
+
+def lost_object_reason(oid: bytes, claimed: list[str], reports: Mapping[str, Container[bytes]]) -> str | None:
     """Why stored object `oid` cannot be found after a head restart, or None while it may still be:
     every node its owner put it on rejoined without it."""
     if object_locations(claimed, reports, oid):
