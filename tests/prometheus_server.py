@@ -85,6 +85,14 @@ def queries(board: dict) -> list[tuple[str, str, str]]:
     return [(p["title"], t["refId"], t["expr"]) for p in panels(board) for t in p.get("targets", [])]
 
 
+def panel_queries(board: dict, name: str) -> list[tuple[str, str, str]]:
+    """(key, refId, expr) of every query, the key "<name>: <panel title>", with " (panel <id>)" added
+    where a title repeats in the dashboard (a stat and a graph of the same thing)."""
+    titles = [p["title"] for p in panels(board) if p.get("targets")]
+    return [(f"{name}: {p['title']}" + (f" (panel {p['id']})" if titles.count(p["title"]) > 1 else ""),
+             t["refId"], t["expr"]) for p in panels(board) for t in p.get("targets", [])]
+
+
 def fill(expr: str, values: Mapping[str, str]) -> str:
     """The query as Grafana sends it: $name and ${name} replaced by `values`; an unknown variable is an error."""
     def value(match: re.Match) -> str:
@@ -352,12 +360,11 @@ class Prometheus:
 def panel_results(prometheus: Prometheus, dashboards_dir: Path, values: Mapping[str, str]) -> dict[str, dict]:
     """Every query of every panel of the dashboards in `dashboards_dir` (*.json), variables filled from
     `values` (namespace, cluster, __rate_interval, __interval), run against `prometheus` now:
-    {"<file>: <panel title>": {refId: its series (a list, empty when none) or why it failed (a str)}}.
-    `empty_panels(...)` lists what returned nothing."""
+    {"<file>: <panel title>": {refId: its series (a list, empty when none) or why it failed (a str)}}
+    (keys as panel_queries makes them). `empty_panels(...)` lists what returned nothing."""
     known, out = prometheus.names(), {}
     for path in sorted(Path(dashboards_dir).glob("*.json")):
-        for title, ref, expr in queries(load(path)):
-            where = f"{path.name}: {title}"
+        for where, ref, expr in panel_queries(load(path), path.name):
             query = fill(expr, values)
             problem = unknown_metrics("the query", query, known)
             if problem:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from conftest import CliCluster, free_port, wait_until
-from prometheus_server import (DASHBOARDS_DIR, RULES, WAIT_S, Prometheus, empty_panels, fill, meta_name, panel_results,
-                               scrape_config_from_chart, scrape_configs, tool)
+from prometheus_server import (DASHBOARDS_DIR, RULES, WAIT_S, Prometheus, empty_panels, fill, meta_name,
+                               panel_queries, panel_results, scrape_config_from_chart, scrape_configs, tool)
 
 from tasuki_operator import manifests
 from tasuki_operator.metrics import OperatorMetrics
@@ -118,6 +118,17 @@ def test_a_head_pod_without_an_address_is_explained(pod, message):
 ])
 def test_empty_panels(results, lines):
     assert empty_panels(results) == lines
+
+
+def test_panel_queries_are_keyed_by_dashboard_and_title_with_the_id_when_a_title_repeats():
+    board = {"panels": [{"id": 1, "title": "Running", "targets": [{"refId": "A", "expr": "a"}]},
+                        {"id": 2, "title": "Row", "type": "row", "panels": [
+                            {"id": 3, "title": "Running", "targets": [{"refId": "A", "expr": "b"}]},
+                            {"id": 4, "title": "Latency", "targets": [{"refId": "A", "expr": "c"},
+                                                                      {"refId": "B", "expr": "d"}]}]}]}
+    assert panel_queries(board, "x.json") == [("x.json: Running (panel 1)", "A", "a"),
+                                               ("x.json: Running (panel 3)", "A", "b"),
+                                               ("x.json: Latency", "A", "c"), ("x.json: Latency", "B", "d")]
 
 
 @pytest.mark.parametrize("expr, filled", [
