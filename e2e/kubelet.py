@@ -1,0 +1,999 @@
+"""The local target's kubelet (and scheduler): runs the Pods of some namespaces as Docker containers.
+
+Who calls it: the e2e suite's local platform (and tests/test_images.py, for docker_run_args()). It
+plays one node against a Kubernetes API (the emulation of tests/kube_emulator.py, or any API server
+that speaks the same JSON), as a real kubelet does for the pods the tasuki operator builds:
+
+    API watch (pods, services) --> main thread --> one PodWorker thread per pod (uid)
+                                       |              |  docker run/start/stop/rm/exec, probes,
+    docker events (our label) ---------+--> wakes --> |  PATCH pods/NAME/status, final DELETE
+                                       |
+                                       +--> hosts files (Service names -> the selected pod's IP)
+
+- Scheduling: a pod of a watched namespace without spec.nodeName gets ours (a patch), then runs.
+  One container per pod, no init containers: a pod with more is refused with a message in its
+  status (the operator builds none).
+- Pod IP: a 127.x.y.z address of its own per (namespace, name), stable for this Kubelet's life: a
+  head pod deleted and recreated under the same name gets the same address, so workers find it
+  again. Containers run with `--network host`; a process binds its pod IP (TASUKI_NODE_IP_ADDRESS
+  from status.podIP does that for tasuki).
+- Service names resolve through /etc/hosts: docker's hosts file of each container (.HostsPath,
+  rewritten in place: it is bind-mounted) gets `svc`, `svc.ns`, `svc.ns.svc` and
+  `svc.ns.svc.cluster.local` of every Service of its namespace, mapped to the IP of the pod the
+  selector picks (a ready one first). A Service whose pod is gone keeps its last address, as a
+  ClusterIP resolves with no endpoints; ports are the pod's own (a Service's `port` must equal the
+  container port, as the operator's do: there is no kube-proxy to translate).
+- Status comes from the container's real state (docker events wake a pod's worker; docker inspect
+  reads the state): phase, conditions, containerStatuses, restartCount; probes (exec, httpGet,
+  tcpSocket) as Kubernetes runs them; restartPolicy decides what an exited container becomes.
+- Deletion: the API sets deletionTimestamp (graceful deletion); the worker runs `docker stop --time
+  <deletionGracePeriodSeconds>` (SIGTERM, SIGKILL after the grace period), removes the container,
+  then sends DELETE with gracePeriodSeconds=0, which removes the pod.
+
+The decisions are pure functions and classes over plain data (no I/O, no clock: `now` is passed
+in) — IpAllocator, container_env, docker_run_args, container_state, pod_status, Probe,
+restart_after_exit, service_addresses, hosts_text — and are tested without Docker
+(e2e/test_kubelet.py). The Kubelet class is the I/O: HTTP to the API, the docker CLI, threads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from tasuki_operator.quantity import cpu_cores, memory_bytes, parse_quantity
+
+Obj = dict[str, Any]
+
+HOST_IP = "127.0.0.1"                     # status.hostIP: the node's address
+DOCKER_TIMEOUT_S = 120                    # one docker command on a loaded machine
+API_TIMEOUT_S = 30                        # one API request
+WATCH_TIMEOUT_S = 30                      # a watch is reopened after this (from the last resourceVersion)
+POLL_S = 2.0                              # a worker re-reads its container's state at least this often
+BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 10.0    # restart backoff: 0.5 s doubling, at most 10 s
+CONFIG_RETRY_S = 1.0                      # a pod waiting on a missing Secret/ConfigMap/image retries this often
+PROBE_DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
+                  "failureThreshold": 3}
+HOSTS_BEGIN, HOSTS_END = "# --- Service names (e2e kubelet) ---", "# --- end of Service names ---"
+SETUP_HINT = ("run `.ci/setup-docker.sh` as root: it installs docker.io, starts dockerd without a bridge or "
+              "iptables rules and makes the base image tasuki-base:bookworm")
+
+
+class ContainerConfigError(Exception):
+    """A pod that cannot be turned into a container yet: `reason` as Kubernetes names it
+    (CreateContainerConfigError, ErrImageNeverPull, ...), `message` for people."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
+
+
+def timestamp(now: float) -> str:
+    """A Kubernetes timestamp (RFC 3339, seconds, UTC) for the epoch time `now`."""
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- pod IPs ---------------------------------------------------------------------------------------
+class IpAllocator:
+    """Pod IPs under `prefix` ("127.21" or "127.21.5"): one per (namespace, name), the same again for
+    a pod recreated under the same name; never .0 or .255 in the last byte."""
+
+    def __init__(self, prefix: str):
+        octets = prefix.split(".")
+        if not (1 <= len(octets) <= 3 and octets[0] == "127" and all(o.isdigit() and int(o) < 256 for o in octets)):
+            raise ValueError(f"ip_prefix {prefix!r} is not a loopback prefix such as '127.21' or '127.21.5'")
+        self.prefix, self.free_octets = prefix, 4 - len(octets)
+        self.assigned: dict[tuple[str, str], str] = {}
+
+    def ip_for(self, namespace: str, name: str) -> str:
+        key = (namespace, name)
+        if key not in self.assigned:
+            n = len(self.assigned)                        # the n-th address: last byte 1..254
+            last, rest = n % 254 + 1, n // 254
+            higher = [(rest >> (8 * i)) & 255 for i in reversed(range(self.free_octets - 1))]
+            if rest >> (8 * (self.free_octets - 1)):
+                raise ValueError(f"no pod IP left under {self.prefix} for pod {namespace}/{name}")
+            self.assigned[key] = ".".join([self.prefix, *map(str, higher), str(last)])
+        return self.assigned[key]
+
+
+# --- pod -> container --------------------------------------------------------------------------------
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: a defined variable is replaced, an undefined one stays as written,
+    and $$ is a literal $ ("$$(VAR)" -> "$(VAR)")."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
+def the_container(pod: Mapping) -> Obj:
+    """The pod's one container; a ContainerConfigError for init containers or more than one."""
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    where = f"pod {pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+    if spec.get("initContainers"):
+        raise ContainerConfigError("CreateContainerConfigError", f"{where} has initContainers; the e2e kubelet "
+                                   f"runs one container per pod and no init containers")
+    if len(containers) != 1:
+        names = [c.get("name") for c in containers]
+        raise ContainerConfigError("CreateContainerConfigError", f"{where} has {len(containers)} containers "
+                                   f"{names}; the e2e kubelet runs exactly one container per pod")
+    return containers[0]
+
+
+def references(pod: Mapping) -> set[tuple[str, str]]:
+    """The ("Secret"|"ConfigMap", name) objects the container's env and envFrom read."""
+    container = the_container(pod)
+    out = set()
+    for item in container.get("envFrom") or []:
+        for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if key in item:
+                out.add((kind, item[key]["name"]))
+    for item in container.get("env") or []:
+        source = item.get("valueFrom") or {}
+        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if key in source:
+                out.add((kind, source[key]["name"]))
+    return out
+
+
+def field_value(pod: Mapping, path: str, pod_ip: str, host_ip: str = HOST_IP) -> str:
+    """A downward-API fieldRef's value."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    if m := re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path):
+        return (meta.get(m.group(1)) or {}).get(m.group(2), "")
+    simple = {"metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", ""),
+              "metadata.uid": meta.get("uid", ""), "status.podIP": pod_ip, "status.hostIP": host_ip,
+              "spec.nodeName": spec.get("nodeName", ""),
+              "spec.serviceAccountName": spec.get("serviceAccountName", "default")}
+    if path not in simple:
+        raise ContainerConfigError("CreateContainerConfigError", f"fieldRef {path!r} is not one the e2e kubelet "
+                                   f"knows ({', '.join(sorted(simple))}, metadata.labels['k'], "
+                                   f"metadata.annotations['k'])")
+    return simple[path]
+
+
+def resource_value(container: Mapping, ref: Mapping, node_cpus: float, node_memory: int) -> str:
+    """A resourceFieldRef's value: the limit (the node's capacity without one) or request, divided by
+    the divisor and rounded up, as Kubernetes does."""
+    kind, _, what = ref["resource"].partition(".")
+    resources = container.get("resources") or {}
+    amount = (resources.get(kind) or {}).get(what)
+    if amount is None and kind == "requests":
+        amount = (resources.get("limits") or {}).get(what)
+    if what == "cpu":
+        value = cpu_cores(amount) if amount is not None else node_cpus
+    elif what in ("memory", "ephemeral-storage"):
+        value = memory_bytes(amount) if amount is not None else node_memory
+    else:
+        value = float(parse_quantity(amount or 0))
+    divisor = float(parse_quantity(ref.get("divisor") or 1))
+    return str(math.ceil(value / divisor))
+
+
+def container_env(pod: Mapping, *, pod_ip: str, objects: Mapping[tuple[str, str], Mapping[str, str] | None],
+                  host_ip: str = HOST_IP, node_cpus: float = 1.0, node_memory: int = 1 << 30) -> dict[str, str]:
+    """The container's environment, in Kubernetes' order (envFrom, then env, each `value` expanded
+    with the variables before it). `objects` maps ("Secret"|"ConfigMap", name) to its decoded data,
+    None for one that does not exist. A missing object or key not marked optional is a
+    ContainerConfigError (CreateContainerConfigError, as in Kubernetes)."""
+    container = the_container(pod)
+    ns = pod["metadata"].get("namespace", "")
+
+    def data(kind: str, name: str, optional: bool) -> Mapping[str, str] | None:
+        found = objects.get((kind, name))
+        if found is None and not optional:
+            raise ContainerConfigError("CreateContainerConfigError", f'{kind.lower()} "{name}" not found in '
+                                       f"namespace {ns}: create it, or mark the reference optional")
+        return found
+
+    env: dict[str, str] = {}
+    for item in container.get("envFrom") or []:
+        for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if key in item:
+                found = data(kind, item[key]["name"], bool(item[key].get("optional")))
+                env |= {item.get("prefix", "") + k: v for k, v in (found or {}).items()}
+    for item in container.get("env") or []:
+        name, source = item["name"], item.get("valueFrom")
+        if source is None:
+            env[name] = expand(item.get("value", ""), env)
+        elif "fieldRef" in source:
+            env[name] = field_value(pod, source["fieldRef"]["fieldPath"], pod_ip, host_ip)
+        elif "resourceFieldRef" in source:
+            env[name] = resource_value(container, source["resourceFieldRef"], node_cpus, node_memory)
+        else:
+            kind, key = ("Secret", "secretKeyRef") if "secretKeyRef" in source else ("ConfigMap", "configMapKeyRef")
+            ref = source[key]
+            found = data(kind, ref["name"], bool(ref.get("optional")))
+            if found is not None and ref["key"] in found:
+                env[name] = found[ref["key"]]
+            elif not ref.get("optional"):
+                raise ContainerConfigError("CreateContainerConfigError", f"couldn't find key {ref['key']} in "
+                                           f"{kind} {ns}/{ref['name']} (for env {name})")
+    return env
+
+
+def docker_run_args(pod: Mapping, env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(`docker run` options, the arguments after the image) for the pod's container with the
+    environment `env` (container_env()): --network host, the env, --entrypoint and arguments from
+    command/args with $(VAR) expanded, --cpus and --memory (= --memory-swap) from the limits
+    (nvidia.com/gpu is not passed: no GPU here; the operator hands the count to `tasuki start`),
+    --shm-size from a Memory emptyDir at /dev/shm, --tmpfs for other Memory emptyDirs and an
+    anonymous volume for disk ones, --user from the securityContext. Names and labels are the caller's."""
+    container = the_container(pod)
+    spec = pod.get("spec") or {}
+    options = ["--network", "host"]
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if "cpu" in limits:
+        options += ["--cpus", f"{cpu_cores(limits['cpu']):g}"]
+    if "memory" in limits:
+        memory = str(memory_bytes(limits["memory"]))
+        options += ["--memory", memory, "--memory-swap", memory]
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes.get(mount["name"]) or {}
+        if "emptyDir" not in volume:
+            raise ContainerConfigError("CreateContainerConfigError", f"volume {mount['name']!r} is not an emptyDir;"
+                                       f" the e2e kubelet mounts emptyDir volumes only")
+        empty_dir, path = volume["emptyDir"] or {}, mount["mountPath"]
+        size = empty_dir.get("sizeLimit")
+        if empty_dir.get("medium") == "Memory" and path == "/dev/shm":
+            if size:
+                options += ["--shm-size", str(memory_bytes(size))]
+        elif empty_dir.get("medium") == "Memory":
+            options += ["--tmpfs", f"{path}:size={memory_bytes(size)}" if size else path]
+        else:
+            options += ["--volume", path]
+    security = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+    if security.get("runAsUser") is not None:
+        group = security.get("runAsGroup")
+        options += ["--user", f"{security['runAsUser']}" + (f":{group}" if group is not None else "")]
+    if container.get("workingDir"):
+        options += ["--workdir", container["workingDir"]]
+    for key, value in env.items():
+        options += ["--env", f"{key}={value}"]
+    command = [expand(word, env) for word in container.get("command") or []]
+    args = [expand(word, env) for word in container.get("args") or []]
+    if command:
+        options += ["--entrypoint", command[0]]
+        return options, command[1:] + args
+    return options, args
+
+
+# --- container state -> pod status ---------------------------------------------------------------------
+def _docker_time(text: str) -> str:
+    """Docker's "2026-12-03T08:48:09.123456789Z" as a Kubernetes timestamp."""
+    return text[:19] + "Z"
+
+
+def container_state(docker_state: Mapping) -> Obj:
+    """A Kubernetes container state ({running: ...} or {terminated: ...} or {waiting: ...}) from
+    docker inspect's .State."""
+    status = docker_state.get("Status")
+    if status in ("running", "paused", "restarting") or docker_state.get("Running"):
+        return {"running": {"startedAt": _docker_time(docker_state["StartedAt"])}}
+    if status in ("exited", "dead"):
+        code = int(docker_state.get("ExitCode", 0))
+        reason = "OOMKilled" if docker_state.get("OOMKilled") else "Completed" if code == 0 else "Error"
+        out = {"exitCode": code, "reason": reason, "startedAt": _docker_time(docker_state["StartedAt"]),
+               "finishedAt": _docker_time(docker_state["FinishedAt"])}
+        if docker_state.get("Error"):
+            out["message"] = docker_state["Error"]
+        return {"terminated": out}
+    return {"waiting": {"reason": "ContainerCreating"}}
+
+
+def restart_after_exit(restart_policy: str, exit_code: int) -> str:
+    """What an exited container becomes: "restart", or the pod's final phase "Succeeded"/"Failed"."""
+    if restart_policy == "Always" or (restart_policy == "OnFailure" and exit_code != 0):
+        return "restart"
+    return "Succeeded" if exit_code == 0 else "Failed"
+
+
+def backoff_s(restart_count: int) -> float:
+    """How long an exited container waits before its next start (Kubernetes: 10 s doubling to 5 min;
+    shorter here, for tests that kill containers)."""
+    return min(BACKOFF_BASE_S * 2 ** restart_count, BACKOFF_MAX_S)
+
+
+@dataclasses.dataclass
+class PodRecord:
+    """What the kubelet knows of one pod's container, from which pod_status() writes its status."""
+    ip: str
+    image: str = ""
+    container_name: str = "main"
+    state: Obj = dataclasses.field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: Obj = dataclasses.field(default_factory=dict)
+    restart_count: int = 0
+    started: bool = False
+    ready: bool = False
+    phase: str = "Pending"                  # Pending until the first start, then Running, Succeeded or Failed
+    start_time: str | None = None
+    message: str = ""                       # a pod-level message (why it is not running)
+
+
+def pod_status(record: PodRecord, previous: Mapping | None, now: float) -> Obj:
+    """The pod's status from the record; a condition's lastTransitionTime is kept from `previous`
+    (the pod's current status) while its status stays the same."""
+    earlier = {c["type"]: c for c in (previous or {}).get("conditions") or []}
+    at = timestamp(now)
+
+    def condition(kind: str, true: bool, reason: str = "") -> Obj:
+        status = "True" if true else "False"
+        before = earlier.get(kind)
+        since = before["lastTransitionTime"] if before and before.get("status") == status else at
+        out = {"type": kind, "status": status, "lastTransitionTime": since}
+        if reason and not true:
+            out["reason"] = reason
+        return out
+    ready = record.ready and "running" in record.state
+    container = {"name": record.container_name, "image": record.image, "imageID": "", "ready": ready,
+                 "started": record.started and "running" in record.state, "restartCount": record.restart_count,
+                 "state": record.state, "lastState": record.last_state}
+    status = {"phase": record.phase, "podIP": record.ip, "podIPs": [{"ip": record.ip}], "hostIP": HOST_IP,
+              "hostIPs": [{"ip": HOST_IP}],
+              "conditions": [condition("PodScheduled", True), condition("Initialized", True),
+                             condition("ContainersReady", ready, "ContainersNotReady"),
+                             condition("Ready", ready, "ContainersNotReady")],
+              "containerStatuses": [container]}
+    if record.start_time:
+        status["startTime"] = record.start_time
+    if record.message:
+        status["message"] = record.message
+    return status
+
+
+# --- probes ----------------------------------------------------------------------------------------------
+class Probe:
+    """One probe's bookkeeping (kind "startup", "readiness" or "liveness") for one run of a container
+    started at `since`: when it is due, and what its results so far mean. Running it is the caller's.
+
+    readiness: `ok` False until successThreshold successes in a row, False again after
+    failureThreshold failures in a row. liveness and startup: `failed` after failureThreshold
+    failures in a row (the container is then restarted); startup: `ok` after one success (the other
+    probes wait for it)."""
+
+    def __init__(self, kind: str, spec: Mapping, since: float):
+        self.kind, self.since = kind, since
+        self.spec = {**PROBE_DEFAULTS, **{k: v for k, v in spec.items() if k in PROBE_DEFAULTS}}
+        self.action = spec
+        self.successes = self.failures = 0
+        self.last: float | None = None
+        self.ok = kind == "liveness"
+        self.failed = False
+
+    def next_at(self) -> float:
+        if self.last is None:
+            return self.since + self.spec["initialDelaySeconds"]
+        return self.last + self.spec["periodSeconds"]
+
+    def due(self, now: float) -> bool:
+        return not self.failed and not (self.kind == "startup" and self.ok) and now >= self.next_at()
+
+    def record(self, success: bool, now: float) -> None:
+        self.last = now
+        if success:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.successes >= (1 if self.kind != "readiness" else self.spec["successThreshold"]):
+                self.ok = True
+        else:
+            self.successes, self.failures = 0, self.failures + 1
+            if self.failures >= self.spec["failureThreshold"]:
+                if self.kind == "readiness":
+                    self.ok = False
+                else:
+                    self.failed = True
+
+
+def probes_for(container: Mapping, since: float) -> dict[str, Probe]:
+    return {kind: Probe(kind, container[f"{kind}Probe"], since)
+            for kind in ("startup", "readiness", "liveness") if container.get(f"{kind}Probe")}
+
+
+def probe_port(container: Mapping, port: int | str) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for item in container.get("ports") or []:
+        if item.get("name") == port:
+            return int(item["containerPort"])
+    raise ValueError(f"the probe's port {port!r} is not a port name of container {container.get('name')!r}")
+
+
+# --- Service names -----------------------------------------------------------------------------------------
+def service_addresses(services: list[Mapping], pods: list[Mapping], ips: Mapping[tuple[str, str], str],
+                      known: Mapping[tuple[str, str], str] | None = None) -> dict[tuple[str, str], str]:
+    """(namespace, service) -> the IP of the pod its selector picks: a ready pod first, then any not
+    terminating and not finished, by name. A Service with no such pod keeps its `known` address."""
+    out = {}
+    for service in services:
+        meta, selector = service["metadata"], (service.get("spec") or {}).get("selector") or {}
+        ns = meta.get("namespace", "")
+        candidates = []
+        for pod in pods:
+            pm = pod["metadata"]
+            labels = pm.get("labels") or {}
+            phase = (pod.get("status") or {}).get("phase")
+            if (pm.get("namespace", "") != ns or not selector or pm.get("deletionTimestamp")
+                    or phase in ("Succeeded", "Failed") or (ns, pm["name"]) not in ips
+                    or any(labels.get(k) != v for k, v in selector.items())):
+                continue
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in (pod.get("status") or {}).get("conditions") or [])
+            candidates.append((not ready, pm["name"]))
+        key = (ns, meta["name"])
+        if candidates:
+            out[key] = ips[(ns, min(candidates)[1])]
+        elif known and key in known:
+            out[key] = known[key]
+    return out
+
+
+def host_names(namespace: str, service: str) -> list[str]:
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def hosts_text(base: str, addresses: Mapping[tuple[str, str], str], namespaces: set[str] | None = None) -> str:
+    """`base` (a hosts file) with its block of Service names replaced by those of `addresses` (of
+    `namespaces`, all when None): one line per Service, its IP and its four names."""
+    begin = base.find(HOSTS_BEGIN)
+    if begin >= 0:
+        end = base.find(HOSTS_END, begin)
+        base = base[:begin] + (base[end + len(HOSTS_END):].lstrip("\n") if end >= 0 else "")
+    lines = [f"{ip}\t{' '.join(host_names(ns, svc))}" for (ns, svc), ip in sorted(addresses.items())
+             if namespaces is None or ns in namespaces]
+    if base and not base.endswith("\n"):
+        base += "\n"
+    return base + "\n".join([HOSTS_BEGIN, *lines, HOSTS_END]) + "\n"
+
+
+def resolve_name(host: str, addresses: Mapping[tuple[str, str], str]) -> str | None:
+    """A Service DNS name (svc.ns, svc.ns.svc, svc.ns.svc.cluster.local, or a bare svc when only one
+    namespace has it) -> its IP."""
+    parts = host.rstrip(".").split(".")
+    if parts[2:] in ([], ["svc"], ["svc", "cluster", "local"]) and len(parts) >= 2:
+        return addresses.get((parts[1], parts[0]))
+    if len(parts) == 1:
+        found = {ip for (_, svc), ip in addresses.items() if svc == parts[0]}
+        return found.pop() if len(found) == 1 else None
+    return None
+
+
+# --- I/O: docker and the API --------------------------------------------------------------------------------
+def docker(*args: str, check: bool = True, timeout: float = DOCKER_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """One docker command; a RuntimeError naming it and its output when it fails and `check`."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"`docker {' '.join(args)}` exited with {proc.returncode}: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def docker_problem() -> str | None:
+    """Why Docker cannot run pods here (with what to do), or None when `docker info` answers."""
+    try:
+        info = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
+    except FileNotFoundError:
+        return f"there is no `docker` command: {SETUP_HINT}"
+    if info.returncode != 0:
+        return f"Docker is not answering (`docker info`: {(info.stderr or info.stdout).strip()[:300]}): {SETUP_HINT}"
+    return None
+
+
+class PodWorker(threading.Thread):
+    """Owns one pod (one uid) from scheduling to the final DELETE: its container, probes and status.
+    The Kubelet's main thread hands it the pod's latest version (update()) and wakes it; docker
+    events wake it too."""
+
+    def __init__(self, kubelet: "Kubelet", pod: Obj):
+        meta = pod["metadata"]
+        super().__init__(name=f"kubelet-pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.kubelet, self.pod = kubelet, pod
+        self.ns, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.wake = threading.Event()
+        self.gone = False                       # the API removed the pod (a DELETED event)
+        self.cid: str | None = None             # the docker container's id, once created
+        self.record = PodRecord(ip=kubelet.allocator.ip_for(self.ns, self.pod_name))
+        self.probes: dict[str, Probe] = {}
+        self.next_start = 0.0
+        self.published: Obj | None = None
+
+    def update(self, pod: Obj | None) -> None:
+        if pod is None:
+            self.gone = True
+        else:
+            self.pod = pod
+        self.wake.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:                  # noqa: BLE001 - said in the log, then the pod is left as it is
+            self.kubelet.note(f"{self.ns}/{self.pod_name}: the worker failed: {type(e).__name__}: {e}")
+            if self.cid and not self.gone:
+                docker("rm", "--force", self.cid, check=False)
+
+    def _run(self) -> None:
+        k = self.kubelet
+        if not (self.pod.get("spec") or {}).get("nodeName"):
+            self.pod = k.api("PATCH", k.pod_path(self.ns, self.pod_name), {"spec": {"nodeName": k.node_name}})
+            k.note(f"{self.ns}/{self.pod_name}: scheduled to {k.node_name}, pod IP {self.record.ip}")
+        try:
+            container = the_container(self.pod)
+            self.record.container_name, self.record.image = container["name"], container.get("image", "")
+        except ContainerConfigError as e:
+            self._waiting(e.reason, e.message)
+        while not k.stopping.is_set():
+            pod = self.pod
+            if self.gone or pod["metadata"].get("deletionTimestamp"):
+                self._terminate(pod)
+                return
+            now = time.time()
+            timeout = POLL_S
+            if self.record.phase in ("Succeeded", "Failed"):
+                timeout = None
+            elif self.cid is None or "terminated" in self.record.state and self.next_start:
+                if now >= self.next_start:
+                    self._start(pod)
+                    continue
+                timeout = self.next_start - now
+            else:
+                self._observe(pod, now)
+                due = [p.next_at() for p in self.probes.values() if not p.failed]
+                if due:
+                    timeout = max(0.0, min([timeout, *(t - time.time() for t in due)]))
+            self._publish()
+            self.wake.wait(timeout)
+            self.wake.clear()
+
+    def _waiting(self, reason: str, message: str) -> None:
+        if self.record.state.get("waiting", {}).get("reason") != reason:
+            self.kubelet.note(f"{self.ns}/{self.pod_name}: {reason}: {message}")
+        self.record.state = {"waiting": {"reason": reason, "message": message}}
+        self.next_start = time.time() + CONFIG_RETRY_S
+        self._publish()
+
+    def _start(self, pod: Obj) -> None:
+        """Create and start the container (first start), or start it again (a restart)."""
+        k = self.kubelet
+        if self.cid is not None:              # a restart of the exited container: same id, hosts file, labels
+            self.record.last_state = self.record.state
+            self.record.restart_count += 1
+            docker("start", self.cid)
+            k.note(f"{self.ns}/{self.pod_name}: container restarted (restartCount {self.record.restart_count})")
+            self._after_start()
+            return
+        try:
+            container = the_container(pod)
+            objects = {ref: k.read_data(self.ns, *ref) for ref in references(pod)}
+            env = container_env(pod, pod_ip=self.record.ip, objects=objects, node_cpus=float(os.cpu_count() or 1),
+                                node_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+            options, arguments = docker_run_args(pod, env)
+            image = container.get("image", "")
+            if docker("image", "inspect", image, check=False).returncode != 0:
+                raise ContainerConfigError("ErrImageNeverPull", f"image {image!r} is not on this machine and no "
+                                           f"image can be pulled here: build it (docker/build.sh) or use a local one")
+        except ContainerConfigError as e:
+            self._waiting(e.reason, e.message)
+            return
+        name = f"{k.label}-{self.ns}-{self.pod_name}-{self.uid[:8]}"
+        labels = {k.label: str(os.getpid()), f"{k.label}.instance": k.instance, f"{k.label}.namespace": self.ns,
+                  f"{k.label}.pod": self.pod_name, f"{k.label}.uid": self.uid}
+        label_args = [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
+        with k.lock:                          # the names as of now, in the hosts file from the first instant
+            names = {host: ip for (ns, svc), ip in k.addresses.items() if ns == self.ns for host in host_names(ns, svc)}
+        add_hosts = [a for host, ip in names.items() for a in ("--add-host", f"{host}:{ip}")]
+        proc = docker("run", "--detach", "--name", name, *label_args, *add_hosts, *options, image, *arguments,
+                      check=False)
+        if proc.returncode != 0:
+            docker("rm", "--force", name, check=False)
+            self._waiting("RunContainerError", (proc.stderr or proc.stdout).strip()[:500])
+            return
+        self.cid = proc.stdout.strip()
+        k.containers[(self.ns, self.pod_name)] = self
+        hosts = json.loads(docker("inspect", "--format", "{{json .HostsPath}}", self.cid).stdout)
+        k.add_hosts_file(self.ns, hosts, set(names))
+        k.note(f"{self.ns}/{self.pod_name}: container {name} started ({image} {' '.join(arguments)})")
+        self.record.phase = "Running"
+        self.record.start_time = self.record.start_time or timestamp(time.time())
+        self._after_start()
+
+    def _after_start(self) -> None:
+        self.next_start = 0.0
+        self.probes = probes_for(the_container(self.pod), time.time())
+        self.record.started = "startup" not in self.probes
+        self.record.ready = "readiness" not in self.probes
+        self._observe(self.pod, time.time())
+
+    def _observe(self, pod: Obj, now: float) -> None:
+        """Read the container's state; run the probes that are due; decide what an exit means."""
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", self.cid).stdout)
+        was_running = "running" in self.record.state
+        self.record.state = container_state(state)
+        if "terminated" in self.record.state:
+            if was_running or not self.next_start:
+                self._exited(pod)
+            return
+        for kind in ("startup", "liveness", "readiness"):
+            probe = self.probes.get(kind)
+            if probe is None or (kind != "startup" and not self.record.started) or not probe.due(time.time()):
+                continue
+            success = self.kubelet.run_probe(self, probe)
+            probe.record(success, time.time())
+            self.kubelet.note(f"{self.ns}/{self.pod_name}: {kind} probe {'succeeded' if success else 'failed'}",
+                              quiet=success and probe.successes > 1)
+            if kind == "startup" and probe.ok:
+                self.record.started = True
+            if kind == "readiness":
+                self.record.ready = probe.ok
+            if probe.failed:
+                grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+                self.kubelet.note(f"{self.ns}/{self.pod_name}: {kind} probe failed {probe.failures} times: "
+                                  f"stopping the container")
+                docker("stop", "--time", str(grace), self.cid, timeout=grace + DOCKER_TIMEOUT_S)
+                self.wake.set()
+                return
+
+    def _exited(self, pod: Obj) -> None:
+        terminated = self.record.state["terminated"]
+        policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
+        decision = restart_after_exit(policy, terminated["exitCode"])
+        self.kubelet.note(f"{self.ns}/{self.pod_name}: container exited with {terminated['exitCode']} "
+                          f"({terminated['reason']}); restartPolicy {policy}: {decision}")
+        self.record.ready = False
+        if decision == "restart":
+            self.next_start = time.time() + backoff_s(self.record.restart_count)
+        else:
+            self.record.phase = decision
+
+    def _terminate(self, pod: Obj) -> None:
+        """The pod is being deleted: stop the container within the grace period, remove it, then
+        remove the pod (DELETE with gracePeriodSeconds=0)."""
+        k = self.kubelet
+        grace = int(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        if self.cid:
+            if not self.gone:
+                k.note(f"{self.ns}/{self.pod_name}: deleting: docker stop --time {grace} (SIGTERM, then SIGKILL)")
+                docker("stop", "--time", str(grace), self.cid, check=False, timeout=grace + DOCKER_TIMEOUT_S)
+                state = json.loads(docker("inspect", "--format", "{{json .State}}", self.cid).stdout)
+                self.record.state, self.record.ready = container_state(state), False
+                self._publish()
+            docker("rm", "--force", "--volumes", self.cid, check=False)
+        k.forget(self)
+        if not self.gone:
+            try:
+                k.api("DELETE", k.pod_path(self.ns, self.pod_name), {"gracePeriodSeconds": 0,
+                                                                      "preconditions": {"uid": self.uid}})
+            except urllib.error.HTTPError as e:
+                if e.code not in (404, 409):          # gone already, or a new pod under the same name
+                    raise
+        k.note(f"{self.ns}/{self.pod_name}: deleted")
+
+    def _publish(self) -> None:
+        status = pod_status(self.record, self.published or self.pod.get("status"), time.time())
+        if status == self.published or self.gone:
+            return
+        k = self.kubelet
+        try:
+            k.api("PATCH", k.pod_path(self.ns, self.pod_name) + "/status", {"status": status})
+            self.published = status
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+
+
+class Kubelet:
+    """Plays kubelet (and scheduler) for one node against a Kubernetes API (the emulation's URL): runs each
+    Pod of `namespaces` as a Docker container (--network host, the pod IP a 127.x.y.z address of its own).
+
+    Containers carry the label `label`=<this process's pid> (start() removes those of dead processes),
+    and `<label>.instance`, `.namespace`, `.pod`, `.uid`. `hosts_file`, when given, gets the Service
+    names of every watched namespace, rewritten in place like the containers' own hosts files."""
+
+    def __init__(self, api_url: str, namespaces: list[str], *, ip_prefix: str = "127.21", node_name: str = "e2e-node",
+                 label: str = "tasuki-e2e", hosts_file: str | os.PathLike | None = None) -> None:
+        self.api_url, self.namespaces, self.node_name, self.label = api_url.rstrip("/"), list(namespaces), node_name, label
+        self.hosts_file = os.fspath(hosts_file) if hosts_file else None
+        self.allocator = IpAllocator(ip_prefix)
+        self.instance = uuid.uuid4().hex[:12]
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()                 # guards what follows (the main thread and the workers)
+        self.workers: dict[str, PodWorker] = {}      # by pod uid
+        self.containers: dict[tuple[str, str], PodWorker] = {}
+        self.pods: dict[tuple[str, str], Obj] = {}
+        self.services: dict[tuple[str, str], Obj] = {}
+        self.addresses: dict[tuple[str, str], str] = {}
+        self.hosts_files: dict[str, tuple[str, str]] = {}    # path -> (namespace, its original text)
+        self._log: list[str] = []
+        self._events: "list[tuple[str, str, Any]]" = []
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._docker_events: subprocess.Popen | None = None
+
+    # --- public ---
+    def start(self) -> "Kubelet":
+        """Check Docker, remove leftovers of dead runs, then watch pods and services in the background."""
+        if problem := docker_problem():
+            raise RuntimeError(f"the e2e kubelet cannot run pods: {problem}")
+        listed = docker("ps", "--all", "--filter", f"label={self.label}",
+                        "--format", f'{{{{.ID}}}} {{{{.Label "{self.label}"}}}}').stdout.split()
+        stale = [cid for cid, pid in zip(listed[::2], listed[1::2]) if not os.path.exists(f"/proc/{pid}")]
+        if stale:
+            docker("rm", "--force", "--volumes", *stale, check=False)
+        if self.hosts_file:
+            self.hosts_files[self.hosts_file] = ("", open(self.hosts_file).read() if os.path.exists(self.hosts_file)
+                                                 else "127.0.0.1\tlocalhost\n")
+            self._write_hosts()
+        self._docker_events = subprocess.Popen(
+            ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+             "--filter", f"label={self.label}.instance={self.instance}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        targets = [(self._follow_docker, ())] + [(self._watch, (plural, ns)) for ns in self.namespaces
+                                                  for plural in ("pods", "services")]
+        targets.append((self._main, ()))
+        for target, args in targets:
+            thread = threading.Thread(target=target, args=args, daemon=True, name=f"kubelet-{target.__name__}")
+            thread.start()
+            self._threads.append(thread)
+        self.note(f"started: node {self.node_name}, namespaces {self.namespaces}, pod IPs {self.allocator.prefix}.*")
+        return self
+
+    def stop(self) -> None:
+        """Stop the threads and remove every container this Kubelet started (docker rm -f)."""
+        self.stopping.set()
+        self._wake.set()
+        for worker in list(self.workers.values()):
+            worker.wake.set()
+        if self._docker_events:
+            self._docker_events.kill()
+            self._docker_events.wait()
+        for worker in list(self.workers.values()):
+            worker.join(10)
+        ids = docker("ps", "--all", "--quiet", "--filter", f"label={self.label}.instance={self.instance}",
+                     check=False).stdout.split()
+        if ids:
+            docker("rm", "--force", "--volumes", *ids, check=False)
+        self.note(f"stopped: {len(ids)} containers removed")
+
+    def pod_ip(self, namespace: str, name: str) -> str | None:
+        with self.lock:
+            return self.allocator.assigned.get((namespace, name))
+
+    def container(self, namespace: str, name: str) -> str | None:
+        worker = self.containers.get((namespace, name))
+        return worker.cid if worker else None
+
+    def kill_container(self, namespace: str, name: str, signal: str = "KILL") -> None:
+        """`docker kill`: the pod's restartPolicy decides what follows."""
+        cid = self.container(namespace, name)
+        if cid is None:
+            raise LookupError(f"pod {namespace}/{name} has no container on node {self.node_name}")
+        docker("kill", "--signal", signal, cid)
+        self.note(f"{namespace}/{name}: container killed with SIG{signal}")
+
+    def resolve(self, host: str) -> str | None:
+        with self.lock:
+            return resolve_name(host, self.addresses)
+
+    def log(self) -> list[str]:
+        with self.lock:
+            return list(self._log)
+
+    # --- for the workers ---
+    def note(self, message: str, quiet: bool = False) -> None:
+        if quiet:
+            return
+        now = time.time()
+        line = f"{time.strftime('%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d} {message}"
+        with self.lock:
+            self._log.append(line)
+
+    def pod_path(self, namespace: str, name: str) -> str:
+        return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        request = urllib.request.Request(self.api_url + path, method=method, headers={"Content-Type": content_type},
+                                         data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as response:
+            return json.loads(response.read() or b"null")
+
+    def read_data(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
+        """A Secret's data (base64-decoded) or a ConfigMap's, None when there is none."""
+        import base64
+        try:
+            obj = self.api("GET", f"/api/v1/namespaces/{namespace}/{kind.lower()}s/{name}")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+        data = dict(obj.get("data") or {})
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            data |= obj.get("stringData") or {}
+        return data
+
+    def run_probe(self, worker: PodWorker, probe: Probe) -> bool:
+        action, timeout = probe.action, probe.spec["timeoutSeconds"]
+        try:
+            if "exec" in action:
+                return docker("exec", worker.cid, *action["exec"]["command"], check=False,
+                              timeout=timeout).returncode == 0
+            container = the_container(worker.pod)
+            if "httpGet" in action:
+                get = action["httpGet"]
+                url = (f"{get.get('scheme', 'HTTP').lower()}://{get.get('host') or worker.record.ip}:"
+                       f"{probe_port(container, get['port'])}{get.get('path', '/')}")
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    return 200 <= response.status < 400
+            if "tcpSocket" in action:
+                port = probe_port(container, action["tcpSocket"]["port"])
+                with socket.create_connection((worker.record.ip, port), timeout=timeout):
+                    return True
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return False
+        return False
+
+    def add_hosts_file(self, namespace: str, path: str, added: set[str]) -> None:
+        """Keep the container's hosts file at `path` current from now on; its lines for the names
+        `added` (docker run --add-host) make way for the block of Service names."""
+        with self.lock:
+            with open(path) as f:
+                base = "".join(line for line in f.readlines() if not set(line.split()[1:]) & added)
+            self.hosts_files[path] = (namespace, base)
+        self._write_hosts()
+
+    def forget(self, worker: PodWorker) -> None:
+        with self.lock:
+            if self.containers.get((worker.ns, worker.pod_name)) is worker:
+                del self.containers[(worker.ns, worker.pod_name)]
+            self.workers.pop(worker.uid, None)
+            if worker.cid:
+                self.hosts_files = {p: v for p, v in self.hosts_files.items() if worker.cid not in p}
+
+    # --- threads ---
+    def _post(self, kind: str, event: str, obj: Any) -> None:
+        with self.lock:
+            self._events.append((kind, event, obj))
+        self._wake.set()
+
+    def _watch(self, plural: str, namespace: str) -> None:
+        """List, then watch from the list's resourceVersion; again after each close or error."""
+        path = f"/api/v1/namespaces/{namespace}/{plural}"
+        rv = None
+        while not self.stopping.is_set():
+            try:
+                if rv is None:
+                    listed = self.api("GET", path)
+                    rv = listed["metadata"]["resourceVersion"]
+                    self._post(plural, "SYNC", (namespace, listed["items"]))
+                query = urllib.parse.urlencode({"watch": "true", "resourceVersion": rv,
+                                                "timeoutSeconds": WATCH_TIMEOUT_S})
+                with urllib.request.urlopen(f"{self.api_url}{path}?{query}", timeout=WATCH_TIMEOUT_S + 10) as r:
+                    for line in r:
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":
+                            rv = None
+                            break
+                        rv = event["object"]["metadata"]["resourceVersion"]
+                        self._post(plural, event["type"], event["object"])
+            except (OSError, ValueError, KeyError):
+                if self.stopping.wait(0.5):
+                    return
+                rv = None
+
+    def _follow_docker(self) -> None:
+        """docker events of our containers: wake the pod's worker."""
+        assert self._docker_events and self._docker_events.stdout
+        for line in self._docker_events.stdout:
+            try:
+                cid = json.loads(line).get("id", "")
+            except ValueError:
+                continue
+            with self.lock:
+                workers = [w for w in self.workers.values() if w.cid == cid]
+            for worker in workers:
+                worker.wake.set()
+
+    def _main(self) -> None:
+        while not self.stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            with self.lock:
+                events, self._events = self._events, []
+            for kind, event, obj in events:
+                if kind == "pods":
+                    self._pod_event(event, obj)
+                else:
+                    self._service_event(event, obj)
+            if events:
+                self._update_addresses()
+
+    def _pod_event(self, event: str, obj: Any) -> None:
+        if event == "SYNC":
+            namespace, items = obj
+            seen = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in items}
+            for key in [k for k in self.pods if k[0] == namespace and k not in seen]:
+                self._pod_event("DELETED", self.pods[key])
+            for pod in items:
+                self._pod_event("MODIFIED", pod)
+            return
+        meta = obj["metadata"]
+        key, uid = (meta["namespace"], meta["name"]), meta["uid"]
+        node = (obj.get("spec") or {}).get("nodeName")
+        if node and node != self.node_name:
+            return
+        worker = self.workers.get(uid)
+        if event == "DELETED":
+            self.pods.pop(key, None)
+            if worker:
+                worker.update(None)
+            return
+        self.pods[key] = obj
+        if worker:
+            if meta.get("deletionTimestamp") and not worker.pod["metadata"].get("deletionTimestamp"):
+                worker.update(obj)
+            else:
+                worker.pod = obj
+            return
+        phase = (obj.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
+            return                                   # finished before this Kubelet started
+        with self.lock:
+            worker = self.workers[uid] = PodWorker(self, obj)
+        worker.start()
+
+    def _service_event(self, event: str, obj: Any) -> None:
+        if event == "SYNC":
+            namespace, items = obj
+            self.services = {k: v for k, v in self.services.items() if k[0] != namespace}
+            for service in items:
+                self.services[(namespace, service["metadata"]["name"])] = service
+            return
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self.services.pop(key, None)
+        else:
+            self.services[key] = obj
+
+    def _update_addresses(self) -> None:
+        with self.lock:
+            known = {k: v for k, v in self.addresses.items() if k in self.services}
+            addresses = service_addresses(list(self.services.values()), list(self.pods.values()),
+                                          self.allocator.assigned, known)
+            changed = addresses != self.addresses
+            self.addresses = addresses
+        if changed:
+            self.note("Service names: " + ", ".join(f"{svc}.{ns}={ip}" for (ns, svc), ip in sorted(addresses.items())))
+            self._write_hosts()
+
+    def _write_hosts(self) -> None:
+        """Rewrite every hosts file in place (each is bind-mounted somewhere: a rename would not show)."""
+        with self.lock:
+            for path, (namespace, base) in list(self.hosts_files.items()):
+                text = hosts_text(base, self.addresses, {namespace} if namespace else None)
+                try:
+                    with open(path, "r+") as f:
+                        if f.read() != text:
+                            f.seek(0)
+                            f.write(text)
+                            f.truncate()
+                except FileNotFoundError:
+                    if path == self.hosts_file:
+                        with open(path, "w") as f:
+                            f.write(text)
+                    else:
+                        del self.hosts_files[path]         # its container was removed
