@@ -262,13 +262,13 @@ def docker_run_args(pod: Mapping, env: Mapping[str, str]) -> tuple[list[str], li
         options += ["--user", f"{security['runAsUser']}" + (f":{group}" if group is not None else "")]
     if container.get("workingDir"):
         options += ["--workdir", container["workingDir"]]
-    for key, value in env.items():
-        options += ["--env", f"{key}={value}"]
     command = [expand(word, env) for word in container.get("command") or []]
     args = [expand(word, env) for word in container.get("args") or []]
-    if command:
+    if command:                               # `command` replaces the image's ENTRYPOINT, `args` its CMD
         options += ["--entrypoint", command[0]]
-        return options, command[1:] + args
+        args = command[1:] + args
+    for key, value in env.items():
+        options += ["--env", f"{key}={value}"]
     return options, args
 
 
@@ -391,10 +391,8 @@ class Probe:
         else:
             self.successes, self.failures = 0, self.failures + 1
             if self.failures >= self.spec["failureThreshold"]:
-                if self.kind == "readiness":
-                    self.ok = False
-                else:
-                    self.failed = True
+                self.ok = False
+                self.failed = self.kind != "readiness"      # readiness only takes the pod out of Ready
 
 
 def probes_for(container: Mapping, since: float) -> dict[str, Probe]:
@@ -670,6 +668,9 @@ class PodWorker(threading.Thread):
                 docker("stop", "--time", str(grace), self.cid, check=False, timeout=grace + DOCKER_TIMEOUT_S)
                 state = json.loads(docker("inspect", "--format", "{{json .State}}", self.cid).stdout)
                 self.record.state, self.record.ready = container_state(state), False
+                if "terminated" in self.record.state:
+                    k.note(f"{self.ns}/{self.pod_name}: stopped with exit code "
+                           f"{self.record.state['terminated']['exitCode']}")
                 self._publish()
             docker("rm", "--force", "--volumes", self.cid, check=False)
         k.forget(self)
