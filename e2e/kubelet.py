@@ -62,6 +62,7 @@ HOST_IP = "127.0.0.1"                     # status.hostIP: the node's address
 DOCKER_TIMEOUT_S = 120                    # one docker command on a loaded machine
 API_TIMEOUT_S = 30                        # one API request
 WATCH_TIMEOUT_S = 30                      # a watch is reopened after this (from the last resourceVersion)
+DOCKER_EXEC_SLACK_S = 2.0                 # added to an exec probe's timeoutSeconds: `docker exec` itself is slow when loaded
 POLL_S = 2.0                              # a worker re-reads its container's state at least this often
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 10.0    # restart backoff: 0.5 s doubling, at most 10 s
 CONFIG_RETRY_S = 1.0                      # a pod waiting on a missing Secret/ConfigMap/image retries this often
@@ -508,6 +509,7 @@ class PodWorker(threading.Thread):
         self.probes: dict[str, Probe] = {}
         self.next_start = 0.0
         self.published: Obj | None = None
+        self.hosts_path, self.added_names = "", set()
 
     def update(self, pod: Obj | None) -> None:
         if pod is None:
@@ -534,6 +536,7 @@ class PodWorker(threading.Thread):
             self.record.container_name, self.record.image = container["name"], container.get("image", "")
         except ContainerConfigError as e:
             self._waiting(e.reason, e.message)
+        self._publish()                           # Pending, with its pod IP
         while not k.stopping.is_set():
             pod = self.pod
             if self.gone or pod["metadata"].get("deletionTimestamp"):
@@ -571,6 +574,7 @@ class PodWorker(threading.Thread):
             self.record.last_state = self.record.state
             self.record.restart_count += 1
             docker("start", self.cid)
+            k.add_hosts_file(self.ns, self.hosts_path, self.added_names)    # docker rewrites it at a start
             k.note(f"{self.ns}/{self.pod_name}: container restarted (restartCount {self.record.restart_count})")
             self._after_start()
             return
@@ -602,8 +606,9 @@ class PodWorker(threading.Thread):
             return
         self.cid = proc.stdout.strip()
         k.containers[(self.ns, self.pod_name)] = self
-        hosts = json.loads(docker("inspect", "--format", "{{json .HostsPath}}", self.cid).stdout)
-        k.add_hosts_file(self.ns, hosts, set(names))
+        self.hosts_path = json.loads(docker("inspect", "--format", "{{json .HostsPath}}", self.cid).stdout)
+        self.added_names = set(names)
+        k.add_hosts_file(self.ns, self.hosts_path, self.added_names)
         k.note(f"{self.ns}/{self.pod_name}: container {name} started ({image} {' '.join(arguments)})")
         self.record.phase = "Running"
         self.record.start_time = self.record.start_time or timestamp(time.time())
@@ -832,7 +837,7 @@ class Kubelet:
         try:
             if "exec" in action:
                 return docker("exec", worker.cid, *action["exec"]["command"], check=False,
-                              timeout=timeout).returncode == 0
+                              timeout=timeout + DOCKER_EXEC_SLACK_S).returncode == 0
             container = the_container(worker.pod)
             if "httpGet" in action:
                 get = action["httpGet"]

@@ -304,8 +304,9 @@ def test_resolve_name(host, expected):
 
 # --- with Docker and the API emulation --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def node():
-    """An API emulation and a Kubelet for namespace NS; (emulator, kubelet)."""
+def node(tmp_path_factory):
+    """An API emulation and a Kubelet for namespace NS, writing Service names to a hosts file too;
+    (emulator, kubelet)."""
     if os.environ.get("TASUKI_SKIP_DOCKER") == "1":
         pytest.skip("TASUKI_SKIP_DOCKER=1: the kubelet's Docker tests are left out")
     problem = kl.docker_problem()
@@ -315,7 +316,10 @@ def node():
         pytest.fail(f"{problem} (or set TASUKI_SKIP_DOCKER=1 to leave these tests out)", pytrace=False)
     from kube_emulator import KubeEmulator
     with KubeEmulator() as kube:
-        kubelet = kl.Kubelet(kube.url, [NS], ip_prefix=f"127.31.{os.getpid() % 250 + 1}", label=LABEL).start()
+        hosts = tmp_path_factory.mktemp("kubelet") / "hosts"
+        hosts.write_text("127.0.0.1\tlocalhost\n")
+        kubelet = kl.Kubelet(kube.url, [NS], ip_prefix=f"127.31.{os.getpid() % 250 + 1}", label=LABEL,
+                             hosts_file=hosts).start()
         try:
             yield kube, kubelet
         finally:
@@ -448,12 +452,15 @@ def test_a_service_name_resolves_to_the_selected_pod_and_follows_it(node):
     wait_until(lambda: resolved("head") == head_ip, 20, "`head` to resolve in the client", interval=0.2)
     for host in (f"head.{NS}", f"head.{NS}.svc", f"head.{NS}.svc.cluster.local"):
         assert resolved(host) == head_ip and kubelet.resolve(host) == head_ip
+    inode = os.stat(kubelet.hosts_file).st_ino
+    assert f"{head_ip}\thead head.{NS} " in open(kubelet.hosts_file).read()      # the operator's /etc/hosts
     kube.delete("pods", "head-0", NS)                       # the head goes; a new one under another name
     wait_until(lambda: kube.get("pods", "head-0", NS) is None, 20, "the head pod to go", interval=0.1)
     kube.create(sh("exec sleep 300", "head-1", labels={"role": "head"}, terminationGracePeriodSeconds=1))
     new_ip = wait_until(lambda: kubelet.pod_ip(NS, "head-1"), 10, "head-1's IP")
     assert new_ip != head_ip
     wait_until(lambda: resolved(f"head.{NS}") == new_ip, 20, "the name to follow the new head", interval=0.2)
+    assert f"{new_ip}\thead " in open(kubelet.hosts_file).read() and os.stat(kubelet.hosts_file).st_ino == inode
     kube.delete("pods", "head-1", NS)
     wait_until(lambda: kube.get("pods", "head-1", NS) is None, 20, "head-1 to go", interval=0.1)
     kube.create(sh("exec sleep 300", "head-1", labels={"role": "head"}, terminationGracePeriodSeconds=1))
@@ -461,3 +468,25 @@ def test_a_service_name_resolves_to_the_selected_pod_and_follows_it(node):
     assert kubelet.pod_ip(NS, "head-1") == new_ip             # recreated under its name: the same IP
     for name in ("client", "head-1"):
         kube.delete("pods", name, NS)
+
+
+def test_a_failing_liveness_probe_restarts_the_container(node):
+    kube, kubelet = node
+    p = sh("exec sleep 300", "unlive", terminationGracePeriodSeconds=1)
+    p["spec"]["containers"][0]["livenessProbe"] = {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                                   "failureThreshold": 1}
+    kube.create(p)
+    wait_until(lambda: container_status(kube, "unlive").get("restartCount", 0) >= 1, 30, "a restart", interval=0.1)
+    assert any("unlive: liveness probe failed 1 times" in line for line in kubelet.log())
+    kube.delete("pods", "unlive", NS)
+
+
+def test_a_pod_deleted_while_its_container_starts_leaves_no_container(node):
+    kube, kubelet = node
+    kube.create(sh("exec sleep 300", "brief", terminationGracePeriodSeconds=1))
+    wait_until(lambda: (kube.get("pods", "brief", NS) or {}).get("spec", {}).get("nodeName"), 10, "scheduling",
+               interval=0.02)
+    kube.delete("pods", "brief", NS)
+    wait_until(lambda: kube.get("pods", "brief", NS) is None, 20, "the pod to go", interval=0.1)
+    left = kl.docker("ps", "-aq", "--filter", f"label={LABEL}.pod=brief").stdout.split()
+    assert not left, f"the deleted pod's container is left: {left}"
