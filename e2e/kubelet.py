@@ -37,6 +37,7 @@ restart_after_exit, service_addresses, hosts_text — and are tested without Doc
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -322,7 +323,6 @@ class PodRecord:
     ready: bool = False
     phase: str = "Pending"                  # Pending until the first start, then Running, Succeeded or Failed
     start_time: str | None = None
-    message: str = ""                       # a pod-level message (why it is not running)
 
 
 def pod_status(record: PodRecord, previous: Mapping | None, now: float) -> Obj:
@@ -351,8 +351,6 @@ def pod_status(record: PodRecord, previous: Mapping | None, now: float) -> Obj:
               "containerStatuses": [container]}
     if record.start_time:
         status["startTime"] = record.start_time
-    if record.message:
-        status["message"] = record.message
     return status
 
 
@@ -605,7 +603,8 @@ class PodWorker(threading.Thread):
             self._waiting("RunContainerError", (proc.stderr or proc.stdout).strip()[:500])
             return
         self.cid = proc.stdout.strip()
-        k.containers[(self.ns, self.pod_name)] = self
+        with k.lock:
+            k.containers[(self.ns, self.pod_name)] = self
         self.hosts_path = json.loads(docker("inspect", "--format", "{{json .HostsPath}}", self.cid).stdout)
         self.added_names = set(names)
         k.add_hosts_file(self.ns, self.hosts_path, self.added_names)
@@ -779,7 +778,8 @@ class Kubelet:
             return self.allocator.assigned.get((namespace, name))
 
     def container(self, namespace: str, name: str) -> str | None:
-        worker = self.containers.get((namespace, name))
+        with self.lock:
+            worker = self.containers.get((namespace, name))
         return worker.cid if worker else None
 
     def kill_container(self, namespace: str, name: str, signal: str = "KILL") -> None:
@@ -819,7 +819,6 @@ class Kubelet:
 
     def read_data(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
         """A Secret's data (base64-decoded) or a ConfigMap's, None when there is none."""
-        import base64
         try:
             obj = self.api("GET", f"/api/v1/namespaces/{namespace}/{kind.lower()}s/{name}")
         except urllib.error.HTTPError as e:
