@@ -490,3 +490,9 @@ def test_a_pod_deleted_while_its_container_starts_leaves_no_container(node):
     wait_until(lambda: kube.get("pods", "brief", NS) is None, 20, "the pod to go", interval=0.1)
     left = kl.docker("ps", "-aq", "--filter", f"label={LABEL}.pod=brief").stdout.split()
     assert not left, f"the deleted pod's container is left: {left}"
+
+
+def test_without_docker_start_says_to_run_the_setup_script(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))                       # no `docker` command
+    with pytest.raises(RuntimeError, match=r"cannot run pods: there is no `docker` command: run `.ci/setup-docker.sh`"):
+        kl.Kubelet("http://127.0.0.1:9", [NS]).start()
