@@ -496,3 +496,19 @@ def test_without_docker_start_says_to_run_the_setup_script(monkeypatch, tmp_path
     monkeypatch.setenv("PATH", str(tmp_path))                       # no `docker` command
     with pytest.raises(RuntimeError, match=r"cannot run pods: there is no `docker` command: run `.ci/setup-docker.sh`"):
         kl.Kubelet("http://127.0.0.1:9", [NS]).start()
+
+
+def test_http_and_tcp_probes_reach_the_pod_ip_on_a_named_port(node):
+    kube, kubelet = node
+    p = sh("sleep 0.5; exec python3 -m http.server --bind $POD_IP 18431", "web", terminationGracePeriodSeconds=1)
+    container = p["spec"]["containers"][0]
+    container["env"] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    container["ports"] = [{"name": "http", "containerPort": 18431}]
+    container["readinessProbe"] = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    container["livenessProbe"] = {"tcpSocket": {"port": 18431}, "periodSeconds": 1, "initialDelaySeconds": 2}
+    kube.create(p)
+    wait_until(lambda: is_ready(kube, "web"), 20, "Ready by its httpGet probe", interval=0.1)
+    wait_until(lambda: any("web: liveness probe succeeded" in line for line in kubelet.log()), 20,
+               "a tcpSocket liveness success", interval=0.1)
+    assert container_status(kube, "web")["restartCount"] == 0
+    kube.delete("pods", "web", NS)
