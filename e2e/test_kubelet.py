@@ -1,5 +1,5 @@
-"""The local target's kubelet (e2e/kubelet.py): its pure decisions table-driven, then real pods as
-Docker containers against the Kubernetes API emulation (tests/kube_emulator.py).
+"""The local target's kubelet (e2e/kubelet.py): its pure decisions (e2e/pods.py) table-driven, then real
+pods as Docker containers against the Kubernetes API emulation (tests/kube_emulator.py).
 
 The Docker tests need dockerd and the base image tasuki-base:bookworm (`.ci/setup-docker.sh`); they
 FAIL without them, saying so, unless TASUKI_SKIP_DOCKER=1. Their containers carry the label
@@ -15,7 +15,8 @@ import pytest
 
 from conftest import wait_until
 from e2e import kubelet as kl
-from e2e.kubelet import ContainerConfigError, IpAllocator, PodRecord, Probe
+from e2e import pods
+from e2e.pods import ContainerConfigError, IpAllocator, PodRecord, Probe
 
 IMAGE = os.environ.get("TASUKI_BASE_IMAGE", "tasuki-base:bookworm")
 NS = "kubelet"
@@ -55,7 +56,7 @@ def test_pod_ips_are_stable_per_namespace_and_name_and_skip_0_and_255():
     ("$A ${A}", {"A": "1"}, "$A ${A}"),               # only $(...) is Kubernetes' syntax
 ])
 def test_expand(text, env, expected):
-    assert kl.expand(text, env) == expected
+    assert pods.expand(text, env) == expected
 
 
 SECRET = {("Secret", "s"): {"token": "t0k"}, ("ConfigMap", "cm"): {"k": "v", "k2": "v2"}}
@@ -71,7 +72,7 @@ SECRET = {("Secret", "s"): {"token": "t0k"}, ("ConfigMap", "cm"): {"k": "v", "k2
     ({"valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}, "a"),
     ({"valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}}}, "n"),
     ({"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, "127.31.0.9"),
-    ({"valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}, kl.HOST_IP),
+    ({"valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}, pods.HOST_IP),
     ({"valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}, "node"),
     ({"valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}}, "default"),
     ({"valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}, "2"),            # 1500m rounds up
@@ -83,14 +84,14 @@ SECRET = {("Secret", "s"): {"token": "t0k"}, ("ConfigMap", "cm"): {"k": "v", "k2
 def test_env_values(item, expected):
     container = {"env": [{"name": "X", **item}],
                  "resources": {"limits": {"cpu": "1500m", "memory": "512Mi"}, "requests": {"cpu": "250m"}}}
-    assert kl.container_env(pod(container), pod_ip="127.31.0.9", objects=SECRET) == {"X": expected}
+    assert pods.container_env(pod(container), pod_ip="127.31.0.9", objects=SECRET) == {"X": expected}
 
 
 def test_env_order_expansion_and_env_from():
     container = {"envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s"}, "prefix": "S_"}],
                  "env": [{"name": "A", "value": "a"}, {"name": "B", "value": "$(A)-$(k)-$(LATER)"},
                          {"name": "LATER", "value": "l"}]}
-    assert kl.container_env(pod(container), pod_ip="ip", objects=SECRET) == \
+    assert pods.container_env(pod(container), pod_ip="ip", objects=SECRET) == \
         {"k": "v", "k2": "v2", "S_token": "t0k", "A": "a", "B": "a-v-$(LATER)", "LATER": "l"}
 
 
@@ -102,15 +103,15 @@ def test_env_order_expansion_and_env_from():
 ])
 def test_env_problems_are_create_container_config_errors(item, message):
     with pytest.raises(ContainerConfigError, match=message.replace("'", ".").replace('"', '.')) as e:
-        kl.container_env(pod({"env": [{"name": "X", **item}]}), pod_ip="ip", objects={**SECRET, ("Secret", "nope"): None})
+        pods.container_env(pod({"env": [{"name": "X", **item}]}), pod_ip="ip", objects={**SECRET, ("Secret", "nope"): None})
     assert e.value.reason == "CreateContainerConfigError"
 
 
 def test_optional_references_may_be_missing():
     container = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}}}],
                  "envFrom": [{"configMapRef": {"name": "nocm", "optional": True}}]}
-    assert kl.container_env(pod(container), pod_ip="ip", objects={}) == {}
-    assert kl.references(pod(container)) == {("Secret", "nope"), ("ConfigMap", "nocm")}
+    assert pods.container_env(pod(container), pod_ip="ip", objects={}) == {}
+    assert pods.references(pod(container)) == {("Secret", "nope"), ("ConfigMap", "nocm")}
 
 
 @pytest.mark.parametrize("container,spec,options,arguments", [
@@ -130,7 +131,7 @@ def test_optional_references_may_be_missing():
      ["--user", "1000:7"], []),
 ])
 def test_docker_run_args(container, spec, options, arguments):
-    got_options, got_arguments = kl.docker_run_args(pod(container, **spec), {"ADDR": "h:6380"})
+    got_options, got_arguments = pods.docker_run_args(pod(container, **spec), {"ADDR": "h:6380"})
     assert got_options == ["--network", "host", *options, "--env", "ADDR=h:6380"]
     assert got_arguments == arguments
 
@@ -143,7 +144,7 @@ def test_pods_it_cannot_run_are_explained(spec, message):
     p = pod()
     p["spec"] |= spec
     with pytest.raises(ContainerConfigError, match=message):
-        kl.docker_run_args(p, {})
+        pods.docker_run_args(p, {})
 
 
 def test_the_operators_pods_become_containers():
@@ -156,10 +157,10 @@ def test_the_operators_pods_become_containers():
                                                                                   "nvidia.com/gpu": "1"}}}]}}
     worker = manifests.worker_pod(cluster, "gpu", manifests.pod_name(cluster, "gpu", "x"))
     objects = {("Secret", manifests.secret_name(cluster)): {manifests.TOKEN_KEY: "tok"}}
-    env = kl.container_env(worker, pod_ip="127.31.0.2", objects=objects)
+    env = pods.container_env(worker, pod_ip="127.31.0.2", objects=objects)
     assert env["TASUKI_TOKEN"] == "tok" and env["TASUKI_NODE_IP_ADDRESS"] == "127.31.0.2"
     assert env["TASUKI_NODE_GROUP"] == "gpu" and env["TASUKI_NUM_GPUS"] == "1"
-    options, arguments = kl.docker_run_args(worker, env)
+    options, arguments = pods.docker_run_args(worker, env)
     assert arguments == ["tasuki", "start", "--address", manifests.head_address(cluster), "--block"]
     assert "--shm-size" in options and "--gpus" not in options
 
@@ -184,7 +185,7 @@ RUNNING = {"Status": "running", "Running": True, "StartedAt": "2026-12-03T08:00:
     ({"Status": "created"}, {"waiting": {"reason": "ContainerCreating"}}),
 ])
 def test_container_state(docker_state, expected):
-    assert kl.container_state(docker_state) == expected
+    assert pods.container_state(docker_state) == expected
 
 
 @pytest.mark.parametrize("policy,code,expected", [
@@ -193,17 +194,17 @@ def test_container_state(docker_state, expected):
     ("Never", 0, "Succeeded"), ("Never", 137, "Failed"),
 ])
 def test_restart_after_exit(policy, code, expected):
-    assert kl.restart_after_exit(policy, code) == expected
+    assert pods.restart_after_exit(policy, code) == expected
 
 
 def test_backoff_doubles_up_to_a_cap():
-    assert [kl.backoff_s(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
+    assert [pods.backoff_s(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
 
 
 def test_pod_status_conditions_keep_their_transition_times():
     record = PodRecord(ip="127.31.0.1", image="img", container_name="c", phase="Running", started=True,
                        state={"running": {"startedAt": "2026-12-03T08:00:00Z"}}, start_time="2026-12-03T08:00:00Z")
-    first = kl.pod_status(record, None, 1000.0)
+    first = pods.pod_status(record, None, 1000.0)
     assert first["phase"] == "Running" and first["podIP"] == "127.31.0.1" and first["podIPs"] == [{"ip": "127.31.0.1"}]
     assert {c["type"]: c["status"] for c in first["conditions"]} == \
         {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "False", "Ready": "False"}
@@ -211,9 +212,9 @@ def test_pod_status_conditions_keep_their_transition_times():
     assert container == {"name": "c", "image": "img", "imageID": "", "ready": False, "started": True,
                          "restartCount": 0, "state": record.state, "lastState": {}}
     record.ready = True
-    second = kl.pod_status(record, first, 2000.0)
+    second = pods.pod_status(record, first, 2000.0)
     times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
-    assert times["PodScheduled"] == kl.timestamp(1000.0) and times["Ready"] == kl.timestamp(2000.0)
+    assert times["PodScheduled"] == pods.timestamp(1000.0) and times["Ready"] == pods.timestamp(2000.0)
     assert second["containerStatuses"][0]["ready"] is True
 
 
@@ -250,10 +251,10 @@ def test_probe_timing_honours_initial_delay_and_period():
 
 def test_probe_port_by_number_or_name():
     container = {"name": "c", "ports": [{"name": "metrics", "containerPort": 8080}]}
-    assert kl.probe_port(container, 80) == 80 and kl.probe_port(container, "81") == 81
-    assert kl.probe_port(container, "metrics") == 8080
+    assert pods.probe_port(container, 80) == 80 and pods.probe_port(container, "81") == 81
+    assert pods.probe_port(container, "metrics") == 8080
     with pytest.raises(ValueError, match="'http' is not a port name of container 'c'"):
-        kl.probe_port(container, "http")
+        pods.probe_port(container, "http")
 
 
 # --- pure: Service names --------------------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def status_pod(name: str, labels: dict, ready: bool = False, ns: str = NS, **met
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]}}
 
 
-@pytest.mark.parametrize("pods,known,expected", [
+@pytest.mark.parametrize("candidates,known,expected", [
     ([status_pod("head", {"role": "head"})], {}, "127.31.0.1"),
     ([status_pod("b", {"role": "head"}), status_pod("a", {"role": "head"})], {}, "127.31.0.2"),  # by name
     ([status_pod("b", {"role": "head"}, ready=True), status_pod("a", {"role": "head"})], {}, "127.31.0.3"),  # ready
@@ -275,20 +276,20 @@ def status_pod(name: str, labels: dict, ready: bool = False, ns: str = NS, **met
     ([status_pod("w", {"role": "worker"})], {}, None),
     ([status_pod("head", {"role": "head"}, ns="other")], {}, None),
 ])
-def test_service_addresses(pods, known, expected):
+def test_service_addresses(candidates, known, expected):
     ips = {(NS, "head"): "127.31.0.1", (NS, "a"): "127.31.0.2", (NS, "b"): "127.31.0.3", (NS, "w"): "127.31.0.4",
            ("other", "head"): "127.31.0.5"}
-    got = kl.service_addresses([service("svc", {"role": "head"})], pods, ips, known)
+    got = pods.service_addresses([service("svc", {"role": "head"})], candidates, ips, known)
     assert got.get((NS, "svc")) == expected
 
 
 def test_hosts_text_replaces_its_block_and_keeps_the_rest():
     base = "127.0.0.1\tlocalhost\n"
-    once = kl.hosts_text(base, {(NS, "svc"): "127.31.0.1", ("other", "x"): "127.31.0.2"}, {NS})
-    assert once == (f"127.0.0.1\tlocalhost\n{kl.HOSTS_BEGIN}\n"
-                    f"127.31.0.1\tsvc svc.{NS} svc.{NS}.svc svc.{NS}.svc.cluster.local\n{kl.HOSTS_END}\n")
-    again = kl.hosts_text(once, {(NS, "svc"): "127.31.0.7"}, None)
-    assert again.count(kl.HOSTS_BEGIN) == 1 and "127.31.0.7\tsvc" in again and "127.31.0.1" not in again
+    once = pods.hosts_text(base, {(NS, "svc"): "127.31.0.1", ("other", "x"): "127.31.0.2"}, {NS})
+    assert once == (f"127.0.0.1\tlocalhost\n{pods.HOSTS_BEGIN}\n"
+                    f"127.31.0.1\tsvc svc.{NS} svc.{NS}.svc svc.{NS}.svc.cluster.local\n{pods.HOSTS_END}\n")
+    again = pods.hosts_text(once, {(NS, "svc"): "127.31.0.7"}, None)
+    assert again.count(pods.HOSTS_BEGIN) == 1 and "127.31.0.7\tsvc" in again and "127.31.0.1" not in again
 
 
 @pytest.mark.parametrize("host,expected", [
@@ -299,7 +300,7 @@ def test_hosts_text_replaces_its_block_and_keeps_the_rest():
 ])
 def test_resolve_name(host, expected):
     addresses = {(NS, "svc"): "127.31.0.1", ("a", "dup"): "127.31.0.2", ("b", "dup"): "127.31.0.3"}
-    assert kl.resolve_name(host, addresses) == expected
+    assert pods.resolve_name(host, addresses) == expected
 
 
 # --- with Docker and the API emulation --------------------------------------------------------------------------------

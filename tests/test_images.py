@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_until
-from e2e import kubelet
+from e2e import pods
 from tasuki_operator import manifests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,12 +258,12 @@ def test_head_is_healthy_then_stops_cleanly_on_sigterm(images, containers, entry
 # --- the proof: the operator's pods as containers, a driver outside ------------------------------------
 def docker_run_args(pod: dict, ip: str, overrides: dict[str, str]) -> tuple[list[str], list[str]]:
     """(`docker run` options, command) for the one container of a Pod the operator built, as the e2e
-    kubelet (e2e/kubelet.py) runs it with pod IP `ip`: its env with the Secret's token and the
+    kubelet (e2e/kubelet.py, e2e/pods.py) runs it with pod IP `ip`: its env with the Secret's token and the
     downward-API fields filled in (`overrides` last: the head Service's address, as there is no
     kubelet here to put Service names in /etc/hosts), /dev/shm, limits, and $(VAR) expansion."""
     objects = {("Secret", ref["name"]): {ref["key"]: TOKEN} for item in pod["spec"]["containers"][0]["env"]
                if (ref := item.get("valueFrom", {}).get("secretKeyRef"))}
-    return kubelet.docker_run_args(pod, kubelet.container_env(pod, pod_ip=ip, objects=objects) | overrides)
+    return pods.docker_run_args(pod, pods.container_env(pod, pod_ip=ip, objects=objects) | overrides)
 
 
 def images_cluster(metrics_port: int) -> dict:
