@@ -1,6 +1,6 @@
 """The local target's kubelet (and scheduler): runs the Pods of some namespaces as Docker containers.
 
-Who calls it: the e2e suite's local platform (and tests/test_images.py, for docker_run_args()). It
+Who calls it: the e2e suite's local platform (tests/test_images.py uses only e2e/pods.py). It
 plays one node against a Kubernetes API (the emulation of tests/kube_emulator.py, or any API server
 that speaks the same JSON), as a real kubelet does for the pods the tasuki operator builds:
 
@@ -25,10 +25,15 @@ that speaks the same JSON), as a real kubelet does for the pods the tasuki opera
   container port, as the operator's do: there is no kube-proxy to translate).
 - Status comes from the container's real state (docker events wake a pod's worker; docker inspect
   reads the state): phase, conditions, containerStatuses, restartCount; probes (exec, httpGet,
-  tcpSocket) as Kubernetes runs them; restartPolicy decides what an exited container becomes.
+  tcpSocket) as Kubernetes runs them; restartPolicy decides what an exited container becomes (a
+  restart is `docker start` of the same container after a backoff; a failed liveness or startup
+  probe stops it first).
 - Deletion: the API sets deletionTimestamp (graceful deletion); the worker runs `docker stop --time
   <deletionGracePeriodSeconds>` (SIGTERM, SIGKILL after the grace period), removes the container,
   then sends DELETE with gracePeriodSeconds=0, which removes the pod.
+
+Not done: a Node object, kube-proxy (see above), image pulls (imagePullPolicy is ignored: images
+are local), volumes other than emptyDir, CPU requests as shares, pod IPs that outlive the Kubelet.
 
 The decisions are pure, in e2e/pods.py (pod -> container, docker state -> status, probes, Service
 names), tested without Docker; this module is the I/O around them: HTTP to the API, the docker CLI,
@@ -148,7 +153,8 @@ class PodWorker(threading.Thread):
                 timeout = self.next_start - now
             else:
                 self._observe(pod, now)
-                due = [p.next_at() for p in self.probes.values() if not p.failed]
+                due = [p.next_at() for kind, p in self.probes.items()      # only those _observe() would run
+                       if not p.done() and (kind == "startup" or self.record.started)]
                 if due:
                     timeout = max(0.0, min([timeout, *(t - time.time() for t in due)]))
             self._publish()

@@ -337,8 +337,12 @@ class Probe:
             return self.since + self.spec["initialDelaySeconds"]
         return self.last + self.spec["periodSeconds"]
 
+    def done(self) -> bool:
+        """No more runs in this container's life: it failed, or it is a startup probe that succeeded."""
+        return self.failed or (self.kind == "startup" and self.ok)
+
     def due(self, now: float) -> bool:
-        return not self.failed and not (self.kind == "startup" and self.ok) and now >= self.next_at()
+        return not self.done() and now >= self.next_at()
 
     def record(self, success: bool, now: float) -> None:
         self.last = now

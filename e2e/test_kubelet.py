@@ -246,7 +246,11 @@ def test_probe_timing_honours_initial_delay_and_period():
     assert not probe.due(106.9) and probe.due(107.0)
     startup = Probe("startup", {}, since=0.0)
     startup.record(True, 0.0)
-    assert not startup.due(1000.0)                       # a startup probe stops once it succeeded
+    assert not startup.due(1000.0) and startup.done()    # a startup probe stops once it succeeded
+    live = Probe("liveness", {"failureThreshold": 1}, since=0.0)
+    assert not live.done()
+    live.record(False, 0.0)
+    assert live.done() and not live.due(1000.0)
 
 
 def test_probe_port_by_number_or_name():
@@ -513,3 +517,21 @@ def test_http_and_tcp_probes_reach_the_pod_ip_on_a_named_port(node):
                "a tcpSocket liveness success", interval=0.1)
     assert container_status(kube, "web")["restartCount"] == 0
     kube.delete("pods", "web", NS)
+
+
+def test_a_started_pod_is_not_polled_in_a_loop(node, monkeypatch):
+    """After its startup probe succeeds, a worker waits for the next readiness period or a docker
+    event: a few inspects a second at most (the machine has 2 cores)."""
+    kube, kubelet = node
+    p = sh("exec sleep 300", "calm", terminationGracePeriodSeconds=1)
+    p["spec"]["containers"][0]["startupProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    p["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    kube.create(p)
+    wait_until(lambda: is_ready(kube, "calm"), 20, "Ready", interval=0.1)
+    calls = []
+    real = kl.docker
+    monkeypatch.setattr(kl, "docker", lambda *args, **kw: calls.append(args[0]) or real(*args, **kw))
+    time.sleep(2.0)                                    # a measurement over time, not a wait for a condition
+    monkeypatch.setattr(kl, "docker", real)
+    assert calls.count("inspect") <= 8, calls
+    kube.delete("pods", "calm", NS)
