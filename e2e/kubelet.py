@@ -391,7 +391,7 @@ class Kubelet:
         if cid is None:
             raise LookupError(f"pod {namespace}/{name} has no container on node {self.node_name}")
         docker("kill", "--signal", signal, cid)
-        self.note(f"{namespace}/{name}: container killed with SIG{signal}")
+        self.note(f"{namespace}/{name}: container killed with SIG{signal.upper().removeprefix('SIG')}")
 
     def resolve(self, host: str) -> str | None:
         with self.lock:

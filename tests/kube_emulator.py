@@ -841,7 +841,9 @@ class Server:
             return _json(_out(res, obj), 201)
         if request.method == "DELETE":
             items = self.store.list(res, namespace, q.get("labelSelector"), q.get("fieldSelector"))
-            options = await self._body(request) or {}
+            options = dict(await self._body(request) or {})
+            if "gracePeriodSeconds" in q:
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
             for o in items:
                 self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], options)
             return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,

@@ -361,6 +361,15 @@ def test_graceful_deletion_is_a_modified_event_then_a_deleted_one_and_only_short
         [("MODIFIED", 20), ("MODIFIED", 5), ("DELETED", 5)]
 
 
+def test_deletecollection_of_bound_pods_is_graceful_too(kube):
+    for name in ("coll-a", "coll-b"):
+        http(kube, "POST", PODS, pod(name, labels={"coll": "yes"}))
+    http(kube, "DELETE", PODS, query={"labelSelector": "coll=yes", "gracePeriodSeconds": "4"})
+    assert [p["metadata"]["deletionGracePeriodSeconds"] for p in kube.list("pods", "ns", "coll=yes")] == [4, 4]
+    http(kube, "DELETE", PODS, query={"labelSelector": "coll=yes", "gracePeriodSeconds": "0"})
+    assert kube.list("pods", "ns", "coll=yes") == []
+
+
 def test_a_terminating_pod_with_a_finalizer_waits_for_it_after_the_final_delete(kube):
     http(kube, "POST", PODS, pod("grace-fin", grace=5, finalizers=["example.com/hold"]))
     http(kube, "DELETE", f"{PODS}/grace-fin")
