@@ -54,7 +54,8 @@ import urllib.request
 import uuid
 from typing import Any
 
-from .pods import (ContainerConfigError, IpAllocator, Obj, PodRecord, Probe, backoff_s, container_env,
+from .pods import (ContainerConfigError, IpAllocator, Obj, PodRecord, Probe, backoff_s, bind_to_pod_ip,
+                   container_env,
                    container_state, docker_run_args, host_names, hosts_text, pod_status, probe_port, probes_for,
                    references, resolve_name, restart_after_exit, service_addresses, the_container, timestamp)
 
@@ -65,6 +66,7 @@ API_TIMEOUT_S = 30                        # one API request
 WATCH_TIMEOUT_S = 30                      # a watch is reopened after this (from the last resourceVersion)
 DOCKER_EXEC_SLACK_S = 2.0                 # added to an exec probe's timeoutSeconds: `docker exec` itself is slow when loaded
 POLL_S = 2.0                              # a worker re-reads its container's state at least this often
+EXIT_LOG_LINES = 5                        # lines of a failed container's output in log()
 CONFIG_RETRY_S = 1.0                      # a pod waiting on a missing Secret/ConfigMap/image retries this often
 SETUP_HINT = ("run `.ci/setup-docker.sh` as root: it installs docker.io, starts dockerd without a bridge or "
               "iptables rules and makes the base image tasuki-base:bookworm")
@@ -184,7 +186,7 @@ class PodWorker(threading.Thread):
             objects = {ref: k.read_data(self.ns, *ref) for ref in references(pod)}
             env = container_env(pod, pod_ip=self.record.ip, objects=objects, node_cpus=float(os.cpu_count() or 1),
                                 node_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-            options, arguments = docker_run_args(pod, env)
+            options, arguments = docker_run_args(pod, bind_to_pod_ip(env, self.record.ip))
             image = container.get("image", "")
             if docker("image", "inspect", image, check=False).returncode != 0:
                 raise ContainerConfigError("ErrImageNeverPull", f"image {image!r} is not on this machine and no "
@@ -256,8 +258,11 @@ class PodWorker(threading.Thread):
         terminated = self.record.state["terminated"]
         policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
         decision = restart_after_exit(policy, terminated["exitCode"])
+        tail = docker("logs", "--tail", str(EXIT_LOG_LINES), self.cid, check=False)
+        output = "\n    ".join((tail.stdout + tail.stderr).strip().splitlines()[-EXIT_LOG_LINES:])
         self.kubelet.note(f"{self.ns}/{self.pod_name}: container exited with {terminated['exitCode']} "
-                          f"({terminated['reason']}); restartPolicy {policy}: {decision}")
+                          f"({terminated['reason']}); restartPolicy {policy}: {decision}"
+                          + (f"; its last output:\n    {output}" if output and terminated["exitCode"] else ""))
         self.record.ready = False
         if decision == "restart":
             self.next_start = time.time() + backoff_s(self.record.restart_count)

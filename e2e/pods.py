@@ -6,7 +6,8 @@ tests/test_images.py uses container_env() and docker_run_args() to run the opera
 - container_env(), docker_run_args(): a Pod (one container) -> its environment (env, envFrom,
   Secrets, ConfigMaps, the downward API, resourceFieldRef) and `docker run` options and arguments
   (command/args with $(VAR) expanded, limits, /dev/shm, emptyDirs, user). A pod that cannot become
-  a container is a ContainerConfigError with Kubernetes' reason.
+  a container is a ContainerConfigError with Kubernetes' reason. bind_to_pod_ip(): "0.0.0.0" in
+  the env becomes the pod IP (all pods share the host's network).
 - container_state(), pod_status(), restart_after_exit(), backoff_s(): docker's state -> the pod's
   status (phase, conditions, containerStatuses); what an exit leads to under the restartPolicy.
 - Probe: one probe's bookkeeping (due when, ready or failed after which results).
@@ -184,6 +185,14 @@ def container_env(pod: Mapping, *, pod_ip: str, objects: Mapping[tuple[str, str]
                 raise ContainerConfigError("CreateContainerConfigError", f"couldn't find key {ref['key']} in "
                                            f"{kind} {ns}/{ref['name']} (for env {name})")
     return env
+
+
+def bind_to_pod_ip(env: Mapping[str, str], pod_ip: str) -> dict[str, str]:
+    """`env` with every value "0.0.0.0" replaced by the pod IP. In a pod's own network namespace
+    "all addresses" means the pod's; under `docker run --network host` it would mean every address of
+    the machine, so a head listening on 0.0.0.0:8080 (TASUKI_METRICS_HOST) would take port 8080 from
+    every other pod, and another pod's probes would reach it."""
+    return {key: pod_ip if value == "0.0.0.0" else value for key, value in env.items()}
 
 
 def docker_run_args(pod: Mapping, env: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -136,6 +136,11 @@ def test_docker_run_args(container, spec, options, arguments):
     assert got_arguments == arguments
 
 
+def test_all_addresses_become_the_pod_ip_under_the_host_network():
+    assert pods.bind_to_pod_ip({"HOST": "0.0.0.0", "URL": "http://0.0.0.0:80", "X": "1"}, "127.31.0.4") == \
+        {"HOST": "127.31.0.4", "URL": "http://0.0.0.0:80", "X": "1"}
+
+
 @pytest.mark.parametrize("spec,message", [
     ({"containers": [{"name": "a"}, {"name": "b"}]}, r"has 2 containers \['a', 'b'\]; the e2e kubelet runs exactly one"),
     ({"initContainers": [{"name": "i"}]}, "has initContainers"),
