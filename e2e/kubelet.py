@@ -155,6 +155,8 @@ class PodWorker(threading.Thread):
                 timeout = self.next_start - now
             else:
                 self._observe(pod, now)
+                if "terminated" in self.record.state:
+                    continue                      # the branches above wait for the restart or for deletion
                 due = [p.next_at() for kind, p in self.probes.items()      # only those _observe() would run
                        if not p.done() and (kind == "startup" or self.record.started)]
                 if due:
