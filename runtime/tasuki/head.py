@@ -140,6 +140,7 @@ class Head:
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
         self.rejoin_actor_specs: dict[bytes, tuple] = {}  # actor id -> (creator, spec): its worker not back yet
+        self.creations_killed: set[bytes] = set()    # actors whose construction was killed when its worker rejoined
         self.rejoin_running: dict[bytes, tuple] = {} # task id -> (ident, info) of the worker running it, until re-sent
         self.log_dropped = LogLimiter()
         self.metrics_address = None
@@ -1390,6 +1391,9 @@ class Head:
         if plan == R.KILL:           # an actor's construction, or a task running elsewhere already
             self.sched.worker_gone(ident, now)
             self.send(b"N" + node_id.encode(), P.kill(ident))
+            if what.get("creating"):         # its creator's spec creates it again: now, not at the sweep
+                self.creations_killed.add(what["task_id"])
+                self.recreate_killed_creation(what["task_id"], now)
             return
         peer = self.peers[ident] = Peer("worker", info, last_seen=now)
         worker = self.sched.worker_ready(ident, info["pid"], now)
@@ -1431,16 +1435,27 @@ class Head:
         if actor.actor_id in self.actors.early_messages:
             self.replay_actor_messages(actor.actor_id, now)
 
-    def rejoin_actor(self, ident: bytes, actor_id: bytes, spec: tuple) -> None:
+    def rejoin_actor(self, ident: bytes, actor_id: bytes, spec: tuple, now: float) -> None:
         """An actor its creator re-sends: one found again through its worker gets its creation spec
         (it may restart again); one whose worker has not rejoined waits for it (adopt_actor) until the
         sweep, REJOIN_GRACE_S after the first rejoin, and is then created again (recreate_absent_actors)."""
         actor = self.actors.get(actor_id)
         if actor is None:
             self.rejoin_actor_specs[actor_id] = (ident, spec)
+            self.recreate_killed_creation(actor_id, now)
         elif actor.state != P.DEAD_STATE and actor.spec[2] is None:     # adopted without its arguments
             self.actors.restore_spec(actor, ident, spec)
             self.objects.pin(spec[4])
+
+    def recreate_killed_creation(self, actor_id: bytes, now: float) -> None:
+        """An actor whose construction was killed when its worker rejoined (recovery.worker_plan) is
+        created again as soon as its creator's spec is here too."""
+        if actor_id in self.creations_killed and actor_id in self.rejoin_actor_specs:
+            self.creations_killed.discard(actor_id)
+            ident, spec = self.rejoin_actor_specs.pop(actor_id)
+            peer = self.peers.get(ident)
+            if peer is not None and actor_id not in self.actors.actors:
+                self.on_create_actor(ident, peer, now, actor_id, spec, None)
 
     def recreate_absent_actors(self, now: float) -> None:
         """Actors whose creators rejoined but whose workers did not (they died with the head): created
@@ -1484,7 +1499,7 @@ class Head:
         for fn_id, blob in what["functions"]:
             self.on_function(ident, peer, now, fn_id, blob)
         for actor_id, spec in what.get("actors", ()):
-            self.rejoin_actor(ident, actor_id, spec)
+            self.rejoin_actor(ident, actor_id, spec, now)
         for oid, kind, data, size in what["inline"]:
             if oid not in self.objects:         # a new record: no waiter, no dependent (early GETs: the loop)
                 self.objects.restore_value(oid, ident, kind, data, [], size, self.peers)

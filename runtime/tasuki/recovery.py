@@ -33,7 +33,8 @@ What is adopted rather than redone, and what cannot be rebuilt:
   - an actor call without its results is re-registered by its caller (ACTOR_CALLS); the result an
     actor sent while no head knew it is kept until then (as a DONE is); one the previous head got but
     did not pass on is found in the store of a rejoined node at the sweep (`reported_results`).
-  - a worker constructing an actor is killed (its creator re-sends the spec: it is created again);
+  - a worker constructing an actor is killed, and the actor created again as soon as its creator
+    re-sends the spec (head.recreate_killed_creation);
     a standing request_resources() is re-sent only by the driver that made it, while it is connected.
   - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
     (`not_rejoined_reason`, pushed to its holders); a node that rejoins later does not bring it back.
