@@ -440,3 +440,41 @@ def test_a_task_output_lost_after_the_restart_is_reported_with_why_it_cannot_be_
     lost = read_line(proc, "LOST")
     assert node_id in lost and "finished before the head restarted" in lost, lost
     assert proc.wait(60) == 0
+
+
+def test_an_actor_whose_worker_died_with_the_head_is_created_again(cluster):
+    """The head and the actor's worker die together: the creator re-sends the creation spec, no
+    worker brings the actor back, and the sweep creates it again (its state is lost: a new instance)."""
+    proc = driver(cluster, """
+        import os, sys, time, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote(num_cpus=0.5)
+        class Counter:
+            def __init__(self, start):
+                self.n = start
+            def add(self, k):
+                self.n += k
+                return self.n
+            def pid(self):
+                return os.getpid()
+        counter = Counter.remote(10)
+        assert tasuki.get(counter.add.remote(5)) == 15
+        print("PID", tasuki.get(counter.pid.remote()), flush=True)
+        sys.stdin.readline()                   # its worker and the head are killed, a new head started
+        while True:
+            try:
+                value = tasuki.get(counter.add.remote(1), timeout=60)
+                break
+            except tasuki.exceptions.ActorDiedError:
+                time.sleep(0.2)                # (a call that reached the dead instance)
+        print("AT", time.time(), value, flush=True)
+        print("PIDNOW", tasuki.get(counter.pid.remote()), flush=True)
+    """)
+    pid = int(read_line(proc, "PID"))
+    os.kill(pid, signal.SIGKILL)
+    started = restart_head(cluster)
+    proc_stdin_write(proc)
+    lines = finish(proc)
+    assert [at.split()[1] for at in lines["AT"]] == ["11"]          # created again from start=10: state lost
+    assert lines["PIDNOW"] != [str(pid)]
+    report_first_completion("recreated", lines, started)

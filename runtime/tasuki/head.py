@@ -657,10 +657,13 @@ class Head:
         if actor.unreferenced and not actor.pending:     # its handles are gone: it ends after its last call
             self.end_actor(actor, now)
 
-    def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now) -> None:
+    def fail_call(self, actor: Actor | None, actor_id: bytes, return_ids, contained, now,
+                  info: dict | None = None, cause: str | None = None) -> None:
+        """Fail an actor call with ActorDiedError: the actor's cause of death, or `cause` (`info`: the
+        actor's, for its class name, when it is not in the directory)."""
         from .actor import died_error
-        cause = actor.cause if actor is not None else UNKNOWN_ACTOR
-        blob = serialization.dumps_inline(died_error(actor.info if actor else {}, actor_id, cause))
+        cause = cause or (actor.cause if actor is not None else UNKNOWN_ACTOR)
+        blob = serialization.dumps_inline(died_error(actor.info if actor else info or {}, actor_id, cause))
         for oid in return_ids:
             obj = self.objects.get(oid)
             if obj is not None and obj.kind is None:
@@ -1464,6 +1467,14 @@ class Head:
         for actor_id, (ident, spec) in specs.items():
             peer = self.peers.get(ident)
             if peer is not None and actor_id not in self.actors.actors:
+                # calls its callers registered again went to the instance that died: they fail (ActorDiedError,
+                # as for any actor death), and later calls go to the new instance their callers hear of
+                for kind, caller, arg in self.actors.unpark(actor_id):
+                    if kind == P.ACTOR_CALLS:
+                        self.fail_call(None, actor_id, *arg, now, info=spec[6],
+                                       cause="its worker died with the previous head; it was created again")
+                    else:
+                        self.actors.park(actor_id, kind, caller, arg, now)
                 self.on_create_actor(ident, peer, now, actor_id, spec, None)
 
     def finish_reported_actor_calls(self, now: float) -> None:
