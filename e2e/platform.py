@@ -281,7 +281,7 @@ class LocalPlatform(Platform):
         started = time.monotonic()
         fn()
         self.timings[step] = time.monotonic() - started
-        print(f"TIMING platform {step} {self.timings[step]:.1f}")
+        print(f"TIMING platform {step} {self.timings[step]:.1f}", file=sys.__stdout__, flush=True)
 
     def _build_images(self) -> None:
         wanted = [kind for kind, image in self.images.items()
