@@ -23,111 +23,34 @@ TASUKI_SKIP_PROMETHEUS=1 (then they skip).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import free_port, wait_for_file, wait_until
+from conftest import wait_for_file, wait_until
 from fake_head import FakeHead
+from prometheus_server import (CHART, DASHBOARDS_DIR, ROOT, RULES, WAIT_S, Prometheus, empty_panels, fill, load,
+                               metric_names, panel_results, panels, queries, tool, unknown_metrics)
 from test_charts import one, operator_case
 from test_operator import demo, stack  # noqa: F401  (stack: this module's own operator process)
 
 import tasuki
 from tasuki_operator.metrics import OperatorMetrics
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "charts" / "tasuki-operator"
-DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
-RULES = CHART / "rules" / "tasuki-alerts.yaml"
+DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
 ALERT_TESTS = ROOT / "tests" / "data" / "alerts_test.yaml"
 NAMESPACE, CLUSTER = "monitoring", "demo"       # the operator's Cluster, and the head target's labels
 # What Grafana fills in ($datasource is not part of a query). 1m: at least two 1 s scrapes in every window.
 GRAFANA = {"namespace": NAMESPACE, "cluster": CLUSTER, "__rate_interval": "1m", "__interval": "15s"}
-SCRAPE_INTERVAL = "1s"
-SKIP_PROMETHEUS = os.environ.get("TASUKI_SKIP_PROMETHEUS") == "1"     # read now: cli_cluster clears TASUKI_*
-WAIT_S = 60.0
 FAILING_TASKS, OK_TASKS = 3, 8
-# PromQL words that are neither metrics nor functions (a function is a word followed by "(").
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-                "offset", "inf", "nan"}
-
-
-def tool(name: str) -> str:
-    """The path of `name`; fails (skips under TASUKI_SKIP_PROMETHEUS=1) when it is not installed."""
-    path = shutil.which(name)
-    if path:
-        return path
-    if SKIP_PROMETHEUS:
-        pytest.skip(f"{name} is not installed and TASUKI_SKIP_PROMETHEUS=1")
-    pytest.fail(f"{name} is not on PATH: run .ci/setup-prometheus.sh (Debian's prometheus package, with promtool), "
-                f"or set TASUKI_SKIP_PROMETHEUS=1 to skip the monitoring tests")
-
-
-# --- reading dashboards and PromQL (pure) -------------------------------------------------------------
-def load(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def panels(board: dict) -> list[dict]:
-    """Every panel, those inside collapsed rows too."""
-    out = []
-    for panel in board["panels"]:
-        out.append(panel)
-        out += panel.get("panels", [])
-    return out
-
-
-def queries(board: dict) -> list[tuple[str, str, str]]:
-    """(panel title, refId, expr) of every query of the dashboard."""
-    return [(p["title"], t["refId"], t["expr"]) for p in panels(board) for t in p.get("targets", [])]
-
-
-def fill(expr: str, values: dict = GRAFANA) -> str:
-    """The query as Grafana sends it: $name and ${name} replaced; an unknown variable is an error."""
-    def value(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in values:
-            raise KeyError(f"the query {expr!r} uses ${name}, which is not a variable of the dashboards "
-                           f"(known: {', '.join(sorted(values))})")
-        return values[name]
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (not its functions, keywords or label names)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)              # strings
-    text = re.sub(r"\{[^}]*\}", " ", text)                         # label matchers
-    text = re.sub(r"\[[^\]]*\]", " ", text)                        # ranges
-    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
-    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", text):
-        word = match.group(0)
-        if word.lower() not in PROMQL_WORDS and not text[match.end():].lstrip().startswith("("):
-            names.add(word)
-    return names
-
-
-def unknown_metrics(where: str, expr: str, known: set[str]) -> str | None:
-    """A message naming `where` and each metric of `expr` that no scraped target exports, or None."""
-    missing = sorted(metric_names(expr) - known)
-    if not missing:
-        return None
-    exported = sorted(n for n in known if n.startswith("tasuki_") and not n.endswith("_created"))
-    return (f"{where} names {', '.join(missing)}, which no scraped target exports (a typo, or a metric the "
-            f"runtime or operator does not have); the tasuki metrics scraped: {', '.join(exported)}")
 
 
 # --- the files themselves -----------------------------------------------------------------------------
@@ -206,8 +129,8 @@ def test_a_query_naming_an_unexported_metric_fails_naming_panel_and_metric():
     assert "tasuki_nodes, tasuki_workers" in message
     assert unknown_metrics("x", "sum(tasuki_nodes)", known) is None
     with pytest.raises(KeyError, match=r"\$nope"):
-        fill("rate(tasuki_nodes[$nope])")
-    assert fill('x{cluster=~"${cluster}"}[$__rate_interval]') == f'x{{cluster=~"{CLUSTER}"}}[1m]'
+        fill("rate(tasuki_nodes[$nope])", GRAFANA)
+    assert fill('x{cluster=~"${cluster}"}[$__rate_interval]', GRAFANA) == f'x{{cluster=~"{CLUSTER}"}}[1m]'
 
 
 def test_group_pods_gauge_desired_and_ready_per_group():
@@ -262,78 +185,6 @@ def test_the_chart_scrapes_with_the_labels_the_dashboards_and_alerts_use():
 
 
 # --- a real Prometheus scraping a real cluster and operator -------------------------------------------
-class Prometheus:
-    """A prometheus process of our own (started here; wait for `ready`, then `stop` it): a temporary config
-    and data directory, a free port on 127.0.0.1, the alert rules loaded."""
-
-    def __init__(self, command: str, directory: Path, targets: dict[str, dict]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {"global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
-                             "evaluation_interval": SCRAPE_INTERVAL},
-                  "rule_files": [str(RULES)],
-                  "scrape_configs": [{"job_name": job, **scrape} for job, scrape in targets.items()]}
-        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log_path = directory / "prometheus.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [command, f"--config.file={directory / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def ready(self) -> bool:
-        assert self.proc.poll() is None, f"prometheus exited with {self.proc.returncode}:\n{self.logs()}"
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def api(self, path: str, **params) -> object:
-        url = f"{self.url}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params, doseq=True)
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                body = json.load(r)
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"prometheus refused {urllib.parse.unquote(url)}: {e.read().decode()}") from None
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict]:
-        return self.api("query", query=expr)["result"]
-
-    def value(self, expr: str) -> float | None:
-        """The one value of `expr` now (None when it has no series)."""
-        result = self.query(expr)
-        assert len(result) <= 1, f"{expr} has {len(result)} series: {result}"
-        return float(result[0]["value"][1]) if result else None
-
-    def wait_for(self, expected: dict[str, float], timeout: float = WAIT_S) -> None:
-        """Wait until each query's one value is the one expected; on a timeout, say what each one was."""
-        deadline = time.monotonic() + timeout
-        while (found := {expr: self.value(expr) for expr in expected}) != expected:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for prometheus to scrape "
-                                     f"{expected}; it has {found}")
-            time.sleep(0.2)
-
-    def names(self) -> set[str]:
-        return set(self.api("label/__name__/values"))
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @tasuki.remote
 def square(x):
     return x * x
@@ -403,11 +254,11 @@ def observed(prometheus_command, cli_cluster, stack, tmp_path_factory):  # noqa:
     directory = tmp_path_factory.mktemp("prometheus")
     release = str(directory / "release")
     head_target = urllib.parse.urlsplit(cli_cluster.info["metrics"]).netloc
-    prometheus = Prometheus(prometheus_command, directory, {
-        "tasuki-head": {"static_configs": [{"targets": [head_target],
-                                            "labels": {"namespace": NAMESPACE, "cluster": CLUSTER}}]},
-        "tasuki-operator": {"honor_labels": True,
-                            "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]}})
+    prometheus = Prometheus(prometheus_command, directory, [
+        {"job_name": "tasuki-head", "static_configs": [{"targets": [head_target],
+                                                        "labels": {"namespace": NAMESPACE, "cluster": CLUSTER}}]},
+        {"job_name": "tasuki-operator", "honor_labels": True,
+         "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]}])
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(prometheus.stop)
         wait_until(prometheus.ready, WAIT_S, "prometheus to answer /-/ready")
@@ -427,21 +278,9 @@ def observed(prometheus_command, cli_cluster, stack, tmp_path_factory):  # noqa:
 
 
 def test_every_dashboard_query_returns_series(observed):
-    def failures() -> list[str]:
-        known, out = observed.names(), []
-        for path in DASHBOARDS:
-            for title, ref, expr in queries(load(path)):
-                where, query = f"{path.name}: panel {title!r} ({ref})", fill(expr)
-                problem = unknown_metrics(where, query, known)
-                if problem:
-                    out.append(problem)
-                elif not observed.query(query):
-                    out.append(f"{where} returned no series: {query}")
-        return out
-
     # rates need two scrapes of a series that appeared last (the head error): wait, then say what is empty
     deadline = time.monotonic() + WAIT_S
-    while (found := failures()) and time.monotonic() < deadline:
+    while (found := empty_panels(panel_results(observed, DASHBOARDS_DIR, GRAFANA))) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not found, "\n".join(found)
 
@@ -453,7 +292,7 @@ def test_dashboard_variables_list_the_cluster(observed):
                 continue
             match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"])
             assert match, f"{path.name}: variable {variable['name']} is not label_values(selector, label)"
-            selector, label = fill(match.group(1)), match.group(2)
+            selector, label = fill(match.group(1), GRAFANA), match.group(2)
             values = observed.api(f"label/{label}/values", **{"match[]": selector})
             assert GRAFANA[label] in values, f"{path.name}: ${variable['name']} lists {values} for {selector}"
 

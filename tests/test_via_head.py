@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import netns
 from conftest import RUNTIME, CliCluster, cluster_env, wait_until
 
 from tasuki import protocol as P, transfer
@@ -423,58 +423,30 @@ def test_a_driver_without_a_local_store_that_reaches_the_nodes_goes_direct(head_
     assert 0 <= grew < 30 * 2**20             # the head carries none of the 50 MB
 
 
-def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace (CI runs it as root)"
-    for tool in ("ip", "unshare", "mount"):
-        if shutil.which(tool) is None:
-            return f"needs the `{tool}` command"
-    name = f"tvhprobe{os.getpid() % 10000}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"`ip netns add` failed here: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
+HEAD_PUBLIC_IP = "127.0.0.3"       # the head listens on 0.0.0.0; the namespaced driver knows it by this address only
 
 
 @pytest.fixture
 def namespace():
-    """A network namespace whose only link is a veth pair to 10.213.N.1 (this side), its own address
-    10.213.N.2/30; removed (with the veth) however the test ends."""
-    why = _netns_unavailable()
+    """A network namespace whose only route is to HEAD_PUBLIC_IP (tests/netns.py); removed however
+    the test ends."""
+    why = netns.available()
     if why:
         pytest.skip(why)
-    n = os.getpid() % 250 + 1
-    name, outside, inside = f"tvh{n}", f"tvh{n}a", f"tvh{n}b"
-    host_ip, ns_ip = f"10.213.{n}.1", f"10.213.{n}.2"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)      # a leftover of a killed run
-    subprocess.run(["ip", "link", "del", outside], capture_output=True)
-    steps = [["ip", "netns", "add", name],
-             ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
-             ["ip", "link", "set", inside, "netns", name],
-             ["ip", "addr", "add", f"{host_ip}/30", "dev", outside],
-             ["ip", "link", "set", outside, "up"],
-             ["ip", "-n", name, "addr", "add", f"{ns_ip}/30", "dev", inside],
-             ["ip", "-n", name, "link", "set", inside, "up"]]
-    try:
-        for step in steps:
-            subprocess.run(step, check=True, capture_output=True, text=True)
-        yield name, host_ip
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+    with netns.OnlyRouteTo(HEAD_PUBLIC_IP) as ns:
+        yield ns
 
 
 def test_a_driver_in_a_namespace_that_reaches_only_the_head(head_only, namespace, tmp_path):
-    name, host_ip = namespace
-    routes = subprocess.run(["ip", "-n", name, "route"], capture_output=True, text=True, check=True).stdout
-    assert len(routes.strip().splitlines()) == 1 and "default" not in routes, routes     # only the veth's /30
+    host_ip = HEAD_PUBLIC_IP
+    routes = namespace.routes()
+    assert len(routes) == 1 and routes[0].startswith(f"{host_ip} "), routes      # the head's address alone
     env = _driver_env(head_only, tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([RUNTIME, env.get("PYTHONPATH", "")])
     # the nodes' stores are on this machine's disk: hide them, as on a laptop
     script = (f"mount -t tmpfs tmpfs {head_only.store_dir} && exec {sys.executable} {TOUR} "
               f"tasuki://{host_ip}:{head_only.port} {BIG_MB}")
-    out, stdout, stderr, _ = _run_tour(["ip", "netns", "exec", name, "unshare", "--mount", "sh", "-c", script],
+    out, stdout, stderr, _ = _run_tour(namespace.command(["unshare", "--mount", "sh", "-c", script]),
                                        env, head_only.head_pid)
     _check_tour(out, stdout)
     notices = [line for line in stderr.splitlines() if "working through the head" in line]
