@@ -209,8 +209,9 @@ class Platform:
         reaches the head at `address` and nothing else of the cluster."""
         raise NotImplementedError
 
-    def prometheus_targets(self, cluster: str) -> dict[str, str]:
-        """{"operator": host:port, "head": host:port}: where Prometheus scrapes each from here."""
+    def prometheus_targets(self, cluster: str) -> tuple[list[Obj], str]:
+        """(the head pods as Prometheus here reaches them: Pod dicts whose status.podIP and metrics
+        containerPort lead to the head's /metrics from this machine; the operator's metrics host:port)."""
         raise NotImplementedError
 
     def leftover_containers(self) -> list[str]:
@@ -379,11 +380,11 @@ class LocalPlatform(Platform):
         if why_not:
             raise AssertionError(f"no network namespace for a client that reaches only the head: {why_not}")
         ip = self._head_ip(cluster)
-        with OnlyRouteTo(ip) as namespace:
+        with OnlyRouteTo(ip, name_prefix="tke2e-") as namespace:
             yield namespace, f"{ip}:{RUNTIME_PORT}"
 
-    def prometheus_targets(self, cluster: str) -> dict[str, str]:
-        return {"operator": f"{OPERATOR_IP}:{self.operator_port}", "head": f"{self._head_ip(cluster)}:{HEAD_HTTP_PORT}"}
+    def prometheus_targets(self, cluster: str) -> tuple[list[Obj], str]:
+        return [self.get("pod", f"{cluster}-head")], f"{OPERATOR_IP}:{self.operator_port}"
 
     def leftover_containers(self) -> list[str]:
         return docker("ps", "--all", "--filter", f"label={LABEL}={os.getpid()}", "--format", "{{.Names}}").stdout.split()
@@ -502,13 +503,19 @@ class RealPlatform(Platform):
                 return run(argv, env={**env, "TASUKI_VIA_HEAD": "1"}, timeout=timeout, check=False)
         yield Runner(), address
 
-    def prometheus_targets(self, cluster: str) -> dict[str, str]:
+    def prometheus_targets(self, cluster: str) -> tuple[list[Obj], str]:
+        """Both through port-forwards: the head pod's address and metrics port replaced by the forward's."""
         operator = f"svc/{RELEASE}-metrics"
         if (operator, HEAD_HTTP_PORT) not in self.forwards:
             self.forwards[(operator, HEAD_HTTP_PORT)] = PortForward(
                 _InNamespace(self, OPERATOR_NAMESPACE), operator, HEAD_HTTP_PORT)
-        return {"operator": self.forwards[(operator, HEAD_HTTP_PORT)].address,
-                "head": self.head_http(cluster).removeprefix("http://")}
+        head = self.get("pod", f"{cluster}-head")
+        host, port = self.head_http(cluster).removeprefix("http://").split(":")
+        head["status"]["podIP"] = host
+        for port_spec in head["spec"]["containers"][0].get("ports", ()):
+            if port_spec["containerPort"] == HEAD_HTTP_PORT:
+                port_spec["containerPort"] = int(port)
+        return [head], self.forwards[(operator, HEAD_HTTP_PORT)].address
 
 
 class _InNamespace:

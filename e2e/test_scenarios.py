@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.platform import OPERATOR_CHART, Platform, wait_for
+from e2e.platform import OPERATOR_CHART, OPERATOR_NAMESPACE, RELEASE, Platform, wait_for
 
 CLUSTER = "demo"
 CPU_MAX, GPU_MAX = 3, 2
@@ -172,6 +172,28 @@ def tasuki_client(platform):
     tasuki.shutdown()
 
 
+@pytest.fixture(scope="module")
+def prometheus(platform, tmp_path_factory):
+    """Prometheus (Debian's package), started by scenario 1 once the head is up, scraping the operator
+    and the head through the scrape configuration the chart's ServiceMonitor and PodMonitor describe;
+    (the Prometheus, when it started) for scenario 8."""
+    from prometheus_server import Prometheus, scrape_config_from_chart, tool
+    command = tool("prometheus")
+    box: dict = {}
+
+    def start(cluster: str) -> None:
+        heads, operator = platform.prometheus_targets(cluster)
+        configs = scrape_config_from_chart(heads, operator, "--set", f"watchNamespaces={{{platform.namespace}}}",
+                                           release=RELEASE, namespace=OPERATOR_NAMESPACE)
+        box["prometheus"] = Prometheus(command, tmp_path_factory.mktemp("prometheus"), configs)
+        box["started"] = time.monotonic()
+        wait_for(box["prometheus"].ready, 60, "Prometheus to be ready", describe=box["prometheus"].logs)
+    box["start"] = start
+    yield box
+    if "prometheus" in box:
+        box["prometheus"].stop()
+
+
 def connect(platform: Platform, tasuki_client) -> object:
     tasuki, state = tasuki_client
     if not state.get("connected"):
@@ -181,7 +203,7 @@ def connect(platform: Platform, tasuki_client) -> object:
 
 
 # --- 1 --------------------------------------------------------------------------------------------
-def test_1_apply_a_cluster_head_ready_status_and_columns(platform):
+def test_1_apply_a_cluster_head_ready_status_and_columns(platform, prometheus):
     import tasuki
     started = time.monotonic()
     assert "cluster.tasuki.dev/demo" in platform.apply(cluster_manifest(platform.runtime_image))
@@ -192,6 +214,7 @@ def test_1_apply_a_cluster_head_ready_status_and_columns(platform):
     wait_for(lambda: is_ready(platform.get("pod", head) or {}), POD_START_S, f"the head pod {head} to be Ready",
              describe=lambda: json.dumps((platform.get("pod", head) or {}).get("status")))
     timing("1", "head-ready", time.monotonic() - started)
+    prometheus["start"](CLUSTER)          # scraping from now on, for scenario 8
     status = wait_for(lambda: (s := cluster_status(platform)).get("phase") == "Running" and s.get("version") and s,
                       60, "the Cluster's status to say Running with the head's version",
                       describe=lambda: json.dumps(cluster_status(platform)))
@@ -369,15 +392,45 @@ def test_7_a_client_that_reaches_only_the_head_runs_tasks_and_a_100_mb_round_tri
 
 
 # --- 8 --------------------------------------------------------------------------------------------
-def test_8_prometheus_scraped_the_operator_and_the_head_and_the_panels_have_data(platform, prometheus):
-    from prometheus_server import panel_results
-    prom, started = prometheus
-    wait_for(lambda: all(t["health"] == "up" for t in prom.targets()) and prom.targets(), 60,
-             "Prometheus's targets to be up", describe=lambda: json.dumps(prom.targets()))
-    results = panel_results(prom, OPERATOR_CHART / "dashboards", {"namespace": platform.namespace, "cluster": CLUSTER})
-    empty = [r for r in results if not r["data"]]
-    timing("8", "scraped-for", time.monotonic() - started)
-    assert not empty, f"dashboard panels without data: {[r['title'] for r in empty]}"
+class Tally:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def test_8_prometheus_scraped_the_operator_and_the_head_and_the_panels_have_data(platform, prometheus, tasuki_client):
+    from prometheus_server import empty_panels, panel_results
+    assert "prometheus" in prometheus, "Prometheus was not started (scenario 1 starts it once the head is Ready)"
+    prom = prometheus["prometheus"]
+    started = time.monotonic()
+    # what the panels of "now" show besides what the run left: an actor alive and a task pending
+    tasuki = connect(platform, tasuki_client)
+    tally = tasuki.remote(Tally).options(num_cpus=0).remote()
+    assert tasuki.get(tally.add.remote(), timeout=120) == 1
+    pending = tasuki.remote(work).options(num_cpus=64).remote(0, 0.0)
+
+    def down() -> list[str]:
+        return [f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')}"
+                for t in prom.targets() if t["health"] != "up"]
+    wait_for(lambda: prom.targets() and not down(), 60, "every Prometheus target to be up", describe=lambda: str(down()))
+    jobs = {t["labels"]["job"] for t in prom.targets()}
+    assert len(jobs) == 2, f"Prometheus scrapes {jobs}: the operator's Service and the head pods expected"
+    assert prom.value(f'sum(up{{namespace="{platform.namespace}", pod="{CLUSTER}-head"}})') == 1
+    values = {"namespace": platform.namespace, "cluster": CLUSTER, "__rate_interval": "1m", "__interval": "15s"}
+    try:
+        deadline = time.monotonic() + 60          # the series made just now need a scrape or two (1 s apart)
+        while (empty := empty_panels(panel_results(prom, OPERATOR_CHART / "dashboards", values))) \
+                and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        tasuki.cancel(pending)
+        tasuki.kill(tally)
+    timing("8", "panels", time.monotonic() - started)
+    timing("8", "scraped-for", time.monotonic() - prometheus["started"])
+    assert not empty, "dashboard panels without data:\n" + "\n".join(empty)
 
 
 # --- 10 -------------------------------------------------------------------------------------------
