@@ -27,6 +27,11 @@ What it implements (the parts an operator test needs):
   the selectors is sent as DELETED (ADDED), as a real API server does;
 - /status and /scale subresources split from the object: writes to the object keep its status,
   writes to /status change only the status, /scale reads and writes `specReplicasPath`;
+- graceful pod deletion: DELETE of a Pod bound to a node (spec.nodeName) with a grace period (the
+  request's gracePeriodSeconds, else spec.terminationGracePeriodSeconds, else 30) only sets
+  deletionTimestamp (now + grace) and deletionGracePeriodSeconds, a MODIFIED event; the kubelet stops
+  the container and sends DELETE with gracePeriodSeconds=0, which removes it. A later DELETE may only
+  shorten the grace period. Unbound pods, and every other kind, go at once;
 - finalizers (DELETE sets deletionTimestamp; the object goes when its last finalizer is removed) and
   owner-reference garbage collection (an object whose owners are all gone is deleted, recursively;
   `propagationPolicy: Orphan` strips the references instead).
@@ -35,8 +40,8 @@ What it implements (the parts an operator test needs):
   additionalPrinterColumns (priority 1 columns are kubectl's `-o wide`), so `kubectl get` prints them.
 
 What it does not do (yet): /openapi/v2|v3 (kubectl apply/create need `--validate=false`), admission (schema validation,
-defaults, CEL rules of a CRD), pod graceful termination (a deleted Pod goes at once unless it has
-finalizers), a scheduler or kubelet (tests set pod status themselves), namespace existence checks,
+defaults, CEL rules of a CRD), a scheduler or kubelet (tests set pod status themselves, or run
+e2e/kubelet.py), namespace existence checks,
 bookmarks, pagination (`limit` is ignored: lists are complete), authentication.
 
 Use from a test::
@@ -74,6 +79,7 @@ import yaml
 from aiohttp import web
 
 Obj = dict[str, Any]
+DEFAULT_GRACE_S = 30          # a pod's terminationGracePeriodSeconds when it has none, as in Kubernetes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +305,19 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def pod_grace_period(res: Resource, obj: Obj, options: Obj) -> int:
+    """The grace period of a DELETE: 0 (remove now) unless `obj` is a Pod bound to a node, whose grace
+    is the request's gracePeriodSeconds (a negative one means the default), else the pod's
+    spec.terminationGracePeriodSeconds, else 30 s, as a real API server does."""
+    if (res.group, res.plural) != ("", "pods") or not (obj.get("spec") or {}).get("nodeName"):
+        return 0
+    asked = options.get("gracePeriodSeconds")
+    if asked is not None and int(asked) >= 0:
+        return int(asked)
+    default = (obj.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return int(default) if default is not None else DEFAULT_GRACE_S
+
+
 def _spec_part(obj: Obj) -> Obj:
     """What generation counts: everything but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
@@ -491,7 +510,7 @@ class Store:
         self.bucket(res)[(old_meta.get("namespace", ""), name)] = result
         if res.plural == "customresourcedefinitions" and res.group == "apiextensions.k8s.io":
             self.register_crd(result)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
             self._remove(res, result)
         else:
             self._emit(res, "MODIFIED", old, result)
@@ -532,13 +551,25 @@ class Store:
         if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:
             raise conflict(res, name)
         orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
-        if obj["metadata"].get("finalizers"):
-            if obj["metadata"].get("deletionTimestamp"):
+        meta = obj["metadata"]
+        grace = pod_grace_period(res, obj, options)
+        if grace or (meta.get("finalizers") and meta.get("deletionGracePeriodSeconds")):
+            if meta.get("deletionTimestamp") and grace >= meta.get("deletionGracePeriodSeconds", 0):
+                return obj                      # already terminating, at least as soon
+            new = copy.deepcopy(obj)
+            deadline = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=grace)
+            new["metadata"].update(deletionTimestamp=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                   deletionGracePeriodSeconds=grace, resourceVersion=self._next_rv())
+            self.bucket(res)[(meta.get("namespace", ""), name)] = new
+            self._emit(res, "MODIFIED", obj, new)
+            return new
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
                 return obj
             new = copy.deepcopy(obj)
             new["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0,
                                    resourceVersion=self._next_rv())
-            self.bucket(res)[(obj["metadata"].get("namespace", ""), name)] = new
+            self.bucket(res)[(meta.get("namespace", ""), name)] = new
             self._emit(res, "MODIFIED", obj, new)
             return new
         return self._remove(res, obj, orphan=orphan)
@@ -810,7 +841,9 @@ class Server:
             return _json(_out(res, obj), 201)
         if request.method == "DELETE":
             items = self.store.list(res, namespace, q.get("labelSelector"), q.get("fieldSelector"))
-            options = await self._body(request) or {}
+            options = dict(await self._body(request) or {})
+            if "gracePeriodSeconds" in q:
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
             for o in items:
                 self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], options)
             return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
@@ -854,6 +887,8 @@ class Server:
             options = dict(await self._body(request) or {})
             if "propagationPolicy" in request.query:
                 options["propagationPolicy"] = request.query["propagationPolicy"]
+            if "gracePeriodSeconds" in request.query:
+                options["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
             return _json(_out(res, self.store.delete(res, namespace, name, options)))
         raise ApiError(405, "MethodNotAllowed", f"{m} is not allowed on {request.path}")
 
@@ -1075,8 +1110,11 @@ class KubeEmulator:
         return self.patch(ref, name, {"status": status}, namespace,
                           subresource="status" if self.resource(ref).status else None)
 
-    def delete(self, ref: str, name: str, namespace: str | None = None, propagation_policy: str | None = None) -> Obj:
-        options = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+    def delete(self, ref: str, name: str, namespace: str | None = None, propagation_policy: str | None = None,
+               grace_period_seconds: int | None = None) -> Obj:
+        options: Obj = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
         return self.call(lambda: self.store.delete(self.store.find(ref), namespace, name, options))
 
     def apply_crd(self, path_or_obj: str | os.PathLike | Obj) -> Obj:

@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
 from conftest import CliCluster, free_port, wait_until
@@ -36,6 +37,7 @@ def cluster(tmp_path):
     (`restart_head`); stopped afterwards with every head started."""
     cluster = CliCluster(tmp_path / "session")
     cluster.env["TASUKI_HEAD_RECONNECT_S"] = str(RECONNECT_S)
+    cluster.env["TASUKI_HEAD_EXPECT_RESTART"] = "1"        # as in a head pod: its SIGTERM leaves the cluster waiting
     cluster.port = free_port()
     cluster.heads = []
     cluster.cli("start", "--head", "--port", str(cluster.port), "--node-ip-address", "127.0.0.1",
@@ -54,12 +56,14 @@ def kill_at_random(upto: float) -> None:
     time.sleep(delay)
 
 
-def restart_head(cluster: CliCluster) -> float:
-    """SIGKILL the head and start another at the same address with the same token (as a supervisor
-    or Kubernetes would); returns when it started. cluster.json names the new head (the next
-    SIGKILL goes to it), and the `cluster` fixture stops it."""
+def restart_head(cluster: CliCluster, sig: signal.Signals = signal.SIGKILL) -> float:
+    """SIGKILL the head (or send it `sig`, and wait for it to exit) and start another at the same
+    address with the same token (as a supervisor or Kubernetes would); returns when it started.
+    cluster.json names the new head (the next signal goes to it), and the `cluster` fixture stops it."""
     info = cluster.info
-    os.kill(info["head_pid"], signal.SIGKILL)
+    os.kill(info["head_pid"], sig)
+    wait_until(lambda: not psutil.pid_exists(info["head_pid"]) or
+               psutil.Process(info["head_pid"]).status() == psutil.STATUS_ZOMBIE, 30, "the old head to exit")
     started = time.time()
     head = subprocess.Popen([sys.executable, "-m", "tasuki.head", "--address", info["address"]],
                             env={**cluster.env, "TASUKI_TOKEN": info["token"]}, stdin=subprocess.DEVNULL)
@@ -142,6 +146,18 @@ def test_a_driver_in_the_middle_of_tasks_finishes_after_the_head_restarts(cluste
     report_first_completion("tasks", lines, started)
 
 
+def test_a_head_pod_stopped_with_sigterm_leaves_its_cluster_waiting_for_the_next_head(cluster):
+    """Kubernetes evicts or deletes a head pod with SIGTERM; with TASUKI_HEAD_EXPECT_RESTART (the
+    operator's head pods set it) the head exits without stopping its nodes and drivers, which rejoin
+    the next head: the job finishes (without it, SIGTERM stops the whole cluster: test_drain.py)."""
+    proc = driver(cluster, TASKS_DRIVER)
+    read_line(proc, "SUBMITTED")
+    started = restart_head(cluster, signal.SIGTERM)
+    lines = finish(proc)
+    assert lines["SUM"] == [str(sum(i * i for i in range(1000)))]
+    report_first_completion("sigterm", lines, started)
+
+
 @repeated
 def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(cluster, tmp_path, run):
     """The busy workers rejoin with their tasks; once the driver re-sends the specs, the new head
@@ -158,7 +174,8 @@ def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(cluster, 
             return i
         refs = [slow.remote(i) for i in range(2)]           # 2 CPUs: both run at once
         for ref in refs:
-            print("AT", time.time(), tasuki.get(ref), flush=True)
+            value = tasuki.get(ref)
+            print("AT", time.time(), value, flush=True)        # (the time once the result is here)
     """)
     wait_until(lambda: len(list(runs.iterdir())) == 2, 60, "both tasks to start")
     kill_at_random(2.0)
@@ -196,7 +213,8 @@ def test_a_stored_object_put_before_the_crash_is_still_readable(cluster, run):
         while go_on.is_alive():
             result = tasuki.get(total.remote(ref))
             print("AT", time.time(), result, flush=True)
-        print("AT", time.time(), tasuki.get(total.remote(ref)), flush=True)
+        result = tasuki.get(total.remote(ref))
+        print("AT", time.time(), result, flush=True)
         print("LOCAL", int(tasuki.get(ref)[-1]), flush=True)
     """)
     read_line(proc, "STARTED")
@@ -379,7 +397,8 @@ def test_an_actor_being_constructed_when_the_head_dies_is_created(cluster, run):
                 return self.n
         slow = Slow.remote(100)
         print("STARTED", flush=True)
-        print("AT", time.time(), tasuki.get(slow.add.remote(1), timeout=120), flush=True)
+        value = tasuki.get(slow.add.remote(1), timeout=120)
+        print("AT", time.time(), value, flush=True)
     """)
     read_line(proc, "STARTED")
     kill_at_random(2.0)            # while it is placed or constructed

@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_until
+from e2e import pods
 from tasuki_operator import manifests
-from tasuki_operator.quantity import memory_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "docker" / "build.sh"
@@ -257,26 +257,13 @@ def test_head_is_healthy_then_stops_cleanly_on_sigterm(images, containers, entry
 
 # --- the proof: the operator's pods as containers, a driver outside ------------------------------------
 def docker_run_args(pod: dict, ip: str, overrides: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(`docker run` options, command) for the one container of a Pod the operator built, as a kubelet
-    would run it with pod IP `ip`: its env with the Secret's token and the downward-API fields filled
-    in (`overrides` last: the head Service's address), the size of its /dev/shm emptyDir, its memory
-    limit, and its command with $(VAR) expanded."""
-    (container,) = pod["spec"]["containers"]
-    fields = {"metadata.name": pod["metadata"]["name"], "status.podIP": ip}
-    fields |= {f"metadata.labels['{k}']": v for k, v in pod["metadata"]["labels"].items()}
-    env = {}
-    for item in container["env"]:
-        source = item.get("valueFrom", {})
-        env[item["name"]] = (item["value"] if "value" in item else TOKEN if "secretKeyRef" in source
-                             else fields[source["fieldRef"]["fieldPath"]])
-    env |= overrides
-    command = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], word) for word in container["args"]]
-    (shm,) = [v["emptyDir"]["sizeLimit"] for v in pod["spec"]["volumes"] if v["name"] == manifests.SHM_VOLUME]
-    options = ["--network", "host", "--shm-size", str(memory_bytes(shm)),
-               "--memory", str(memory_bytes(container["resources"]["limits"]["memory"]))]
-    for key, value in env.items():
-        options += ["--env", f"{key}={value}"]
-    return options, command
+    """(`docker run` options, command) for the one container of a Pod the operator built, as the e2e
+    kubelet (e2e/kubelet.py, e2e/pods.py) runs it with pod IP `ip`: its env with the Secret's token and the
+    downward-API fields filled in (`overrides` last: the head Service's address, as there is no
+    kubelet here to put Service names in /etc/hosts), /dev/shm, limits, and $(VAR) expansion."""
+    objects = {("Secret", ref["name"]): {ref["key"]: TOKEN} for item in pod["spec"]["containers"][0]["env"]
+               if (ref := item.get("valueFrom", {}).get("secretKeyRef"))}
+    return pods.docker_run_args(pod, pods.container_env(pod, pod_ip=ip, objects=objects) | overrides)
 
 
 def images_cluster(metrics_port: int) -> dict:

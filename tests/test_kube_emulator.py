@@ -307,6 +307,79 @@ def test_finalizers_hold_an_object_until_removed(kube):
     assert kube.get("configmaps", "fin", "ns") is None
 
 
+PODS = "/api/v1/namespaces/ns/pods"
+
+
+def pod(name: str, node: str | None = "node-1", grace: int | None = None, **meta) -> dict:
+    spec: dict = {"containers": [{"name": "c", "image": "i"}]}
+    if node:
+        spec["nodeName"] = node
+    if grace is not None:
+        spec["terminationGracePeriodSeconds"] = grace
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **meta}, "spec": spec}
+
+
+@pytest.mark.parametrize("node,spec_grace,query,body,expected", [
+    ("node-1", None, None, None, 30),                   # the default grace period
+    ("node-1", 7, None, None, 7),                       # the pod's terminationGracePeriodSeconds
+    ("node-1", 7, {"gracePeriodSeconds": "3"}, None, 3),   # the request's, in the query (kubectl, the client)
+    ("node-1", 7, None, {"gracePeriodSeconds": 2}, 2),  # ... or in the DeleteOptions body
+    ("node-1", 7, None, {"gracePeriodSeconds": -1}, 7),  # negative: the default
+    ("node-1", 7, {"gracePeriodSeconds": "0"}, None, None),   # 0: gone at once (--force --grace-period=0)
+    (None, 7, None, None, None),                        # not bound to a node: no kubelet to wait for
+])
+def test_deleting_a_bound_pod_is_graceful(kube, node, spec_grace, query, body, expected):
+    name = f"grace-{node}-{spec_grace}-{query}-{body}".lower().replace(" ", "").translate(
+        str.maketrans("", "", "{}':,"))
+    http(kube, "POST", PODS, pod(name, node, spec_grace))
+    code, obj = http(kube, "DELETE", f"{PODS}/{name}", body, query=query)
+    assert code == 200
+    left = kube.get("pods", name, "ns")
+    if expected is None:
+        assert left is None
+        return
+    assert left["metadata"]["deletionGracePeriodSeconds"] == expected == obj["metadata"]["deletionGracePeriodSeconds"]
+    assert left["metadata"]["deletionTimestamp"]
+    kube.set_status("pods", name, {"phase": "Running"}, "ns")         # the kubelet's writes keep it
+    assert kube.get("pods", name, "ns")["status"]["phase"] == "Running"
+    kube.delete("pods", name, "ns", grace_period_seconds=0)
+    assert kube.get("pods", name, "ns") is None
+
+
+def test_graceful_deletion_is_a_modified_event_then_a_deleted_one_and_only_shortens(kube):
+    http(kube, "POST", PODS, pod("grace-watch", grace=20))
+    rv = kube.resource_version
+    http(kube, "DELETE", f"{PODS}/grace-watch")
+    again = http(kube, "DELETE", f"{PODS}/grace-watch", {"gracePeriodSeconds": 60})[1]
+    assert again["metadata"]["deletionGracePeriodSeconds"] == 20        # a longer grace changes nothing
+    shorter = http(kube, "DELETE", f"{PODS}/grace-watch", query={"gracePeriodSeconds": "5"})[1]
+    assert shorter["metadata"]["deletionGracePeriodSeconds"] == 5
+    http(kube, "DELETE", f"{PODS}/grace-watch", query={"gracePeriodSeconds": "0"})
+    events = watch(kube, PODS, {"resourceVersion": str(rv), "timeoutSeconds": "1",
+                                "fieldSelector": "metadata.name=grace-watch"})
+    assert [(t, o["metadata"].get("deletionGracePeriodSeconds")) for t, o in events] == \
+        [("MODIFIED", 20), ("MODIFIED", 5), ("DELETED", 5)]
+
+
+def test_deletecollection_of_bound_pods_is_graceful_too(kube):
+    for name in ("coll-a", "coll-b"):
+        http(kube, "POST", PODS, pod(name, labels={"coll": "yes"}))
+    http(kube, "DELETE", PODS, query={"labelSelector": "coll=yes", "gracePeriodSeconds": "4"})
+    assert [p["metadata"]["deletionGracePeriodSeconds"] for p in kube.list("pods", "ns", "coll=yes")] == [4, 4]
+    http(kube, "DELETE", PODS, query={"labelSelector": "coll=yes", "gracePeriodSeconds": "0"})
+    assert kube.list("pods", "ns", "coll=yes") == []
+
+
+def test_a_terminating_pod_with_a_finalizer_waits_for_it_after_the_final_delete(kube):
+    http(kube, "POST", PODS, pod("grace-fin", grace=5, finalizers=["example.com/hold"]))
+    http(kube, "DELETE", f"{PODS}/grace-fin")
+    http(kube, "DELETE", f"{PODS}/grace-fin", query={"gracePeriodSeconds": "0"})
+    left = kube.get("pods", "grace-fin", "ns")
+    assert left["metadata"]["deletionGracePeriodSeconds"] == 0
+    kube.patch("pods", "grace-fin", {"metadata": {"finalizers": None}}, "ns")
+    assert kube.get("pods", "grace-fin", "ns") is None
+
+
 @pytest.mark.parametrize("policy,survivors", [
     (None, set()),                                      # background: dependents and their dependents go
     ("Orphan", {"gc-child", "gc-grandchild", "gc-co-owned"}),

@@ -308,6 +308,7 @@ def test_head_env_and_command():
     assert env_value(pod, "TASUKI_PORT") == "6380"
     assert env_value(pod, "TASUKI_METRICS_PORT") == "9100"
     assert env_value(pod, "TASUKI_METRICS_HOST") == "0.0.0.0"
+    assert env_value(pod, "TASUKI_HEAD_EXPECT_RESTART") == "1"      # an evicted head leaves its workers waiting
     assert "TASUKI_ADDRESS" not in env_of(pod)
     assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
     assert {"name": "tasuki", "containerPort": 6380, "protocol": "TCP"} in container["ports"]

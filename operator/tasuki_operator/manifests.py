@@ -107,7 +107,7 @@ OPERATOR_ENV = frozenset({
     "TASUKI_TOKEN", "TASUKI_ADDRESS", "TASUKI_NODE_NAME", "TASUKI_NODE_GROUP", "TASUKI_NODE_IP_ADDRESS",
     "TASUKI_NUM_CPUS", "TASUKI_NUM_GPUS", "TASUKI_RESOURCES", "TASUKI_OBJECT_STORE_MEMORY", "TASUKI_PORT",
     "TASUKI_METRICS_PORT", "TASUKI_METRICS_HOST", "TASUKI_DRAIN_TIMEOUT_S",
-    "TASUKI_MEMORY", "TASUKI_LABELS",
+    "TASUKI_MEMORY", "TASUKI_LABELS", "TASUKI_HEAD_EXPECT_RESTART",
 })
 
 
@@ -418,7 +418,8 @@ def head_pod(cluster: Mapping, pod_name: str | None = None) -> dict[str, Any]:
         _value("TASUKI_PORT", str(RUNTIME_PORT)),
         _value("TASUKI_METRICS_PORT", str(port)),
         _value("TASUKI_METRICS_HOST", "0.0.0.0"),      # the kubelet's probes and the Service reach the pod IP
-    ]
+        _value("TASUKI_HEAD_EXPECT_RESTART", "1"),      # a head pod evicted or deleted comes back (restartPolicy
+    ]                                                   # Always, or the operator): its workers wait and rejoin
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": PROBE_PERIOD_S,
              "timeoutSeconds": PROBE_TIMEOUT_S}
     container_extra = {

@@ -210,6 +210,14 @@ class Head:
                 transport.send(self.sock, messages, to=to)
 
     def shutdown(self) -> None:
+        if self.stop_reason and config.env("HEAD_EXPECT_RESTART", "") in ("1", "true", "yes"):
+            # a supervisor (Kubernetes) starts the next head at this address: its nodes, workers and drivers
+            # are not stopped; they wait for it (TASUKI_HEAD_RECONNECT_S) and rejoin it (recovery.py)
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: {self.stop_reason}: exiting without stopping "
+                  f"the cluster (TASUKI_HEAD_EXPECT_RESTART): its {len(self.sched.nodes)} node(s) and its drivers wait "
+                  f"for the next head at {self.address}", file=sys.stderr, flush=True)
+            self.close()
+            return
         why = f" ({self.stop_reason})" if self.stop_reason else ""
         stopping = P.head_stopping(f"the tasuki head at {self.address} shut down{why}: the cluster stopped, and "
                                      f"the tasks, objects and actors it held are gone. Start it again (`tasuki start "
@@ -220,6 +228,9 @@ class Head:
             else:                             # drivers and workers: their gets fail now, not after HEAD_RECONNECT_S
                 self.send(ident, stopping)
         self.flush()
+        self.close()
+
+    def close(self) -> None:
         self.relay.close()
         self.sock.close()
         self.control.close()
