@@ -13,7 +13,11 @@ import subprocess
 
 import pytest
 
-from e2e.platform import BASE_IMAGE, Platform, platform_from_environment
+from e2e.platform import BASE_IMAGE, Platform, platform_from_environment, use_terminal_of
+
+
+def pytest_configure(config):
+    use_terminal_of(config)
 
 
 def require_docker() -> None:

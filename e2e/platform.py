@@ -74,9 +74,37 @@ LOG_TAIL_LINES = 60                   # per pod or process in a failure's log du
 Obj = dict[str, Any]
 
 
+_pytest_config = None            # set by e2e/conftest.py: lines reach the terminal past pytest's capture
+
+
+def use_terminal_of(config) -> None:
+    global _pytest_config
+    _pytest_config = config
+
+
+def terminal_line(line: str) -> None:
+    """Write `line` on the terminal, passed test or failed (pytest's capture would keep a passing
+    test's output), and append it to $TASUKI_E2E_TIMINGS when set (the README's table is made from it)."""
+    if _pytest_config is not None:
+        capture = _pytest_config.pluginmanager.get_plugin("capturemanager")
+        reporter = _pytest_config.pluginmanager.get_plugin("terminalreporter")
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    if os.environ.get("TASUKI_E2E_TIMINGS"):
+        with open(os.environ["TASUKI_E2E_TIMINGS"], "a") as out:
+            out.write(line + "\n")
+
+
 def say(message: str) -> None:
-    """A line on the terminal even under pytest's capture (the fixture's own progress)."""
-    print(f"e2e: {message}", file=sys.__stderr__, flush=True)
+    """A line of the platform's progress on the terminal."""
+    terminal_line(f"e2e: {message}")
+
+
+def timing(scenario: str, step: str, seconds: float) -> None:
+    """`TIMING <scenario> <step> <seconds>` on the terminal (and in $TASUKI_E2E_TIMINGS)."""
+    terminal_line(f"TIMING {scenario} {step} {seconds:.1f}")
 
 
 def run(argv: list[str], *, input: str | None = None, env: dict | None = None, timeout: float = KUBECTL_TIMEOUT_S,
@@ -282,7 +310,7 @@ class LocalPlatform(Platform):
         started = time.monotonic()
         fn()
         self.timings[step] = time.monotonic() - started
-        print(f"TIMING platform {step} {self.timings[step]:.1f}", file=sys.__stdout__, flush=True)
+        timing("platform", step, self.timings[step])
 
     def _build_images(self) -> None:
         wanted = [kind for kind, image in self.images.items()
