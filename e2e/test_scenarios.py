@@ -18,7 +18,6 @@ failure makes the later ones fail too: read the first one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.platform import OPERATOR_CHART, OPERATOR_NAMESPACE, RELEASE, Platform, wait_for
+from e2e.platform import OPERATOR_CHART, OPERATOR_NAMESPACE, RELEASE, Platform, terminal_line, timing, wait_for
 
 CLUSTER = "demo"
 CPU_MAX, GPU_MAX = 3, 2
@@ -58,11 +57,6 @@ def cluster_manifest(image: str) -> dict:
                      "workerGroups": [group("cpu", CPU_MAX), group("gpu", GPU_MAX, gpus=1)],
                      "autoscaler": {"mode": "Auto", "idleTimeoutSeconds": IDLE_TIMEOUT_S,
                                     "pollIntervalSeconds": POLL_S, "conserveGpus": True}}}
-
-
-def timing(scenario: str, step: str, seconds: float) -> None:
-    """A TIMING line on the terminal, passed or failed (pytest's capture would keep a passing test's)."""
-    print(f"TIMING {scenario} {step} {seconds:.1f}", file=sys.__stdout__, flush=True)
 
 
 # --- what runs in the pods ------------------------------------------------------------------------
@@ -278,7 +272,7 @@ def test_3_idle_workers_are_drained_down_to_min_and_no_task_is_lost(platform, ta
     timing("3", "idle-to-drain", time.monotonic() - started)
     refs = [task.remote(100 + i, 1.0) for i in range(3)]             # submitted during the drain
     results = tasuki.get(refs, timeout=POD_START_S + 60)
-    print(f"scenario 3: 3 tasks submitted while {seen} ran on {sorted({r[1] for r in results})}")
+    terminal_line(f"scenario 3: 3 tasks submitted while {seen} ran on {sorted({r[1] for r in results})}")
     assert [r[0] for r in results] == [(100 + i) ** 2 for i in range(3)]
     timing("3", "tasks-during-drain-done", time.monotonic() - started)
     wait_for(lambda: not group_pods(platform, "cpu"), IDLE_TIMEOUT_S * 3 + 120,
@@ -315,6 +309,7 @@ def test_9_an_unplaceable_request_is_explained_and_starts_no_pod(platform, tasuk
 # --- 4 --------------------------------------------------------------------------------------------
 def test_4_a_gpu_task_starts_a_gpu_pod_and_no_cpu_pod(platform, tasuki_client):
     tasuki = connect(platform, tasuki_client)
+    assert not live(group_pods(platform, "gpu")), f"a GPU pod runs before any GPU work: {describe_pods(platform)}"
     with PodWatch(platform) as watch:
         started = time.monotonic()
         pod, group, visible = tasuki.get(tasuki.remote(gpu_work).options(num_gpus=1).remote(),
@@ -352,7 +347,7 @@ def test_5_a_killed_worker_is_replaced_and_its_tasks_retried(platform, tasuki_cl
         replacement = wait_for(lambda: [n for n, e in watch.of_group("cpu").items() if e["created"] > killed_at],
                                POD_START_S, "a CPU pod created after the kill", describe=lambda: str(watch.seen))
     assert not platform.get("pod", victim), f"the killed pod {victim} is still there"
-    print(f"scenario 5: killed {victim}; pods created after it: {replacement}")
+    terminal_line(f"scenario 5: killed {victim}; pods created after it: {replacement}")
 
 
 # --- 6 --------------------------------------------------------------------------------------------
