@@ -145,6 +145,18 @@ def test_group_pods_gauge_desired_and_ready_per_group():
     assert "tasuki_operator_group_pods{" not in m.render().decode()
 
 
+def test_a_clusters_counters_start_at_zero_so_a_healthy_cluster_has_an_error_rate():
+    """The e2e run found the "Reconciles and errors" panel empty on a healthy Cluster: no error had
+    made the errors_total series yet."""
+    m = OperatorMetrics()
+    m.start_counting("ml", "demo")
+    text = m.render().decode()
+    for stage in ("kube", "head", "action"):
+        assert f'tasuki_operator_errors_total{{cluster="demo",namespace="ml",stage="{stage}"}} 0.0' in text, text
+    for result in ("ok", "error"):
+        assert f'tasuki_operator_reconciles_total{{cluster="demo",namespace="ml",result="{result}"}} 0.0' in text
+
+
 def test_alert_rules_pass_promtool_check_and_unit_tests():
     promtool = tool("promtool")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)

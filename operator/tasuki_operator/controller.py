@@ -97,6 +97,7 @@ class Controller:
         """Reconcile the Cluster `ns/name` once. Returns the seconds until the next reconcile, or None
         when the Cluster is gone (its loop ends)."""
         where = f"[{ns}/{name}]"
+        self.metrics.start_counting(ns, name)
         try:
             delay = self._reconcile(ns, name, memory, where)
         except (KubeError, HeadAPIError) as e:

@@ -34,6 +34,10 @@ READY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)            # seconds: a
 PLAN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)   # seconds: the target is 50 ms at scale
 
 
+RESULTS = ("ok", "error")                 # tasuki_operator_reconciles_total's `result`
+STAGES = ("kube", "head", "action")       # tasuki_operator_errors_total's `stage`
+
+
 class OperatorMetrics:
     """The operator's metric families in their own registry."""
 
@@ -86,6 +90,14 @@ class OperatorMetrics:
                 self.group_pods.labels(namespace, cluster, group, "desired").set(desired)
                 self.group_pods.labels(namespace, cluster, group, "ready").set(ready)
             self._group_series[(namespace, cluster)] = old | set(counts)
+
+    def start_counting(self, namespace: str, cluster: str) -> None:
+        """Every result and stage of a Cluster's counters at 0, so that a healthy Cluster's error rate is a
+        series of zeros (a dashboard's "Reconciles and errors" panel shows 0, not "No data")."""
+        for result in RESULTS:
+            self.reconciles.labels(namespace, cluster, result)
+        for stage in STAGES:
+            self.errors.labels(namespace, cluster, stage)
 
     def forget(self, namespace: str, cluster: str) -> None:
         """Drop the gauges of a deleted Cluster (counters and histograms stay, as Prometheus expects)."""
