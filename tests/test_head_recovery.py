@@ -158,6 +158,22 @@ def test_a_head_pod_stopped_with_sigterm_leaves_its_cluster_waiting_for_the_next
     report_first_completion("sigterm", lines, started)
 
 
+def test_a_node_leaving_after_its_head_went_away_for_a_restart_exits_at_once(cluster):
+    """A Cluster deleted on Kubernetes: every pod gets SIGTERM. The head (TASUKI_HEAD_EXPECT_RESTART)
+    tells its nodes it is going away (HEAD_RESTARTING); a node agent then told to leave has no one to
+    drain for and exits at once, not after LEAVE_HEAD_SILENCE_S (10 s) of silence."""
+    node_id, node_pid = cluster.add_node("127.0.0.2", "--num-cpus", "1")
+    head_pid = cluster.info["head_pid"]
+    os.kill(head_pid, signal.SIGTERM)
+    wait_until(lambda: not psutil.pid_exists(head_pid) or psutil.Process(head_pid).status() == psutil.STATUS_ZOMBIE,
+               30, "the head to exit")
+    os.kill(node_pid, signal.SIGTERM)
+    started = time.monotonic()
+    wait_until(lambda: not psutil.pid_exists(node_pid) or psutil.Process(node_pid).status() == psutil.STATUS_ZOMBIE,
+               30, f"node agent {node_id} to exit")
+    assert time.monotonic() - started < 8, f"the node agent took {time.monotonic() - started:.1f} s to exit"
+
+
 @repeated
 def test_tasks_running_when_the_head_dies_run_on_and_are_not_run_again(cluster, tmp_path, run):
     """The busy workers rejoin with their tasks; once the driver re-sends the specs, the new head

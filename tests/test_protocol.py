@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple] = {
     P.WARN: ("a warning",),
     P.ANSWER: (7, {"nodes": []}),
     P.HEAD_STOPPING: ("the head stopped",),
+    P.HEAD_RESTARTING: ("the head is going away (SIGTERM)",),
     P.REJOIN: (1796300000.25,),
     P.CREATE_ACTOR: (b"a" * 16, ("spec",), 9),
     P.ACTOR_READY: (b"a" * 16, "tcp://10.0.0.1:7001", None),

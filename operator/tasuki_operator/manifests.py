@@ -90,7 +90,8 @@ TERMINATION_GRACE_S = DRAIN_TIMEOUT_S + STOP_MARGIN_S
 
 PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-READY_FAILURES = 3                            # readiness: out of the Service after 30 s of failures
+READY_PERIOD_S = 2                            # readiness: Ready within 2 s of registering (the first probe, at the
+READY_FAILURES = 15                           # container's start, fails), out of the Service after 30 s of failures
 LIVE_DELAY_S = 30                             # liveness: 30 s to start, then
 LIVE_FAILURES = 6                             # 60 s of failures before the kubelet acts
 WORKER_LIVE_DELAY_S = 90                      # `tasuki start` gives a worker 60 s to register with the head
@@ -426,7 +427,7 @@ def head_pod(cluster: Mapping, pod_name: str | None = None) -> dict[str, Any]:
         "args": ["tasuki", "start", "--head", "--block"],
         "ports": [{"name": "tasuki", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": {**probe, "failureThreshold": READY_FAILURES},
+        "readinessProbe": {**probe, "periodSeconds": READY_PERIOD_S, "failureThreshold": READY_FAILURES},
         "livenessProbe": {**probe, "initialDelaySeconds": LIVE_DELAY_S, "failureThreshold": LIVE_FAILURES},
     }
     annotations = ({"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
@@ -462,7 +463,7 @@ def worker_probes() -> dict[str, dict]:
     anyway (`--block` exits when a child does)."""
     probe = {"exec": {"command": ["sh", "-c", WORKER_PROBE_SCRIPT]}, "periodSeconds": PROBE_PERIOD_S,
              "timeoutSeconds": PROBE_TIMEOUT_S}
-    return {"readinessProbe": {**probe, "failureThreshold": READY_FAILURES},
+    return {"readinessProbe": {**probe, "periodSeconds": READY_PERIOD_S, "failureThreshold": READY_FAILURES},
             "livenessProbe": {**probe, "initialDelaySeconds": WORKER_LIVE_DELAY_S, "failureThreshold": LIVE_FAILURES}}
 
 

@@ -376,6 +376,10 @@ class Client:
             elif kind == P.REFUSED:
                 self.refused = message[1]
                 arrived = True
+            elif kind == P.HEAD_RESTARTING:
+                if self.role == "driver":
+                    print(f"tasuki: {message[1]}; waiting for it to come back (calls wait meanwhile, for up to "
+                          f"TASUKI_HEAD_RECONNECT_S)", file=sys.stderr, flush=True)
             elif kind == P.HEAD_STOPPING:
                 self.head_stopped = message[1]
                 self._fail_waiting(ClusterError(message[1]))    # wakes the gets: check_head raises

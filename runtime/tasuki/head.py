@@ -217,6 +217,11 @@ class Head:
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: {self.stop_reason}: exiting without stopping "
                   f"the cluster (TASUKI_HEAD_EXPECT_RESTART): its {len(self.sched.nodes)} node(s) and its drivers wait "
                   f"for the next head at {self.address}", file=sys.stderr, flush=True)
+            restarting = P.head_restarting(f"the tasuki head at {self.address} is going away ({self.stop_reason}) and "
+                                           f"is expected back at the same address")
+            for ident in self.peers:
+                self.send(ident, restarting)
+            self.flush()
             self.close()
             return
         why = f" ({self.stop_reason})" if self.stop_reason else ""

@@ -129,6 +129,7 @@ class NodeAgent:
         self.head_heard = time.time()                 # the head's last message (it answers heartbeats)
         self.head_messages: list = []
         self.next_beat = 0.0
+        self.head_away = False                        # the head said it is restarting (HEAD_RESTARTING)
         self.pin_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(pin_socket_path(cfg)):
             os.unlink(pin_socket_path(cfg))
@@ -186,10 +187,10 @@ class NodeAgent:
             if self.leave_asked:
                 if self.leave_deadline is None:
                     self.leave(now)
-                elif now - self.head_heard > LEAVE_HEAD_SILENCE_S:
-                    print(f"tasuki node {self.cfg.node_id}: leaving, and the head at {self.cfg.head_address} has "
-                          f"said nothing for {now - self.head_heard:.1f} s: no one is left to drain this node for; "
-                          f"exiting.", file=sys.stderr, flush=True)
+                elif self.head_away or now - self.head_heard > LEAVE_HEAD_SILENCE_S:
+                    silence = "went away" if self.head_away else f"has said nothing for {now - self.head_heard:.1f} s"
+                    print(f"tasuki node {self.cfg.node_id}: leaving, and the head at {self.cfg.head_address} {silence}: "
+                          f"no one is left to drain this node for; exiting.", file=sys.stderr, flush=True)
                     self.exit_code = 1
                     break
                 elif now > self.leave_deadline:
@@ -368,6 +369,10 @@ class NodeAgent:
             self.session = m.info.get("session")
         elif kind == P.REJOIN:
             self.rejoin(m.session)
+        elif kind == P.HEAD_RESTARTING:
+            self.head_away = True
+            print(f"tasuki node {self.cfg.node_id}: {m.reason}; waiting for it (up to TASUKI_HEAD_RECONNECT_S="
+                  f"{self.head_timeout:g} s)", file=sys.stderr, flush=True)
         elif kind == P.NODE_DIED:
             self.source_died(m.node_id, m.address)
         elif kind == P.REPLICATE:
@@ -386,7 +391,7 @@ class NodeAgent:
                   f"and forgot it; stopping this node agent and its workers.", file=sys.stderr, flush=True)
             self.exit_code, self.running = 1, False
             return
-        self.session = session
+        self.session, self.head_away = session, False
         objects = [(oid, e.size) for oid, e in self.store.entries.items() if e.sealed and not e.freed]
         self.head_messages.insert(0, P.hello("node", {**self.info(), "rejoin": {
             "workers": list(self.pids.items()), "objects": objects}}))

@@ -82,6 +82,9 @@ tasuki.protocol --write` rewrites it; tests/test_protocol.py fails when it diffe
     HEAD_STOPPING(reason)  head → drivers and workers
         the head is shutting down (SIGTERM, `tasuki stop`): pending gets and waits raise
         ClusterError(reason) at once
+    HEAD_RESTARTING(reason)  head → driver, worker or node
+        the head is going away and a supervisor starts the next one (TASUKI_HEAD_EXPECT_RESTART): keep
+        waiting for it and rejoin it; a node agent that is leaving exits, no one is left to drain it for
     REJOIN(session)  head → driver, worker or node
         a new head runs (recovery.py): sent to a process it does not know that sent something other than
         HELLO (the message is dropped), again every 0.5 s; the process says HELLO again with
@@ -193,6 +196,7 @@ LEAVING, DRAINED, REPLICATE, HEAD_STOPPING = "leaving", "drained", "replicate", 
 REQUEST_RESOURCES = "request_resources"
 WRITTEN, ACTOR_SEND, ACTOR_REPLY = "written", "actor_send", "actor_reply"
 REJOIN = "rejoin"
+HEAD_RESTARTING = "head_restarting"
 
 # actor states in ACTOR_INFO
 PENDING, ALIVE_STATE, RESTARTING, DEAD_STATE = "PENDING", "ALIVE", "RESTARTING", "DEAD"
@@ -321,6 +325,9 @@ MESSAGES: tuple[Message, ...] = (
     Message(HEAD_STOPPING, "reason", "head → drivers and workers",
             "the head is shutting down (SIGTERM, `tasuki stop`): pending gets and waits raise "
             "ClusterError(reason) at once"),
+    Message(HEAD_RESTARTING, "reason", "head → driver, worker or node",
+            "the head is going away and a supervisor starts the next one (TASUKI_HEAD_EXPECT_RESTART): keep "
+            "waiting for it and rejoin it; a node agent that is leaving exits, no one is left to drain it for"),
     Message(REJOIN, "session", "head → driver, worker or node",
             "a new head runs (recovery.py): sent to a process it does not know that sent something other "
             "than HELLO (the message is dropped), again every 0.5 s; the process says HELLO again with "
