@@ -886,23 +886,33 @@ class Client:
 
     def read_stored(self, oid: bytes, sources: list, timeout: float | None = None):
         if self.local_store():
-            pinned = self.pin_directly(oid, timeout)
-            if pinned is not None:
-                offset, parts = pinned
-            else:                     # not sealed here yet, or spilled, or on another node: ask over zmq
-                ask = lambda req: P.pin(req, oid, sources)      # noqa: E731
-                if timeout is None:
-                    reply = self.request_node(ask)
-                else:
-                    reply = self.request_node(ask, max(timeout, 0.0), fetch_timeout_error(oid, sources))
-                _, _, _, offset, parts, error = reply
-                if error is not None:
-                    raise ObjectLostError(error)
+            try:
+                offset, parts = self.pin_locally(oid, sources, timeout)
+            except ClusterError as e:
+                if self.node_died is None:
+                    raise
+                raise ObjectLostError(f"object {oid.hex()} cannot be read here: {e}") from None   # (the head may know more)
             unpin = _Unpinner(self, oid)
             arena = self.arena if not isinstance(offset, str) else Arena(offset, readonly=True)   # a spill file
             header, buffers = arena.read(offset if arena is self.arena else 0, parts, unpin)
             return serialization.loads(header, buffers)
         return self.read_remote(oid, sources, timeout)
+
+    def pin_locally(self, oid: bytes, sources: list, timeout: float | None = None) -> tuple:
+        """Pin an object in the local node's store (the node pulls it from `sources` if needed):
+        (offset or spill file, parts); ObjectLostError when the node cannot get it."""
+        pinned = self.pin_directly(oid, timeout)
+        if pinned is not None:
+            return pinned
+        ask = lambda req: P.pin(req, oid, sources)      # noqa: E731   (not sealed here yet, spilled, or elsewhere)
+        if timeout is None:
+            reply = self.request_node(ask)
+        else:
+            reply = self.request_node(ask, max(timeout, 0.0), fetch_timeout_error(oid, sources))
+        _, _, _, offset, parts, error = reply
+        if error is not None:
+            raise ObjectLostError(error)
+        return offset, parts
 
     def pin_directly(self, oid: bytes, timeout: float | None = None) -> tuple[int, list] | None:
         """Pin an object sealed in the local store over the node's pin channel, from this thread:
