@@ -78,6 +78,16 @@ ALLOWED = [
     ("create", "coordination.k8s.io", "leases", None, None),
     ("get", "coordination.k8s.io", "leases", None, rbac.LEADER_LEASE),
     ("update", "coordination.k8s.io", "leases", None, rbac.LEADER_LEASE),
+    # tasuki Jobs (job_controller): the Job, its status, its inline Cluster, its working directory
+    ("list", "tasuki.dev", "jobs", None, None),
+    ("watch", "tasuki.dev", "jobs", None, None),
+    ("get", "tasuki.dev", "jobs", None, "weekly"),
+    ("patch", "tasuki.dev", "jobs", None, "weekly"),
+    ("delete", "tasuki.dev", "jobs", None, "weekly"),              # ttlSecondsAfterFinished
+    ("patch", "tasuki.dev", "jobs", "status", "weekly"),
+    ("create", "tasuki.dev", "clusters", None, None),              # an inline spec.cluster
+    ("delete", "tasuki.dev", "clusters", None, "weekly"),          # shutdownAfterFinish
+    ("get", "", "configmaps", None, "weekly-code"),                # spec.workingDir.configMap
 ]
 
 REFUSED = [
@@ -92,9 +102,11 @@ REFUSED = [
     ("create", "", "pods", "eviction", "demo-head"),
     ("get", "", "pods", "log", "demo-head"),
     ("update", "tasuki.dev", "clusters", "scale", "demo"),
-    ("create", "tasuki.dev", "clusters", None, None),
-    ("delete", "tasuki.dev", "clusters", None, "demo"),
-    ("get", "", "configmaps", None, "x"),
+    ("update", "tasuki.dev", "jobs", None, "weekly"),
+    ("create", "tasuki.dev", "jobs", None, None),                  # Jobs are the user's, never made by us
+    ("update", "tasuki.dev", "jobs", "status", "weekly"),
+    ("list", "", "configmaps", None, None),
+    ("create", "", "configmaps", None, None),
     ("create", "apps", "deployments", None, None),
     ("create", "rbac.authorization.k8s.io", "roles", None, None),
     ("create", "rbac.authorization.k8s.io", "rolebindings", None, None),

@@ -2,9 +2,12 @@
 
     kopf watch: Clusters ──event──► cluster_event ──► Loops.ensure(ns/name), wake on spec changes
     kopf watch: our pods ──event──► pod_event ─────► Loops.wake(ns/<tasuki.dev/cluster label>)
+                                                     (and the Job loop of that name: an inline cluster)
+    kopf watch: Jobs ─────event──► job_event ─────► job Loops.ensure(ns/name), wake on spec changes
     Loops: one asyncio task per Cluster:  while the Cluster exists:
                delay = controller.reconcile(ns, name, memory)   (in a thread of its own pool)
                wait for `delay` seconds or a wake-up, whichever comes first
+           (and a second Loops, one task per tasuki Job, over job_controller.JobController)
 
 Why loops of our own rather than kopf's timers or daemons: kopf puts a finalizer on every object
 that has a daemon or timer, so a Cluster could not be deleted while the operator is down (KubeRay
@@ -17,22 +20,23 @@ many Clusters (`--workers`), every API and head request is bounded, and a loop w
 timer. A Cluster's status changes do not wake its loop (the loop wrote them); spec, label and
 deletion changes do, and so does any change to its pods (a deleted worker is replaced at once).
 
-main.py installs these handlers with `kopf.run(..., memo=kopf.Memo(loops=Loops(...)))`.
+main.py installs these handlers with `kopf.run(..., memo=kopf.Memo(loops=Loops(...), job_loops=Loops(...)))`.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
 from .controller import ClusterMemory, Controller
-from .kube import GROUP, VERSION, CLUSTERS
+from .kube import GROUP, JOBS, VERSION, CLUSTERS
 from .manifests import LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY
 
-__all__ = ["Loops", "cluster_event", "pod_event"]
+__all__ = ["Loops", "cluster_event", "job_event", "pod_event"]
 
 log = logging.getLogger("tasuki_operator")
 
@@ -41,10 +45,14 @@ HEARTBEAT_S = 1.0            # the event loop's heartbeat (for /healthz)
 
 
 class Loops:
-    """The per-Cluster reconcile loops of this operator process."""
+    """The per-object reconcile loops of this operator process: one per Cluster (a `Controller`), or,
+    with `memory=JobMemory`, one per tasuki Job (a `JobController`)."""
 
-    def __init__(self, controller: Controller, workers: int = 32) -> None:
+    def __init__(self, controller: Controller, workers: int = 32, memory: Callable[[], object] = ClusterMemory,
+                 kind: str = "clusters") -> None:
         self.controller = controller
+        self.new_memory = memory
+        self.kind = kind
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tasuki-reconcile")
         self.tasks: dict[tuple[str, str], asyncio.Task] = {}
         self.wakers: dict[tuple[str, str], asyncio.Event] = {}
@@ -57,7 +65,7 @@ class Loops:
         task = self.tasks.get(key)
         if task is None or task.done():
             self.wakers[key] = asyncio.Event()
-            self.tasks[key] = asyncio.create_task(self._run(key), name=f"tasuki-cluster-{key[0]}/{key[1]}")
+            self.tasks[key] = asyncio.create_task(self._run(key), name=f"tasuki-{self.kind}-{key[0]}/{key[1]}")
 
     def wake(self, key: tuple[str, str]) -> None:
         """Reconcile the Cluster now (after the current reconcile, if one runs)."""
@@ -92,12 +100,12 @@ class Loops:
         if late > 10 * HEARTBEAT_S:
             return False, f"the operator's event loop has not run for {late:.0f} s"
         failing = sorted(f"{ns}/{name}" for (ns, name), m in list(self.memories.items()) if not m.healthy)
-        return True, f"ok: {len(self.tasks)} clusters" + (f", last reconcile failed for {', '.join(failing)}"
+        return True, f"ok: {len(self.tasks)} {self.kind}" + (f", last reconcile failed for {', '.join(failing)}"
                                                            if failing else "")
 
     async def _run(self, key: tuple[str, str]) -> None:
         ns, name = key
-        memory = self.memories.setdefault(key, ClusterMemory())
+        memory = self.memories.setdefault(key, self.new_memory())
         loop = asyncio.get_running_loop()
         log.info("[%s/%s] reconcile loop started", ns, name)
         while True:
@@ -134,6 +142,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
 @kopf.on.cleanup()
 async def operator_cleanup(memo: kopf.Memo, **_) -> None:
     await memo.loops.stop_all()
+    await memo.job_loops.stop_all()
 
 
 @kopf.on.event(GROUP, VERSION, CLUSTERS)
@@ -154,10 +163,30 @@ async def cluster_event(type: str | None, body: kopf.Body, namespace: str, name:
     loops.generations[key] = seen
 
 
+@kopf.on.event(GROUP, VERSION, JOBS)
+async def job_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+    """A tasuki Job appeared, changed or went: start, wake or stop its loop (status changes, which its
+    loop writes, wake nothing)."""
+    loops: Loops = memo.job_loops
+    key = (namespace, name)
+    if type == "DELETED":
+        await loops.stop(key)
+        return
+    meta = body.get("metadata", {})
+    seen = (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+    if key not in loops.tasks:
+        loops.ensure(key)
+    elif loops.generations.get(key) != seen:
+        loops.wake(key)
+    loops.generations[key] = seen
+
+
 @kopf.on.event("", "v1", "pods", labels={LABEL_CLUSTER: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY})
 async def pod_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
-    """One of a Cluster's pods changed: reconcile that Cluster now."""
+    """One of a Cluster's pods changed: reconcile that Cluster now, and the Job of the same name (the
+    Job an inline cluster was made for: its head may just have become ready)."""
     memo.loops.wake((namespace, labels[LABEL_CLUSTER]))
+    memo.job_loops.wake((namespace, labels[LABEL_CLUSTER]))
 
 
 @kopf.on.login()

@@ -16,6 +16,14 @@ The head's side is runtime/tasuki/metrics.py:
                                        200 {"node_id", "state", "running_tasks", "objects", "drained"}
                                        409 (busy, if_idle set) {"refused": true, "running_tasks", "error"}
 
+  The jobs API (/work/wt/JOBS_API.md; job_controller.py's calls), every request with the token:
+  PUT  {base}/api/v1/jobs/packages/{sha256}   a zip of the working directory → 201/200 {"package", "bytes"}
+  POST {base}/api/v1/jobs                     {"entrypoint", "job_id", "working_dir", "env", "pip",
+                                               "metadata"} → 201 {"job_id"}; 409 when job_id exists
+  GET  {base}/api/v1/jobs/{id}                the job: {"job_id", "status", "message", "exit_code",
+                                               "start_time", "end_time", ...}; 404
+  POST {base}/api/v1/jobs/{id}/stop           200 the job; 409 when it already ended
+
 The head has no endpoint that undoes a drain, so neither does this client.
 
 Exceptions (both carry the URL; neither ever carries the token):
@@ -51,6 +59,7 @@ DEFAULT_TIMEOUT_S = 5.0                # seconds: one whole request, DNS to the 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024    # bytes: the largest answer read (demand of ~50,000 nodes)
 READ_CHUNK = 64 * 1024                 # bytes read per call
 USER_AGENT = "tasuki-operator"
+JOBS_PATH = "/api/v1/jobs"
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -166,7 +175,8 @@ class DrainAnswer:
 class HeadAPI:
     """A client for one head's HTTP API. Cheap to build (no connection is kept: one per request).
 
-    `token` is the cluster token (from the Cluster's Secret), sent only with the drain request;
+    `token` is the cluster token (from the Cluster's Secret), sent with the drain request and every
+    jobs request (the jobs API wants it on reads too);
     None or "" sends none (the head then answers 401). It never appears in a message or repr.
     """
 
@@ -222,11 +232,35 @@ class HeadAPI:
             raise HeadError(self.base_url + path, 0, f"expected a JSON object, got {_start(answer)}")
         return DrainAnswer.from_json({**answer, "refused": status == 409}, str(node_id))
 
+    # --- jobs -----------------------------------------------------------------------------------
+    def upload_package(self, sha256: str, data: bytes) -> None:
+        """PUT a working-directory zip under its sha256 (200 when the head has it already)."""
+        self._json("PUT", f"{JOBS_PATH}/packages/{sha256}", data, content_type="application/zip")
+
+    def submit_job(self, request: dict) -> bool:
+        """POST a job (`request` as the API takes it, job_id included). True when submitted now, False
+        when the head already has that job id (409: an earlier try of this submission got through)."""
+        status, answer = self._json("POST", JOBS_PATH, request, allow=(409,))
+        return status != 409
+
+    def job(self, job_id: str) -> dict:
+        """GET one job's status; HeadError with status 404 when the head has no such job."""
+        path = f"{JOBS_PATH}/{urllib.parse.quote(job_id, safe='')}"
+        answer = self._json("GET", path)[1]
+        if not (isinstance(answer, dict) and isinstance(answer.get("status"), str)):
+            raise HeadError(self.base_url + path, 0, f"expected a job object with a status, got {_start(answer)}")
+        return answer
+
+    def stop_job(self, job_id: str) -> None:
+        """POST stop; a job that already ended (409) is left as it is."""
+        self._json("POST", f"{JOBS_PATH}/{urllib.parse.quote(job_id, safe='')}/stop", {}, allow=(409,))
+
     # --- one request ------------------------------------------------------------------------------
-    def _json(self, method: str, path: str, body: dict | None = None, allow: tuple = ()) -> tuple[int, object]:
+    def _json(self, method: str, path: str, body: dict | bytes | None = None, allow: tuple = (),
+              content_type: str = "application/json") -> tuple[int, object]:
         """One request; (status, decoded JSON) for 2xx and the `allow`ed statuses, else HeadError."""
         url = self.base_url + path
-        status, data = self._request(method, path, body)
+        status, data = self._request(method, path, body, content_type)
         try:
             answer = json.loads(data) if data.strip() else None
         except ValueError:
@@ -238,15 +272,16 @@ class HeadAPI:
         message = answer.get("error") if isinstance(answer, dict) and answer.get("error") else _start(data)
         raise HeadError(url, status, self._scrub(str(message)))
 
-    def _request(self, method: str, path: str, body: dict | None) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: dict | bytes | None,
+                 content_type: str = "application/json") -> tuple[int, bytes]:
         url = self.base_url + path
         deadline = time.monotonic() + self.timeout_s
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, "Connection": "close"}
         payload = None
         if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if method == "POST" and self._token:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        if self._token and (method != "GET" or path.startswith(JOBS_PATH)):
             headers["Authorization"] = f"Bearer {self._token}"
         cls = _HTTPSConnection if self.scheme == "https" else _HTTPConnection
         conn = cls(self.host, self.port, timeout=self.timeout_s)

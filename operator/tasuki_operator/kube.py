@@ -39,6 +39,9 @@ Signatures (ns = namespace):
     get_service(ns, name) -> dict | None ; create_service(ns, svc) -> dict
     get_secret(ns, name) -> dict | None ; create_secret(ns, secret) -> dict ; delete_secret(ns, name) -> bool
     post_event(ns, involved_object, reason, message, type_="Normal") -> dict
+    create_cluster(ns, cluster) -> dict ; delete_cluster(ns, name) -> bool ; patch_cluster(ns, name, patch) -> dict
+    get_job(ns, name) -> dict | None ; patch_job_status(ns, name, patch) -> dict ; delete_job(ns, name) -> bool
+    get_configmap(ns, name) -> dict | None               # a Job's spec.workingDir.configMap
     get_lease(ns, name) -> dict | None ; create_lease(ns, lease) -> dict      # leader.py's calls
     replace_lease(ns, name, lease) -> dict      # PUT, conditional on the lease's metadata.resourceVersion
 """
@@ -56,13 +59,14 @@ from kubernetes import client, config
 from . import rbac
 from .manifests import API_VERSION, LABEL_CLUSTER, MANAGED_BY
 
-__all__ = ["Kube", "KubeError", "KubeForbidden", "KubeConflict", "KubeUnreachable", "forbidden_message",
+__all__ = ["Kube", "JOBS", "KubeError", "KubeForbidden", "KubeConflict", "KubeUnreachable", "forbidden_message",
            "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 10.0               # connect and read timeout of every request, seconds
 CONNECT_TIMEOUT_S = 5.0                # the connect part, at most this (or `timeout` when smaller)
 GROUP, VERSION = API_VERSION.split("/")
 CLUSTERS = "clusters"
+JOBS = "jobs"
 EVENT_TYPES = ("Normal", "Warning")
 EVENT_MESSAGE_LIMIT = 1024             # events.k8s.io refuses longer notes; core v1 keeps them, kubectl cuts them
 EVENT_REASON_LIMIT = 128
@@ -260,6 +264,71 @@ class Kube:
                               resource=CLUSTERS, subresource="status", namespace=ns, name=name)
         except client.ApiException as e:
             raise self._unexpected(e, "patch", GROUP, CLUSTERS, ns, name, "status") from None
+
+    def create_cluster(self, ns: str, cluster: dict) -> dict:
+        """Create a Cluster (a Job's inline cluster); when one of that name exists already, return it."""
+        name = cluster["metadata"]["name"]
+        try:
+            return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, ns, CLUSTERS, cluster,
+                              verb="create", api_group=GROUP, resource=CLUSTERS, namespace=ns)
+        except client.ApiException as e:
+            if e.status == 409:
+                existing = self.get_cluster(ns, name)
+                if existing is not None:
+                    return existing
+            raise self._unexpected(e, "create", GROUP, CLUSTERS, ns, name) from None
+
+    def delete_cluster(self, ns: str, name: str) -> bool:
+        """Delete the Cluster (its pods, Service and Secret go with it); False when it was already gone."""
+        return self._delete_custom(ns, CLUSTERS, name)
+
+    def patch_cluster(self, ns: str, name: str, patch: dict) -> dict:
+        """Merge `patch` into the Cluster (e.g. {"spec": {"workerGroups": [...]}}; lists are replaced whole)."""
+        try:
+            return self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, ns, CLUSTERS, name, patch,
+                              _content_type=MERGE_PATCH, verb="patch", api_group=GROUP, resource=CLUSTERS,
+                              namespace=ns, name=name)
+        except client.ApiException as e:
+            raise self._unexpected(e, "patch", GROUP, CLUSTERS, ns, name) from None
+
+    # --- the Job --------------------------------------------------------------------------------
+    def get_job(self, ns: str, name: str) -> dict | None:
+        """The tasuki Job `name` in `ns`, or None when there is none."""
+        try:
+            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, JOBS, name,
+                              verb="get", api_group=GROUP, resource=JOBS, namespace=ns, name=name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise self._unexpected(e, "get", GROUP, JOBS, ns, name) from None
+
+    def patch_job_status(self, ns: str, name: str, patch: dict) -> dict:
+        """Merge `patch` (status fields) into the Job's `.status` through the status subresource."""
+        try:
+            return self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns, JOBS,
+                              name, {"status": patch}, _content_type=MERGE_PATCH, verb="patch", api_group=GROUP,
+                              resource=JOBS, subresource="status", namespace=ns, name=name)
+        except client.ApiException as e:
+            raise self._unexpected(e, "patch", GROUP, JOBS, ns, name, "status") from None
+
+    def delete_job(self, ns: str, name: str) -> bool:
+        """Delete the Job (what it owns goes with it); False when it was already gone."""
+        return self._delete_custom(ns, JOBS, name)
+
+    def get_configmap(self, ns: str, name: str) -> dict | None:
+        """The ConfigMap, or None when there is none."""
+        return self._get(self.core.read_namespaced_config_map, ns, name, api_group="", resource="configmaps")
+
+    def _delete_custom(self, ns: str, plural: str, name: str) -> bool:
+        try:
+            self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, ns, plural, name,
+                       body={"propagationPolicy": "Background"}, verb="delete", api_group=GROUP, resource=plural,
+                       namespace=ns, name=name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise self._unexpected(e, "delete", GROUP, plural, ns, name) from None
+        return True
 
     # --- pods -----------------------------------------------------------------------------------
     def list_pods(self, ns: str, cluster_name: str) -> list[dict]:

@@ -3,7 +3,7 @@
     tasuki-operator [--namespace NS]... [--kubeconfig PATH] [--context NAME] [--head-url TEMPLATE]
                     [--standalone | --lease-namespace NS] [--metrics-host H] [--metrics-port P]
 
-Watches the Clusters of the given namespaces (all namespaces without --namespace), with the
+Watches the Clusters and the tasuki Jobs of the given namespaces (all namespaces without --namespace), with the
 credentials of a kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) or, inside a pod, of its
 ServiceAccount. It serves /metrics and /healthz (metrics.py) and runs kopf with the handlers of
 handlers.py. One replica runs with --standalone; with more, each waits to hold the Lease
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     import kopf                                   # imported here so --help works without the operator extra
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
     from .controller import Controller
+    from .job_controller import JobController, JobMemory
     from .kube import Kube
     from .metrics import OperatorMetrics, serve
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = OperatorMetrics()
     controller = Controller(kube, metrics, args.head_url, pending_grace_s=args.pending_grace_seconds)
     loops = handlers.Loops(controller, workers=args.workers)
+    job_loops = handlers.Loops(JobController(kube, args.head_url), workers=args.workers, memory=JobMemory,
+                               kind="jobs")
     try:
         server = serve(metrics, args.metrics_host, args.metrics_port, loops.healthy)
     except OSError as e:
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("tasuki-operator: leading as %s", identity)
         try:
             await kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
-                                memo=kopf.Memo(loops=loops), stop_flag=stop)
+                                memo=kopf.Memo(loops=loops, job_loops=job_loops), stop_flag=stop)
         finally:
             heartbeat.cancel()
             if elector is not None:
