@@ -155,8 +155,8 @@ def test_role_and_cluster_role_carry_the_file_rules():
 
 def test_load_rules_returns_a_copy():
     rules = rbac.load_rules()
-    rules[0]["verbs"].append("delete")
-    assert "delete" not in rbac.load_rules()[0]["verbs"]
+    rules[0]["verbs"].append("deletecollection")
+    assert "deletecollection" not in rbac.load_rules()[0]["verbs"]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)

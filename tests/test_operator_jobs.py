@@ -1,0 +1,236 @@
+"""The real operator process and the tasuki Job resource (jobs.tasuki.dev), against the Kubernetes API
+emulation and fake heads that serve the jobs API (tests/fake_head.py).
+
+One operator process for the module (its own emulator on 127.43.0.1, fake heads on 127.43.0.2, reached
+through `--head-url http://127.43.0.2:{port}` with each Cluster's spec.metrics.port set to its head's
+port); each test works in a namespace of its own. The emulator has no kubelet: `head_ready` plays it
+(the head pod Running and Ready) and hands the fake head the token the operator generated. The fake
+head's jobs move only when the test moves them (`set_job`, `finish`). Every wait is on a condition.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("kopf")
+from fake_head import FakeHead                                           # noqa: E402
+from kube_emulator import KubeEmulator                                   # noqa: E402
+from kubectl import MISSING, kubectl_path                                # noqa: E402
+from test_operator import Stack, free_port                               # noqa: E402
+from tasuki_operator import rbac                                         # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = [ROOT / "operator" / "tasuki_operator" / "crd.yaml", ROOT / "operator" / "tasuki_operator" / "job_crd.yaml"]
+API_HOST, HEAD_HOST = "127.43.0.1", "127.43.0.2"
+WEEKLY = ROOT / "examples" / "weekly_features.py"
+
+
+class JobStack(Stack):
+    def job(self, ns: str, name: str) -> dict | None:
+        return self.kube.get("jobs.tasuki.dev", name, ns)
+
+    def status(self, ns: str, name: str) -> dict:
+        return (self.job(ns, name) or {}).get("status") or {}
+
+    def wait_status(self, ns: str, name: str, what: str, check, timeout: float = 30.0) -> dict:
+        return self.wait(what, lambda: (s := self.status(ns, name)) and check(s) and s, timeout)
+
+    def reasons(self, ns: str) -> list[str]:
+        return [e["reason"] for e in self.events(ns)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("operator-jobs") / "operator.log"
+    with KubeEmulator(host=API_HOST) as kube:
+        for crd in CRDS:
+            kube.apply_crd(crd)
+        port = free_port()
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
+                 "--standalone", "--head-url", f"http://{HEAD_HOST}:{{port}}", "--metrics-host", "127.0.0.1",
+                 "--metrics-port", str(port), "--log-level", "DEBUG"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
+        s = JobStack(kube, proc, log_path, port)
+
+        def healthy():
+            assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{s.logs()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        s.wait("the operator's /healthz", healthy)
+        yield s
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the operator did not stop within 30 s of SIGTERM:\n{s.logs()}")
+
+
+def cluster_spec(head: FakeHead) -> dict:
+    return {"image": "tasuki/runtime:0.1.0", "metrics": {"port": head.port},
+            "head": {"numCpus": 0},
+            "autoscaler": {"mode": "Auto", "pollIntervalSeconds": 1, "idleTimeoutSeconds": 5},
+            "workerGroups": [{"name": "cpu", "replicas": 1, "minReplicas": 0, "maxReplicas": 2,
+                              "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                            "limits": {"cpu": "1", "memory": "1Gi"}}}]}
+
+
+def tkj(ns: str, name: str, **spec) -> dict:
+    return {"apiVersion": "tasuki.dev/v1alpha1", "kind": "Job", "metadata": {"name": name, "namespace": ns},
+            "spec": {"entrypoint": "python job.py", **spec}}
+
+
+def existing_cluster(stack: JobStack, ns: str, head: FakeHead, name: str = "shared") -> None:
+    stack.apply({"apiVersion": "tasuki.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": name, "namespace": ns},
+                 "spec": cluster_spec(head)})
+    stack.head_ready(ns, name, head)
+
+
+def condition(status: dict, type_: str) -> str | None:
+    return next((c["status"] for c in status.get("conditions") or () if c["type"] == type_), None)
+
+
+# --- the scenarios -----------------------------------------------------------------------------------
+def test_inline_cluster_from_configmap_to_succeeded_then_cleaned_up(stack):
+    ns = "jobs-inline"
+    with FakeHead(host=HEAD_HOST) as head:
+        stack.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "weekly-code", "namespace": ns},
+                           "data": {"weekly_features.py": WEEKLY.read_text()}})
+        job = stack.apply(tkj(ns, "weekly", entrypoint="python weekly_features.py --weeks 4",
+                              workingDir={"configMap": {"name": "weekly-code"}}, env=[{"name": "WEEKS", "value": "4"}],
+                              pip=["numpy"], cluster=cluster_spec(head), ttlSecondsAfterFinished=2))
+        cluster = stack.wait("the inline Cluster", lambda: stack.cluster(ns, "weekly"))
+        owner = cluster["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", "weekly", job["metadata"]["uid"])
+        stack.wait_status(ns, "weekly", "PENDING, waiting for the head", lambda s: s.get("jobStatus") == "PENDING")
+        stack.head_ready(ns, "weekly", head)
+
+        stack.wait("the submission", lambda: head.submissions)
+        (sent,) = head.submissions
+        assert sent["entrypoint"] == "python weekly_features.py --weeks 4"
+        assert sent["env"] == {"WEEKS": "4"} and sent["pip"] == ["numpy"]
+        with zipfile.ZipFile(io.BytesIO(head.packages[sent["working_dir"]])) as z:
+            assert z.namelist() == ["weekly_features.py"]
+            assert z.read("weekly_features.py").decode() == WEEKLY.read_text()
+        job_id = sent["job_id"]
+        st = stack.wait_status(ns, "weekly", "jobId and attempt 1", lambda s: s.get("jobId") == job_id)
+        assert st["attempts"] == 1 and st["clusterName"] == "weekly" and condition(st, "Submitted") == "True"
+
+        head.set_job(job_id, "RUNNING")
+        stack.wait_status(ns, "weekly", "RUNNING", lambda s: s["jobStatus"] == "RUNNING")
+        head.finish(job_id, "SUCCEEDED", 0)
+        st = stack.wait_status(ns, "weekly", "SUCCEEDED", lambda s: s["jobStatus"] == "SUCCEEDED")
+        assert st["endTime"] and st["exitCode"] == 0 and condition(st, "Complete") == "True"
+        stack.wait("the inline Cluster deleted", lambda: stack.cluster(ns, "weekly") is None)
+        stack.wait("the Job deleted by its TTL", lambda: stack.job(ns, "weekly") is None)
+        assert {"CreatedCluster", "Submitted", "Succeeded", "DeletedCluster"} <= set(stack.reasons(ns))
+
+
+def test_failed_job_is_retried_once_with_backoff_limit_1(stack):
+    ns = "jobs-retry"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        stack.apply(tkj(ns, "flaky", clusterName="shared", backoffLimit=1))
+        stack.wait("attempt 1", lambda: len(head.submissions) == 1)
+        head.finish(head.submissions[0]["job_id"], "FAILED", 3)
+        stack.wait("attempt 2", lambda: len(head.submissions) == 2)
+        second = head.submissions[1]["job_id"]
+        assert second.endswith("-2") and second != head.submissions[0]["job_id"]
+        st = stack.wait_status(ns, "flaky", "attempts 2", lambda s: s.get("attempts") == 2 and s.get("jobId") == second)
+        head.finish(second, "FAILED", 3)
+        st = stack.wait_status(ns, "flaky", "FAILED", lambda s: s["jobStatus"] == "FAILED")
+        assert st["attempts"] == 2 and st["reason"] == "BackoffLimitExceeded" and condition(st, "Failed") == "True"
+        assert "Retrying" in stack.reasons(ns)
+        assert stack.cluster(ns, "shared") is not None, "a clusterName Cluster is not deleted by default"
+
+
+def test_active_deadline_stops_the_job(stack):
+    ns = "jobs-deadline"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        stack.apply(tkj(ns, "slow", clusterName="shared", activeDeadlineSeconds=3))
+        stack.wait("the submission", lambda: head.submissions)
+        job_id = head.submissions[0]["job_id"]
+        head.set_job(job_id, "RUNNING")
+        st = stack.wait_status(ns, "slow", "FAILED by the deadline", lambda s: s["jobStatus"] == "FAILED")
+        assert st["reason"] == "DeadlineExceeded"
+        stack.wait("the head's job stopped", lambda: head.job(job_id)["status"] == "STOPPED")
+        assert "DeadlineExceeded" in stack.reasons(ns)
+
+
+def test_suspend_holds_then_starts_then_stops(stack):
+    ns = "jobs-suspend"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        stack.apply(tkj(ns, "queued", clusterName="shared", suspend=True))
+        st = stack.wait_status(ns, "queued", "Suspended", lambda s: condition(s, "Suspended") == "True")
+        assert st["jobStatus"] == "PENDING" and head.submissions == []
+        stack.kube.patch("jobs.tasuki.dev", "queued", {"spec": {"suspend": False}}, ns)
+        stack.wait("the submission after unsuspending", lambda: head.submissions)
+        job_id = head.submissions[0]["job_id"]
+        head.set_job(job_id, "RUNNING")
+        stack.wait_status(ns, "queued", "RUNNING", lambda s: s["jobStatus"] == "RUNNING")
+        stack.kube.patch("jobs.tasuki.dev", "queued", {"spec": {"suspend": True}}, ns)
+        stack.wait("the running job stopped", lambda: head.job(job_id)["status"] == "STOPPED")
+        st = stack.wait_status(ns, "queued", "suspended again", lambda s: condition(s, "Suspended") == "True"
+                               and "jobId" not in s)
+        assert st["jobStatus"] == "PENDING"
+        assert {"Suspended", "Resumed", "Submitted"} <= set(stack.reasons(ns))
+
+
+def test_missing_cluster_is_said_then_found(stack):
+    ns = "jobs-missing"
+    with FakeHead(host=HEAD_HOST) as head:
+        stack.apply(tkj(ns, "orphan", clusterName="later"))
+        st = stack.wait_status(ns, "orphan", "the message", lambda s: "not found" in s.get("message", ""))
+        assert "Cluster 'later' not found in namespace 'jobs-missing'" in st["message"] and st["jobStatus"] == "PENDING"
+        assert "ClusterNotFound" in stack.reasons(ns)
+        existing_cluster(stack, ns, head, name="later")
+        stack.wait("the submission once the Cluster exists", lambda: head.submissions)
+
+
+def test_kubectl_get_tkj_columns(stack, tmp_path):
+    binary = kubectl_path()
+    assert binary, MISSING
+    ns = "jobs-kubectl"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        path = tmp_path / "job.yaml"
+        path.write_text(yaml.safe_dump(tkj(ns, "report", clusterName="shared")))
+        run = lambda *a: subprocess.run([binary, "--kubeconfig", str(stack.kube.kubeconfig_path), *a],  # noqa: E731
+                                        capture_output=True, text=True, timeout=60, check=True).stdout
+        run("apply", "--validate=false", "-f", str(path))
+        stack.wait("the submission", lambda: head.submissions)
+        head.finish(head.submissions[0]["job_id"], "SUCCEEDED", 0)
+        stack.wait_status(ns, "report", "SUCCEEDED", lambda s: s["jobStatus"] == "SUCCEEDED")
+        header, row = run("get", "tkj", "-n", ns).splitlines()
+        assert header.split() == ["NAME", "STATUS", "CLUSTER", "ATTEMPTS", "DURATION", "AGE"], header
+        assert row.split()[:4] == ["report", "SUCCEEDED", "shared", "1"], row
+        assert row.split()[4].endswith("s"), row
+
+
+def test_every_api_call_is_allowed_by_rbac(stack):
+    """Runs last in this module: every request the operator made (Jobs included) is in rbac.yaml."""
+    rules = rbac.load_rules()
+    ops = [a for a in stack.kube.audit if not a["agent"].startswith("kubectl")]
+    assert {("get", "configmaps"), ("create", "clusters"), ("delete", "clusters"), ("delete", "jobs")} <= \
+        {(a["verb"], a["resource"]) for a in ops}
+    denied = sorted({(a["verb"], a["apiGroup"], a["resource"], a.get("subresource") or "", a.get("name") or "")
+                     for a in ops if a["resource"] != "customresourcedefinitions"
+                     and not rbac.allows(rules, a["verb"], a["apiGroup"], a["resource"], a.get("subresource"),
+                                         a.get("name"))})
+    assert not denied, f"requests not covered by rbac.yaml: {denied}"
+
