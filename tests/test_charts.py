@@ -49,6 +49,7 @@ OPERATOR, CLUSTER = CHARTS / "tasuki-operator", CHARTS / "tasuki-cluster"
 GPU_VALUES = CLUSTER / "examples" / "gpu-autoscaling.yaml"
 RELEASE, NAMESPACE = "tasuki-operator", "tasuki-system"
 KUBE_VERSIONS = [f"1.{minor}" for minor in range(29, 38)]
+JOB_CRD_PATH = ROOT / "operator" / "tasuki_operator" / "job_crd.yaml"
 MONITORING = ("--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
               "--set", "prometheusRule.enabled=true")
 OPERATOR_CASES = {
@@ -148,12 +149,15 @@ def test_every_top_level_value_is_documented():
 
 def test_the_crd_and_the_rules_are_the_operators_files_also_when_packaged(tmp_path):
     assert (OPERATOR / "crds" / "clusters.tasuki.dev.yaml").resolve() == CRD_PATH.resolve()
+    assert (OPERATOR / "crds" / "jobs.tasuki.dev.yaml").resolve() == JOB_CRD_PATH.resolve()
     assert (OPERATOR / "files" / "rbac.yaml").resolve() == rbac.RBAC_PATH.resolve()
-    assert one(operator_case("default"), "CustomResourceDefinition") == load_crd()
+    assert of_kind(operator_case("default"), "CustomResourceDefinition") == \
+        [load_crd(), yaml.safe_load(JOB_CRD_PATH.read_text())]
     helm("package", str(OPERATOR), "--destination", str(tmp_path))
     (package,) = tmp_path.glob("tasuki-operator-*.tgz")
     with tarfile.open(package) as tar:                   # helm packages the linked files' contents
         assert tar.extractfile("tasuki-operator/crds/clusters.tasuki.dev.yaml").read() == CRD_PATH.read_bytes()
+        assert tar.extractfile("tasuki-operator/crds/jobs.tasuki.dev.yaml").read() == JOB_CRD_PATH.read_bytes()
         assert tar.extractfile("tasuki-operator/files/rbac.yaml").read() == rbac.RBAC_PATH.read_bytes()
 
 
@@ -448,6 +452,7 @@ def test_install_then_the_operator_runs_with_the_charts_arguments_and_roles(tmp_
 
         applied = apply(RELEASE, str(OPERATOR), "-n", NAMESPACE, *operator_args)
         assert "customresourcedefinition.apiextensions.k8s.io/clusters.tasuki.dev created" in applied
+        assert "customresourcedefinition.apiextensions.k8s.io/jobs.tasuki.dev created" in applied
         assert kube.get("deployments", RELEASE, NAMESPACE) and kube.get("serviceaccounts", RELEASE, NAMESPACE)
         assert kube.get("roles", RELEASE, "ml") and kube.get("rolebindings", RELEASE, "ml")
         assert kube.get("services", f"{RELEASE}-metrics", NAMESPACE)

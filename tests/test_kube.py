@@ -54,6 +54,7 @@ class EnforcingAudit(list):
 def emulator():
     with KubeEmulator() as kube:
         kube.apply_crd(CRD)
+        kube.apply_crd(CRD.with_name("job_crd.yaml"))
         yield kube
 
 
@@ -87,6 +88,17 @@ def exercise_every_call(k: Kube, cluster: dict) -> None:
     k.delete_pod(NS, pod["metadata"]["name"])                                # 404
     k.delete_secret(NS, manifests.secret_name(cluster))
     k.delete_secret(NS, manifests.secret_name(cluster))                      # 404
+    # a tasuki Job's calls (job_controller): its inline Cluster, its status, its ConfigMap, its TTL
+    inline = {"apiVersion": manifests.API_VERSION, "kind": "Cluster", "metadata": {"name": "inline", "namespace": NS},
+              "spec": cluster["spec"]}
+    k.create_cluster(NS, inline)
+    k.create_cluster(NS, inline)                                             # 409: the existing one
+    k.patch_cluster(NS, "inline", {"spec": {"workerGroups": cluster["spec"]["workerGroups"]}})
+    assert k.delete_cluster(NS, "inline") and not k.delete_cluster(NS, "inline")      # then 404
+    assert k.get_job(NS, "j") is None and k.get_configmap(NS, "code") is None
+    with pytest.raises(KubeError, match="HTTP 404"):
+        k.patch_job_status(NS, "j", {"jobStatus": "PENDING"})                # no such Job: 404, yet allowed
+    assert not k.delete_job(NS, "j")                                         # 404
     lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": rbac.LEADER_LEASE},
              "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
     assert k.get_lease(NS, rbac.LEADER_LEASE) is None                        # 404
@@ -231,7 +243,11 @@ def test_every_request_the_kube_calls_make_is_allowed_by_rbac_yaml(emulator, clu
                     ("get", "", "secrets", None), ("create", "", "secrets", None), ("delete", "", "secrets", None),
                     ("create", "", "events", None),
                     ("get", "coordination.k8s.io", "leases", None), ("create", "coordination.k8s.io", "leases", None),
-                    ("update", "coordination.k8s.io", "leases", None)}
+                    ("update", "coordination.k8s.io", "leases", None),
+                    ("create", "tasuki.dev", "clusters", None), ("patch", "tasuki.dev", "clusters", None),
+                    ("delete", "tasuki.dev", "clusters", None), ("get", "tasuki.dev", "jobs", None),
+                    ("patch", "tasuki.dev", "jobs", "status"), ("delete", "tasuki.dev", "jobs", None),
+                    ("get", "", "configmaps", None)}
     rules = rbac.load_rules()
     refused = [a for a in audit if not rbac.allows(rules, a["verb"], a["apiGroup"], a["resource"],
                                                    a["subresource"], a["name"])]
@@ -249,7 +265,7 @@ def test_the_calls_also_pass_an_emulator_that_enforces_rbac_yaml(emulator, clust
     ("update", "", "secrets", None, "c-token"),
     ("create", "rbac.authorization.k8s.io", "roles", None, None),
     ("get", "coordination.k8s.io", "leases", None, "someone-elses-lease"),
-    ("delete", "tasuki.dev", "clusters", None, "c"),
+    ("update", "tasuki.dev", "jobs", None, "j"),
 ])
 def test_a_request_outside_rbac_yaml_is_not_allowed(verb, group, resource, sub, name):
     assert not rbac.allows(rbac.load_rules(), verb, group, resource, sub, name)
