@@ -23,7 +23,7 @@ PACKAGE_DIR = os.path.dirname(tasuki.__file__)
 PURE_MODULES = [("tasuki", m) for m in ("scheduler", "object_store", "serialization", "protocol", "config",
                                         "exceptions", "object_directory")]
 PURE_MODULES += [("tasuki_operator", m) for m in ("spec", "quantity", "manifests", "autoscaler",
-                                                                  "status", "rbac", "reconcile")]
+                                                                  "status", "rbac", "reconcile", "job_plan")]
 PACKAGE_DIRS = {"tasuki": PACKAGE_DIR, "tasuki_operator": os.path.dirname(tasuki_operator.__file__)}
 FORBIDDEN = ["zmq", "kubernetes", "kopf"]
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host, port = server.server_address[:2]
     where = ", ".join(args.namespace) if args.namespace else "all namespaces"
-    log.info("tasuki-operator: watching Clusters in %s; /metrics and /healthz on http://%s:%s; heads at %s",
+    log.info("tasuki-operator: watching Clusters and Jobs in %s; /metrics and /healthz on http://%s:%s; heads at %s",
              where, host, port, args.head_url)
 
     lease_ns = args.lease_namespace or (args.namespace[0] if args.namespace else "default")
