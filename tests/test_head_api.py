@@ -368,3 +368,34 @@ def read_request(conn: socket.socket) -> bytes:
 def http_answer(status: int, body: bytes) -> bytes:
     return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"Connection: close\r\n\r\n").encode() + body
+
+
+# --- the jobs API (job_controller's calls) ---------------------------------------------------------
+def test_jobs_upload_submit_status_stop(api, head):
+    import hashlib
+    data = b"PK\x05\x06" + b"\0" * 18                           # an empty zip
+    sha = hashlib.sha256(data).hexdigest()
+    api.upload_package(sha, data)
+    api.upload_package(sha, data)                                # 200: the head has it already
+    assert head.packages == {sha: data}
+    request = {"entrypoint": "python x.py", "job_id": "j-1", "working_dir": sha, "env": {"A": "1"}, "pip": [],
+               "metadata": {"k8s_job": "ml/j"}}
+    assert api.submit_job(request) is True
+    assert api.submit_job(request) is False                      # 409: submitted before, not twice
+    assert head.submissions == [request]
+    assert api.job("j-1")["status"] == "PENDING"
+    api.stop_job("j-1")
+    assert api.job("j-1")["status"] == "STOPPED"
+    api.stop_job("j-1")                                          # 409: it already ended, left as it is
+    with pytest.raises(HeadError) as err:
+        api.job("nope")
+    assert err.value.status == 404
+
+
+def test_jobs_requests_carry_the_token_and_a_wrong_one_is_refused(head):
+    with pytest.raises(HeadError) as err:
+        HeadAPI(head.url, "wrong", timeout_s=FAST).job("j-1")
+    assert err.value.status == 401 and "wrong" not in str(err.value)
+    with pytest.raises(HeadError) as err:
+        HeadAPI(head.url, "wrong", timeout_s=FAST).upload_package("0" * 64, b"x")
+    assert err.value.status == 401

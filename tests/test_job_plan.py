@@ -200,3 +200,4 @@ def test_no_io_imports():
     for banned in ("import kopf", "import kubernetes", "import socket", "import http", "time.time()"):
         assert banned not in source, banned
 
+

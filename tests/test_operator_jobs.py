@@ -202,6 +202,21 @@ def test_missing_cluster_is_said_then_found(stack):
         stack.wait("the submission once the Cluster exists", lambda: head.submissions)
 
 
+def test_a_missing_configmap_counts_no_attempt_and_is_retried(stack):
+    ns = "jobs-configmap"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        stack.apply(tkj(ns, "code", clusterName="shared", workingDir={"configMap": {"name": "later-code"}}))
+        st = stack.wait_status(ns, "code", "the message", lambda s: "later-code" in s.get("message", ""))
+        assert "ConfigMap 'later-code' (spec.workingDir.configMap.name) not found" in st["message"]
+        assert st.get("attempts", 0) == 0 and "jobId" not in st and head.submissions == []
+        assert "SubmitFailed" in stack.reasons(ns)
+        stack.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later-code", "namespace": ns},
+                           "data": {"job.py": "print('hi')"}})
+        stack.wait("the submission once the ConfigMap exists", lambda: head.submissions)
+        assert head.submissions[0]["job_id"].endswith("-1")
+
+
 def test_kubectl_get_tkj_columns(stack, tmp_path):
     binary = kubectl_path()
     assert binary, MISSING
