@@ -10,10 +10,13 @@ The life of a Job (status.jobStatus, and the step that moves it on):
     PENDING   no Cluster (inline) ─► CreateCluster; clusterName missing ─► say so, look again
               head not ready ─► wait;  no job id for this attempt ─► Submit (attempts + 1)
     PENDING/RUNNING   mirror the head's status; past activeDeadlineSeconds ─► Stop, FAILED DeadlineExceeded
-    FAILED/STOPPED on the head, attempts <= backoffLimit ─► Retrying (the job id is cleared: resubmitted)
+    FAILED/STOPPED on the head, failures <= backoffLimit ─► Retrying (the job id is cleared: resubmitted)
     SUCCEEDED / FAILED / STOPPED (final) ─► endTime, then clean-up once: DeleteCluster (inline Cluster,
               shutdownAfterFinish default true) or ScaleClusterToMin (clusterName, shutdownAfterFinish
               true), then DeleteJob ttlSecondsAfterFinished after endTime.
+
+status.attempts counts submissions; status.failures counts the attempts that ended FAILED or STOPPED
+on the head (a job stopped because the Job was suspended is not one), and backoffLimit bounds those.
 
 Head job ids are `<job name>-<first 8 of the Job's uid>-<attempt>`: submitting the same attempt twice
 (an operator restart between the POST and the status write) is answered 409 by the head, which the
@@ -301,7 +304,7 @@ def plan(observed: JobObserved, now: float) -> JobPlan:
     running_on_head = bool(job_id) and (head_status in ACTIVE or (head is None and not observed.head_missing))
 
     # --- suspended: stop what runs, submit nothing --------------------------------------------------
-    if spec.get("suspend"):
+    if spec.get("suspend") and head_status not in FINAL:      # an ended job is mirrored first
         cond["Suspended"] = (True, "Suspended", "spec.suspend is true: nothing is submitted")
         if job_id and observed.head_error is not None:
             st["message"] = f"suspending: cannot stop job {job_id} yet: {observed.head_error}"
@@ -315,6 +318,7 @@ def plan(observed: JobObserved, now: float) -> JobPlan:
         st.update(jobStatus="PENDING", message="suspended")
         st.pop("jobId", None)
         st.pop("startTime", None)             # the deadline counts from the (next) start, as for a batch Job
+        st.pop("duration", None)
         cond["Submitted"] = (False, "Suspended", "spec.suspend is true")
         out.requeue_s = WAIT_S
         return done()
@@ -362,7 +366,7 @@ def plan(observed: JobObserved, now: float) -> JobPlan:
                   message=f"submitted as {submit.job_id} (attempt {attempt})")
         cond["Submitted"] = (True, "Submitted", f"head job {submit.job_id}, attempt {attempt}")
         out.events.append(Event("Submitted", f"submitted to Cluster {name} as job {submit.job_id} "
-                                             f"(attempt {attempt} of {int(spec.get('backoffLimit') or 0) + 1})"))
+                                             f"(attempt {attempt}, backoffLimit {int(spec.get('backoffLimit') or 0)})"))
         out.requeue_s = 0.5
         return done()
 
@@ -395,19 +399,21 @@ def plan(observed: JobObserved, now: float) -> JobPlan:
                float(head.get("end_time") or now))
         return done()
     attempts, limit = int(st["attempts"]), int(spec.get("backoffLimit") or 0)
-    if attempts <= limit:
+    failures = int(st.get("failures") or 0) + 1      # a job stopped by a suspension is no failure: not counted
+    st["failures"] = failures
+    if failures <= limit:
         st.update(jobStatus="PENDING", message=f"attempt {attempts} ended {head_status}: {said}; retrying "
-                                               f"({attempts} of {limit} retries used)")
+                                               f"({failures} of {limit} retries used)")
         st.pop("jobId", None)
         st.pop("exitCode", None)
         cond["Submitted"] = (False, "Retrying", f"attempt {attempts} ended {head_status}")
         out.events.append(Event("Retrying", f"job {job_id} ended {head_status} ({said}); submitting attempt "
-                                            f"{attempts + 1} of {limit + 1}", "Warning"))
+                                            f"{attempts + 1} (retry {failures} of {limit})", "Warning"))
         out.requeue_s = 0.5
         return done()
     reason = "Stopped" if head_status == "STOPPED" else ("BackoffLimitExceeded" if limit else "Failed")
     finish(head_status if head_status in FINAL else "FAILED", reason,
-           f"job {job_id} ended {head_status}: {said}" + (f" (attempt {attempts}, backoffLimit {limit})" if limit
-                                                          else ""),
+           f"job {job_id} ended {head_status}: {said}" + (f" (attempt {attempts}, {failures} failures, "
+                                                          f"backoffLimit {limit})" if limit else ""),
            float(head.get("end_time") or now), "Warning")
     return done()
