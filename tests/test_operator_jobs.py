@@ -217,6 +217,20 @@ def test_a_missing_configmap_counts_no_attempt_and_is_retried(stack):
         assert head.submissions[0]["job_id"].endswith("-1")
 
 
+def test_shutdown_after_finish_on_an_existing_cluster_scales_its_workers_to_min(stack):
+    ns = "jobs-scale-down"
+    with FakeHead(host=HEAD_HOST) as head:
+        existing_cluster(stack, ns, head)
+        assert stack.cluster(ns, "shared")["spec"]["workerGroups"][0]["replicas"] == 1
+        stack.apply(tkj(ns, "batch", clusterName="shared", shutdownAfterFinish=True))
+        stack.wait("the submission", lambda: head.submissions)
+        head.finish(head.submissions[0]["job_id"], "SUCCEEDED", 0)
+        stack.wait("workers at minReplicas", lambda: stack.cluster(ns, "shared")["spec"]["workerGroups"][0]["replicas"]
+                   == 0)
+        stack.wait("the ScaledClusterDown Event", lambda: "ScaledClusterDown" in stack.reasons(ns))
+        assert stack.cluster(ns, "shared") is not None
+
+
 def test_kubectl_get_tkj_columns(stack, tmp_path):
     binary = kubectl_path()
     assert binary, MISSING

@@ -11,9 +11,10 @@ Job, or a pod of the Cluster named after it, changes. One reconcile:
   decide  job_plan.plan: pure.
   act     each action in order: create the Cluster; submit (upload the working directory's ConfigMap
           as a zip package first); stop; delete the Cluster (Event DeletedCluster) or scale its worker
-          groups to minReplicas; delete the Job (ttlSecondsAfterFinished). A submission that fails
-          leaves the status as it was (no attempt is counted) with the error as its message, and is
-          tried again on the next reconcile; another failing action is logged and tried again too.
+          groups to minReplicas; delete the Job (ttlSecondsAfterFinished). An action that fails
+          leaves the status as it was (a failed submission counts no attempt, a failed clean-up is
+          not marked done) with the error as its message and a Warning Event (<Action>Failed), and the
+          next reconcile decides again.
   report  the plan's Events, and the status as a merge patch (only what changed).
 
 `JobMemory` is what one Job's loop keeps between reconciles: whether the last reconcile worked (for
@@ -116,10 +117,9 @@ class JobController:
         status, events = plan.status, plan.events
         for action in plan.actions:
             failure = self._act(job, action, head)
-            if failure and isinstance(action, Submit):
+            if failure:                   # nothing of this step is recorded: the next reconcile decides anew
                 status = {**(job.get("status") or {}), "message": failure}
-                events = [e for e in events if e.reason not in ("Submitted", "Resumed")]
-                events.append(job_plan.Event("SubmitFailed", failure, "Warning"))
+                events = [job_plan.Event(f"{type(action).__name__}Failed", failure, "Warning")]
                 plan.requeue_s = ERROR_RETRY_S
                 break
             if isinstance(action, DeleteJob):
