@@ -6,7 +6,8 @@ its request threads, so every method is thread-safe (one lock over the job table
   PUT package ──► packages/<sha256>.zip          POST job ──► jobs/<id>/ (the package unpacked in work/)
   [pip] venv --system-site-packages in jobs/<id>/venv, `pip install` output into the job's log   PENDING
   sh -c ENTRYPOINT, its own process group, cwd work/, env: os.environ + the job's env +
-      TASUKI_ADDRESS, TASUKI_TOKEN, TASUKI_JOB_ID (so tasuki.init() inside joins this cluster)      RUNNING
+      TASUKI_ADDRESS, TASUKI_TOKEN, TASUKI_JOB_ID (so tasuki.init() inside joins this cluster), PATH
+      led by the head's interpreter's directory (so `python` has tasuki)                            RUNNING
   a pump thread copies its stdout+stderr (one pipe) into the job's bounded, rotating log
   a watcher thread reaps it: SUCCEEDED (0) | FAILED (!= 0, pip failed, no such command) | STOPPED,
       then `on_end(job_id)`: the head cancels the job's tasks and kills its non-detached actors
@@ -382,6 +383,9 @@ class JobManager:
         work = os.path.join(self.job_dir(job_id), "work")
         env = {**os.environ, **job["env"], "TASUKI_ADDRESS": self.head_address, "TASUKI_TOKEN": self.token,
                "TASUKI_JOB_ID": job_id}
+        # `python` is the interpreter the head runs on (it has tasuki), unless the job's env sets PATH
+        if "PATH" not in job["env"]:
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         try:
             if job["working_dir"]:
                 with zipfile.ZipFile(self.package_path(job["working_dir"])) as z:
