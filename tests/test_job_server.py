@@ -32,6 +32,7 @@ PACKAGE_MAX = 4096
     ({"entrypoint": "x", "job_id": "../etc"}, (), 400, "'job_id' must be"),
     ({"entrypoint": "x", "job_id": "a" * 65}, (), 400, "'job_id' must be"),
     ({"entrypoint": "x", "job_id": "mine"}, ("mine",), 409, "exists already"),
+    ({"entrypoint": "x", "job_id": "packages"}, (), 400, "may not be 'packages'"),
     ({"entrypoint": "x", "working_dir": "abc"}, (), 400, "'working_dir' must be the sha256"),
     ({"entrypoint": "x", "env": {"A": 1}}, (), 400, "'env' must be an object of strings"),
     ({"entrypoint": "x", "env": {"A-B": "1"}}, (), 400, "not an environment variable name"),

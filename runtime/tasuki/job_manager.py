@@ -3,18 +3,21 @@
 The head creates one JobManager (head.py) when it serves HTTP; metrics.py's Handler calls it from
 its request threads, so every method is thread-safe (one lock over the job table). A job:
 
-  PUT package ──► packages/<sha256>.zip          POST job ──► jobs/<id>/ (the package unpacked in work/)
-  [pip] venv --system-site-packages in jobs/<id>/venv, `pip install` output into the job's log   PENDING
+  PUT package ──► packages/<sha256>.zip         POST job ──► runs/<id>/work/ (the package unpacked)
+  [pip] a venv (--system-site-packages, and the head's own packages) in runs/<id>/venv,
+      `pip install` (+ TASUKI_JOB_PIP_ARGS) with its output into the job's log                      PENDING
   sh -c ENTRYPOINT, its own process group, cwd work/, env: os.environ + the job's env +
       TASUKI_ADDRESS, TASUKI_TOKEN, TASUKI_JOB_ID (so tasuki.init() inside joins this cluster), PATH
       led by the head's interpreter's directory (so `python` has tasuki)                            RUNNING
   a pump thread copies its stdout+stderr (one pipe) into the job's bounded, rotating log
-  a watcher thread reaps it: SUCCEEDED (0) | FAILED (!= 0, pip failed, no such command) | STOPPED,
-      then `on_end(job_id)`: the head cancels the job's tasks and kills its non-detached actors
+  the job's thread reaps it: SUCCEEDED (0) | FAILED (!= 0, pip failed, no such command) | STOPPED,
+      kills what the driver left in its group, then `on_end(job_id)`: the head cancels the job's
+      tasks and kills its non-detached actors at once (head.end_submission)
 
-The job table lives in jobs/jobs.json (written on every state change), and the logs beside it, so a
-job's status and output outlive its driver, and a head restarted in place lists them (a job that was
-running when its head went away is marked FAILED: no one reaped it).
+All of it under the session directory's jobs/ (packages/, runs/<id>/ with output.log, and jobs.json,
+the job table, written on every state change), so a job's status and output outlive its driver, and
+a head restarted in place lists them (a job that was running when its head went away is marked
+FAILED: no one reaped it).
 
 Logs rotate in two files, output.log and output.log.1, each at most half of TASUKI_JOB_LOG_MAX_BYTES:
 offsets are absolute bytes since the job began, and `log_start` is the offset of the oldest byte kept
@@ -36,6 +39,8 @@ import threading
 import time
 import zipfile
 from typing import Callable, Iterator
+
+from . import config
 
 PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"
 ENDED = (SUCCEEDED, FAILED, STOPPED)
@@ -80,6 +85,8 @@ def validate_submission(body, known_ids=()) -> dict:
     if job_id is not None and (not isinstance(job_id, str) or not JOB_ID.match(job_id)):
         raise JobError(400, f"'job_id' must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
                             f"digit), got {job_id!r}; or leave it out for a generated one")
+    if job_id == "packages":
+        raise JobError(400, "'job_id' may not be 'packages' (the path of the uploads); choose another")
     if job_id in known_ids:
         raise JobError(409, f"a job {job_id!r} exists already; choose another job_id, or leave it out")
     working_dir = body.get("working_dir")
@@ -254,8 +261,8 @@ class JobManager:
         os.makedirs(os.path.join(self.root, "packages"), mode=0o700, exist_ok=True)
         self.head_address, self.token = head_address, token
         self.on_end = on_end or (lambda job_id: None)
-        self.log_max = int(os.environ.get("TASUKI_JOB_LOG_MAX_BYTES") or LOG_MAX_BYTES)
-        self.package_max = int(os.environ.get("TASUKI_JOB_PACKAGE_MAX_BYTES") or PACKAGE_MAX_BYTES)
+        self.log_max = int(config.env_float("JOB_LOG_MAX_BYTES", LOG_MAX_BYTES))
+        self.package_max = int(config.env_float("JOB_PACKAGE_MAX_BYTES", PACKAGE_MAX_BYTES))
         self.lock = threading.Condition()        # the job table, the logs; notified on new output and ends
         self.jobs: dict[str, dict] = {}
         self.logs: dict[str, JobLog] = {}
@@ -292,7 +299,7 @@ class JobManager:
         os.replace(tmp, self.table_path())
 
     def job_dir(self, job_id: str) -> str:
-        return os.path.join(self.root, job_id)
+        return os.path.join(self.root, "runs", job_id)
 
     # packages
     def package_path(self, sha: str) -> str:
@@ -469,6 +476,8 @@ class JobManager:
 
     def run_step(self, job_id: str, argv: list[str], env: dict | None = None) -> int:
         """Run a setup command with its output into the job's log; stop() ends it."""
+        if self.jobs[job_id]["stopping"]:
+            return -signal.SIGTERM
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=env, cwd=self.job_dir(job_id), start_new_session=True)
         with self.lock:

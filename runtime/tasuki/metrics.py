@@ -25,6 +25,24 @@ Endpoints:
                                     for a node leaving on SIGTERM (that drain cannot be cancelled)
   GET  /healthz                     200 while the head's loop answers, 503 otherwise
 
+Jobs (job_manager.py runs them; every jobs endpoint needs the Bearer token, 401 without it; errors are
+{"error": "..."} with 400/404/409/413):
+  PUT  /api/v1/jobs/packages/SHA256 a zip of the working directory: 201 {"package", "bytes"} (200 if there
+                                    already); 413 from its Content-Length alone, over
+                                    TASUKI_JOB_PACKAGE_MAX_BYTES (100 MiB); 400 if its sha256 is another
+  POST /api/v1/jobs                 {"entrypoint": "python s.py args", "job_id", "working_dir": SHA256,
+                                    "env", "pip", "metadata"} (all but entrypoint optional): 201 {"job_id"};
+                                    409 for a job id taken
+  GET  /api/v1/jobs[/ID]            the jobs, newest first (or one): job_id, status (PENDING | RUNNING |
+                                    SUCCEEDED | FAILED | STOPPED), entrypoint, message, exit_code,
+                                    submitted_at, start_time, end_time, metadata, env (secrets as ***),
+                                    pip, working_dir, driver_pid
+  GET  /api/v1/jobs/ID/logs?offset=N&follow=1   its output from byte N (chunked until the job ends with
+                                    follow); X-Tasuki-Log-Offset: the offset of the first byte sent (bounded
+                                    logs, TASUKI_JOB_LOG_MAX_BYTES: dropped bytes are skipped)
+  POST /api/v1/jobs/ID/stop         SIGTERM to its process group, SIGKILL after 5 s; answers the job once
+                                    STOPPED; its tasks and non-detached actors end too; 409 if it had ended
+
 Metrics (`families`; per-node series carry `node` and the node's worker `group`, "" outside Kubernetes;
 the namespace and cluster of a Kubernetes head come from the scrape's target labels):
 
@@ -44,7 +62,8 @@ the namespace and cluster of a Kubernetes head come from the scrape's target lab
   tasuki_object_store_{used,capacity,spilled}_bytes{node,group}
   tasuki_resource_{total,available}{node,group,resource}
 
-Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
+Nothing here unpickles: requests are paths, small JSON bodies and job packages (zips, streamed to disk),
+answers are text and JSON.
 Reading is open to whoever reaches the port (Prometheus scrapes it); changing anything needs the
 cluster token, which the operator's autoscaler holds. So whoever reaches the port must not be able
 to hurt the head: a request must arrive whole within REQUEST_TIMEOUT_S, at most MAX_CONNECTIONS
