@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -306,6 +307,15 @@ def test_a_package_over_the_limit_gets_413_naming_it(head):
     assert f"limit of {PACKAGE_MAX} bytes (TASUKI_JOB_PACKAGE_MAX_BYTES" in error
     code, answer, _ = call(base, token, "PUT", "/api/v1/jobs/packages/" + "b" * 64, b"not this")
     assert code == 400 and "sha256 is" in answer["error"]
+    # a client waiting for '100 Continue' (curl -T) is refused before it sends anything
+    host, port = base.split("//")[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(f"PUT /api/v1/jobs/packages/{'d' * 64} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Length: {10 ** 9}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer, answer
 
 
 def test_duplicate_and_unknown_job_ids(head):

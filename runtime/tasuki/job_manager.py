@@ -207,7 +207,9 @@ class JobLog:
     def __init__(self, directory: str, max_bytes: int, start: int = 0, end: int = 0) -> None:
         self.path = os.path.join(directory, "output.log")
         self.max_bytes = max_bytes
-        self.start, self.end = start, end
+        kept = sum(os.path.getsize(p) for p in (self.path + ".1", self.path) if os.path.exists(p))
+        self.end = max(end, start + kept)     # a head that died wrote its table before the last output
+        self.start = self.end - kept
 
     def append(self, data: bytes) -> None:
         while data:
@@ -257,7 +259,7 @@ class JobManager:
 
     def __init__(self, session_dir: str, head_address: str, token: str,
                  on_end: Callable[[str], None] | None = None) -> None:
-        self.root = session_dir
+        self.root = config.private_dir(session_dir)        # job output may hold secrets
         os.makedirs(os.path.join(self.root, "packages"), mode=0o700, exist_ok=True)
         self.head_address, self.token = head_address, token
         self.on_end = on_end or (lambda job_id: None)
@@ -378,7 +380,7 @@ class JobManager:
         with self.lock:
             job = self.jobs[job_id]
             status = next_status(job["status"], event)
-            if status != job["status"] or event == "started":
+            if status != job["status"]:
                 job.update(fields)
             job["status"] = status
             self.save()

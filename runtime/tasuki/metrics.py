@@ -476,25 +476,43 @@ class Handler(BaseHTTPRequestHandler):
         except JobError as e:
             self.reply_error(e.code, str(e))
 
-    def do_PUT(self) -> None:
+    def handle_expect_100(self) -> bool:
+        """A client that waits for '100 Continue' before sending its body (curl -T does for large files)
+        is refused first when its upload would be, so that it sends nothing."""
+        if self.command == "PUT" and not self.upload_allowed():
+            self.close_connection = True
+            return False
+        return super().handle_expect_100()
+
+    def upload_allowed(self) -> bool:
+        """Whether a PUT may send its body, from its headers alone: the token, the path, the size
+        (413 naming the limit); else answers why."""
         from .job_manager import JobError
-        path = self.path.split("?", 1)[0]
         if not self.authorized("uploading a package"):
-            return self.finish_unread()
-        match = PACKAGE_PATH.match(path)
+            return False
+        path = self.path.split("?", 1)[0]
         try:
-            if match is None:
+            if not PACKAGE_PATH.match(path):
                 raise JobError(404, f"no such endpoint PUT {path!r}; PUT /api/v1/jobs/packages/SHA256")
-            value = (self.headers.get("Content-Length") or "").strip()
-            length = int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
-            self.jobs.check_package_size(length)      # from the header: nothing of a package too large is read
+            self.jobs.check_package_size(self.upload_length())
         except JobError as e:
             self.reply_error(e.code, str(e))
+            return False
+        return True
+
+    def upload_length(self) -> int | None:
+        value = (self.headers.get("Content-Length") or "").strip()
+        return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+    def do_PUT(self) -> None:
+        from .job_manager import JobError
+        if not self.upload_allowed():
             return self.finish_unread()
+        sha, length = PACKAGE_PATH.match(self.path.split("?", 1)[0]).group(1), self.upload_length()
         try:
             self.reader.deadline = time.monotonic() + REQUEST_TIMEOUT_S + length / UPLOAD_MIN_RATE
-            created, size = self.jobs.store_package(match.group(1), length, self.rfile.read)
-            self.reply_json(201 if created else 200, {"package": match.group(1), "bytes": size})
+            created, size = self.jobs.store_package(sha, length, self.rfile.read)
+            self.reply_json(201 if created else 200, {"package": sha, "bytes": size})
         except JobError as e:
             self.close_connection = True
             self.reply_error(e.code, str(e))
