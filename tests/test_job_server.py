@@ -64,8 +64,8 @@ def test_state_transitions(status, event, after):
     assert J.next_status(status, event) == after
 
 
-@pytest.mark.parametrize("code, stopping, event", [(0, False, "succeeded"), (3, False, "failed"),
-                                                   (-15, True, "stopped"), (0, True, "stopped")])
+@pytest.mark.parametrize("code, stopping, event", [(0, "", "succeeded"), (3, "", "failed"),
+                                                   (-15, "stopped on request", "stopped"), (0, "why", "stopped")])
 def test_exit_events(code, stopping, event):
     assert J.exit_event(code, stopping) == event
 
@@ -401,3 +401,28 @@ def test_stop_ends_the_driver_and_its_tasks_and_actors(head):
     assert time.monotonic() - started < 15
     assert not os.path.exists(f"/proc/{job['driver_pid']}") or \
         open(f"/proc/{job['driver_pid']}/stat").read().split()[2] == "Z"
+
+
+def test_a_head_restarted_in_place_lists_the_jobs_and_their_logs(tmp_path):
+    cluster = CliCluster(tmp_path / "session")
+    os.makedirs(cluster.tmpdir, mode=0o700)
+    port = str(free_port(IP))
+
+    def start() -> tuple[str, str]:
+        cluster.cli("start", "--head", "--port", port, "--node-ip-address", IP, "--metrics-port", "0",
+                    "--object-store-memory", "64M", "--num-cpus", "1")
+        return cluster.info["metrics"], cluster.info["token"]
+    try:
+        base, token = start()
+        done = submit(base, token, entrypoint="echo kept across restarts")
+        wait_job(base, token, done)
+        running = submit(base, token, entrypoint="echo started; sleep 300")
+        wait_until(lambda: logs(base, token, running) == "started\n", 30, "the job to start")
+        cluster.cli("stop")                       # the head stops its running job first
+        base, token = start()
+        jobs = {j["job_id"]: j for j in call(base, token, "GET", "/api/v1/jobs")[1]}
+        assert jobs[done]["status"] == "SUCCEEDED" and logs(base, token, done) == "kept across restarts\n"
+        assert jobs[running]["status"] == "STOPPED", jobs[running]
+        assert jobs[running]["message"].startswith("stopped as the head shut down: the entrypoint was killed by")
+    finally:
+        cluster.stop()

@@ -130,8 +130,9 @@ def next_status(status: str, event: str) -> str:
     return TRANSITIONS.get((status, event), status)
 
 
-def exit_event(exit_code: int, stopping: bool) -> str:
-    """The event a driver's exit is: stopped when stop() asked for it, else by its exit code."""
+def exit_event(exit_code: int, stopping: str) -> str:
+    """The event a driver's exit is: stopped when it was being stopped (`stopping` says why), else by its
+    exit code."""
     return "stopped" if stopping else "succeeded" if exit_code == 0 else "failed"
 
 
@@ -368,7 +369,7 @@ class JobManager:
             os.makedirs(os.path.join(self.job_dir(job_id), "work"), mode=0o700, exist_ok=True)
             job = {**spec, "job_id": job_id, "status": PENDING, "message": "", "exit_code": None,
                    "submitted_at": now or time.time(), "start_time": None, "end_time": None, "driver_pid": None,
-                   "stopping": False}
+                   "stopping": ""}                     # why it is being stopped, once it is
             self.jobs[job_id] = job
             self.logs[job_id] = JobLog(self.job_dir(job_id), self.log_max)
             self.save()
@@ -403,10 +404,11 @@ class JobManager:
                 ok, message = self.install(job_id, env)
                 if not ok:
                     if job["stopping"]:
-                        return self.finish(job_id, "stopped", None, "stopped while its pip requirements installed")
+                        return self.finish(job_id, "stopped", None, f"{job['stopping']} while its pip requirements "
+                                                                    f"installed")
                     return self.finish(job_id, "pip_failed", None, message)
             if job["stopping"]:
-                return self.finish(job_id, "stopped", None, "stopped before its driver started")
+                return self.finish(job_id, "stopped", None, f"{job['stopping']} before its driver started")
             proc = subprocess.Popen(["/bin/sh", "-c", job["entrypoint"]], cwd=work, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         except (OSError, zipfile.BadZipFile) as e:
@@ -426,8 +428,9 @@ class JobManager:
             self.procs.pop(job_id, None)
             tail = log.read(max(log.start, log.end - 2048))[1].decode(errors="replace")
             stopping = job["stopping"]
-        message = "stopped: " + exit_message(code, job["entrypoint"], tail) if stopping else \
-            exit_message(code, job["entrypoint"], tail)
+        message = exit_message(code, job["entrypoint"], tail)
+        if stopping:
+            message = f"{stopping}: {message}"
         self.finish(job_id, exit_event(code, stopping), code, message)
 
     def finish(self, job_id: str, event: str, code: int | None, message: str) -> None:
@@ -541,7 +544,7 @@ class JobManager:
             if job["status"] in ENDED:
                 raise JobError(409, f"job {job_id} has already ended ({job['status']}: {job['message']}); "
                                     f"nothing to stop")
-            self.jobs[job_id]["stopping"] = True
+            self.jobs[job_id]["stopping"] = "stopped on request"
             proc = self.procs.get(job_id)
         if proc is not None:
             self.signal_group(proc, signal.SIGTERM)
@@ -569,8 +572,10 @@ class JobManager:
         self.on_end = lambda job_id: None        # the head's loop answers no more
         deadline = time.monotonic() + 2.0
         with self.lock:
-            for job_id, proc in self.procs.items():
-                self.jobs[job_id]["stopping"] = True
-                self.signal_group(proc, signal.SIGKILL)
-            while self.procs and time.monotonic() < deadline:     # the watchers record STOPPED
-                self.lock.wait(0.1)
+            running = [job_id for job_id, job in self.jobs.items() if job["status"] not in ENDED]
+            for job_id in running:
+                self.jobs[job_id]["stopping"] = "stopped as the head shut down"
+                if job_id in self.procs:
+                    self.signal_group(self.procs[job_id], signal.SIGKILL)
+            while any(self.jobs[j]["status"] not in ENDED for j in running) and time.monotonic() < deadline:
+                self.lock.wait(0.1)          # their threads record STOPPED
