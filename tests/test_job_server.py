@@ -389,18 +389,53 @@ def test_stop_ends_the_driver_and_its_tasks_and_actors(head):
 
     def cluster_state():
         status = call(base, token, "GET", "/api/v1/status")[1]
-        return status["running"], [a["state"] for a in status["actors"] if a["class_name"] == "Counter"
-                                   and a["name"] is None], [a["state"] for a in status["actors"] if a["name"] == "keeper"]
+        counters = [a for a in status["actors"] if a["class_name"] == "Counter"]
+        return (status["running"], [a["state"] for a in counters if a["name"] is None],
+                [a["state"] for a in counters if a["name"] == "keeper"])
     wait_until(lambda: cluster_state()[0] >= 1, 30, "the long task to run")
     assert cluster_state()[1:] == (["ALIVE"], ["ALIVE"])
     started = time.monotonic()
     code, job, _ = call(base, token, "POST", f"/api/v1/jobs/{job_id}/stop", b"")
-    assert code == 200 and job["status"] == "STOPPED", job
+    assert code == 200 and job["status"] == "STOPPED" and job["message"].startswith("stopped on request: "), job
     wait_until(lambda: cluster_state()[:2] == (0, ["DEAD"]), 10, "the job's task and actor to end")
     assert cluster_state()[2] == ["ALIVE"]          # a detached actor outlives its job
     assert time.monotonic() - started < 15
     assert not os.path.exists(f"/proc/{job['driver_pid']}") or \
         open(f"/proc/{job['driver_pid']}/stat").read().split()[2] == "Z"
+
+
+ABANDON = """
+import os, time, tasuki
+tasuki.init()
+
+@tasuki.remote
+def forever():
+    time.sleep(600)
+
+@tasuki.remote
+class Holder:
+    def ping(self):
+        return "pong"
+
+holder = Holder.remote()
+ref = forever.remote()
+print(tasuki.get(holder.ping.remote()), flush=True)
+while not tasuki.nodes() or tasuki.cluster_resources().get("CPU", 0) - tasuki.available_resources().get("CPU", 0) < 1:
+    time.sleep(0.05)
+os._exit(0)                      # no goodbye to the head: only the job's end tells it
+"""
+
+
+def test_a_driver_that_exits_leaves_nothing_running(head):
+    _, base, token = head
+    sha = upload(base, token, {"abandon.py": ABANDON})
+    job_id = submit(base, token, entrypoint="python abandon.py", working_dir=sha)
+    assert wait_job(base, token, job_id)["status"] == "SUCCEEDED", logs(base, token, job_id)
+
+    def left():
+        status = call(base, token, "GET", "/api/v1/status")[1]
+        return status["running"], [a["state"] for a in status["actors"] if a["class_name"] == "Holder"]
+    wait_until(lambda: left() == (0, ["DEAD"]), 10, "the job's task and actor to end with its driver")
 
 
 def test_a_head_restarted_in_place_lists_the_jobs_and_their_logs(tmp_path):
