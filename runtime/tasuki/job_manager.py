@@ -468,7 +468,12 @@ class JobManager:
         # the head's own site-packages (a venv's too, with its editable installs), after the job's
         with open(os.path.join(purelib, "_tasuki_head.pth"), "w") as f:
             f.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in site.getsitepackages()) + "\n")
-        extra = shlex.split(os.environ.get("TASUKI_JOB_PIP_ARGS", ""))
+        if subprocess.run([python, "-c", "import pip"], capture_output=True).returncode != 0:
+            # an image without pip (tasuki's own: its venv has none): the job's environment gets one
+            self.write_log(job_id, b"tasuki: no pip on the head's Python; installing one with ensurepip\n")
+            if self.run_step(job_id, [python, "-m", "ensurepip", "--default-pip"], env) != 0:
+                return False, "no pip on the head's Python, and ensurepip could not install one; see the job's logs"
+        extra = shlex.split(config.env("JOB_PIP_ARGS", ""))
         packages = self.jobs[job_id]["pip"]
         code = self.run_step(job_id, [python, "-m", "pip", "install", "--disable-pip-version-check",
                                       "--no-input", *extra, *packages], env)
