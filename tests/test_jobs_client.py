@@ -192,11 +192,17 @@ def test_errors_say_what_to_do(server, tmp_path, monkeypatch):
     with pytest.raises(JobError, match="TASUKI_JOB_PACKAGE_MAX_BYTES=1000") as too_big:
         client(server).submit("python x.py", working_dir=str(tmp_path / "proj"))
     assert too_big.value.status_code == 413 and server.jobs == {}
+    (tmp_path / "proj" / "data.bin").write_bytes(os.urandom(8 << 20))    # more than the sockets buffer:
+    with pytest.raises(JobError, match="TASUKI_JOB_PACKAGE_MAX_BYTES=1000"):  # the head hangs up mid-upload
+        client(server).submit("python x.py", working_dir=str(tmp_path / "proj"))
     monkeypatch.setenv("TASUKI_JOB_PACKAGE_MAX_BYTES", "1000")       # ours: refused before any upload
     asked = len(server.requests)
     with pytest.raises(JobError, match="TASUKI_JOB_PACKAGE_MAX_BYTES"):
         client(server).submit("python x.py", working_dir=str(tmp_path / "proj"))
     assert len(server.requests) == asked
+
+    with pytest.raises(JobError, match="does that head serve the jobs API"):
+        JobClient(server.url + "/not-a-head", token=TOKEN).list()
 
     closed = FakeJobsServer(HOST, token=TOKEN)
     closed.close()

@@ -267,7 +267,12 @@ class JobClient:
         conn = cls(self._host, self._port, timeout=timeout)
         headers = {"Authorization": f"Bearer {self._token}", **(headers or {})}
         try:
-            conn.request(method, self._prefix + path, body=body, headers=headers)
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+            except OSError:
+                if not conn.sock:
+                    raise                           # never connected
+                # the head answered before taking the whole body (413, 401) and hung up: read its answer
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
@@ -319,4 +324,7 @@ def _error(status: int, text: str, method: str, url: str, job_id: str | None) ->
                    f"Kubernetes it is in the Cluster's Secret).")
     elif status == 404 and job_id is not None:
         message += " (see the job ids with `tasuki job list` or JobClient.list())"
+    elif status == 404:
+        message += (f" (is {url.split('/api/', 1)[0]} a tasuki head's HTTP port, and does that head serve the jobs "
+                     f"API? Heads older than `tasuki job` do not)")
     return JobError(message, status_code=status, job_id=job_id)
