@@ -14,7 +14,8 @@ logs and ends the job with its exit code; stop() then kills its process group.
 
 State: `jobs` (job id -> the job's record as the API shows it, but with the env unmasked), `packages`
 (sha256 -> the zip's bytes), `requests` ((method, path with query) of each request, in order).
-`break_streams()` hangs up every open follow stream mid-response (no final chunk), as a dropped
+`serve(fake, handler, method, path)` answers one request on another server's handler, so a fake
+head can serve the jobs API beside its own routes, as the real head does. `break_streams()` hangs up every open follow stream mid-response (no final chunk), as a dropped
 connection does. Logs keep at most `log_max_bytes` (older bytes drop, offsets stay absolute). One lock
 and condition guard all state; the server runs in daemon threads until close().
 """
@@ -188,122 +189,138 @@ class FakeJobsServer:
         threading.Thread(target=pump, name=f"fake-job-{job_id}", daemon=True).start()
 
 
+def serve(fake: FakeJobsServer, h: BaseHTTPRequestHandler, method: str, path: str) -> bool:
+    """Answer one jobs API request on handler `h` (an HTTP/1.1 BaseHTTPRequestHandler) from `fake`;
+    `path` is the request's path and query without any prefix. Returns False, having sent nothing, for a
+    path outside /api/v1/jobs, so another fake (FakeHead) can serve the jobs API beside its own routes:
+        if fake_jobs_server.serve(self.server.jobs, self, "GET", self.path): return"""
+    url = urllib.parse.urlsplit(path)
+    if not (url.path == "/api/v1/jobs" or url.path.startswith("/api/v1/jobs/")):
+        return False
+    fake.requests.append((method, path))
+    query = urllib.parse.parse_qs(url.query)
+    given = h.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {fake.token}".encode()):
+        h.close_connection = True
+        _send(h, 401, {"error": "missing or wrong token in Authorization: Bearer <token>"})
+    elif method == "PUT" and (m := PACKAGE.match(url.path)):
+        _put_package(fake, h, m.group(1))
+    elif method == "POST" and url.path == "/api/v1/jobs":
+        try:
+            body = json.loads(_body(h))
+        except ValueError:
+            body = None
+        _send(h, *fake.create(body)) if isinstance(body, dict) else _send(h, 400, {"error": "the body is not a JSON object"})
+    elif method == "GET" and url.path == "/api/v1/jobs":
+        with fake.cond:
+            jobs = sorted(fake.jobs.values(), key=lambda j: j["submitted_at"], reverse=True)
+            _send(h, 200, [fake.view(j) for j in jobs])
+    else:
+        _job_route(fake, h, method, url.path, query)
+    return True
+
+
+def _job_route(fake: FakeJobsServer, h: BaseHTTPRequestHandler, method: str, path: str, query: dict) -> None:
+    for pattern, verb in ((JOB, "GET"), (LOGS, "GET"), (STOP, "POST")):
+        m = pattern.match(path)
+        if not (m and method == verb):
+            continue
+        job_id = urllib.parse.unquote(m.group(1))
+        if method == "POST":
+            _body(h)
+        if job_id not in fake.jobs:
+            return _send(h, 404, {"error": f"no job {job_id!r} on this head"})
+        if pattern is JOB:
+            with fake.cond:
+                return _send(h, 200, fake.view(fake.jobs[job_id]))
+        if pattern is STOP:
+            return _send(h, *fake.stop(job_id))
+        return _logs(fake, h, job_id, int(query.get("offset", ["0"])[0]), query.get("follow", ["0"])[0] == "1")
+    _body(h)
+    _send(h, 404, {"error": f"no route {method} {path}"})
+
+
+def _send(h: BaseHTTPRequestHandler, status: int, payload) -> None:
+    body = json.dumps(payload).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _body(h: BaseHTTPRequestHandler) -> bytes:
+    return h.rfile.read(int(h.headers.get("Content-Length") or 0))
+
+
+def _put_package(fake: FakeJobsServer, h: BaseHTTPRequestHandler, sha: str) -> None:
+    size = int(h.headers.get("Content-Length") or 0)
+    if size > fake.package_max_bytes:          # answered without reading the body, as a head may
+        h.close_connection = True
+        return _send(h, 413, {"error": f"the package is {size} bytes, over TASUKI_JOB_PACKAGE_MAX_BYTES="
+                                       f"{fake.package_max_bytes} on the head"})
+    data = h.rfile.read(size)
+    if hashlib.sha256(data).hexdigest() != sha:
+        return _send(h, 400, {"error": f"the body's sha256 is {hashlib.sha256(data).hexdigest()}, not {sha}"})
+    with fake.cond:
+        existed = sha in fake.packages
+        fake.packages[sha] = data
+    _send(h, 200 if existed else 201, {"package": sha, "bytes": size})
+
+
+def _logs(fake: FakeJobsServer, h: BaseHTTPRequestHandler, job_id: str, offset: int, follow: bool) -> None:
+    with fake.cond:
+        start = max(offset, fake._dropped[job_id])
+        breaks = fake._breaks
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain; charset=utf-8")
+    h.send_header("X-Tasuki-Log-Offset", str(start))
+    if not follow:
+        with fake.cond:
+            data = bytes(fake._logs[job_id][start - fake._dropped[job_id]:])
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+        return
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    sent = start
+    while True:
+        with fake.cond:
+            fake.cond.wait_for(lambda: fake._breaks != breaks or fake.jobs[job_id]["status"] in ENDED
+                               or fake._dropped[job_id] + len(fake._logs[job_id]) > sent, timeout=1.0)
+            if fake._breaks != breaks:
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)       # no final chunk: a dropped connection
+                return
+            sent = max(sent, fake._dropped[job_id])
+            data = bytes(fake._logs[job_id][sent - fake._dropped[job_id]:])
+            ended = fake.jobs[job_id]["status"] in ENDED
+        if data:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            h.wfile.flush()
+            sent += len(data)
+        if ended:
+            h.wfile.write(b"0\r\n\r\n")
+            return
+
+
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"          # chunked log streams
 
     def log_message(self, *args) -> None:
         pass
 
-    @property
-    def fake(self) -> FakeJobsServer:
-        return self.server.fake
-
-    def _send(self, status: int, payload) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _route(self, method: str) -> None:
-        fake = self.fake
-        fake.requests.append((method, self.path))
-        url = urllib.parse.urlsplit(self.path)
-        path, query = url.path, urllib.parse.parse_qs(url.query)
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {fake.token}".encode()):
-            self._body()
-            self.close_connection = True
-            return self._send(401, {"error": "missing or wrong token in Authorization: Bearer <token>"})
-        if method == "PUT" and (m := PACKAGE.match(path)):
-            return self._put_package(m.group(1))
-        if method == "POST" and path == "/api/v1/jobs":
-            try:
-                body = json.loads(self._body())
-            except ValueError:
-                return self._send(400, {"error": "the body is not JSON"})
-            return self._send(*fake.create(body))
-        if method == "GET" and path == "/api/v1/jobs":
-            with fake.cond:
-                jobs = sorted(fake.jobs.values(), key=lambda j: j["submitted_at"], reverse=True)
-                return self._send(200, [fake.view(j) for j in jobs])
-        for pattern, verb in ((JOB, "GET"), (LOGS, "GET"), (STOP, "POST")):
-            m = pattern.match(path)
-            if m and method == verb:
-                job_id = urllib.parse.unquote(m.group(1))
-                if method == "POST":
-                    self._body()
-                if job_id not in fake.jobs:
-                    return self._send(404, {"error": f"no job {job_id!r} on this head"})
-                if pattern is JOB:
-                    with fake.cond:
-                        return self._send(200, fake.view(fake.jobs[job_id]))
-                if pattern is STOP:
-                    return self._send(*fake.stop(job_id))
-                return self._logs(job_id, int(query.get("offset", ["0"])[0]), query.get("follow", ["0"])[0] == "1")
-        return self._send(404, {"error": f"no route {method} {path}"})
-
-    def _put_package(self, sha: str) -> None:
-        fake = self.fake
-        size = int(self.headers.get("Content-Length") or 0)
-        if size > fake.package_max_bytes:
-            self.close_connection = True
-            return self._send(413, {"error": f"the package is {size} bytes, over TASUKI_JOB_PACKAGE_MAX_BYTES="
-                                             f"{fake.package_max_bytes} on the head"})
-        data = self.rfile.read(size)
-        if hashlib.sha256(data).hexdigest() != sha:
-            return self._send(400, {"error": f"the body's sha256 is {hashlib.sha256(data).hexdigest()}, not {sha}"})
-        with fake.cond:
-            existed = sha in fake.packages
-            fake.packages[sha] = data
-        self._send(200 if existed else 201, {"package": sha, "bytes": size})
-
-    def _logs(self, job_id: str, offset: int, follow: bool) -> None:
-        fake = self.fake
-        with fake.cond:
-            start = max(offset, fake._dropped[job_id])
-            breaks = fake._breaks
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("X-Tasuki-Log-Offset", str(start))
-        if not follow:
-            with fake.cond:
-                data = bytes(fake._logs[job_id][start - fake._dropped[job_id]:])
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        sent = start
-        while True:
-            with fake.cond:
-                fake.cond.wait_for(lambda: fake._breaks != breaks or fake.jobs[job_id]["status"] in ENDED
-                                   or fake._dropped[job_id] + len(fake._logs[job_id]) > sent, timeout=1.0)
-                if fake._breaks != breaks:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)       # no final chunk: a dropped connection
-                    return
-                sent = max(sent, fake._dropped[job_id])
-                data = bytes(fake._logs[job_id][sent - fake._dropped[job_id]:])
-                ended = fake.jobs[job_id]["status"] in ENDED
-            if data:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
-                sent += len(data)
-            if ended:
-                self.wfile.write(b"0\r\n\r\n")
-                return
+    def _serve(self, method: str) -> None:
+        if not serve(self.server.fake, self, method, self.path):
+            _body(self)
+            _send(self, 404, {"error": f"no route {method} {self.path}"})
 
     def do_GET(self) -> None:
-        self._route("GET")
+        self._serve("GET")
 
     def do_POST(self) -> None:
-        self._route("POST")
+        self._serve("POST")
 
     def do_PUT(self) -> None:
-        self._route("PUT")
+        self._serve("PUT")

@@ -51,6 +51,8 @@ CLUSTER = {"address": "tcp://10.0.0.5:6380", "token": "file-token", "metrics": "
 @pytest.mark.parametrize("address, token, env, cluster, expected", [
     ("http://h:8080", "t", {}, None, ("http://h:8080", "t")),
     ("h:8080", "t", {}, None, ("http://h:8080", "t")),
+    ("h", "t", {}, None, ("http://h:8080", "t")),                                          # the pods' HTTP port
+    ("http://[::1]:9000", "t", {}, None, ("http://[::1]:9000", "t")),
     ("https://proxy/clusters/demo/", "t", {}, None, ("https://proxy/clusters/demo", "t")),
     (None, None, {"TASUKI_ADDRESS": "http://e:9000", "TASUKI_TOKEN": "et"}, CLUSTER, ("http://e:9000", "et")),
     (None, None, {}, CLUSTER, ("http://10.0.0.5:8080", "file-token")),
@@ -68,6 +70,8 @@ def test_resolve_endpoint(address, token, env, cluster, expected):
     ("tasuki://other:6380", "t", CLUSTER, "http://other:8080"),             # a remote runtime port: say what to pass
     ("tasuki://10.0.0.5:6380", "t", {**CLUSTER, "metrics": None}, "no HTTP port"),
     ("ftp://h:21", "t", None, "unknown scheme"),
+    ("http://h:port", "t", None, "must look like http://HOST:PORT"),
+    (None, "t", {"address": "tcp://10.0.0.5:6380"}, "no HTTP port"),              # a cluster file without one
     ("http://other:8080", None, CLUSTER, "TASUKI_TOKEN"),                   # the file's token is for its own head only
 ])
 def test_resolve_endpoint_refuses(address, token, cluster, says):
@@ -276,11 +280,14 @@ def test_cli_logs_follow(server, capsys):
     assert job(server, "logs", job_id) == 0 and capsys.readouterr().out == "one\ntwo\n"
 
 
-def test_cli_errors_for_people(server, capsys):
+def test_cli_errors_for_people(server, capsys, monkeypatch):
     assert cli.main(["job", "list", "--address", server.url, "--token", "wrong"]) == 1
     assert "TASUKI_TOKEN or --token" in capsys.readouterr().err
     assert cli.main(["job", "list", "--address", "tasuki://elsewhere:6380", "--token", "t"]) == 1
     assert "http://elsewhere:8080" in capsys.readouterr().err
+    monkeypatch.setenv("TASUKI_ADDRESS", "tcp://elsewhere:6380")
+    assert cli.main(["job", "list", "--token", "t"]) == 1
+    assert "TASUKI_ADDRESS 'tcp://elsewhere:6380' is the head's runtime port" in capsys.readouterr().err
     assert job(server, "submit", "--env", "NOEQUALS", "--", "true") == 1
     assert "--env 'NOEQUALS' must look like KEY=VALUE" in capsys.readouterr().err
     assert job(server, "submit") == 1

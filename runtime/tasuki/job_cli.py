@@ -161,7 +161,8 @@ def run(args) -> int:
 
 
 def _client(args) -> JobClient:
-    return JobClient(args.address, args.token)
+    from_env = "address" in getattr(args, "from_env", {})      # then JobClient reads it and names TASUKI_ADDRESS
+    return JobClient(None if from_env else args.address, args.token)
 
 
 def submit(args) -> int:
@@ -175,6 +176,8 @@ def submit(args) -> int:
         print(f"Follow it with `tasuki job logs --follow {job_id}`; stop it with `tasuki job stop {job_id}`.",
               file=sys.stderr)
         return 0
+    print(f"tasuki job: following the output of {job_id} until it ends (Ctrl-C stops following, not the job)",
+          file=sys.stderr, flush=True)
     return _follow(client, job_id)
 
 

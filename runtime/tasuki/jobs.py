@@ -90,9 +90,13 @@ def resolve_endpoint(address: str | None, token: str | None, env: dict, cluster:
         raise JobError(f"{source} {address!r}: unknown scheme {scheme!r}; give http://HOST:PORT (the head's "
                        f"HTTP port, 8080 in pods)")
     else:
-        url = "http://" + address
-    parsed = urllib.parse.urlsplit(url)
-    if not parsed.hostname or parsed.port is None and ":" in parsed.netloc.rsplit("]", 1)[-1]:
+        url = "http://" + address + ("" if ":" in address.rsplit("]", 1)[-1] else f":{config.DEFAULT_METRICS_PORT}")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        valid = bool(parsed.hostname) and (parsed.port is not None or ":" not in parsed.netloc.rsplit("]", 1)[-1])
+    except ValueError:          # a port that is not a number
+        valid = False
+    if not valid:
         raise JobError(f"{source} {address!r} must look like http://HOST:PORT, e.g. http://10.0.0.5:8080")
     if not token:
         token = env.get("TASUKI_TOKEN")
