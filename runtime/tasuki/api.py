@@ -136,7 +136,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             head_address, token = _resolve_address(address, token)
         client = Client(head_address, token, "driver", info={
             "namespace": namespace or "default", "default_actor_lifetime": job_config.default_actor_lifetime,
-            "metadata": job_config.metadata})
+            "metadata": job_config.metadata, "submission_id": config.env("JOB_ID")})
         try:
             welcome = _wait_welcome(client)
         except BaseException:

@@ -5,6 +5,7 @@
                  [--labels '{"zone": "a"}'] [--block] ...
     tasuki status [--address HOST:PORT]
     tasuki stop
+    tasuki job submit|logs|status|stop|list ...     (job_cli.py: jobs over the head's HTTP API)
 
 `start` runs `python -m tasuki.head` and `python -m tasuki.node` as detached processes (their own
 session, output in log files under config.session_dir()/logs), waits until the head answers and
@@ -65,7 +66,7 @@ class CliError(Exception):
 # --- arguments --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tasuki", description="Start, inspect and stop tasuki clusters.")
-    commands = parser.add_subparsers(dest="command", metavar="{start,status,stop}")
+    commands = parser.add_subparsers(dest="command", metavar="{start,status,stop,job}")
     commands.required = True
 
     start = commands.add_parser(
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stop = commands.add_parser("stop", help="stop the head and node agents started on this machine")
     stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT_S, help="seconds before SIGKILL")
+
+    from . import job_cli
+    job_cli.add_parser(commands)
     return parser
 
 
@@ -824,6 +828,9 @@ def main(argv=None) -> int:
             return start(args)
         if args.command == "stop":
             return stop(args)
+        if args.command == "job":
+            from . import job_cli
+            return job_cli.run(args)
         return status(args)
     except (CliError, config.UnsafePathError) as e:
         print(f"tasuki {args.command}: error: {e}", file=sys.stderr)

@@ -14,6 +14,8 @@
      ├── SerializationError (also TypeError)  an argument or result could not be pickled
      ├── OptionError (also TypeError and ValueError)  remote() or .options() got an unknown option
      ├── ActorAlreadyExistsError (also ValueError)  a live actor has the name already (Ray's name)
+     ├── ClusterError (also ConnectionError)  the cluster cannot be reached or refused us
+     │    └── JobError                     the head's jobs API refused a request (jobs.py): status_code, job_id
      └── VersionMismatchError              a peer runs another tasuki or Python version
 """
 from __future__ import annotations
@@ -186,6 +188,17 @@ class VersionMismatchError(TasukiError):
 
 class ClusterError(TasukiError, ConnectionError):
     """The cluster cannot be reached or refused us."""
+
+
+class JobError(ClusterError):
+    """A request to the head's jobs API failed (tasuki.jobs). The message is the server's, with what to
+    do; status_code: the HTTP status (401 wrong token, 404 unknown job, 409 conflict, 413 package too
+    large; None when the head could not be reached); job_id: the job asked about, if any."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, job_id: str | None = None):
+        super().__init__(message)      # one argument: OSError would read two as (errno, strerror)
+        self.status_code = status_code
+        self.job_id = job_id
 
 
 class OptionError(TasukiError, TypeError, ValueError):

@@ -116,6 +116,7 @@ class Head:
         self.peers: dict[bytes, Peer] = {}
         self.drivers_by_job: dict[str, bytes] = {}
         self.job_settings: dict[str, dict] = {}       # job id -> its driver's namespace, default_actor_lifetime
+        self.submissions: dict[str, set] = {}          # submitted job (job_manager.py) -> the job ids of its drivers
         self.outbox: dict[bytes, list] = {}
         self.warned_shapes: set = set()       # queue keys (shape, label selector) whose owner was warned
         self.requested_resources: list = []   # [(shape, count)]: request_resources(), until replaced
@@ -144,9 +145,14 @@ class Head:
         self.rejoin_running: dict[bytes, tuple] = {} # task id -> (ident, info) of the worker running it, until re-sent
         self.log_dropped = LogLimiter()
         self.metrics_address = None
+        self.jobs = None                             # submitted jobs (job_manager.py), served over HTTP
         if metrics_port is not None:
-            from .metrics import serve_http
-            self.metrics_address = serve_http(self.context, metrics_host, metrics_port, token, LogLimiter())
+            from .job_manager import JobManager
+            from .metrics import ask_head, serve_http
+            self.jobs = JobManager(os.path.join(config.session_dir(), "jobs"), self.address, token,
+                                   on_end=lambda job_id: ask_head(self.context, "end_submission", job_id))
+            self.metrics_address = serve_http(self.context, metrics_host, metrics_port, token, LogLimiter(),
+                                              jobs=self.jobs)
 
     # --- loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -237,6 +243,8 @@ class Head:
         self.close()
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
         self.relay.close()
         self.sock.close()
         self.control.close()
@@ -320,6 +328,8 @@ class Head:
         self.drivers_by_job[job_id] = ident
         self.job_settings[job_id] = {"namespace": peer.info.get("namespace") or "default",
                                      "default_actor_lifetime": peer.info.get("default_actor_lifetime")}
+        if peer.info.get("submission_id"):          # a submitted job's driver (TASUKI_JOB_ID)
+            self.submissions.setdefault(peer.info["submission_id"], set()).add(job_id)
         self.send(ident, P.welcome({"job_id": job_id, "nodes": self.node_directory(), "session": self.started_at}))
 
     def add_node(self, ident: bytes, info: dict, now: float) -> Node:
@@ -1115,7 +1125,25 @@ class Head:
             return self.actors.names_taken()
         if what == "namespace":
             return self.namespace_of(ident)
+        if what == "end_submission":
+            return self.end_submission(arg, now)
         raise ValueError(f"unknown query {what!r}")
+
+    def end_submission(self, submission_id: str, now: float) -> dict:
+        """A submitted job ended (stopped, or its driver exited): its drivers are forgotten now (not after
+        DRIVER_TIMEOUT_S), its tasks cancelled (running ones' workers killed) and its actors that are not
+        detached killed, wherever they were created (by the driver or by its tasks)."""
+        jobs = self.submissions.pop(submission_id, set())
+        for ident, peer in list(self.peers.items()):
+            if peer.role == "driver" and peer.job_id in jobs:
+                self.forget_peer(ident)
+        tasks = [t for t in self.tasks.values() if t.job_id in jobs and t.actor is None and not t.cancelled]
+        for task in tasks:
+            self.on_cancel(b"", None, now, task.return_ids[0], True)
+        actors = [a for a in self.actors.live() if a.job_id in jobs and not a.info["detached"]]
+        for actor in actors:
+            self.kill_actor(actor, True, f"its job {submission_id} ended (stopped, or its driver exited)", now)
+        return {"jobs": sorted(jobs), "tasks_cancelled": len(tasks), "actors_killed": len(actors)}
 
     def node_directory(self, now: float | None = None) -> list[dict]:
         now = now or time.time()

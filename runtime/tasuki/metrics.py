@@ -25,6 +25,24 @@ Endpoints:
                                     for a node leaving on SIGTERM (that drain cannot be cancelled)
   GET  /healthz                     200 while the head's loop answers, 503 otherwise
 
+Jobs (job_manager.py runs them; every jobs endpoint needs the Bearer token, 401 without it; errors are
+{"error": "..."} with 400/404/409/413):
+  PUT  /api/v1/jobs/packages/SHA256 a zip of the working directory: 201 {"package", "bytes"} (200 if there
+                                    already); 413 from its Content-Length alone, over
+                                    TASUKI_JOB_PACKAGE_MAX_BYTES (100 MiB); 400 if its sha256 is another
+  POST /api/v1/jobs                 {"entrypoint": "python s.py args", "job_id", "working_dir": SHA256,
+                                    "env", "pip", "metadata"} (all but entrypoint optional): 201 {"job_id"};
+                                    409 for a job id taken
+  GET  /api/v1/jobs[/ID]            the jobs, newest first (or one): job_id, status (PENDING | RUNNING |
+                                    SUCCEEDED | FAILED | STOPPED), entrypoint, message, exit_code,
+                                    submitted_at, start_time, end_time, metadata, env (secrets as ***),
+                                    pip, working_dir, driver_pid
+  GET  /api/v1/jobs/ID/logs?offset=N&follow=1   its output from byte N (chunked until the job ends with
+                                    follow); X-Tasuki-Log-Offset: the offset of the first byte sent (bounded
+                                    logs, TASUKI_JOB_LOG_MAX_BYTES: dropped bytes are skipped)
+  POST /api/v1/jobs/ID/stop         SIGTERM to its process group, SIGKILL after 5 s; answers the job once
+                                    STOPPED; its tasks and non-detached actors end too; 409 if it had ended
+
 Metrics (`families`; per-node series carry `node` and the node's worker `group`, "" outside Kubernetes;
 the namespace and cluster of a Kubernetes head come from the scrape's target labels):
 
@@ -44,7 +62,8 @@ the namespace and cluster of a Kubernetes head come from the scrape's target lab
   tasuki_object_store_{used,capacity,spilled}_bytes{node,group}
   tasuki_resource_{total,available}{node,group,resource}
 
-Nothing here unpickles: requests are paths and small JSON bodies, answers are text and JSON.
+Nothing here unpickles: requests are paths, small JSON bodies and job packages (zips, streamed to disk),
+answers are text and JSON.
 Reading is open to whoever reaches the port (Prometheus scrapes it); changing anything needs the
 cluster token, which the operator's autoscaler holds. So whoever reaches the port must not be able
 to hurt the head: a request must arrive whole within REQUEST_TIMEOUT_S, at most MAX_CONNECTIONS
@@ -65,6 +84,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
+from urllib.parse import parse_qs
 
 import zmq
 from prometheus_client import CollectorRegistry, generate_latest
@@ -83,6 +103,10 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnec
 NODE_STATES = ("alive", "draining", "dead")
 OUTCOMES = ("succeeded", "failed", "crashed", "cancelled")
 DRAIN_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/drain$")
+PACKAGE_PATH = re.compile(r"^/api/v1/jobs/packages/([^/]+)$")
+JOB_PATH = re.compile(r"^/api/v1/jobs(?:/([^/]+)(?:/(logs|stop))?)?$")
+UPLOAD_MIN_RATE = 1 << 20         # bytes per second an upload may take at the slowest, beyond REQUEST_TIMEOUT_S
+LINGER_S = 2.0                    # seconds an upload refused unread is still read and dropped (see finish_unread)
 
 
 class HeadUnavailable(Exception):
@@ -285,11 +309,13 @@ class Handler(BaseHTTPRequestHandler):
         super().handle_one_request()     # a read past the deadline raises TimeoutError: it closes
 
     # --- responses ----------------------------------------------------------------------
-    def reply(self, code: int, body: bytes, content_type: str) -> None:
+    def reply(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.connection.settimeout(REQUEST_TIMEOUT_S)    # the reader's deadline is for reading
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -304,6 +330,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         try:
+            if path.startswith("/api/v1/jobs"):
+                return self.jobs_get(path)
             if path == "/metrics":
                 registry = CollectorRegistry(auto_describe=False)
                 registry.register(HeadCollector(self.context))
@@ -339,6 +367,8 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             self.close_connection = True
             return self.reply_error(e.code, str(e))
+        if path.startswith("/api/v1/jobs") and self.command == "POST":
+            return self.jobs_post(path.rstrip("/"), body)
         match = DRAIN_PATH.match(path)
         if match is None:
             return self.reply_error(404, f"no such endpoint {path!r}; POST or DELETE only /api/v1/nodes/ID/drain")
@@ -373,6 +403,135 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply_json(409, answer)
         self.reply_json(200, answer)
 
+    # --- jobs (job_manager.py) ---------------------------------------------------------------
+    def authorized(self, what: str) -> bool:
+        """Whether the request carries the cluster token; else answers 401 (its body unread) and closes."""
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode()):
+            return True
+        self.close_connection = True
+        self.reply_error(401, f"{what} needs the cluster token: send the header 'Authorization: Bearer <token>' "
+                              f"(the token `tasuki start --head` printed)")
+        return False
+
+    @property
+    def jobs(self):
+        from .job_manager import JobError
+        if self.server.jobs is None:
+            raise JobError(404, "this head runs no job manager (it serves no HTTP port of its own)")
+        return self.server.jobs
+
+    def jobs_get(self, path: str) -> None:
+        from .job_manager import JobError
+        if not self.authorized("the jobs API"):
+            return
+        match = JOB_PATH.match(path)
+        try:
+            if match is None or match.group(1) == "packages" or match.group(2) == "stop":
+                raise JobError(404, f"no such endpoint GET {path!r}; GET /api/v1/jobs, /api/v1/jobs/ID or "
+                                    f"/api/v1/jobs/ID/logs?offset=N&follow=1")
+            job_id, what = match.groups()
+            if job_id is None:
+                return self.reply_json(200, self.jobs.list())
+            if what is None:
+                return self.reply_json(200, self.jobs.get(job_id))
+            query = parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
+            offset = query.get("offset", ["0"])[-1]
+            if not offset.isdigit():
+                raise JobError(400, f"offset must be a byte offset (a whole number >= 0), got {offset!r}")
+            first, data = self.jobs.read_logs(job_id, int(offset))
+            if query.get("follow", ["0"])[-1] not in ("1", "true", "yes"):
+                return self.reply(200, data, "text/plain; charset=utf-8", {"X-Tasuki-Log-Offset": str(first)})
+        except JobError as e:
+            return self.reply_error(e.code, str(e))
+        self.stream_logs(job_id, first)
+
+    def stream_logs(self, job_id: str, offset: int) -> None:
+        """The job's output from `offset` in chunks as it comes, until the job has ended."""
+        self.connection.settimeout(REQUEST_TIMEOUT_S)    # a reader that stops reading is dropped
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Tasuki-Log-Offset", str(offset))
+        self.end_headers()
+        for data in self.jobs.follow_logs(job_id, offset):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def jobs_post(self, path: str, body: bytes) -> None:
+        from .job_manager import JobError
+        match = JOB_PATH.match(path)
+        try:
+            if match is None or match.group(2) == "logs" or (match.group(1) and match.group(2) is None):
+                raise JobError(404, f"no such endpoint POST {path!r}; POST /api/v1/jobs or /api/v1/jobs/ID/stop")
+            if match.group(1) is not None:
+                return self.reply_json(200, self.jobs.stop(match.group(1)))
+            try:
+                submission = json.loads(body)
+            except ValueError as e:
+                raise JobError(400, f"a job submission must be JSON ({e})") from None
+            self.reply_json(201, {"job_id": self.jobs.submit(submission)})
+        except JobError as e:
+            self.reply_error(e.code, str(e))
+
+    def handle_expect_100(self) -> bool:
+        """A client that waits for '100 Continue' before sending its body (curl -T does for large files)
+        is refused first when its upload would be, so that it sends nothing."""
+        if self.command == "PUT" and not self.upload_allowed():
+            self.close_connection = True
+            return False
+        return super().handle_expect_100()
+
+    def upload_allowed(self) -> bool:
+        """Whether a PUT may send its body, from its headers alone: the token, the path, the size
+        (413 naming the limit); else answers why."""
+        from .job_manager import JobError
+        if not self.authorized("uploading a package"):
+            return False
+        path = self.path.split("?", 1)[0]
+        try:
+            if not PACKAGE_PATH.match(path):
+                raise JobError(404, f"no such endpoint PUT {path!r}; PUT /api/v1/jobs/packages/SHA256")
+            self.jobs.check_package_size(self.upload_length())
+        except JobError as e:
+            self.reply_error(e.code, str(e))
+            return False
+        return True
+
+    def upload_length(self) -> int | None:
+        value = (self.headers.get("Content-Length") or "").strip()
+        return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+    def do_PUT(self) -> None:
+        from .job_manager import JobError
+        if not self.upload_allowed():
+            return self.finish_unread()
+        sha, length = PACKAGE_PATH.match(self.path.split("?", 1)[0]).group(1), self.upload_length()
+        try:
+            self.reader.deadline = time.monotonic() + REQUEST_TIMEOUT_S + length / UPLOAD_MIN_RATE
+            created, size = self.jobs.store_package(sha, length, self.rfile.read)
+            self.reply_json(201 if created else 200, {"package": sha, "bytes": size})
+        except JobError as e:
+            self.close_connection = True
+            self.reply_error(e.code, str(e))
+
+    def finish_unread(self) -> None:
+        """After answering a request whose body was not read: stop sending, then read and drop what the
+        client still sends for up to LINGER_S. Closing with unread data would reset the connection, and a
+        reset can lose our answer in the client's kernel before the client reads it."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_S
+            while time.monotonic() < deadline:
+                self.connection.settimeout(max(0.01, deadline - time.monotonic()))
+                if not self.connection.recv(1 << 16):
+                    break
+        except OSError:
+            pass
+
     def body_length(self) -> int:
         """The request's Content-Length (0 when absent); BadRequest 400 or 413 when it cannot be read."""
         value = (self.headers.get("Content-Length") or "0").strip()
@@ -397,6 +556,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 2 * MAX_CONNECTIONS    # listen() backlog: a burst is accepted and answered, not dropped
     head_context: zmq.Context
     token: str
+    jobs: object = None                      # the head's JobManager (job_manager.py), or None
     log: Callable[[str], None]
 
     def __init__(self, address: tuple[str, int], handler) -> None:
@@ -426,9 +586,10 @@ class _Server(ThreadingHTTPServer):
                      f"{type(error).__name__}: {str(error)[:200]}")
 
 
-def serve_http(context: zmq.Context, host: str, port: int, token: str, log: Callable[[str], None]) -> str:
+def serve_http(context: zmq.Context, host: str, port: int, token: str, log: Callable[[str], None],
+               jobs=None) -> str:
     """Serve metrics and the JSON API in daemon threads; returns the "host:port" bound (port 0: any).
-    `log` writes one line to the head's log (rate-limited by the caller)."""
+    `log` writes one line to the head's log (rate-limited by the caller); `jobs` is the JobManager."""
     try:
         server = _Server((host, port), Handler)
     except OSError as e:
@@ -440,5 +601,6 @@ def serve_http(context: zmq.Context, host: str, port: int, token: str, log: Call
     server.head_context = context
     server.token = token
     server.log = log
+    server.jobs = jobs
     threading.Thread(target=server.serve_forever, name="tasuki-http", daemon=True).start()
     return f"{host}:{server.server_address[1]}"
