@@ -10,15 +10,9 @@ It answers what runtime/tasuki/metrics.py answers, from state the test sets:
                                   turns "draining" and → 200 {"node_id", "state", "running_tasks",
                                   "objects", "drained": busy_workers == 0}
   GET  /healthz                   "ok"
-
-and the jobs API of /work/wt/JOBS_API.md (every request needs the token; 401 otherwise):
-
-  PUT  /api/v1/jobs/packages/{sha256}   a zip: kept in `packages` (400 when the sha256 differs)
-  POST /api/v1/jobs                     a job, PENDING, kept in `jobs` (409 for a known job_id)
-  GET  /api/v1/jobs, /api/v1/jobs/{id}  the jobs (newest first), one job (404)
-  POST /api/v1/jobs/{id}/stop           STOPPED (409 when it already ended)
-
-The test moves a job on: `head.set_job(job_id, "RUNNING")`, `head.finish(job_id, "FAILED", 3)`.
+  /api/v1/jobs...                 the jobs API, served by a FakeJobsServer (tests/fake_jobs_server.py):
+                                  `head.jobs_api` (its `jobs`, `packages`, `finish(...)`), with the
+                                  head's token (setting `head.token` sets its token too)
 
     with FakeHead(token="t0k") as head:
         head.add_node("n1", node_name="demo-worker-cpu-abcde", group="cpu", resources={"CPU": 2})
@@ -37,20 +31,17 @@ by one lock; the server runs in daemon threads and `stop()` (or leaving the `wit
 from __future__ import annotations
 
 import copy
-import hashlib
 import hmac
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fake_jobs_server
+from fake_jobs_server import FakeJobsServer
 
 VERSION = "0.0.0-fake"
 DRAIN_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/drain$")
-JOB_PATH = re.compile(r"^/api/v1/jobs/([^/]+)$")
-STOP_PATH = re.compile(r"^/api/v1/jobs/([^/]+)/stop$")
-PACKAGE_PATH = re.compile(r"^/api/v1/jobs/packages/([0-9a-f]{64})$")
-JOB_FIELDS = {"entrypoint", "job_id", "working_dir", "env", "pip", "metadata"}
 
 
 class FakeHead:
@@ -59,6 +50,7 @@ class FakeHead:
     address it listens on."""
 
     def __init__(self, token: str = "fake-token", prefix: str = "", host: str = "127.0.0.1") -> None:
+        self.jobs_api: FakeJobsServer | None = None  # the jobs API, from start() to stop()
         self.token = token
         self.host = host
         self.prefix = prefix.rstrip("/")
@@ -67,9 +59,6 @@ class FakeHead:
         self.waiting_for_dependencies = 0
         self.node_table: dict[str, dict] = {}       # node_id → the head's node dict
         self.drains: list[dict] = []
-        self.jobs: dict[str, dict] = {}             # job_id → the job as the head reports it
-        self.submissions: list[dict] = []           # every accepted POST /api/v1/jobs body, in order
-        self.packages: dict[str, bytes] = {}        # sha256 → an uploaded working directory zip
         self.requests: list[tuple[str, str]] = []
         self.failure: int | str | None = None       # None, an HTTP status, or "close"
         self.delay = 0.0                            # seconds before each answer
@@ -78,6 +67,7 @@ class FakeHead:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> FakeHead:
+        self.jobs_api = FakeJobsServer(self.host, token=self.token)
         server = ThreadingHTTPServer((self.host, 0), _Handler)
         server.daemon_threads = True
         server.block_on_close = False
@@ -92,6 +82,8 @@ class FakeHead:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self.jobs_api is not None:
+            self.jobs_api.close()
 
     def __enter__(self) -> FakeHead:
         return self.start()
@@ -108,6 +100,16 @@ class FakeHead:
     def url(self) -> str:
         """The base URL, prefix included (what `head_url` would build for this head)."""
         return f"http://{self.host}:{self.port}{self.prefix}"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self._token = value
+        if self.jobs_api is not None:
+            self.jobs_api.token = value
 
     # --- state the test sets ---------------------------------------------------------------------
     def set_demand(self, pending: list[dict], nodes: list[dict] | None = None, waiting: int = 0) -> None:
@@ -168,51 +170,6 @@ class FakeHead:
             raise ValueError(f"fail() takes an HTTP status, 'close' or None, got {failure!r}")
         with self.lock:
             self.failure = failure
-
-    # --- jobs ---------------------------------------------------------------------------------------
-    def set_job(self, job_id: str, status: str, message: str = "") -> None:
-        """Move a job to PENDING or RUNNING (start_time set on RUNNING)."""
-        with self.lock:
-            job = self.jobs[job_id]
-            job.update(status=status, message=message or job["message"])
-            if status == "RUNNING" and job["start_time"] is None:
-                job["start_time"] = time.time()
-
-    def finish(self, job_id: str, status: str, exit_code: int | None = None, message: str = "") -> None:
-        """End a job: SUCCEEDED, FAILED or STOPPED, with its exit code."""
-        with self.lock:
-            self.jobs[job_id].update(status=status, exit_code=exit_code, end_time=time.time(),
-                                     message=message or (f"exit code {exit_code}" if exit_code is not None else ""))
-
-    def job(self, job_id: str) -> dict:
-        with self.lock:
-            return copy.deepcopy(self.jobs[job_id])
-
-    def submit(self, request: dict) -> tuple[int, dict]:
-        """POST /api/v1/jobs, under the lock."""
-        if not isinstance(request, dict) or not isinstance(request.get("entrypoint"), str) or set(request) - JOB_FIELDS:
-            return 400, {"error": f"a job needs an entrypoint and only the fields {sorted(JOB_FIELDS)}, got {request!r}"}
-        job_id = request.get("job_id") or f"job-{len(self.jobs):012x}"
-        if job_id in self.jobs:
-            return 409, {"error": f"job {job_id!r} exists already; give another job_id"}
-        if request.get("working_dir") and request["working_dir"] not in self.packages:
-            return 400, {"error": f"no package {request['working_dir']}: upload it first"}
-        self.submissions.append(copy.deepcopy(request))
-        self.jobs[job_id] = {"job_id": job_id, "status": "PENDING", "entrypoint": request["entrypoint"], "message": "",
-                             "exit_code": None, "submitted_at": time.time(), "start_time": None, "end_time": None,
-                             "metadata": dict(request.get("metadata") or {}), "env": dict(request.get("env") or {}),
-                             "pip": list(request.get("pip") or []), "working_dir": request.get("working_dir"),
-                             "driver_pid": None}
-        return 201, {"job_id": job_id}
-
-    def stop_job(self, job_id: str) -> tuple[int, dict]:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return 404, {"error": f"no job {job_id!r}"}
-        if job["status"] not in ("PENDING", "RUNNING"):
-            return 409, {"error": f"job {job_id} already ended {job['status']}"}
-        job.update(status="STOPPED", end_time=time.time(), message="stopped")
-        return 200, copy.deepcopy(job)
 
     def node(self, node_id: str) -> dict:
         with self.lock:
@@ -283,46 +240,26 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return path[len(self.fake.prefix):].rstrip("/") or "/"
 
-    def authorized(self) -> bool:
-        """The token was sent; else a 401 is answered."""
-        given = self.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {self.fake.token}".encode()):
-            return True
-        self.reply(401, {"error": "this request needs the cluster token: send the header "
-                                  "'Authorization: Bearer <token>'"})
-        return False
+    def jobs(self) -> bool:
+        """A jobs API request: answered by the FakeJobsServer (after begin()'s failure and delay)."""
+        if not self.path.split("?", 1)[0].startswith(self.fake.prefix + "/api/v1/jobs"):
+            return False
+        path = self.begin()
+        if path is not None:
+            query = self.path.partition("?")[2]
+            fake_jobs_server.serve(self.fake.jobs_api, self, self.command, path + (f"?{query}" if query else ""))
+        return True
 
     def do_PUT(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        path = self.begin()
-        if path is None or not self.authorized():
-            return
-        match = PACKAGE_PATH.match(path)
-        if match is None:
-            return self.reply(404, {"error": f"no such endpoint {path!r}"})
-        if hashlib.sha256(body).hexdigest() != match.group(1):
-            return self.reply(400, {"error": "the body's sha256 differs from the path's"})
-        with self.fake.lock:
-            known = match.group(1) in self.fake.packages
-            self.fake.packages[match.group(1)] = body
-        self.reply(200 if known else 201, {"package": match.group(1), "bytes": len(body)})
+        if not self.jobs() and self.begin() is not None:
+            self.reply(404, {"error": f"no such endpoint {self.path!r}"})
 
     def do_GET(self) -> None:
+        if self.jobs():
+            return
         path = self.begin()
         if path is None:
             return
-        if path.startswith("/api/v1/jobs"):
-            if not self.authorized():
-                return
-            with self.fake.lock:
-                if path == "/api/v1/jobs":
-                    return self.reply(200, sorted(copy.deepcopy(list(self.fake.jobs.values())),
-                                                  key=lambda j: -j["submitted_at"]))
-                match = JOB_PATH.match(path)
-                if match and match.group(1) in self.fake.jobs:
-                    return self.reply(200, copy.deepcopy(self.fake.jobs[match.group(1)]))
-            return self.reply(404, {"error": f"no job at {path!r}"})
         with self.fake.lock:
             if path == "/api/v1/demand":
                 return self.reply(200, self.fake.demand_json())
@@ -333,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.reply(404, {"error": f"no such endpoint {path!r}"})
 
     def do_POST(self) -> None:
+        if self.jobs():
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path = self.begin()
@@ -342,15 +281,6 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given.encode(), f"Bearer {self.fake.token}".encode()):
             return self.reply(401, {"error": "POST needs the cluster token: send the header "
                                              "'Authorization: Bearer <token>'"})
-        if path == "/api/v1/jobs" or STOP_PATH.match(path):
-            try:
-                request = json.loads(body) if body.strip() else {}
-            except ValueError:
-                return self.reply(400, {"error": "the body must be JSON"})
-            with self.fake.lock:
-                stop = STOP_PATH.match(path)
-                code, answer = self.fake.stop_job(stop.group(1)) if stop else self.fake.submit(request)
-            return self.reply(code, answer)
         match = DRAIN_PATH.match(path)
         if match is None:
             return self.reply(404, {"error": f"no such endpoint {path!r}; POST only /api/v1/nodes/ID/drain"})

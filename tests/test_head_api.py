@@ -377,13 +377,13 @@ def test_jobs_upload_submit_status_stop(api, head):
     sha = hashlib.sha256(data).hexdigest()
     api.upload_package(sha, data)
     api.upload_package(sha, data)                                # 200: the head has it already
-    assert head.packages == {sha: data}
+    assert head.jobs_api.packages == {sha: data}
     request = {"entrypoint": "python x.py", "job_id": "j-1", "working_dir": sha, "env": {"A": "1"}, "pip": [],
                "metadata": {"k8s_job": "ml/j"}}
     assert api.submit_job(request) is True
     assert api.submit_job(request) is False                      # 409: submitted before, not twice
-    assert head.submissions == [request]
-    assert api.job("j-1")["status"] == "PENDING"
+    assert list(head.jobs_api.jobs) == ["j-1"] and head.jobs_api.jobs["j-1"]["env"] == {"A": "1"}
+    assert api.job("j-1")["status"] == "RUNNING"
     api.stop_job("j-1")
     assert api.job("j-1")["status"] == "STOPPED"
     api.stop_job("j-1")                                          # 409: it already ended, left as it is
@@ -399,3 +399,34 @@ def test_jobs_requests_carry_the_token_and_a_wrong_one_is_refused(head):
     with pytest.raises(HeadError) as err:
         HeadAPI(head.url, "wrong", timeout_s=FAST).upload_package("0" * 64, b"x")
     assert err.value.status == 401
+
+
+def test_the_jobs_calls_against_a_real_head(tmp_path):
+    """The operator's client and the head's real jobs API (metrics.py, job_manager.py) agree: a ConfigMap's
+    package, a submission (twice: 409 taken as done), the status, a stop (twice: 409 left alone), a 404."""
+    from conftest import CliCluster
+    from tasuki_operator.job_controller import package_of
+    ip = "127.43.1.1"
+    cluster = CliCluster(tmp_path)
+    try:
+        cluster.cli("start", "--head", "--port", str(free_port(ip)), "--node-ip-address", ip, "--metrics-port", "0",
+                    "--object-store-memory", "128M", "--num-cpus", "1")
+        api = HeadAPI(cluster.info["metrics"], cluster.info["token"], timeout_s=10)
+        data, sha = package_of({"data": {"job.py": "import os\nprint(os.environ['GREETING'])\n"}})
+        api.upload_package(sha, data)
+        request = {"entrypoint": "python job.py", "job_id": "op-1", "working_dir": sha, "env": {"GREETING": "hi"},
+                   "pip": [], "metadata": {"k8s_job": "ml/op"}}
+        assert api.submit_job(request) is True
+        assert api.submit_job(request) is False
+        done = wait_until(lambda: (j := api.job("op-1"))["status"] in ("SUCCEEDED", "FAILED") and j, 60, "op-1 ends")
+        assert (done["status"], done["exit_code"]) == ("SUCCEEDED", 0), done
+        assert api.submit_job({**request, "entrypoint": "sleep 60", "job_id": "op-2"})
+        wait_until(lambda: api.job("op-2")["status"] == "RUNNING", 60, "op-2 runs")
+        api.stop_job("op-2")
+        wait_until(lambda: api.job("op-2")["status"] == "STOPPED", 30, "op-2 stopped")
+        api.stop_job("op-2")
+        with pytest.raises(HeadError) as err:
+            api.job("no-such-job")
+        assert err.value.status == 404
+    finally:
+        cluster.stop()

@@ -5,7 +5,8 @@ One operator process for the module (its own emulator on 127.43.0.1, fake heads 
 through `--head-url http://127.43.0.2:{port}` with each Cluster's spec.metrics.port set to its head's
 port); each test works in a namespace of its own. The emulator has no kubelet: `head_ready` plays it
 (the head pod Running and Ready) and hands the fake head the token the operator generated. The fake
-head's jobs move only when the test moves them (`set_job`, `finish`). Every wait is on a condition.
+head's jobs API is a FakeJobsServer (tests/fake_jobs_server.py): a submitted job is RUNNING (PENDING
+with pip) until the test ends it (`head.jobs_api.finish`). Every wait is on a condition.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -99,6 +101,18 @@ def existing_cluster(stack: JobStack, ns: str, head: FakeHead, name: str = "shar
     stack.head_ready(ns, name, head)
 
 
+def submitted(head: FakeHead) -> list[dict]:
+    """The jobs the head was given, in the order they came."""
+    with head.jobs_api.cond:
+        return [dict(j) for j in head.jobs_api.jobs.values()]
+
+
+def start(head: FakeHead, job_id: str) -> None:
+    """The job's pip environment is ready and its driver runs (a job without pip starts RUNNING)."""
+    with head.jobs_api.cond:
+        head.jobs_api.jobs[job_id].update(status="RUNNING", start_time=time.time())
+
+
 def condition(status: dict, type_: str) -> str | None:
     return next((c["status"] for c in status.get("conditions") or () if c["type"] == type_), None)
 
@@ -118,20 +132,20 @@ def test_inline_cluster_from_configmap_to_succeeded_then_cleaned_up(stack):
         stack.wait_status(ns, "weekly", "PENDING, waiting for the head", lambda s: s.get("jobStatus") == "PENDING")
         stack.head_ready(ns, "weekly", head)
 
-        stack.wait("the submission", lambda: head.submissions)
-        (sent,) = head.submissions
+        stack.wait("the submission", lambda: submitted(head))
+        (sent,) = submitted(head)
         assert sent["entrypoint"] == "python weekly_features.py --weeks 4"
         assert sent["env"] == {"WEEKS": "4"} and sent["pip"] == ["numpy"]
-        with zipfile.ZipFile(io.BytesIO(head.packages[sent["working_dir"]])) as z:
+        with zipfile.ZipFile(io.BytesIO(head.jobs_api.packages[sent["working_dir"]])) as z:
             assert z.namelist() == ["weekly_features.py"]
             assert z.read("weekly_features.py").decode() == WEEKLY.read_text()
         job_id = sent["job_id"]
         st = stack.wait_status(ns, "weekly", "jobId and attempt 1", lambda s: s.get("jobId") == job_id)
         assert st["attempts"] == 1 and st["clusterName"] == "weekly" and condition(st, "Submitted") == "True"
 
-        head.set_job(job_id, "RUNNING")
+        start(head, job_id)
         stack.wait_status(ns, "weekly", "RUNNING", lambda s: s["jobStatus"] == "RUNNING")
-        head.finish(job_id, "SUCCEEDED", 0)
+        head.jobs_api.finish(job_id, "SUCCEEDED", 0)
         st = stack.wait_status(ns, "weekly", "SUCCEEDED", lambda s: s["jobStatus"] == "SUCCEEDED")
         assert st["endTime"] and st["exitCode"] == 0 and condition(st, "Complete") == "True"
         stack.wait("the inline Cluster deleted", lambda: stack.cluster(ns, "weekly") is None)
@@ -144,13 +158,13 @@ def test_failed_job_is_retried_once_with_backoff_limit_1(stack):
     with FakeHead(host=HEAD_HOST) as head:
         existing_cluster(stack, ns, head)
         stack.apply(tkj(ns, "flaky", clusterName="shared", backoffLimit=1))
-        stack.wait("attempt 1", lambda: len(head.submissions) == 1)
-        head.finish(head.submissions[0]["job_id"], "FAILED", 3)
-        stack.wait("attempt 2", lambda: len(head.submissions) == 2)
-        second = head.submissions[1]["job_id"]
-        assert second.endswith("-2") and second != head.submissions[0]["job_id"]
+        stack.wait("attempt 1", lambda: len(submitted(head)) == 1)
+        head.jobs_api.finish(submitted(head)[0]["job_id"], "FAILED", 3)
+        stack.wait("attempt 2", lambda: len(submitted(head)) == 2)
+        second = submitted(head)[1]["job_id"]
+        assert second.endswith("-2") and second != submitted(head)[0]["job_id"]
         st = stack.wait_status(ns, "flaky", "attempts 2", lambda s: s.get("attempts") == 2 and s.get("jobId") == second)
-        head.finish(second, "FAILED", 3)
+        head.jobs_api.finish(second, "FAILED", 3)
         st = stack.wait_status(ns, "flaky", "FAILED", lambda s: s["jobStatus"] == "FAILED")
         assert st["attempts"] == 2 and st["reason"] == "BackoffLimitExceeded" and condition(st, "Failed") == "True"
         assert "Retrying" in stack.reasons(ns)
@@ -162,12 +176,12 @@ def test_active_deadline_stops_the_job(stack):
     with FakeHead(host=HEAD_HOST) as head:
         existing_cluster(stack, ns, head)
         stack.apply(tkj(ns, "slow", clusterName="shared", activeDeadlineSeconds=3))
-        stack.wait("the submission", lambda: head.submissions)
-        job_id = head.submissions[0]["job_id"]
-        head.set_job(job_id, "RUNNING")
+        stack.wait("the submission", lambda: submitted(head))
+        job_id = submitted(head)[0]["job_id"]
+        start(head, job_id)
         st = stack.wait_status(ns, "slow", "FAILED by the deadline", lambda s: s["jobStatus"] == "FAILED")
         assert st["reason"] == "DeadlineExceeded"
-        stack.wait("the head's job stopped", lambda: head.job(job_id)["status"] == "STOPPED")
+        stack.wait("the head's job stopped", lambda: head.jobs_api.jobs[job_id]["status"] == "STOPPED")
         assert "DeadlineExceeded" in stack.reasons(ns)
 
 
@@ -177,14 +191,14 @@ def test_suspend_holds_then_starts_then_stops(stack):
         existing_cluster(stack, ns, head)
         stack.apply(tkj(ns, "queued", clusterName="shared", suspend=True))
         st = stack.wait_status(ns, "queued", "Suspended", lambda s: condition(s, "Suspended") == "True")
-        assert st["jobStatus"] == "PENDING" and head.submissions == []
+        assert st["jobStatus"] == "PENDING" and submitted(head) == []
         stack.kube.patch("jobs.tasuki.dev", "queued", {"spec": {"suspend": False}}, ns)
-        stack.wait("the submission after unsuspending", lambda: head.submissions)
-        job_id = head.submissions[0]["job_id"]
-        head.set_job(job_id, "RUNNING")
+        stack.wait("the submission after unsuspending", lambda: submitted(head))
+        job_id = submitted(head)[0]["job_id"]
+        start(head, job_id)
         stack.wait_status(ns, "queued", "RUNNING", lambda s: s["jobStatus"] == "RUNNING")
         stack.kube.patch("jobs.tasuki.dev", "queued", {"spec": {"suspend": True}}, ns)
-        stack.wait("the running job stopped", lambda: head.job(job_id)["status"] == "STOPPED")
+        stack.wait("the running job stopped", lambda: head.jobs_api.jobs[job_id]["status"] == "STOPPED")
         st = stack.wait_status(ns, "queued", "suspended again", lambda s: condition(s, "Suspended") == "True"
                                and "jobId" not in s)
         assert st["jobStatus"] == "PENDING"
@@ -199,7 +213,7 @@ def test_missing_cluster_is_said_then_found(stack):
         assert "Cluster 'later' not found in namespace 'jobs-missing'" in st["message"] and st["jobStatus"] == "PENDING"
         assert "ClusterNotFound" in stack.reasons(ns)
         existing_cluster(stack, ns, head, name="later")
-        stack.wait("the submission once the Cluster exists", lambda: head.submissions)
+        stack.wait("the submission once the Cluster exists", lambda: submitted(head))
 
 
 def test_a_missing_configmap_counts_no_attempt_and_is_retried(stack):
@@ -209,12 +223,12 @@ def test_a_missing_configmap_counts_no_attempt_and_is_retried(stack):
         stack.apply(tkj(ns, "code", clusterName="shared", workingDir={"configMap": {"name": "later-code"}}))
         st = stack.wait_status(ns, "code", "the message", lambda s: "later-code" in s.get("message", ""))
         assert "ConfigMap 'later-code' (spec.workingDir.configMap.name) not found" in st["message"]
-        assert st.get("attempts", 0) == 0 and "jobId" not in st and head.submissions == []
+        assert st.get("attempts", 0) == 0 and "jobId" not in st and submitted(head) == []
         assert "SubmitFailed" in stack.reasons(ns)
         stack.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later-code", "namespace": ns},
                            "data": {"job.py": "print('hi')"}})
-        stack.wait("the submission once the ConfigMap exists", lambda: head.submissions)
-        assert head.submissions[0]["job_id"].endswith("-1")
+        stack.wait("the submission once the ConfigMap exists", lambda: submitted(head))
+        assert submitted(head)[0]["job_id"].endswith("-1")
 
 
 def test_shutdown_after_finish_on_an_existing_cluster_scales_its_workers_to_min(stack):
@@ -223,8 +237,8 @@ def test_shutdown_after_finish_on_an_existing_cluster_scales_its_workers_to_min(
         existing_cluster(stack, ns, head)
         assert stack.cluster(ns, "shared")["spec"]["workerGroups"][0]["replicas"] == 1
         stack.apply(tkj(ns, "batch", clusterName="shared", shutdownAfterFinish=True))
-        stack.wait("the submission", lambda: head.submissions)
-        head.finish(head.submissions[0]["job_id"], "SUCCEEDED", 0)
+        stack.wait("the submission", lambda: submitted(head))
+        head.jobs_api.finish(submitted(head)[0]["job_id"], "SUCCEEDED", 0)
         stack.wait("workers at minReplicas", lambda: stack.cluster(ns, "shared")["spec"]["workerGroups"][0]["replicas"]
                    == 0)
         stack.wait("the ScaledClusterDown Event", lambda: "ScaledClusterDown" in stack.reasons(ns))
@@ -242,8 +256,8 @@ def test_kubectl_get_tkj_columns(stack, tmp_path):
         run = lambda *a: subprocess.run([binary, "--kubeconfig", str(stack.kube.kubeconfig_path), *a],  # noqa: E731
                                         capture_output=True, text=True, timeout=60, check=True).stdout
         run("apply", "--validate=false", "-f", str(path))
-        stack.wait("the submission", lambda: head.submissions)
-        head.finish(head.submissions[0]["job_id"], "SUCCEEDED", 0)
+        stack.wait("the submission", lambda: submitted(head))
+        head.jobs_api.finish(submitted(head)[0]["job_id"], "SUCCEEDED", 0)
         stack.wait_status(ns, "report", "SUCCEEDED", lambda s: s["jobStatus"] == "SUCCEEDED")
         header, row = run("get", "tkj", "-n", ns).splitlines()
         assert header.split() == ["NAME", "STATUS", "CLUSTER", "ATTEMPTS", "DURATION", "AGE"], header
