@@ -196,6 +196,14 @@ def test_spec_errors_name_the_field(spec, says):
     assert any(says in e for e in errors), errors
 
 
+def test_duration_is_whole_minutes_while_running_and_exact_at_the_end():
+    running = {**RUNNING, "startTime": iso(NOW - 125)}
+    p = plan(JobObserved(job(running), CLUSTER, True, head_job=head("RUNNING")), NOW)
+    assert p.status["duration"] == "2m0s"
+    p = plan(JobObserved(job(running), CLUSTER, True, head_job=head("SUCCEEDED", end_time=NOW)), NOW)
+    assert p.status["duration"] == "2m5s"
+
+
 def test_duration_text():
     assert [job_plan.duration_text(s) for s in (0, 59, 61, 3599, 3600 * 2 + 300)] == ["0s", "59s", "1m1s", "59m59s",
                                                                                       "2h5m"]

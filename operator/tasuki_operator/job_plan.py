@@ -262,9 +262,12 @@ def plan(observed: JobObserved, now: float) -> JobPlan:
         out.events.append(Event(reason, message, event_type))
 
     def done() -> JobPlan:
-        start = _unix(st.get("startTime"))
+        start, end = _unix(st.get("startTime")), _unix(st.get("endTime"))
         if start is not None:
-            st["duration"] = duration_text((_unix(st.get("endTime")) or now) - start)
+            elapsed = (end or now) - start
+            if end is None and elapsed >= 60:     # whole minutes while it runs: one status write a minute
+                elapsed -= elapsed % 60
+            st["duration"] = duration_text(elapsed)
         out.status = {**st, "conditions": _conditions(old.get("conditions") or [], cond, now)}
         return out
 
