@@ -17,33 +17,25 @@ failure makes the later ones fail too: read the first one.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from e2e.observe import GROUP, POD_START_S, PodWatch, describe_pods, is_ready, live, resources
 from e2e.platform import OPERATOR_CHART, OPERATOR_NAMESPACE, RELEASE, Platform, terminal_line, timing, wait_for
 
 CLUSTER = "demo"
 CPU_MAX, GPU_MAX = 3, 2
 IDLE_TIMEOUT_S, POLL_S = 10, 2
 JOB_TASKS, TASK_S = 60, 2.0
-POD_START_S = 180            # a pod created -> its container Ready, on a loaded machine
 CLIENT = Path(__file__).resolve().parent / "data" / "only_head_client.py"
-GROUP = "tasuki.dev/group"
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def resources(cpu: str, memory: str, gpus: int = 0) -> dict:
-    amounts = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
-    return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
 def cluster_manifest(image: str) -> dict:
@@ -76,65 +68,8 @@ def gpu_work() -> tuple[str, str, str]:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def is_ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", ()))
-
-
-def live(pods: list[dict]) -> list[dict]:
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")
-            and p.get("status", {}).get("phase") not in ("Failed", "Succeeded")]
-
-
 def group_pods(platform: Platform, group: str) -> list[dict]:
     return platform.list("pods", f"tasuki.dev/cluster={CLUSTER},{GROUP}={group}")
-
-
-class PodWatch:
-    """Polls the Cluster's pods in a thread: when each was first seen, first Ready, gone; the most
-    live pods of each group seen at once."""
-
-    def __init__(self, platform: Platform, interval: float = 1.0) -> None:
-        self.platform, self.interval = platform, interval
-        self.seen: dict[str, dict] = {}           # pod name -> {"group", "created", "ready", "gone"}
-        self.most: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="pod-watch")
-
-    def __enter__(self) -> "PodWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        self.observe(self.platform.cluster_pods(CLUSTER), time.time())     # what started since the last poll
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                self.observe(self.platform.cluster_pods(CLUSTER), time.time())
-            self._stop.wait(self.interval)
-
-    def observe(self, pods: list[dict], now: float) -> None:
-        names = set()
-        for pod in pods:
-            name, group = pod["metadata"]["name"], pod["metadata"]["labels"].get(GROUP, "?")
-            names.add(name)
-            entry = self.seen.setdefault(name, {"group": group, "created": now, "ready": None, "gone": None})
-            if entry["ready"] is None and is_ready(pod):
-                entry["ready"] = now
-        for name, entry in self.seen.items():
-            if name not in names and entry["gone"] is None:
-                entry["gone"] = now
-        counts: dict[str, int] = {}
-        for pod in live(pods):
-            group = pod["metadata"]["labels"].get(GROUP, "?")
-            counts[group] = counts.get(group, 0) + 1
-        for group, n in counts.items():
-            self.most[group] = max(self.most.get(group, 0), n)
-
-    def of_group(self, group: str) -> dict[str, dict]:
-        return {n: e for n, e in self.seen.items() if e["group"] == group}
 
 
 def cluster_status(platform: Platform) -> dict:
@@ -148,12 +83,6 @@ def condition(status: dict, kind: str) -> dict:
 def head_nodes(platform: Platform) -> list[dict]:
     with urllib.request.urlopen(platform.head_http(CLUSTER) + "/api/v1/nodes", timeout=10) as answer:
         return json.load(answer)
-
-
-def describe_pods(platform: Platform) -> str:
-    return ", ".join(f"{p['metadata']['name']}={p.get('status', {}).get('phase')}"
-                     f"{'(deleting)' if p['metadata'].get('deletionTimestamp') else ''}"
-                     for p in platform.cluster_pods(CLUSTER)) or "no pods"
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +161,7 @@ def test_1_apply_a_cluster_head_ready_status_and_columns(platform, prometheus):
 def test_2_a_job_larger_than_the_cluster_scales_the_cpu_group_to_its_max(platform, tasuki_client):
     tasuki = connect(platform, tasuki_client)
     task = tasuki.remote(work).options(num_cpus=1)
-    with PodWatch(platform) as watch:
+    with PodWatch(platform, CLUSTER) as watch:
         submitted = time.time()
         refs = [task.remote(i, TASK_S) for i in range(JOB_TASKS)]
         results = tasuki.get(refs, timeout=POD_START_S + 240)
@@ -276,7 +205,7 @@ def test_3_idle_workers_are_drained_down_to_min_and_no_task_is_lost(platform, ta
     assert [r[0] for r in results] == [(100 + i) ** 2 for i in range(3)]
     timing("3", "tasks-during-drain-done", time.monotonic() - started)
     wait_for(lambda: not group_pods(platform, "cpu"), IDLE_TIMEOUT_S * 3 + 120,
-             "the CPU group to be drained and deleted down to its min (0)", describe=lambda: describe_pods(platform))
+             "the CPU group to be drained and deleted down to its min (0)", describe=lambda: describe_pods(platform, CLUSTER))
     timing("3", "down-to-min", time.monotonic() - started)
     reasons = {e.get("reason") for e in platform.events()}
     assert reasons & {"Drain", "Draining", "ScaleDown", "Deleted", "PodDeleted"}, f"no drain Event among {reasons}"
@@ -309,8 +238,8 @@ def test_9_an_unplaceable_request_is_explained_and_starts_no_pod(platform, tasuk
 # --- 4 --------------------------------------------------------------------------------------------
 def test_4_a_gpu_task_starts_a_gpu_pod_and_no_cpu_pod(platform, tasuki_client):
     tasuki = connect(platform, tasuki_client)
-    assert not live(group_pods(platform, "gpu")), f"a GPU pod runs before any GPU work: {describe_pods(platform)}"
-    with PodWatch(platform) as watch:
+    assert not live(group_pods(platform, "gpu")), f"a GPU pod runs before any GPU work: {describe_pods(platform, CLUSTER)}"
+    with PodWatch(platform, CLUSTER) as watch:
         started = time.monotonic()
         pod, group, visible = tasuki.get(tasuki.remote(gpu_work).options(num_gpus=1).remote(),
                                          timeout=POD_START_S + 60)
@@ -327,7 +256,7 @@ def test_4_a_gpu_task_starts_a_gpu_pod_and_no_cpu_pod(platform, tasuki_client):
 def test_5_a_killed_worker_is_replaced_and_its_tasks_retried(platform, tasuki_client):
     tasuki = connect(platform, tasuki_client)
     task = tasuki.remote(work).options(num_cpus=1, max_retries=3)
-    with PodWatch(platform) as watch:
+    with PodWatch(platform, CLUSTER) as watch:
         started = time.monotonic()
         refs = [task.remote(i, 5.0) for i in range(12)]
 
@@ -336,7 +265,7 @@ def test_5_a_killed_worker_is_replaced_and_its_tasks_retried(platform, tasuki_cl
             return next((n["node_name"] for n in head_nodes(platform)
                          if n.get("group") == "cpu" and n["state"] == "alive" and n.get("busy_workers")), None)
         victim = wait_for(busy_worker, POD_START_S, "a CPU worker to run a task", interval=0.2,
-                          describe=lambda: describe_pods(platform))
+                          describe=lambda: describe_pods(platform, CLUSTER))
         platform.kill_container(victim)
         killed, killed_at = time.monotonic(), time.time()
         timing("5", "kill", killed - started)
@@ -359,12 +288,12 @@ def test_6_the_head_killed_mid_job_is_recreated_and_the_job_finishes(platform, t
     started = time.monotonic()
     refs = [task.remote(i, 3.0) for i in range(12)]
     wait_for(lambda: any(n.get("busy_workers") for n in head_nodes(platform)), POD_START_S, "a worker to run a task",
-             describe=lambda: describe_pods(platform))
+             describe=lambda: describe_pods(platform, CLUSTER))
     platform.kubectl("delete", "pod", head, "--grace-period=0", "--force", "--wait=false")
     killed = time.monotonic()
     timing("6", "kill", killed - started)
     wait_for(lambda: (p := platform.get("pod", head)) and p["metadata"]["uid"] != old_uid and is_ready(p),
-             POD_START_S, "the operator to recreate the head pod, Ready", describe=lambda: describe_pods(platform))
+             POD_START_S, "the operator to recreate the head pod, Ready", describe=lambda: describe_pods(platform, CLUSTER))
     timing("6", "head-recreated-ready", time.monotonic() - killed)
     results = tasuki.get(refs, timeout=POD_START_S + 240)
     timing("6", "job-after-kill", time.monotonic() - killed)
