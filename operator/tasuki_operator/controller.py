@@ -72,11 +72,6 @@ def _suffixes() -> Iterator[str]:
         yield "".join(rng.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
 
 
-def _ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or ())
-
-
 class Controller:
     """Reconciles Clusters. `head_url_template` is the --head-url template (head_api.head_url);
     `pending_grace_s` how long a pod may stay Unschedulable before its group backs off
@@ -135,7 +130,7 @@ class Controller:
         secret = self.kube.get_secret(ns, secret_name(cluster))
         service = self.kube.get_service(ns, service_name(cluster))
         pods = self.kube.list_pods(ns, name)
-        token = _token(secret)
+        token = token_of(secret)
         demand, demand_error = self._demand(cluster, pods, token)
         self._track_demand(ns, name, memory, demand, pods, now)
 
@@ -191,7 +186,7 @@ class Controller:
         for pod, (group, since) in list(memory.awaiting_ready.items()):
             if pod not in by_name:
                 del memory.awaiting_ready[pod]
-            elif _ready(by_name[pod]):
+            elif status_mod.pod_ready(by_name[pod]):
                 self.metrics.pending_to_ready.labels(ns, name, group).observe(max(0.0, now - since))
                 del memory.awaiting_ready[pod]
 
@@ -371,7 +366,8 @@ class Controller:
                         message, e)
 
 
-def _token(secret: dict | None) -> str | None:
+def token_of(secret: dict | None) -> str | None:
+    """The cluster token in the Cluster's Secret, or None."""
     data = (secret or {}).get("data") or {}
     try:
         return base64.b64decode(data[TOKEN_KEY]).decode() if data.get(TOKEN_KEY) else None

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import job_plan
-from .controller import _ready, _token
+from .controller import token_of
+from .status import pod_ready
 from .head_api import DEFAULT_HEAD_URL, HeadAPI, HeadAPIError, HeadError, head_url
 from .job_plan import (CreateCluster, DeleteCluster, DeleteJob, JobObserved, ScaleClusterToMin, Stop, Submit)
 from .kube import Kube, KubeError
@@ -138,9 +139,9 @@ class JobController:
                     "deletionTimestamp")]
         if not pods:
             return None, f"the head pod {head_pod_name(cluster)} does not exist yet"
-        if not any(_ready(p) and (p.get("status") or {}).get("phase") == "Running" for p in pods):
+        if not any(pod_ready(p) and (p.get("status") or {}).get("phase") == "Running" for p in pods):
             return None, f"the head pod {head_pod_name(cluster)} is not Running and Ready yet"
-        token = _token(self.kube.get_secret(ns, secret_name(cluster)))
+        token = token_of(self.kube.get_secret(ns, secret_name(cluster)))
         if not token:
             return None, f"the Secret {secret_name(cluster)} has no token yet"
         try:

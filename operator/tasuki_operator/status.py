@@ -143,7 +143,8 @@ def _pod_condition(pod: dict, type_: str) -> dict:
     return {}
 
 
-def _ready(pod: dict) -> bool:
+def pod_ready(pod: dict) -> bool:
+    """The pod is Ready and not being deleted."""
     return not _gone(pod) and _pod_condition(pod, "Ready").get("status") == "True"
 
 
@@ -240,7 +241,7 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
     live_workers = [p for p in workers if not _gone(p)]
 
     # the head
-    live_heads = sorted((p for p in heads if not _gone(p)), key=lambda p: (not _ready(p), _name(p)))
+    live_heads = sorted((p for p in heads if not _gone(p)), key=lambda p: (not pod_ready(p), _name(p)))
     head = live_heads[0] if live_heads else None
     head_status: dict[str, str] = {}
     try:
@@ -253,7 +254,7 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
         head_status["podName"] = _name(head)
         if (head.get("status") or {}).get("podIP"):
             head_status["podIP"] = head["status"]["podIP"]
-    head_ready = head is not None and _ready(head)
+    head_ready = head is not None and pod_ready(head)
 
     # the head's view: nodes by pod name, versions, pending tasks
     nodes = [n for n in (demand or {}).get("nodes") or () if isinstance(n, dict)]
@@ -277,7 +278,7 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
         g = spec_by_name.get(gname)
         groups.append({
             "name": gname,
-            "ready": sum(1 for p in members if _ready(p)),
+            "ready": sum(1 for p in members if pod_ready(p)),
             "desired": _desired(g, plan, failed or suspended) if g else 0,
             "pending": sum(1 for p in members if _unscheduled(p)),
             "idle": (sum(1 for p in members if idle(p)) if demand is not None
@@ -311,7 +312,7 @@ def build_status(cluster: dict, pods: list[dict], demand: dict | None, plan: Any
         status["pendingTasks"] = sum(_count(e.get("count")) for e in demand.get("pending") or () if isinstance(e, dict))
     else:
         status["pendingTasks"] = _count(previous.get("pendingTasks"))
-    status["gpus"] = sum(_pod_gpus(p) for p in live_workers if _ready(p))
+    status["gpus"] = sum(_pod_gpus(p) for p in live_workers if pod_ready(p))
     status["idleWorkers"] = sum(g["idle"] for g in groups)
     status["head"] = head_status
 
@@ -361,7 +362,7 @@ def _head_condition(head: dict | None, heads: list[dict], expected: str, suspend
     if suspended:
         return condition(HEAD_READY, False, "Suspended", f"spec.suspend is true: head pod {_name(head)} is being "
                          "removed", generation)
-    if _ready(head):
+    if pod_ready(head):
         ip = (head.get("status") or {}).get("podIP")
         return condition(HEAD_READY, True, "HeadPodReady", f"head pod {_name(head)} is Ready"
                          + (f" at {ip}" if ip else ""), generation)
@@ -387,7 +388,7 @@ def _workers_condition(groups: list[dict], failed: bool, suspended: bool, genera
                              + (f" ({per_group})" if per_group else ""), generation)
         reason = "ScalingDown" if ready > desired else "AllWorkersReady"
         return condition(WORKERS_READY, True, reason, f"{ready}/{desired} worker pods ready ({per_group})", generation)
-    members = [p for g in short for p in g["_members"] if not _ready(p)]
+    members = [p for g in short for p in g["_members"] if not pod_ready(p)]
     unscheduled = [p for p in members if _unscheduled(p)]
     head = f"{ready}/{desired} worker pods ready ({per_group})"
     if unscheduled:
