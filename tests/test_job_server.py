@@ -18,7 +18,7 @@ import pytest
 
 from conftest import CliCluster, free_port, wait_until
 from tasuki import job_manager as J
-from tasuki.job_manager import JobError, JobLog, JobManager
+from tasuki.job_manager import JobRefused, JobLog, JobManager
 
 IP = "127.41.0.1"
 PACKAGE_MAX = 4096
@@ -43,7 +43,7 @@ PACKAGE_MAX = 4096
     ({"entrypoint": "x", "metadata": {"a": None}}, (), 400, "'metadata' must be"),
 ])
 def test_bad_submissions_are_refused_with_the_field_and_value(body, known, code, words):
-    with pytest.raises(JobError) as e:
+    with pytest.raises(JobRefused) as e:
         J.validate_submission(body, known)
     assert e.value.code == code and words in str(e.value)
 
@@ -139,7 +139,7 @@ def test_status_and_logs_outlive_the_driver_and_the_manager(tmp_path, monkeypatc
     again = JobManager(str(tmp_path), "tcp://127.41.0.9:1", "secret")      # a head restarted in place
     assert again.get(job_id)["status"] == "SUCCEEDED"
     assert again.read_logs(job_id, first) == (first, data)
-    with pytest.raises(JobError) as e:
+    with pytest.raises(JobRefused) as e:
         again.stop(job_id)
     assert e.value.code == 409
 

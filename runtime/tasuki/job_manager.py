@@ -58,7 +58,7 @@ FIELDS = ("entrypoint", "job_id", "working_dir", "env", "pip", "metadata")
 RESERVED_ENV = ("TASUKI_ADDRESS", "TASUKI_TOKEN", "TASUKI_JOB_ID")
 
 
-class JobError(Exception):
+class JobRefused(Exception):
     """A request the manager refuses; `code` is the HTTP status (400, 404, 409, 413)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -69,42 +69,42 @@ class JobError(Exception):
 # --- pure decisions ---------------------------------------------------------------------
 def validate_submission(body, known_ids=()) -> dict:
     """A POST /api/v1/jobs body checked and filled in: {"entrypoint", "job_id" (None: generate one),
-    "working_dir", "env", "pip", "metadata"}; JobError 400 naming the field and the value, or 409
+    "working_dir", "env", "pip", "metadata"}; JobRefused 400 naming the field and the value, or 409
     when job_id is in `known_ids`."""
     if not isinstance(body, dict):
-        raise JobError(400, f"a job submission must be a JSON object with an 'entrypoint', got {type(body).__name__}")
+        raise JobRefused(400, f"a job submission must be a JSON object with an 'entrypoint', got {type(body).__name__}")
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise JobError(400, f"unknown field(s) {', '.join(map(repr, unknown))} in the job submission; "
+        raise JobRefused(400, f"unknown field(s) {', '.join(map(repr, unknown))} in the job submission; "
                             f"the fields are {', '.join(FIELDS)}")
     entrypoint = body.get("entrypoint")
     if not isinstance(entrypoint, str) or not entrypoint.strip():
-        raise JobError(400, f"'entrypoint' must be a non-empty shell command line such as 'python script.py', "
+        raise JobRefused(400, f"'entrypoint' must be a non-empty shell command line such as 'python script.py', "
                             f"got {entrypoint!r}")
     job_id = body.get("job_id")
     if job_id is not None and (not isinstance(job_id, str) or not JOB_ID.match(job_id)):
-        raise JobError(400, f"'job_id' must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
+        raise JobRefused(400, f"'job_id' must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
                             f"digit), got {job_id!r}; or leave it out for a generated one")
     if job_id == "packages":
-        raise JobError(400, "'job_id' may not be 'packages' (the path of the uploads); choose another")
+        raise JobRefused(400, "'job_id' may not be 'packages' (the path of the uploads); choose another")
     if job_id in known_ids:
-        raise JobError(409, f"a job {job_id!r} exists already; choose another job_id, or leave it out")
+        raise JobRefused(409, f"a job {job_id!r} exists already; choose another job_id, or leave it out")
     working_dir = body.get("working_dir")
     if working_dir is not None and (not isinstance(working_dir, str) or not SHA256.match(working_dir)):
-        raise JobError(400, f"'working_dir' must be the sha256 (64 lowercase hex digits) of a package uploaded with "
+        raise JobRefused(400, f"'working_dir' must be the sha256 (64 lowercase hex digits) of a package uploaded with "
                             f"PUT /api/v1/jobs/packages/<sha256>, got {working_dir!r}")
     env = _string_map(body.get("env"), "env")
     for name in env:
         if not ENV_NAME.match(name):
-            raise JobError(400, f"'env' key {name!r} is not an environment variable name (letters, digits, '_')")
+            raise JobRefused(400, f"'env' key {name!r} is not an environment variable name (letters, digits, '_')")
         if name in RESERVED_ENV:
-            raise JobError(400, f"'env' may not set {name}: the head sets it so that the job joins this cluster")
+            raise JobRefused(400, f"'env' may not set {name}: the head sets it so that the job joins this cluster")
     pip = body.get("pip") or []
     if not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip):
-        raise JobError(400, f"'pip' must be a list of requirements such as [\"requests==2.32.3\"], got {pip!r}")
+        raise JobRefused(400, f"'pip' must be a list of requirements such as [\"requests==2.32.3\"], got {pip!r}")
     options = [p for p in pip if p.strip().startswith("-")]
     if options:
-        raise JobError(400, f"'pip' holds requirements, not pip options: {options!r}")
+        raise JobRefused(400, f"'pip' holds requirements, not pip options: {options!r}")
     return {"entrypoint": entrypoint, "job_id": job_id, "working_dir": working_dir, "env": env,
             "pip": [p.strip() for p in pip], "metadata": _string_map(body.get("metadata"), "metadata")}
 
@@ -113,7 +113,7 @@ def _string_map(value, name: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise JobError(400, f"{name!r} must be an object of strings to strings, got {value!r}")
+        raise JobRefused(400, f"{name!r} must be an object of strings to strings, got {value!r}")
     return dict(value)
 
 
@@ -312,20 +312,20 @@ class JobManager:
         return os.path.exists(self.package_path(sha))
 
     def check_package_size(self, length: int | None) -> None:
-        """JobError 413 (naming the limit) for a package of `length` bytes, 400 without a length."""
+        """JobRefused 413 (naming the limit) for a package of `length` bytes, 400 without a length."""
         if length is None:
-            raise JobError(400, "a package upload needs a Content-Length header (the zip's size in bytes)")
+            raise JobRefused(400, "a package upload needs a Content-Length header (the zip's size in bytes)")
         if length > self.package_max:
-            raise JobError(413, f"the working directory's package is {length} bytes, over the limit of "
+            raise JobRefused(413, f"the working directory's package is {length} bytes, over the limit of "
                                 f"{self.package_max} bytes (TASUKI_JOB_PACKAGE_MAX_BYTES on the head); leave large "
                                 f"data out of it (read it from storage in the job), or raise the limit")
 
     def store_package(self, sha: str, length: int, read: Callable[[int], bytes]) -> tuple[bool, int]:
         """Stream an uploaded zip to disk, checking its sha256 and that it is a zip it is safe to unpack.
-        Returns (created, bytes); JobError 400 for a short body, another sha256, or not a zip."""
+        Returns (created, bytes); JobRefused 400 for a short body, another sha256, or not a zip."""
         import hashlib
         if not SHA256.match(sha):
-            raise JobError(400, f"the package path must end in the zip's sha256 (64 lowercase hex digits), got {sha!r}")
+            raise JobRefused(400, f"the package path must end in the zip's sha256 (64 lowercase hex digits), got {sha!r}")
         self.check_package_size(length)
         final = self.package_path(sha)
         tmp = f"{final}.{secrets.token_hex(4)}.part"
@@ -335,12 +335,12 @@ class JobManager:
                 while got < length:
                     chunk = read(min(1 << 20, length - got))
                     if not chunk:
-                        raise JobError(400, f"the upload ended after {got} of the {length} bytes of its Content-Length")
+                        raise JobRefused(400, f"the upload ended after {got} of the {length} bytes of its Content-Length")
                     digest.update(chunk)
                     f.write(chunk)
                     got += len(chunk)
             if digest.hexdigest() != sha:
-                raise JobError(400, f"the uploaded package's sha256 is {digest.hexdigest()}, not {sha} as its path "
+                raise JobRefused(400, f"the uploaded package's sha256 is {digest.hexdigest()}, not {sha} as its path "
                                     f"says; upload it again")
             try:
                 with zipfile.ZipFile(tmp) as z:
@@ -349,7 +349,7 @@ class JobManager:
             except zipfile.BadZipFile as e:
                 problem = f"the package is not a zip file ({e}); zip the working directory"
             if problem:
-                raise JobError(400, problem)
+                raise JobRefused(400, problem)
             created = not os.path.exists(final)
             os.replace(tmp, final)
             return created, got
@@ -363,7 +363,7 @@ class JobManager:
         with self.lock:
             spec = validate_submission(body, self.jobs)
             if spec["working_dir"] and not self.has_package(spec["working_dir"]):
-                raise JobError(400, f"no package {spec['working_dir']} was uploaded to this head; PUT it to "
+                raise JobRefused(400, f"no package {spec['working_dir']} was uploaded to this head; PUT it to "
                                     f"/api/v1/jobs/packages/{spec['working_dir']} first")
             job_id = spec["job_id"] or f"job-{secrets.token_hex(6)}"
             os.makedirs(os.path.join(self.job_dir(job_id), "work"), mode=0o700, exist_ok=True)
@@ -508,7 +508,7 @@ class JobManager:
         with self.lock:
             if job_id not in self.jobs:
                 known = ", ".join(sorted(self.jobs)[-10:]) or "none"
-                raise JobError(404, f"no job {job_id!r} on this head (jobs: {known}); `tasuki job list` shows them")
+                raise JobRefused(404, f"no job {job_id!r} on this head (jobs: {known}); `tasuki job list` shows them")
             return job_view(self.jobs[job_id])
 
     def list(self) -> list[dict]:
@@ -543,11 +543,11 @@ class JobManager:
     # stop
     def stop(self, job_id: str, grace_s: float = STOP_GRACE_S) -> dict:
         """SIGTERM the job's process group, SIGKILL after `grace_s`; returns the job once it has ended
-        (STOPPED). JobError 409 for a job that had ended already."""
+        (STOPPED). JobRefused 409 for a job that had ended already."""
         job = self.get(job_id)
         with self.lock:
             if job["status"] in ENDED:
-                raise JobError(409, f"job {job_id} has already ended ({job['status']}: {job['message']}); "
+                raise JobRefused(409, f"job {job_id} has already ended ({job['status']}: {job['message']}); "
                                     f"nothing to stop")
             self.jobs[job_id]["stopping"] = "stopped on request"
             proc = self.procs.get(job_id)

@@ -357,11 +357,8 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             self.close_connection = True     # the body is not read: the connection cannot carry on
             return self.reply_error(e.code, str(e))
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode()):
-            self.close_connection = True     # nothing of a stranger's body is read
-            return self.reply_error(401, "POST needs the cluster token: send the header "
-                                         "'Authorization: Bearer <token>' (the token `tasuki start --head` printed)")
+        if not self.authorized(self.command):      # nothing of a stranger's body is read
+            return
         try:
             body = self.read_body(length)
         except BadRequest as e:
@@ -416,19 +413,19 @@ class Handler(BaseHTTPRequestHandler):
 
     @property
     def jobs(self):
-        from .job_manager import JobError
+        from .job_manager import JobRefused
         if self.server.jobs is None:
-            raise JobError(404, "this head runs no job manager (it serves no HTTP port of its own)")
+            raise JobRefused(404, "this head runs no job manager (it serves no HTTP port of its own)")
         return self.server.jobs
 
     def jobs_get(self, path: str) -> None:
-        from .job_manager import JobError
+        from .job_manager import JobRefused
         if not self.authorized("the jobs API"):
             return
         match = JOB_PATH.match(path)
         try:
             if match is None or match.group(1) == "packages" or match.group(2) == "stop":
-                raise JobError(404, f"no such endpoint GET {path!r}; GET /api/v1/jobs, /api/v1/jobs/ID or "
+                raise JobRefused(404, f"no such endpoint GET {path!r}; GET /api/v1/jobs, /api/v1/jobs/ID or "
                                     f"/api/v1/jobs/ID/logs?offset=N&follow=1")
             job_id, what = match.groups()
             if job_id is None:
@@ -438,11 +435,11 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
             offset = query.get("offset", ["0"])[-1]
             if not offset.isdigit():
-                raise JobError(400, f"offset must be a byte offset (a whole number >= 0), got {offset!r}")
+                raise JobRefused(400, f"offset must be a byte offset (a whole number >= 0), got {offset!r}")
             first, data = self.jobs.read_logs(job_id, int(offset))
             if query.get("follow", ["0"])[-1] not in ("1", "true", "yes"):
                 return self.reply(200, data, "text/plain; charset=utf-8", {"X-Tasuki-Log-Offset": str(first)})
-        except JobError as e:
+        except JobRefused as e:
             return self.reply_error(e.code, str(e))
         self.stream_logs(job_id, first)
 
@@ -461,19 +458,19 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def jobs_post(self, path: str, body: bytes) -> None:
-        from .job_manager import JobError
+        from .job_manager import JobRefused
         match = JOB_PATH.match(path)
         try:
             if match is None or match.group(2) == "logs" or (match.group(1) and match.group(2) is None):
-                raise JobError(404, f"no such endpoint POST {path!r}; POST /api/v1/jobs or /api/v1/jobs/ID/stop")
+                raise JobRefused(404, f"no such endpoint POST {path!r}; POST /api/v1/jobs or /api/v1/jobs/ID/stop")
             if match.group(1) is not None:
                 return self.reply_json(200, self.jobs.stop(match.group(1)))
             try:
                 submission = json.loads(body)
             except ValueError as e:
-                raise JobError(400, f"a job submission must be JSON ({e})") from None
+                raise JobRefused(400, f"a job submission must be JSON ({e})") from None
             self.reply_json(201, {"job_id": self.jobs.submit(submission)})
-        except JobError as e:
+        except JobRefused as e:
             self.reply_error(e.code, str(e))
 
     def handle_expect_100(self) -> bool:
@@ -487,15 +484,15 @@ class Handler(BaseHTTPRequestHandler):
     def upload_allowed(self) -> bool:
         """Whether a PUT may send its body, from its headers alone: the token, the path, the size
         (413 naming the limit); else answers why."""
-        from .job_manager import JobError
+        from .job_manager import JobRefused
         if not self.authorized("uploading a package"):
             return False
         path = self.path.split("?", 1)[0]
         try:
             if not PACKAGE_PATH.match(path):
-                raise JobError(404, f"no such endpoint PUT {path!r}; PUT /api/v1/jobs/packages/SHA256")
+                raise JobRefused(404, f"no such endpoint PUT {path!r}; PUT /api/v1/jobs/packages/SHA256")
             self.jobs.check_package_size(self.upload_length())
-        except JobError as e:
+        except JobRefused as e:
             self.reply_error(e.code, str(e))
             return False
         return True
@@ -505,7 +502,7 @@ class Handler(BaseHTTPRequestHandler):
         return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
     def do_PUT(self) -> None:
-        from .job_manager import JobError
+        from .job_manager import JobRefused
         if not self.upload_allowed():
             return self.finish_unread()
         sha, length = PACKAGE_PATH.match(self.path.split("?", 1)[0]).group(1), self.upload_length()
@@ -513,7 +510,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reader.deadline = time.monotonic() + REQUEST_TIMEOUT_S + length / UPLOAD_MIN_RATE
             created, size = self.jobs.store_package(sha, length, self.rfile.read)
             self.reply_json(201 if created else 200, {"package": sha, "bytes": size})
-        except JobError as e:
+        except JobRefused as e:
             self.close_connection = True
             self.reply_error(e.code, str(e))
 
