@@ -8,8 +8,8 @@ agent, adding the pod's node to the fake head. Every wait is on a condition.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import os
 import re
 import socket
@@ -56,6 +56,38 @@ def free_port() -> int:
 class Stack:
     def __init__(self, kube: KubeEmulator, proc: subprocess.Popen, log_path: Path, metrics_port: int):
         self.kube, self.proc, self.log_path, self.metrics_port = kube, proc, log_path, metrics_port
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, kube: KubeEmulator, log_path: Path, head_url: str, *args: str):
+        """The operator (`python -m tasuki_operator.main --standalone`) against `kube`, its heads at
+        `head_url`, with `args`; yields once its /healthz answers, and stops it (SIGTERM) after."""
+        port = free_port()
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
+                 "--standalone", "--head-url", head_url, "--metrics-host", "127.0.0.1",
+                 "--metrics-port", str(port), "--log-level", "DEBUG", *args],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
+        s = cls(kube, proc, log_path, port)
+
+        def healthy():
+            assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{s.logs()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        try:
+            s.wait("the operator's /healthz", healthy)
+            yield s
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"the operator did not stop within 30 s of SIGTERM:\n{s.logs()}")
 
     def logs(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -110,34 +142,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     with KubeEmulator() as kube:
         kube.apply_crd(CRD)
-        port = free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
-                 "--standalone", "--head-url", "http://127.0.0.1:{port}", "--metrics-host", "127.0.0.1",
-                 "--metrics-port", str(port), "--log-level", "DEBUG", "--pending-grace-seconds", str(GRACE_S)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        s = Stack(kube, proc, log_path, port)
-
-        def healthy():
-            assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{s.logs()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        s.wait("the operator's /healthz", healthy)
-        yield s
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"the operator did not stop within 30 s of SIGTERM:\n{s.logs()}")
+        with Stack.running(kube, tmp_path_factory.mktemp("operator") / "operator.log", "http://127.0.0.1:{port}",
+                           "--pending-grace-seconds", str(GRACE_S)) as s:
+            yield s
 
 
 def demo(ns: str, head: FakeHead, name: str = "demo", **autoscaler) -> dict:

@@ -11,11 +11,8 @@ with pip) until the test ends it (`head.jobs_api.finish`). Every wait is on a co
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -26,7 +23,7 @@ pytest.importorskip("kopf")
 from fake_head import FakeHead                                           # noqa: E402
 from kube_emulator import KubeEmulator                                   # noqa: E402
 from kubectl import MISSING, kubectl_path                                # noqa: E402
-from test_operator import Stack, free_port                               # noqa: E402
+from test_operator import Stack                                          # noqa: E402
 from tasuki_operator import rbac                                         # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,34 +48,12 @@ class JobStack(Stack):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("operator-jobs") / "operator.log"
     with KubeEmulator(host=API_HOST) as kube:
         for crd in CRDS:
             kube.apply_crd(crd)
-        port = free_port()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tasuki_operator.main", "--kubeconfig", str(kube.kubeconfig_path),
-                 "--standalone", "--head-url", f"http://{HEAD_HOST}:{{port}}", "--metrics-host", "127.0.0.1",
-                 "--metrics-port", str(port), "--log-level", "DEBUG"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
-        s = JobStack(kube, proc, log_path, port)
-
-        def healthy():
-            assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{s.logs()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        s.wait("the operator's /healthz", healthy)
-        yield s
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"the operator did not stop within 30 s of SIGTERM:\n{s.logs()}")
+        with JobStack.running(kube, tmp_path_factory.mktemp("operator-jobs") / "operator.log",
+                              f"http://{HEAD_HOST}:{{port}}") as s:
+            yield s
 
 
 def cluster_spec(head: FakeHead) -> dict:
