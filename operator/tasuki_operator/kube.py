@@ -244,13 +244,7 @@ class Kube:
     # --- the Cluster ----------------------------------------------------------------------------
     def get_cluster(self, ns: str, name: str) -> dict | None:
         """The Cluster `name` in `ns`, or None when there is none."""
-        try:
-            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, CLUSTERS, name,
-                              verb="get", api_group=GROUP, resource=CLUSTERS, namespace=ns, name=name)
-        except client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise self._unexpected(e, "get", GROUP, CLUSTERS, ns, name) from None
+        return self._get_custom(ns, CLUSTERS, name)
 
     def patch_cluster_status(self, ns: str, name: str, patch: dict) -> dict:
         """Merge `patch` into the Cluster's `.status` through the status subresource (RFC 7386: a key
@@ -258,12 +252,7 @@ class Kube:
         fields themselves, e.g. {"phase": "Running"}. Returns the Cluster as the server has it."""
         if not isinstance(patch, dict):
             raise TypeError(f"patch_cluster_status: patch must be a dict of status fields, got {type(patch).__name__}")
-        try:
-            return self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns, CLUSTERS,
-                              name, {"status": patch}, _content_type=MERGE_PATCH, verb="patch", api_group=GROUP,
-                              resource=CLUSTERS, subresource="status", namespace=ns, name=name)
-        except client.ApiException as e:
-            raise self._unexpected(e, "patch", GROUP, CLUSTERS, ns, name, "status") from None
+        return self._patch_custom_status(ns, CLUSTERS, name, patch)
 
     def create_cluster(self, ns: str, cluster: dict) -> dict:
         """Create a Cluster (a Job's inline cluster); when one of that name exists already, return it."""
@@ -294,22 +283,11 @@ class Kube:
     # --- the Job --------------------------------------------------------------------------------
     def get_job(self, ns: str, name: str) -> dict | None:
         """The tasuki Job `name` in `ns`, or None when there is none."""
-        try:
-            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, JOBS, name,
-                              verb="get", api_group=GROUP, resource=JOBS, namespace=ns, name=name)
-        except client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise self._unexpected(e, "get", GROUP, JOBS, ns, name) from None
+        return self._get_custom(ns, JOBS, name)
 
     def patch_job_status(self, ns: str, name: str, patch: dict) -> dict:
         """Merge `patch` (status fields) into the Job's `.status` through the status subresource."""
-        try:
-            return self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns, JOBS,
-                              name, {"status": patch}, _content_type=MERGE_PATCH, verb="patch", api_group=GROUP,
-                              resource=JOBS, subresource="status", namespace=ns, name=name)
-        except client.ApiException as e:
-            raise self._unexpected(e, "patch", GROUP, JOBS, ns, name, "status") from None
+        return self._patch_custom_status(ns, JOBS, name, patch)
 
     def delete_job(self, ns: str, name: str) -> bool:
         """Delete the Job (what it owns goes with it); False when it was already gone."""
@@ -318,6 +296,23 @@ class Kube:
     def get_configmap(self, ns: str, name: str) -> dict | None:
         """The ConfigMap, or None when there is none."""
         return self._get(self.core.read_namespaced_config_map, ns, name, api_group="", resource="configmaps")
+
+    def _get_custom(self, ns: str, plural: str, name: str) -> dict | None:
+        try:
+            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name,
+                              verb="get", api_group=GROUP, resource=plural, namespace=ns, name=name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise self._unexpected(e, "get", GROUP, plural, ns, name) from None
+
+    def _patch_custom_status(self, ns: str, plural: str, name: str, patch: dict) -> dict:
+        try:
+            return self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns, plural,
+                              name, {"status": patch}, _content_type=MERGE_PATCH, verb="patch", api_group=GROUP,
+                              resource=plural, subresource="status", namespace=ns, name=name)
+        except client.ApiException as e:
+            raise self._unexpected(e, "patch", GROUP, plural, ns, name, "status") from None
 
     def _delete_custom(self, ns: str, plural: str, name: str) -> bool:
         try:
