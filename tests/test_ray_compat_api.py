@@ -7,6 +7,7 @@ tests that need their own session (shutdown, a second driver) run a driver in a 
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import os
 import subprocess
 import sys
@@ -541,3 +542,27 @@ def test_fractional_resources_come_back_exactly():
     held = tasuki.get([hold_briefly.options(num_cpus=f).remote() for f in fractions], timeout=GET_TIMEOUT_S)
     assert [h["CPU"] for h in held] == fractions
     conftest.wait_until(lambda: tasuki.available_resources() == before, 30, f"available resources back to {before}")
+
+
+def _positional(a, b=1): ...
+def _star(*args): ...
+def _head_and_star(a, /, b, *rest): ...
+def _keyword_only(a, *, b): ...
+
+
+@pytest.mark.parametrize("fn", [_positional, _star, _head_and_star, _keyword_only])
+@pytest.mark.parametrize("args", [(), (1,), (1, 2), (1, 2, 3), tuple(range(40))])
+def test_the_counting_shortcut_agrees_with_signature_bind(fn, args):
+    """The check at .remote() counts positional arguments where it can: it must accept and refuse
+    exactly what Signature.bind does."""
+    check = tasuki.api._call_check(fn, fn.__name__)
+    try:
+        inspect.signature(fn).bind(*args)
+        binds = True
+    except TypeError:
+        binds = False
+    if binds:
+        check(args, {})
+    else:
+        with pytest.raises(TypeError, match="does not match"):
+            check(args, {})

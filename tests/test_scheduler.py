@@ -407,6 +407,61 @@ def test_a_queued_task_the_worker_started_stays_with_it():
     assert victim.task is task and sched.pending_count() == 0 and other.task is None
 
 
+@pytest.mark.parametrize("mean, depth", [
+    (None, 1),          # never seen finishing: as for a long task
+    (5.0, 1),
+    (0.002, 1),         # as long as the round trip it would hide
+    (0.001, 2),
+    (0.0005, 4),
+    (0.0001, 16),       # 20 would cover 2 ms: capped
+    (0.0, 16),
+])
+def test_pipeline_depth_follows_the_functions_run_time(mean, depth):
+    sched = Scheduler()
+    if mean is not None:
+        sched.run_time[b"fn"] = mean
+    assert sched.pipeline_depth(b"fn") == depth
+
+
+def make_fn_task(fn_id: bytes, name: str) -> Task:
+    task = make_task(name)
+    task.fn_id = fn_id
+    return task
+
+
+def run_once(sched: Scheduler, fn_id: bytes, seconds: float) -> None:
+    """Run one task of `fn_id` that takes `seconds`, so the scheduler learns its run time."""
+    sched.enqueue(make_fn_task(fn_id, "probe"))
+    (task, worker), = sched.schedule(NOW)[0]
+    sched.task_done(worker, NOW + seconds)
+
+
+@pytest.mark.parametrize("seconds, queued_per_worker", [(0.00005, 16), (0.0005, 4), (0.5, 1)])
+def test_short_tasks_queue_deeper_behind_busy_workers_than_long_ones(seconds, queued_per_worker):
+    sched = cluster(make_node("a", cpus=2), workers=2)
+    run_once(sched, b"f", seconds)
+    for i in range(40):
+        sched.enqueue(make_fn_task(b"f", f"t{i}"))
+    sched.schedule(NOW)
+    assert sorted(len(w.backlog) for w in sched.workers.values()) == [queued_per_worker] * 2
+    assert sched.pending_count() == 40 - 2 - 2 * queued_per_worker
+
+
+def test_the_run_time_is_a_moving_average_and_ignores_actor_creation():
+    sched = cluster(make_node("a", cpus=1), workers=1)
+    run_once(sched, b"f", 1.0)
+    assert sched.run_time[b"f"] == pytest.approx(1.0)
+    for _ in range(60):
+        run_once(sched, b"f", 0.0001)
+    assert sched.pipeline_depth(b"f") == 16          # a long first run does not pin it at 1 for ever
+    creation = make_fn_task(b"A", "actor")
+    creation.actor = {"actor_id": b"a1", "max_concurrency": 1, "is_async": False}
+    worker = next(iter(sched.workers.values()))
+    worker.task = creation
+    sched.task_done(worker, NOW + 3.0)
+    assert b"A" not in sched.run_time
+
+
 # --- workers that exit -------------------------------------------------------------------------
 def test_worker_gone_returns_the_lost_task_and_frees_its_resources():
     sched = cluster(make_node("a", cpus=2, gpus=1), workers=2)

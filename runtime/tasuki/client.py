@@ -65,6 +65,8 @@ class Client:
         self.wake_r, self.wake_w = os.pipe()
         self.wake_pending = False
         self.cond = threading.Condition()
+        self.awaited: dict[bytes, int] = {}  # object id -> gets sleeping until it arrives (under cond)
+        self.broad_waiters = 0               # threads woken by any arrival (wait_any; under cond)
         self.objects: dict[bytes, tuple] = {}          # object id -> (kind, data)
         self.log_to_driver = True            # init(log_to_driver=False): the tasks' output is not printed
         self.errors_arrived = 0              # errors among them so far: a get of a list fails at the first
@@ -296,8 +298,8 @@ class Client:
             transport.send(self.server, messages, to=ident)
 
     def _drain(self, sock) -> None:
-        arrived = False
-        watched = []
+        wake_all = False
+        landed = []                     # the ids of the objects that arrived
         link = self.actor_socks.get(sock)
         while True:
             try:
@@ -306,17 +308,21 @@ class Client:
                 break
             if sock is self.head:
                 self.last_heard = time.time()
-            arrived |= self._on_messages(P.decode(frames[0].buffer), frames[1:], link, watched)
-        if arrived:
+            wake_all |= self._on_messages(P.decode(frames[0].buffer), frames[1:], link, landed)
+        if wake_all or landed:
+            # wake the waiting threads only when one of them may go on: a get sleeps until the last
+            # object it lacks arrives (waking per batch cost the driver a fifth of its time)
             with self.cond:
-                self.cond.notify_all()
-        if watched:
-            self._fire(watched)
+                if wake_all or self.broad_waiters or not self.awaited.keys().isdisjoint(landed):
+                    self.cond.notify_all()
+        if landed and self.watchers:
+            self._fire(landed)
 
-    def _on_messages(self, messages: list, data: list, link, watched: list) -> bool:
+    def _on_messages(self, messages: list, data: list, link, landed: list) -> bool:
         """IO thread: handle a batch that came from the head, the node or an actor (`link`; the data
-        frames of a relayed CHUNK or ACTOR_REPLY in `data`); True if an object or a welcome arrived."""
-        arrived = False
+        frames of a relayed CHUNK or ACTOR_REPLY in `data`); the ids of the objects that arrived go in
+        `landed`. True if every waiting thread must look: an error, a welcome or a refusal arrived."""
+        wake_all = False
         for message in messages:
             kind = message[0]
             if kind == P.OBJECT:
@@ -326,11 +332,10 @@ class Client:
                     self.unanswered.pop(oid[:-1], None)
                 if self.unanswered_calls:
                     self.unanswered_calls.pop(oid[:-1], None)
-                arrived = True
+                landed.append(oid)
                 if object_kind == P.ERROR:
                     self.errors_arrived += 1
-                if self.watchers:
-                    watched.append(oid)
+                    wake_all = True
                 if link is not None:
                     link.inflight.pop(oid, None)
             elif kind == P.ACTOR_INFO:
@@ -342,8 +347,8 @@ class Client:
             elif kind in (P.CHUNK, P.WRITTEN, P.ALLOCATED) and message[1] in self.transfers:
                 self.transfers[message[1]].put((message, data))      # a transfer relayed by the head
             elif kind == P.ACTOR_REPLY:           # what an actor answered, relayed by the head
-                arrived |= self._on_messages(P.decode(data[0].buffer), (), self.actor_links.get(message[1]),
-                                             watched)
+                wake_all |= self._on_messages(P.decode(data[0].buffer), (), self.actor_links.get(message[1]),
+                                              landed)
             elif kind in (P.ALLOCATED, P.PINNED, P.ANSWER):
                 slot = self.replies.get(message[1])
                 if slot is not None:
@@ -364,7 +369,7 @@ class Client:
             elif kind == P.WELCOME:
                 self.welcome = message[1]
                 self.session = message[1].get("session")
-                arrived = True
+                wake_all = True
             elif kind == P.REJOIN:
                 self._rejoin(message[1])
             elif kind == P.NODE_DIED:
@@ -375,7 +380,7 @@ class Client:
                             slot[0].set()
             elif kind == P.REFUSED:
                 self.refused = message[1]
-                arrived = True
+                wake_all = True
             elif kind == P.HEAD_RESTARTING:
                 if self.role == "driver":
                     print(f"tasuki: {message[1]}; waiting for it to come back (calls wait meanwhile, for up to "
@@ -385,7 +390,7 @@ class Client:
                 self._fail_waiting(ClusterError(message[1]))    # wakes the gets: check_head raises
             elif self.on_message is not None:
                 self.on_message(message)
-        return arrived
+        return wake_all
 
     def _rejoin(self, session: float) -> None:
         """IO thread: the head answered REJOIN. A new head (recovery.py): say HELLO again, first in
@@ -758,11 +763,14 @@ class Client:
             blocked = False
             pending = deque(missing)     # results arrive mostly in order: drop the ready prefix
             errors_seen = -1             # look at once too: a member that failed before this get fails it now
+            trigger = None               # the object whose arrival wakes this get: the last one it lacks
             try:
                 with self.cond:
                     while True:
                         while pending and pending[0] in self.objects:
                             pending.popleft()
+                        while pending and pending[-1] in self.objects:
+                            pending.pop()
                         if not pending:
                             break
                         if self.errors_arrived != errors_seen:      # one failed: raise it now (as Ray),
@@ -780,12 +788,29 @@ class Client:
                             left = [oid for oid in pending if oid not in self.objects]
                             raise GetTimeoutError(f"get timed out after {timeout} s: {len(left)} of "
                                                   f"{len(ids)} objects not ready (first: {left[0].hex()})")
+                        if pending[-1] != trigger:
+                            self._await(trigger, -1)
+                            trigger = pending[-1]
+                            self._await(trigger, +1)
                         self.cond.wait(remaining if remaining is not None else 1.0)
             finally:
+                if trigger is not None:
+                    with self.cond:
+                        self._await(trigger, -1)
                 if blocked:
                     on_block(False)
         objects = self.objects
         return [objects[oid] for oid in ids]
+
+    def _await(self, oid: bytes | None, change: int) -> None:
+        """Count a get sleeping until `oid` arrives (+1), or no longer (-1); under self.cond."""
+        if oid is None:
+            return
+        count = self.awaited.get(oid, 0) + change
+        if count:
+            self.awaited[oid] = count
+        else:
+            del self.awaited[oid]
 
     def ready(self, ids: list) -> list[bool]:
         ask = [oid for oid in ids if oid not in self.objects and oid not in self.requested]
@@ -832,7 +857,11 @@ class Client:
     def wait_any(self, timeout: float | None) -> None:
         self.check_head()
         with self.cond:
-            self.cond.wait(timeout)
+            self.broad_waiters += 1
+            try:
+                self.cond.wait(timeout)
+            finally:
+                self.broad_waiters -= 1
 
     def check_head(self) -> None:
         """Raise instead of waiting forever when the head has gone silent (drivers only: a

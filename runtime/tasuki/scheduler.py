@@ -32,7 +32,13 @@ EPSILON = 1e-9  # tolerance on resource amounts (0.1 + 0.2 CPUs fit in 0.3); the
 ALIVE, DRAINING, DEAD = "alive", "draining", "dead"
 STARTING, IDLE, BUSY, BLOCKED, ACTOR = "starting", "idle", "busy", "blocked", "actor"
 MAX_WORKERS_PER_CPU = 4          # cap on workers a node starts per CPU (blocked tasks need more)
-PIPELINE_DEPTH = 1               # tasks queued at a busy worker behind its current one (hides a round trip)
+# Tasks queued at a busy worker behind its current one hide the round trip to the head between two
+# tasks. Short tasks need many (no-op tasks: 8k/s with one, 25k/s with 16); a long task queued behind
+# another would wait instead of starting on a worker that frees up or a node the autoscaler opens (it
+# is not pending demand any more), so a function gets a deeper backlog only once its tasks are known
+# to be short: enough to cover PIPELINE_COVER_S of its mean run time, at least 1, at most PIPELINE_MAX.
+PIPELINE_COVER_S = 0.002
+PIPELINE_MAX = 16
 
 
 def shape_of(resources: dict[str, float]) -> Shape:
@@ -155,6 +161,7 @@ class Scheduler:
         self.workers: dict[bytes, Worker] = {}
         self.queues: dict[Key, deque] = {}
         self.queued_actors = 0          # actor creation tasks in the queues
+        self.run_time: dict[bytes, float] = {}     # function id -> its tasks' mean run time (s, moving average)
 
     # --- nodes and workers -------------------------------------------------------------
     def add_node(self, node: Node, now: float) -> None:
@@ -304,7 +311,8 @@ class Scheduler:
                         if (worker is not None and worker.state == BUSY and worker.task is not None
                                 and worker.task.shape == shape and worker.task.actor is None
                                 and not worker.task.max_calls):      # it may have to exit after this one
-                            while queue and len(worker.backlog) < PIPELINE_DEPTH and queue[0].actor is None:
+                            while (queue and queue[0].actor is None
+                                   and len(worker.backlog) < self.pipeline_depth(queue[0].fn_id)):
                                 task = queue.popleft()
                                 task.worker = worker
                                 worker.backlog.append(task)
@@ -329,12 +337,23 @@ class Scheduler:
                         spawns[node.node_id] = spawns.get(node.node_id, 0) + int(extra)
         return assignments, spawns
 
+    def pipeline_depth(self, fn_id: bytes) -> int:
+        """How many tasks of this function may wait at a busy worker (see PIPELINE_COVER_S)."""
+        mean = self.run_time.get(fn_id)
+        if mean is None:
+            return 1
+        return max(1, min(PIPELINE_MAX, int(PIPELINE_COVER_S / max(mean, 1e-6))))
+
     def task_done(self, worker: Worker, now: float) -> Task | None:
         """The worker finished its task: it starts its backlog's next one (same shape, resources
         kept) or becomes idle."""
         task = worker.task
         if task is None:
             return None
+        if task.actor is None:
+            took = max(0.0, now - task.started_at)   # from its start, or the DONE before it: an upper bound
+            mean = self.run_time.get(task.fn_id)
+            self.run_time[task.fn_id] = took if mean is None else 0.8 * mean + 0.2 * took
         if worker.backlog and worker.state == BUSY:
             nxt = worker.backlog.popleft()
             nxt.gpu_ids, task.gpu_ids = task.gpu_ids, []

@@ -26,6 +26,7 @@ import contextvars
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 
@@ -719,13 +720,16 @@ def _pickle_error(error: BaseException) -> bytes:
 
 def _capture_output(worker: Worker) -> None:
     """Send everything written to fds 1 and 2 to the driver, line by line, prefixed."""
+    import select
     worker.output_fds = []
+    worker.output_unread = select.poll()           # the read ends with bytes not read yet: see _sync_output
     worker.output_cond = threading.Condition()     # held by a forwarder from os.read to send_head
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         read_end, write_end = os.pipe()
         os.dup2(write_end, fd)
         os.close(write_end)
         worker.output_fds.append(read_end)
+        worker.output_unread.register(read_end, select.POLLIN)
         threading.Thread(target=_forward, args=(worker, read_end, stream), daemon=True,
                          name=f"tasuki-{stream}").start()
     sys.stdout = open(1, "w", buffering=1, closefd=False)
@@ -752,21 +756,16 @@ def _forward(worker: Worker, fd: int, stream: str) -> None:
 
 def _sync_output(worker: Worker, timeout: float = 2.0) -> None:
     """Wait until the forwarders have sent every line written to fds 1 and 2 so far, so a driver that
-    exits right after get() still prints its task's output. Costs two ioctls when nothing was written."""
-    fds = getattr(worker, "output_fds", None)
-    if not fds:
+    exits right after get() still prints its task's output. Costs one poll() when nothing was written;
+    the lock waits for a forwarder that has read a chunk but not sent it yet."""
+    unread = getattr(worker, "output_unread", None)
+    if unread is None:
         return
-    import fcntl
-    import struct
-    import termios
-    import time
-
-    def unread() -> bool:
-        return any(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] for fd in fds)
-
-    deadline = time.monotonic() + timeout
+    deadline = None
     with worker.output_cond:
-        while unread():
+        while unread.poll(0):
+            if deadline is None:
+                deadline = time.monotonic() + timeout
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
