@@ -255,6 +255,26 @@ def test_a_script_runs_tasks_on_the_cluster_and_its_output_is_kept(head):
     assert call(base, token, "GET", "/api/v1/jobs")[1][0] == job      # newest first
 
 
+SELF_AWARE = """
+import os
+from tasuki.jobs import JobClient
+client = JobClient()            # inside a job: no address, no token
+me = client.status(os.environ["TASUKI_JOB_ID"])
+print("I am", me["job_id"], me["status"], "at", client.url, flush=True)
+"""
+
+
+def test_a_job_reaches_the_jobs_api_with_jobclient_defaults(head):
+    """Inside a job TASUKI_ADDRESS is the head's runtime port; JobClient() still finds the HTTP port."""
+    cluster, base, token = head
+    package = upload(base, token, {"self_aware.py": SELF_AWARE})
+    job_id = submit(base, token, entrypoint="python self_aware.py", working_dir=package)
+    job = wait_job(base, token, job_id)
+    output = logs(base, token, job_id)
+    assert job["status"] == "SUCCEEDED", (job, output)
+    assert f"I am {job_id} RUNNING at {base}" in output
+
+
 @pytest.mark.parametrize("entrypoint, code, words", [
     ("python -c 'import sys; print(\"bad input\"); sys.exit(3)'", 3, "exited with 3; its last output line: bad input"),
     ("nosuchcommand-tasuki --x", 127, "command not found: nosuchcommand-tasuki"),
