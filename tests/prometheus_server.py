@@ -93,6 +93,14 @@ def panel_queries(board: dict, name: str) -> list[tuple[str, str, str]]:
              t["refId"], t["expr"]) for p in panels(board) for t in p.get("targets", [])]
 
 
+def says_when_empty(board: dict, name: str) -> set[str]:
+    """The keys (as panel_queries makes them) of the panels that show their own text instead of
+    Grafana's "No data" when their queries return nothing (fieldConfig.defaults.noValue)."""
+    return {key for (key, _, _), panel in zip(panel_queries(board, name),
+                                               [p for p in panels(board) for _ in p.get("targets", [])])
+            if panel.get("fieldConfig", {}).get("defaults", {}).get("noValue")}
+
+
 def fill(expr: str, values: Mapping[str, str]) -> str:
     """The query as Grafana sends it: $name and ${name} replaced by `values`; an unknown variable is an error."""
     def value(match: re.Match) -> str:

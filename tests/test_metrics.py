@@ -109,6 +109,25 @@ def test_per_node_series_carry_the_group_and_node_deaths_count_by_previous_state
     assert sample(text, "tasuki_resource_available", node="n1", group="gpu", resource="GPU") == 0
 
 
+def test_an_idle_cluster_has_zero_series_for_every_actor_state():
+    """The dashboards' "Actors by state" and "Actors alive" show 0 on a cluster without actors, not "No data"."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    def text_of(status: dict) -> str:
+        class Fixed:
+            def collect(self):
+                return metrics.families(status)
+        registry = CollectorRegistry()
+        registry.register(Fixed())
+        return generate_latest(registry).decode()
+
+    idle = text_of({})
+    for state in ("pending", "alive", "restarting", "dead"):
+        assert sample(idle, "tasuki_actors", state=state) == 0, state
+    busy = text_of({"actors": [{"state": "ALIVE"}, {"state": "ALIVE"}, {"state": "RESTARTING"}]})
+    assert [sample(busy, "tasuki_actors", state=s) for s in ("pending", "alive", "restarting", "dead")] == [0, 2, 1, 0]
+
+
 # --- the endpoint -----------------------------------------------------------------------------------
 def test_metrics_names_and_node_values(cluster):
     text = scrape(cluster)

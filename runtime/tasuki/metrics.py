@@ -102,6 +102,7 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnec
         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 NODE_STATES = ("alive", "draining", "dead")
 OUTCOMES = ("succeeded", "failed", "crashed", "cancelled")
+ACTOR_STATES = ("pending", "alive", "restarting", "dead")     # protocol.py's actor states, as label values
 DRAIN_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/drain$")
 PACKAGE_PATH = re.compile(r"^/api/v1/jobs/packages/([^/]+)$")
 JOB_PATH = re.compile(r"^/api/v1/jobs(?:/([^/]+)(?:/(logs|stop))?)?$")
@@ -191,7 +192,7 @@ def families(status: dict) -> list:
     out.append(histogram)
     out.append(GaugeMetricFamily("tasuki_objects", "Objects the head tracks", value=status.get("objects", 0)))
     actors = GaugeMetricFamily("tasuki_actors", "Actors by state", labels=["state"])
-    by_actor_state: dict[str, int] = {}
+    by_actor_state = dict.fromkeys(ACTOR_STATES, 0)     # every state, 0 too: a dashboard shows 0, not "No data"
     for actor in status.get("actors", []):
         state = actor["state"].lower()
         by_actor_state[state] = by_actor_state.get(state, 0) + 1
