@@ -56,17 +56,18 @@ def kill_at_random(upto: float) -> None:
     time.sleep(delay)
 
 
-def restart_head(cluster: CliCluster, sig: signal.Signals = signal.SIGKILL) -> float:
+def restart_head(cluster: CliCluster, sig: signal.Signals = signal.SIGKILL, **env: str) -> float:
     """SIGKILL the head (or send it `sig`, and wait for it to exit) and start another at the same
-    address with the same token (as a supervisor or Kubernetes would); returns when it started.
-    cluster.json names the new head (the next signal goes to it), and the `cluster` fixture stops it."""
+    address with the same token (as a supervisor or Kubernetes would; `env`: more of its environment);
+    returns when it started. cluster.json names the new head (the next signal goes to it), and the
+    `cluster` fixture stops it."""
     info = cluster.info
     os.kill(info["head_pid"], sig)
     wait_until(lambda: not psutil.pid_exists(info["head_pid"]) or
                psutil.Process(info["head_pid"]).status() == psutil.STATUS_ZOMBIE, 30, "the old head to exit")
     started = time.time()
     head = subprocess.Popen([sys.executable, "-m", "tasuki.head", "--address", info["address"]],
-                            env={**cluster.env, "TASUKI_TOKEN": info["token"]}, stdin=subprocess.DEVNULL)
+                            env={**cluster.env, "TASUKI_TOKEN": info["token"], **env}, stdin=subprocess.DEVNULL)
     info["head_pid"] = head.pid
     cluster.heads.append(head)
     with open(os.path.join(cluster.tmpdir, "cluster.json"), "w") as f:
@@ -494,3 +495,60 @@ def test_an_actor_whose_worker_died_with_the_head_is_created_again(cluster):
     assert [at.split()[1] for at in lines["AT"]] == ["11"]          # created again from start=10: state lost
     assert lines["PIDNOW"] != [str(pid)]
     report_first_completion("recreated", lines, started)
+
+
+def store_used(cluster: CliCluster) -> int:
+    """Bytes in use in the cluster's object stores, as the nodes last reported them to the head."""
+    probe = subprocess.run([sys.executable, "-c", "import tasuki; tasuki.init(address='auto'); "
+                            "print(sum(n['ObjectStore']['used'] for n in tasuki.nodes() if n['Alive']))"],
+                           env={**cluster.env}, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    return int(probe.stdout.split()[-1])
+
+
+def test_an_object_no_process_claims_after_the_restart_is_freed(cluster):
+    """Its driver died with the head: the copy its node reports when it rejoins belongs to nobody. Once
+    every process of the old head could have rejoined (TASUKI_HEAD_RECONNECT_S after the first rejoin,
+    plus the grace), the node frees it instead of keeping it for good."""
+    proc = driver(cluster, """
+        import sys, numpy as np, tasuki
+        tasuki.init(address="auto")
+        ref = tasuki.put(np.ones(100 * 2**20, dtype=np.uint8))      # 100 MiB in the node's store
+        print("PUT", flush=True)
+        sys.stdin.readline()
+    """)
+    read_line(proc, "PUT")
+    wait_until(lambda: store_used(cluster) >= 100 * 2**20, 30, "the node to report the object stored")
+    proc.kill()                     # the driver goes with the head, before the head notices
+    proc.wait()
+    restart_head(cluster, TASUKI_HEAD_RECONNECT_S="2")      # the new head lets go 2 + 6 s after the first rejoin
+    wait_until(lambda: store_used(cluster) >= 100 * 2**20, 60, "the node to rejoin with the object")
+    wait_until(lambda: store_used(cluster) < 2**20, 60, "the node to free the object nobody claimed")
+
+
+
+def test_a_task_whose_owner_died_with_the_head_is_stopped_after_the_restart(cluster, tmp_path):
+    """Its worker rejoins saying it runs the task and waits for the owner to re-send it (to adopt it);
+    the owner never comes back, so once every process could have rejoined the worker is killed
+    instead of running on for nobody."""
+    pid_file = tmp_path / "pid"
+    proc = driver(cluster, f"""
+        import os, sys, time, tasuki
+        tasuki.init(address="auto")
+        @tasuki.remote
+        def forever():
+            with open({str(pid_file)!r}, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3600)
+        ref = forever.remote()
+        print("SUBMITTED", flush=True)
+        sys.stdin.readline()
+    """)
+    read_line(proc, "SUBMITTED")
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, "the task to start")
+    worker = psutil.Process(int(pid_file.read_text()))
+    proc.kill()
+    proc.wait()
+    restart_head(cluster, TASUKI_HEAD_RECONNECT_S="2")
+    wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 60,
+               f"the worker (pid {worker.pid}) running the orphaned task to be killed")

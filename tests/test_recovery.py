@@ -94,6 +94,21 @@ def test_give_up_message_says_how_long_and_what_to_do():
     assert "tasuki start --head" in text
 
 
+@pytest.mark.parametrize("reports, known, orphans", [
+    ({}, set(), {}),
+    ({"n1": {A: 10}}, {A}, {}),                                  # claimed by a driver that rejoined
+    ({"n1": {A: 10, B: 20}}, {A}, {"n1": [B]}),                  # B's holders never came back
+    ({"n1": {A: 10}, "n2": {A: 10, B: 5}}, set(), {"n1": [A], "n2": [A, B]}),   # every copy of each
+])
+def test_unclaimed(reports, known, orphans):
+    assert R.unclaimed(reports, known) == orphans
+
+
+def test_what_is_unclaimed_is_let_go_only_after_every_process_could_have_rejoined():
+    assert R.unclaimed_sweep_delay(60.0) == 60.0 + R.REJOIN_GRACE_S
+    assert R.unclaimed_sweep_delay(5.0) > 5.0
+
+
 def test_recovery_is_pure():
     import ast
     import inspect

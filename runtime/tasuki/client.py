@@ -601,8 +601,12 @@ class Client:
     def _send_to_actor(self, link: "_ActorLink") -> None:
         if (link.sock is None and not self.via_head) or link.state != P.ALIVE_STATE or not link.queue:
             return
-        batch = list(link.queue)
+        # a queued call whose result is here already is not sent: the head failed it (ActorDiedError)
+        # while it waited for a restarted actor, and the caller may have retried it
+        batch = [message for message in link.queue if message[1][0] not in self.objects]
         link.queue.clear()
+        if not batch:
+            return
         for message in batch:
             link.inflight[message[1][0]] = message
         if self.via_head:           # the head sends them on (relay.py), after what is queued for it

@@ -137,6 +137,7 @@ class Head:
         self.node_reports: dict[str, dict] = {}      # node id -> {object id: size} it stored when it rejoined
         self.first_rejoin_at: float | None = None    # when a process of a previous head first rejoined this one
         self.rejoin_sweep_at: float | None = None    # when objects on nodes that did not rejoin are declared lost
+        self.unclaimed_sweep_at: float | None = None  # when what no rejoined process claimed is let go
         self.workers_expected: set = set()           # workers a rejoined node listed that have not rejoined yet
         self.deferred_lookups: list = []             # (ident, req id, arg, asked at): actors looked up by name
         self.rejoin_results: dict[bytes, list] = {}  # task id -> results a worker sent while no head knew it
@@ -187,7 +188,7 @@ class Head:
                 self.answer_early_gets(now)
             if self.actors.early_messages:
                 self.answer_early_actor_messages(now)
-            if self.deferred_lookups or self.workers_expected or self.rejoin_sweep_at:
+            if self.deferred_lookups or self.workers_expected or self.rejoin_sweep_at or self.unclaimed_sweep_at:
                 self.rejoin_tick(now)
             if self.control in events:
                 self.answer_control()
@@ -1019,6 +1020,8 @@ class Head:
         for ident, peer in list(self.peers.items()):
             if peer.role == "driver" and now - peer.last_seen > config.DRIVER_TIMEOUT_S:
                 self.forget_peer(ident)
+        if self.actors.early_results and self.unclaimed_sweep_at is None:
+            self.drop_early_actor_results(now, R.unclaimed_sweep_delay(config.DRIVER_TIMEOUT_S))
 
     def node_died(self, node: Node, now: float) -> None:
         self.node_deaths[node.state] += 1
@@ -1362,6 +1365,9 @@ class Head:
             self.lose_objects_of_absent_nodes()
             self.recreate_absent_actors(now)
             self.finish_reported_actor_calls(now)
+        if self.unclaimed_sweep_at is not None and now >= self.unclaimed_sweep_at:
+            self.unclaimed_sweep_at = None
+            self.let_go_of_unclaimed(now)
         self.workers_expected &= self.sched.workers.keys()     # (one that exited meanwhile is not waited for)
         for wid in self.workers_expected:
             self.ask_rejoin(wid, now)
@@ -1373,12 +1379,56 @@ class Head:
         what = info["rejoin"]
         if self.first_rejoin_at is None:
             self.first_rejoin_at, self.rejoin_sweep_at = now, now + R.REJOIN_GRACE_S
+            reconnect_s = config.env_float("HEAD_RECONNECT_S", config.HEAD_RECONNECT_S)
+            self.unclaimed_sweep_at = now + R.unclaimed_sweep_delay(reconnect_s)
         if role == "node":
             self.rejoin_node(ident, info, what, now)
         elif role == "worker":
             self.rejoin_worker(ident, info, what, now)
         elif role == "driver":
             self.rejoin_driver(ident, info, what, now)
+
+    def let_go_of_unclaimed(self, now: float) -> None:
+        """Every process of the previous head has rejoined or given up (R.unclaimed_sweep_delay): let go
+        of what none of them claimed, which would otherwise be kept for good: objects nodes store for
+        nobody, results of tasks and actor calls nobody re-sent, workers waiting for a task nobody re-sent."""
+        freed = 0
+        for node_id, orphans in R.unclaimed(self.node_reports, self.objects.records).items():
+            node = self.sched.nodes.get(node_id)
+            if node is not None and node.state != DEAD:
+                self.send(b"N" + node_id.encode(), P.free(orphans))
+                freed += len(orphans)
+            for oid in orphans:
+                del self.node_reports[node_id][oid]
+        dropped = len(self.rejoin_results)
+        for results in self.rejoin_results.values():
+            self.free_unclaimed_results(results)
+        self.rejoin_results.clear()
+        dropped += self.drop_early_actor_results(now, R.REJOIN_GRACE_S)
+        killed = len(self.rejoin_running)
+        for ident, info in self.rejoin_running.values():
+            self.sched.worker_gone(ident, now)
+            self.send(b"N" + info["node_id"].encode(), P.kill(ident))
+        self.rejoin_running.clear()
+        if freed or dropped or killed:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} tasuki head: after the restart, no process claimed "
+                  f"{freed} stored object(s), {dropped} result(s) and the task(s) of {killed} worker(s): "
+                  f"freed, dropped and killed", file=sys.stderr, flush=True)
+
+    def drop_early_actor_results(self, now: float, older_than: float) -> int:
+        """Actor results kept for calls their callers never registered (a caller that died meanwhile):
+        drop those kept longer than `older_than` seconds, freeing their stored objects."""
+        early = self.actors.early_results
+        stale = [first for first, kept in early.items() if now - kept[2] > older_than]
+        for first in stale:
+            self.free_unclaimed_results(early.pop(first)[5])
+        return len(stale)
+
+    def free_unclaimed_results(self, results: list) -> None:
+        """Free the stored objects among results (RESULT tuples) that no process claimed."""
+        for oid, kind, data, *_ in results:
+            if kind == P.STORED_KIND and oid not in self.objects.records:
+                self.free_on_nodes(oid, data)
 
     def rejoin_node(self, ident: bytes, info: dict, what: dict, now: float) -> None:
         """A node agent that served the previous head: its resources as new, its live workers as

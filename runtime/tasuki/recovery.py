@@ -38,6 +38,10 @@ What is adopted rather than redone, and what cannot be rebuilt:
     a standing request_resources() is re-sent only by the driver that made it, while it is connected.
   - a stored object whose nodes have not rejoined REJOIN_GRACE_S after the first rejoin is lost
     (`not_rejoined_reason`, pushed to its holders); a node that rejoins later does not bring it back.
+  - what no process claims is let go once every process of the previous head has rejoined or given
+    up (`unclaimed_sweep_delay`): objects nodes still store for nobody are freed (`unclaimed`), kept
+    results of tasks and calls nobody re-sent are dropped, and workers still waiting for a task nobody
+    re-sent are killed.
 """
 from __future__ import annotations
 
@@ -50,6 +54,24 @@ REJOIN_GRACE_S = 6.0      # seconds after the first rejoin during which more nod
 LOOKUP_WAIT_S = 10.0      # the longest a lookup by name waits for the actor's worker to rejoin
 REJOIN_RETRY_S = 0.5      # seconds before the same process is told REJOIN again: the first may have been sent
                           # before its connection came back, and a ROUTER drops what it cannot route
+
+
+def unclaimed_sweep_delay(reconnect_s: float) -> float:
+    """Seconds after the first rejoin when what no process has claimed is let go (`unclaimed`): every
+    process of the previous head has rejoined by then or given up, as each tries for
+    TASUKI_HEAD_RECONNECT_S (`reconnect_s`) from the moment its head went silent, before the first rejoin."""
+    return reconnect_s + REJOIN_GRACE_S
+
+
+def unclaimed(node_reports: Mapping[str, Mapping[bytes, int]], known: Container) -> dict[str, list]:
+    """Node id -> the objects it reported when it rejoined that no process has claimed since (not in
+    `known`, the head's object records): nobody holds a ref to them, so the node may free them."""
+    out = {}
+    for node_id, stored in node_reports.items():
+        orphans = [oid for oid in stored if oid not in known]
+        if orphans:
+            out[node_id] = orphans
+    return out
 
 
 def head_changed(known_session: float | None, session: float | None) -> bool:
