@@ -2,6 +2,7 @@
 
     python benchmarks/profile_tasuki.py noop            # 5,000 no-op tasks submitted then gathered, looped
     python benchmarks/profile_tasuki.py sequential      # submit + get, one at a time, looped
+    python benchmarks/profile_tasuki.py actor           # get(a.m.remote()) on a trivial method, looped
     python benchmarks/profile_tasuki.py noop --seconds 20 --rate 200 --top 20
 
 It starts a driver (this file, --drive) that runs the workload in a loop, finds the cluster's
@@ -42,18 +43,29 @@ def noop(*args):
     return None
 
 
+class Echo:
+    def m(self):
+        return None
+
+
 def drive(workload: str, seconds: float) -> None:
     sys.path.insert(0, os.path.join(REPO, "runtime"))
     import tasuki
     tasuki.init(num_cpus=2)
     f = tasuki.remote(noop)
     tasuki.get([f.remote(i) for i in range(500)])
+    actor = tasuki.remote(Echo).remote()
+    tasuki.get([actor.m.remote() for _ in range(200)])
     print("READY", flush=True)
     deadline, done, started = time.time() + seconds, 0, time.perf_counter()
     while time.time() < deadline:
         if workload == "noop":
             tasuki.get([f.remote(i) for i in range(5000)])
             done += 5000
+        elif workload == "actor":
+            for _ in range(100):
+                tasuki.get(actor.m.remote())
+            done += 100
         else:
             for i in range(100):
                 tasuki.get(f.remote(i))
@@ -174,7 +186,7 @@ def thread_name(frame: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("workload", choices=["noop", "sequential"])
+    p.add_argument("workload", choices=["noop", "sequential", "actor"])
     p.add_argument("--seconds", type=float, default=15.0, help="how long py-spy records")
     p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=12, help="functions shown per process")

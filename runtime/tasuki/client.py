@@ -301,11 +301,8 @@ class Client:
         wake_all = False
         landed = []                     # the ids of the objects that arrived
         link = self.actor_socks.get(sock)
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
+        while transport.readable(sock):
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             if sock is self.head:
                 self.last_heard = time.time()
             wake_all |= self._on_messages(P.decode(frames[0].buffer), frames[1:], link, landed)
@@ -435,11 +432,8 @@ class Client:
 
     def _drain_server(self) -> None:
         """IO thread: calls from this actor's callers."""
-        while True:
-            try:
-                ident, messages, _ = transport.recv_router_nowait(self.server)
-            except zmq.Again:
-                return
+        while transport.readable(self.server):
+            ident, messages, _ = transport.recv_router_nowait(self.server)
             for message in messages:
                 self.on_call(ident, message)
 

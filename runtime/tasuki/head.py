@@ -173,8 +173,8 @@ class Head:
                 ident = None
                 try:                        # free while nothing raises (handle guards each message)
                     for _ in range(256):        # drain what is queued, then schedule once
-                        if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
-                            break               # (cheaper than raising zmq.Again on an empty read)
+                        if not transport.readable(self.sock):
+                            break
                         ident, messages, data = transport.recv_router_nowait(self.sock)
                         if data:
                             self.relay_frames(ident, messages[0], data)
