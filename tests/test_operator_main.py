@@ -68,7 +68,8 @@ def test_two_replicas_one_leader_and_a_handover(tmp_path):
             first = wait_for("a leader", holder, 60)
             leader = 0 if first.startswith("replica-0_") else 1
             other = 1 - leader
-            assert "leading as" in logs[leader].read_text()
+            # (the Lease is visible before its holder has written the line that says so)
+            wait_for("the leader's log to say so", lambda: "leading as" in logs[leader].read_text(), 30)
             assert "leading as" not in logs[other].read_text(), "both replicas lead"
             # a standby waiting for the Lease stays healthy (its liveness probe must not restart it): past
             # the 10 s a stuck event loop is allowed, /healthz still answers 200

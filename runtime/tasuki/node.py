@@ -140,6 +140,7 @@ class NodeAgent:
         self.leave_asked = False                      # SIGTERM came: drain, then exit (see `leave`)
         self.leave_deadline: float | None = None      # when it exits even if the head never said DRAINED
         self.exit_code = 0
+        self.drained = False         # the head said DRAINED: it forgets this node on purpose
 
     def info(self) -> dict:
         c = self.cfg
@@ -379,13 +380,15 @@ class NodeAgent:
             self.replicate(m.oid, m.sources)
         elif kind == P.DRAINED:
             print(f"tasuki node {self.cfg.node_id}: drained: nothing is left here; exiting", file=sys.stderr, flush=True)
-            self.running = False
+            self.drained, self.running = True, False
         elif kind in (P.READ, P.ALLOC, P.WRITE, P.SEAL):    # relayed by the head for a driver that
             self.on_client_message(self.head, None, message, data)     # reaches only it (relay.py)
 
     def rejoin(self, session: float) -> None:
         """A head answered REJOIN: a new head (say HELLO again with this node's workers and stored
         objects, recovery.py), or the head that declared this node dead (stop)."""
+        if self.drained:             # the head answered a message sent after DRAINED: it left as asked
+            return
         if not R.head_changed(self.session, session):
             print(f"tasuki node {self.cfg.node_id}: the head at {self.cfg.head_address} declared this node dead "
                   f"and forgot it; stopping this node agent and its workers.", file=sys.stderr, flush=True)
