@@ -18,6 +18,7 @@ import os
 import threading
 
 import zmq
+import zmq.backend
 from zmq.utils import z85
 
 from . import config, protocol
@@ -114,7 +115,7 @@ class MalformedFrame(Exception):
 
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
-_get_option = zmq.Socket.__mro__[1].get    # the C Socket's: pyzmq's own turns EVENTS into an enum.Flag
+_get_option = zmq.backend.Socket.get       # the C Socket's: pyzmq's own turns EVENTS into an enum.Flag
 
 
 def readable(sock: zmq.Socket) -> bool:

@@ -721,14 +721,12 @@ def _pickle_error(error: BaseException) -> bytes:
 def _capture_output(worker: Worker) -> None:
     """Send everything written to fds 1 and 2 to the driver, line by line, prefixed."""
     import select
-    worker.output_fds = []
     worker.output_unread = select.poll()           # the read ends with bytes not read yet: see _sync_output
     worker.output_cond = threading.Condition()     # held by a forwarder from os.read to send_head
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         read_end, write_end = os.pipe()
         os.dup2(write_end, fd)
         os.close(write_end)
-        worker.output_fds.append(read_end)
         worker.output_unread.register(read_end, select.POLLIN)
         threading.Thread(target=_forward, args=(worker, read_end, stream), daemon=True,
                          name=f"tasuki-{stream}").start()
