@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,17 @@ def array_sum_after_release(array, i: int, release: str) -> float:
 
 def column_total(frame, column: str) -> float:
     return float(frame[column].sum())
+
+
+def operator_healthy(proc: subprocess.Popen, port: int, logs) -> bool:
+    """Whether an operator process started by a test answers 200 on /healthz; fails at once, with its
+    log (`logs()`), if it exited."""
+    assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{logs()}"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def free_port(ip: str = "127.0.0.1") -> int:

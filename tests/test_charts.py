@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -36,7 +35,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
 
-from conftest import free_port, wait_until
+from conftest import free_port, operator_healthy, wait_until
 from kube_emulator import KubeEmulator
 from kubectl import HELM_MISSING, MISSING, helm_path, kubectl_path
 from tasuki_operator import manifests, rbac
@@ -470,14 +469,7 @@ def test_install_then_the_operator_runs_with_the_charts_arguments_and_roles(tmp_
                  "--metrics-host", "127.0.0.1", f"--metrics-port={port}", "--head-url", "http://127.0.0.1:9"],
                 stdout=out, stderr=subprocess.STDOUT, env={**env, "POD_NAMESPACE": NAMESPACE, "POD_NAME": "op-0"})
         try:
-            def healthy() -> bool:
-                assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{log.read_text()}"
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                        return r.status == 200
-                except OSError:
-                    return False
-            wait_until(healthy, 60, "the operator's /healthz")
+            wait_until(lambda: operator_healthy(proc, port, log.read_text), 60, "the operator's /healthz")
             wait_until(lambda: kube.get("pods", "demo-head", "ml") and kube.get("secrets", "demo-token", "ml"),
                        60, "the head pod and token Secret of the chart's Cluster")
         finally:

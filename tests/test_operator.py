@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 pytest.importorskip("kopf")
+from conftest import operator_healthy                                    # noqa: E402
 from fake_head import FakeHead                                           # noqa: E402
 from kube_emulator import KubeEmulator                                   # noqa: E402
 from kubectl import MISSING, kubectl_path                                # noqa: E402
@@ -71,15 +72,8 @@ class Stack:
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
         s = cls(kube, proc, log_path, port)
 
-        def healthy():
-            assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{s.logs()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
         try:
-            s.wait("the operator's /healthz", healthy)
+            s.wait("the operator's /healthz", lambda: operator_healthy(proc, port, s.logs))
             yield s
         finally:
             proc.terminate()
